@@ -1,0 +1,21 @@
+{
+  "targets": [
+    {
+      "target_name": "vhost_user_net",
+      "sources": [
+        "native/addon.cc",
+        "native/errors.cc",
+        "native/poller.cc",
+        "native/sockets.cc",
+        "native/memory.cc",
+        "native/eventfd.cc",
+        "native/host.cc"
+      ],
+      "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
+      "defines": ["NAPI_VERSION=9", "NAPI_DISABLE_CPP_EXCEPTIONS", "_GNU_SOURCE"],
+      "cflags!": ["-fno-exceptions"],
+      "cflags_cc!": ["-fno-exceptions", "-std=gnu++17"],
+      "cflags_cc": ["-std=gnu++17", "-Wall", "-Wextra", "-Wno-unused-parameter", "-O2"]
+    }
+  ]
+}

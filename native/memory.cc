@@ -1,0 +1,178 @@
+// Guest memory mappings: mmap of region fds at an offset, with the whole range checked against
+// the file first, and memfd_create for the mock front-end's guest RAM.
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstring>
+
+#include "env_state.h"
+#include "errors.h"
+#include "exports.h"
+
+namespace vun {
+namespace {
+
+bool GetSize(const Napi::Env& env, const Napi::Value& v, const char* what, uint64_t* out) {
+  if (!v.IsNumber()) {
+    ThrowArg(env, std::string(what) + " must be a number");
+    return false;
+  }
+  double d = v.As<Napi::Number>().DoubleValue();
+  if (!(d >= 0) || d > 9007199254740991.0 || d != static_cast<double>(static_cast<uint64_t>(d))) {
+    ThrowArg(env, std::string(what) + " must be a safe non-negative integer");
+    return false;
+  }
+  *out = static_cast<uint64_t>(d);
+  return true;
+}
+
+// memfdCreate(name, size) -> fd
+Napi::Value MemfdCreate(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::string name = info[0].As<Napi::String>().Utf8Value();
+  uint64_t size;
+  if (!GetSize(env, info[1], "size", &size)) return env.Undefined();
+  int fd = memfd_create(name.c_str(), MFD_CLOEXEC);
+  if (fd < 0) {
+    ThrowErrno(env, "memfd_create", errno);
+    return env.Undefined();
+  }
+  if (ftruncate(fd, static_cast<off_t>(size)) != 0) {
+    int err = errno;
+    close(fd);
+    ThrowErrno(env, "ftruncate", err);
+    return env.Undefined();
+  }
+  GetState(env)->OwnFd(fd);
+  return Napi::Number::New(env, fd);
+}
+
+// mmapFd(fd, size, offset) -> mapping id. Maps [offset, offset+size) of fd shared and
+// read-write. For regular files and memfds the range must lie inside the file: mapping past
+// its end would turn the guest's later accesses into SIGBUS.
+Napi::Value MmapFd(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = info[0].As<Napi::Number>().Int32Value();
+  uint64_t size, offset;
+  if (!GetSize(env, info[1], "size", &size) || !GetSize(env, info[2], "offset", &offset))
+    return env.Undefined();
+  if (size == 0) {
+    ThrowErrno(env, "mmap", EINVAL, "zero-size region");
+    return env.Undefined();
+  }
+  struct stat sb;
+  if (fstat(fd, &sb) != 0) {
+    ThrowErrno(env, "fstat", errno);
+    return env.Undefined();
+  }
+  if (S_ISREG(sb.st_mode) && (offset > static_cast<uint64_t>(sb.st_size) ||
+                              size > static_cast<uint64_t>(sb.st_size) - offset)) {
+    ThrowErrno(env, "mmap", EINVAL,
+               "region [offset " + std::to_string(offset) + ", size " + std::to_string(size) +
+                   ") outside file of " + std::to_string(sb.st_size) + " bytes");
+    return env.Undefined();
+  }
+  uint64_t page = static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
+  uint64_t aligned = offset & ~(page - 1);
+  uint64_t delta = offset - aligned;
+  if (size > SIZE_MAX - delta) {
+    ThrowErrno(env, "mmap", EOVERFLOW);
+    return env.Undefined();
+  }
+  size_t length = static_cast<size_t>(size + delta);
+  void* p =
+      mmap(nullptr, length, PROT_READ | PROT_WRITE, MAP_SHARED, fd, static_cast<off_t>(aligned));
+  if (p == MAP_FAILED) {
+    ThrowErrno(env, "mmap", errno);
+    return env.Undefined();
+  }
+  EnvState* st = GetState(env);
+  uint32_t id = st->nextMappingId++;
+  Mapping m;
+  m.base = p;
+  m.length = length;
+  m.delta = static_cast<size_t>(delta);
+  m.size = static_cast<size_t>(size);
+  st->mappings.emplace(id, std::move(m));
+  return Napi::Number::New(env, id);
+}
+
+void DetachBuffers(napi_env env, Mapping& m) {
+  for (napi_ref ref : m.buffers) {
+    napi_value v = nullptr;
+    if (napi_get_reference_value(env, ref, &v) == napi_ok && v) {
+      bool detached = false;
+      napi_is_detached_arraybuffer(env, v, &detached);
+      if (!detached) napi_detach_arraybuffer(env, v);
+    }
+    napi_delete_reference(env, ref);
+  }
+  m.buffers.clear();
+}
+
+// munmap(id): unmaps and detaches every ArrayBuffer that viewed the mapping.
+Napi::Value Munmap(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  uint32_t id = info[0].As<Napi::Number>().Uint32Value();
+  EnvState* st = GetState(env);
+  auto it = st->mappings.find(id);
+  if (it == st->mappings.end()) {
+    ThrowErrno(env, "munmap", EINVAL, "unknown mapping " + std::to_string(id));
+    return env.Undefined();
+  }
+  DetachBuffers(env, it->second);
+  munmap(it->second.base, it->second.length);
+  st->mappings.erase(it);
+  return env.Undefined();
+}
+
+// mappingBuffer(id) -> ArrayBuffer over the caller's bytes of the mapping. It is detached
+// (length 0) when the mapping goes away, so JS can never touch unmapped memory.
+Napi::Value MappingBuffer(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  uint32_t id = info[0].As<Napi::Number>().Uint32Value();
+  EnvState* st = GetState(env);
+  auto it = st->mappings.find(id);
+  if (it == st->mappings.end()) {
+    ThrowErrno(env, "mappingBuffer", EINVAL, "unknown mapping " + std::to_string(id));
+    return env.Undefined();
+  }
+  Mapping& m = it->second;
+  napi_value ab;
+  napi_status s = napi_create_external_arraybuffer(env, static_cast<char*>(m.base) + m.delta,
+                                                   m.size, nullptr, nullptr, &ab);
+  if (s != napi_ok) {
+    ThrowErrno(env, "napi_create_external_arraybuffer", ENOMEM);
+    return env.Undefined();
+  }
+  napi_ref ref;
+  napi_create_reference(env, ab, 0, &ref);
+  m.buffers.push_back(ref);
+  return Napi::Value(env, ab);
+}
+
+// mappingCount() -> number of live mappings (leak checks in tests).
+Napi::Value MappingCount(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), static_cast<double>(GetState(info.Env())->mappings.size()));
+}
+
+}  // namespace
+
+void UnmapAll(napi_env env, EnvState* st) {
+  for (auto& kv : st->mappings) {
+    DetachBuffers(env, kv.second);
+    munmap(kv.second.base, kv.second.length);
+  }
+  st->mappings.clear();
+}
+
+void InitMemory(Napi::Env env, Napi::Object exports) {
+  exports.Set("memfdCreate", Napi::Function::New<MemfdCreate>(env));
+  exports.Set("mmapFd", Napi::Function::New<MmapFd>(env));
+  exports.Set("munmap", Napi::Function::New<Munmap>(env));
+  exports.Set("mappingBuffer", Napi::Function::New<MappingBuffer>(env));
+  exports.Set("mappingCount", Napi::Function::New<MappingCount>(env));
+}
+
+}  // namespace vun

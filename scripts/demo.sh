@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# The main job: set up what is missing, build, and run the demo.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup-host.sh
+bash scripts/ensure-node-deps.sh
+node scripts/demo.mjs

@@ -1,0 +1,198 @@
+/**
+ * The backend process's core: listens (server mode) or dials (client mode), runs one session
+ * per connection, and after a disconnect tears the session down completely and serves the
+ * next connection. One front-end at a time: later connections wait in the listen backlog.
+ */
+import { EventEmitter } from 'node:events';
+import { lstatSync, rmSync } from 'node:fs';
+import type { Logger } from 'pino';
+import { hex } from './features.js';
+import { call, loadNative, type NativeBinding, type NativePoller } from './native.js';
+import { ControlConnection } from './transport/connection.js';
+import { type DataPlane, IdleDataPlane } from './vhost-user/data-plane.js';
+import { dispatch } from './vhost-user/handlers.js';
+import { OFFERED_PROTOCOL_FEATURES, offeredFeatures, Session } from './vhost-user/session.js';
+import { type Header, requestName } from './vhost-user/codec.js';
+
+export interface BackendOptions {
+  /** Socket path (server mode: created; client mode: dialled). */
+  socketPath?: string;
+  /** An inherited listening socket (QEMU's `--fd` convention); overrides socketPath. */
+  listenFd?: number;
+  client: boolean;
+  /** File mode of the created socket (server mode). */
+  socketMode: number;
+  queuePairs: number;
+  /** Client mode: first and largest delay between dial attempts. */
+  reconnectMinMs: number;
+  reconnectMaxMs: number;
+  features?: bigint;
+  protocolFeatures?: bigint;
+}
+
+export interface BackendEvents {
+  session: [Session];
+  /** Every request received, just before it is handled (observers: tests, traces). */
+  message: [Session, Header];
+  sessionClosed: [Session, Error | undefined];
+  listening: [string];
+}
+
+const READABLE = 1;
+
+export class VhostUserNetBackend extends EventEmitter<BackendEvents> {
+  readonly native: NativeBinding;
+  private listenFd = -1;
+  private createdSocket: string | undefined;
+  private createdIno: number | undefined;
+  private listenPoller: NativePoller | undefined;
+  private connection: ControlConnection | undefined;
+  private current: Session | undefined;
+  private reconnectTimer: NodeJS.Timeout | undefined;
+  private reconnectDelay: number;
+  private stopped = false;
+  /** Sessions served so far (a reconnect makes a new one). */
+  sessions = 0;
+
+  constructor(
+    readonly options: BackendOptions,
+    private readonly log: Logger,
+    private readonly makeDataPlane: (native: NativeBinding, log: Logger) => DataPlane = (n, l) =>
+      new IdleDataPlane(n, l),
+    native?: NativeBinding,
+  ) {
+    super();
+    this.native = native ?? loadNative();
+    this.reconnectDelay = options.reconnectMinMs;
+  }
+
+  get session(): Session | undefined {
+    return this.current;
+  }
+
+  start(): void {
+    if (this.options.client) {
+      this.dial();
+      return;
+    }
+    if (this.options.listenFd !== undefined) {
+      this.listenFd = call('adopt --fd', () => this.native.adoptListenFd(this.options.listenFd as number));
+    } else {
+      const path = this.options.socketPath as string;
+      this.listenFd = call(`listen on ${path}`, () => this.native.unixListen(path, this.options.socketMode, 4));
+      this.createdSocket = path;
+      this.createdIno = lstatSync(path).ino;
+    }
+    this.listenPoller = new this.native.Poller(this.listenFd, () => this.acceptOne());
+    this.listenPoller.start(READABLE);
+    const where = this.createdSocket ?? `fd ${this.listenFd}`;
+    this.log.info(
+      { socket: where, mode: this.createdSocket ? `0${this.options.socketMode.toString(8)}` : undefined },
+      'listening',
+    );
+    this.emit('listening', where);
+  }
+
+  /** Closes the connection (tearing the session down) and the listener. */
+  stop(): void {
+    this.stopped = true;
+    if (this.reconnectTimer) clearTimeout(this.reconnectTimer);
+    this.connection?.close();
+    this.listenPoller?.close();
+    this.listenPoller = undefined;
+    if (this.listenFd >= 0) {
+      this.native.close(this.listenFd);
+      this.listenFd = -1;
+    }
+    if (this.createdSocket) {
+      // Remove our own socket file only: another backend may have replaced it since.
+      try {
+        if (lstatSync(this.createdSocket).ino === this.createdIno) rmSync(this.createdSocket);
+      } catch {
+        /* already gone */
+      }
+      this.createdSocket = undefined;
+    }
+  }
+
+  private acceptOne(): void {
+    if (this.connection) return;
+    let fd: number;
+    try {
+      fd = this.native.unixAccept(this.listenFd);
+    } catch (err) {
+      this.log.error({ err }, 'accept failed');
+      return;
+    }
+    if (fd < 0) return;
+    // One front-end at a time: stop accepting until this session is over.
+    this.listenPoller?.stop();
+    this.serve(fd);
+  }
+
+  private dial(): void {
+    if (this.stopped) return;
+    const path = this.options.socketPath as string;
+    let fd: number;
+    try {
+      fd = call(`connect to ${path}`, () => this.native.unixConnect(path));
+    } catch (err) {
+      const delay = this.reconnectDelay;
+      this.reconnectDelay = Math.min(delay * 2, this.options.reconnectMaxMs);
+      this.log.info(
+        { socket: path, errno: (err as { errno?: string }).errno, retryInMs: delay },
+        'front-end not reachable yet',
+      );
+      this.reconnectTimer = setTimeout(() => this.dial(), delay);
+      return;
+    }
+    this.reconnectDelay = this.options.reconnectMinMs;
+    this.log.info({ socket: path }, 'connected to front-end');
+    this.serve(fd);
+  }
+
+  private serve(fd: number): void {
+    const id = ++this.sessions;
+    const log = this.log.child({ component: 'session', session: id });
+    const session = new Session(
+      this.native,
+      {
+        queuePairs: this.options.queuePairs,
+        features: this.options.features ?? offeredFeatures(this.options.queuePairs),
+        protocolFeatures: this.options.protocolFeatures ?? OFFERED_PROTOCOL_FEATURES,
+      },
+      this.makeDataPlane(this.native, log.child({ component: 'dataplane' })),
+      log,
+    );
+    session.onChange((c) => log.info(c, c.what));
+    const conn = new ControlConnection(this.native, fd, log.child({ component: 'transport' }), {
+      onMessage: (msg) => {
+        log.debug(
+          { request: requestName(msg.header.request), flags: hex(msg.header.flags), fds: msg.fds.length },
+          'message',
+        );
+        this.emit('message', session, msg.header);
+        const reply = dispatch(session, msg, this.native, log);
+        if (reply) conn.send(reply.bytes);
+      },
+      onClose: (reason) => {
+        session.close();
+        this.connection = undefined;
+        this.current = undefined;
+        log.info({ reason: reason?.message, code: (reason as { code?: string } | undefined)?.code }, 'session closed');
+        this.emit('sessionClosed', session, reason);
+        if (this.stopped) return;
+        if (this.options.client) {
+          this.reconnectTimer = setTimeout(() => this.dial(), this.options.reconnectMinMs);
+        } else {
+          this.listenPoller?.start(READABLE);
+        }
+      },
+    });
+    this.connection = conn;
+    this.current = session;
+    log.info({ fd }, 'session started');
+    this.emit('session', session);
+    conn.start();
+  }
+}

@@ -1,0 +1,189 @@
+/**
+ * vhost-user-net command line. Follows the vhost-user "Backend program conventions"
+ * (--socket-path, --fd, --print-capabilities) and adds our own options.
+ */
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { VhostUserNetBackend } from '../backend.js';
+import { type Config, parseConfig, readConfigFile } from '../config/config.js';
+import { ConfigError, ErrorCode, VunError } from '../errors.js';
+import { featureNames, hex, ProtocolFeature, VirtioFeature } from '../features.js';
+import { formatHostBackend, openHostBackend } from '../host/host-backend.js';
+import { createLogger, type LogLevel } from '../log.js';
+import { loadNative, packageRoot } from '../native.js';
+import { OFFERED_FEATURES, OFFERED_PROTOCOL_FEATURES, offeredFeatures } from '../vhost-user/session.js';
+
+export const USAGE = `Usage: vhost-user-net [serve] [options]
+
+A userspace virtio-net device for QEMU's -netdev vhost-user.
+
+Options:
+  --socket PATH, --socket-path PATH
+                         vhost-user socket (server mode: created; client mode: dialled)
+  --fd N                 serve on an inherited listening unix socket (instead of a path)
+  --client               dial the socket (QEMU runs it with server=on) and redial after loss
+  --socket-mode MODE     octal file mode of the created socket (default 0600)
+  --queues N             queue pairs offered (GET_QUEUE_NUM), 1..64 (default 1)
+  --backend SPEC         tap:NAME | af-packet:IFACE | loopback | null[:source=LEN] (default null)
+  --config FILE          JSON configuration file; flags override it
+  --log-level LEVEL      trace|debug|info|warn|error|silent (default info)
+  --print-capabilities   print the backend capabilities as JSON and exit
+  -h, --help             this text
+  -V, --version          the version
+
+Example:
+  vhost-user-net --socket /run/vun.sock --backend tap:vun0
+  qemu-system-x86_64 ... -chardev socket,id=c0,path=/run/vun.sock \\
+    -netdev vhost-user,id=n0,chardev=c0 -device virtio-net-pci,netdev=n0
+`;
+
+export function version(): string {
+  const pkg = JSON.parse(readFileSync(join(packageRoot, 'package.json'), 'utf8')) as { version: string };
+  return pkg.version;
+}
+
+/** vhost-user.rst "Backend program conventions": --print-capabilities prints this JSON. */
+export function capabilities(): Record<string, unknown> {
+  return {
+    type: 'net',
+    features: featureNames(OFFERED_FEATURES, VirtioFeature),
+    protocolFeatures: featureNames(OFFERED_PROTOCOL_FEATURES, ProtocolFeature),
+  };
+}
+
+/** Parses argv into a validated Config (or a request for help/version/capabilities). */
+export function parseCommandLine(
+  argv: string[],
+): { action: 'help' | 'version' | 'capabilities' } | { action: 'serve'; config: Config } {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: argv,
+      allowPositionals: true,
+      strict: true,
+      options: {
+        socket: { type: 'string' },
+        'socket-path': { type: 'string' },
+        fd: { type: 'string' },
+        client: { type: 'boolean' },
+        'socket-mode': { type: 'string' },
+        queues: { type: 'string' },
+        backend: { type: 'string' },
+        config: { type: 'string' },
+        'log-level': { type: 'string' },
+        'print-capabilities': { type: 'boolean' },
+        help: { type: 'boolean', short: 'h' },
+        version: { type: 'boolean', short: 'V' },
+      },
+    });
+  } catch (err) {
+    throw new ConfigError(ErrorCode.Usage, (err as Error).message);
+  }
+  const { values: v, positionals } = parsed;
+  if (v.help) return { action: 'help' };
+  if (v.version) return { action: 'version' };
+  if (v['print-capabilities']) return { action: 'capabilities' };
+  if (positionals.length > 1 || (positionals[0] !== undefined && positionals[0] !== 'serve')) {
+    throw new ConfigError(ErrorCode.Usage, `unknown command '${positionals.join(' ')}' (try --help)`);
+  }
+  if (v.socket !== undefined && v['socket-path'] !== undefined && v.socket !== v['socket-path']) {
+    throw new ConfigError(ErrorCode.Usage, '--socket and --socket-path name different paths');
+  }
+  const file = v.config ? readConfigFile(v.config) : {};
+  const socket = { ...((file.socket as Record<string, unknown> | undefined) ?? {}) };
+  const path = v.socket ?? v['socket-path'];
+  if (path !== undefined) socket.path = path;
+  if (v.client) socket.client = true;
+  const int = (flag: string, s: string): number => {
+    if (!/^\d+$/.test(s)) throw new ConfigError(ErrorCode.Usage, `--${flag} takes a whole number, not '${s}'`);
+    return Number(s);
+  };
+  if (v.fd !== undefined) socket.fd = int('fd', v.fd);
+  if (v['socket-mode'] !== undefined) socket.mode = v['socket-mode'];
+  const merged: Record<string, unknown> = { ...file, socket };
+  if (v.queues !== undefined) merged.queues = int('queues', v.queues);
+  if (v.backend !== undefined) merged.backend = v.backend;
+  if (v['log-level'] !== undefined) {
+    merged.log = { ...((file.log as Record<string, unknown> | undefined) ?? {}), level: v['log-level'] };
+  }
+  return {
+    action: 'serve',
+    config: parseConfig(merged, v.config ? `configuration (${v.config} and flags)` : 'arguments'),
+  };
+}
+
+export async function main(argv: string[]): Promise<number> {
+  let cmd;
+  try {
+    cmd = parseCommandLine(argv);
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`vhost-user-net: ${err.message}\n[${err.code}]\n`);
+      return 2;
+    }
+    throw err;
+  }
+  if (cmd.action !== 'serve') {
+    if (cmd.action === 'help') process.stdout.write(USAGE);
+    else if (cmd.action === 'version') process.stdout.write(`vhost-user-net ${version()}\n`);
+    else process.stdout.write(`${JSON.stringify(capabilities(), null, 2)}\n`);
+    return 0;
+  }
+  const { config } = cmd;
+  const log = createLogger(config.log.level as LogLevel);
+  let backend: VhostUserNetBackend;
+  try {
+    const native = loadNative();
+    const host = openHostBackend(native, config.hostBackend);
+    log.info(
+      {
+        version: version(),
+        backend: formatHostBackend(config.hostBackend),
+        hostIface: host.name,
+        queuePairs: config.queues,
+        features: hex(offeredFeatures(config.queues)),
+        protocolFeatures: hex(OFFERED_PROTOCOL_FEATURES),
+      },
+      'starting vhost-user-net',
+    );
+    if (config.hostBackend.kind !== 'null') {
+      log.warn(
+        { backend: formatHostBackend(config.hostBackend) },
+        'host backend opened; this build has no data path yet',
+      );
+    }
+    backend = new VhostUserNetBackend(
+      {
+        socketPath: config.socket.path,
+        listenFd: config.socket.fd,
+        client: config.socket.client,
+        socketMode: config.socket.mode,
+        queuePairs: config.queues,
+        reconnectMinMs: config.reconnect.minMs,
+        reconnectMaxMs: config.reconnect.maxMs,
+      },
+      log,
+      undefined,
+      native,
+    );
+    backend.start();
+    const shutdown = (signal: string) => {
+      log.info({ signal }, 'shutting down');
+      backend.stop();
+      host.close();
+    };
+    process.once('SIGINT', () => shutdown('SIGINT'));
+    process.once('SIGTERM', () => shutdown('SIGTERM'));
+  } catch (err) {
+    if (err instanceof VunError) {
+      log.fatal({ code: err.code, ...err.details }, err.message);
+      return err instanceof ConfigError ? 2 : 1;
+    }
+    throw err;
+  }
+  return await new Promise<number>((resolve) => {
+    // The event loop keeps running while the backend listens; resolve when it is stopped.
+    process.once('beforeExit', () => resolve(0));
+  });
+}

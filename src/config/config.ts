@@ -1,0 +1,92 @@
+/**
+ * Configuration: a JSON file (`--config`) and command-line flags, flags winning. Validated
+ * with zod; every problem is reported with its path, all at once.
+ */
+import { readFileSync } from 'node:fs';
+import { z } from 'zod';
+import { ConfigError, ErrorCode } from '../errors.js';
+import { type HostBackendSpec, parseHostBackend } from '../host/host-backend.js';
+
+/** The most queue pairs we serve: vring file payloads carry an 8-bit index (256 vrings). */
+export const MAX_QUEUE_PAIRS = 64;
+
+const octalMode = z.union(
+  [
+    z.number().int().min(0).max(0o777),
+    z
+      .string()
+      .regex(/^0?[0-7]{3}$/, 'must be an octal file mode such as "0600"')
+      .transform((s) => parseInt(s, 8)),
+  ],
+  { error: 'must be an octal file mode such as "0600"' },
+);
+
+export const configSchema = z
+  .object({
+    socket: z
+      .object({
+        path: z.string().min(1).max(107, 'unix socket paths are at most 107 bytes').optional(),
+        client: z.boolean().default(false),
+        fd: z.number().int().min(0).optional(),
+        mode: octalMode.default(0o600),
+      })
+      .strict()
+      .default({ client: false, mode: 0o600 }),
+    queues: z.number().int().min(1).max(MAX_QUEUE_PAIRS).default(1),
+    backend: z.string().default('null'),
+    reconnect: z
+      .object({
+        minMs: z.number().int().min(10).max(60_000).default(100),
+        maxMs: z.number().int().min(10).max(600_000).default(5_000),
+      })
+      .strict()
+      .default({ minMs: 100, maxMs: 5_000 }),
+    log: z
+      .object({
+        level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),
+      })
+      .strict()
+      .default({ level: 'info' }),
+  })
+  .strict();
+
+export type ConfigInput = z.input<typeof configSchema>;
+export type Config = z.output<typeof configSchema> & { hostBackend: HostBackendSpec };
+
+function issuesOf(err: z.ZodError): string[] {
+  return err.issues.map((i) => `${i.path.length ? i.path.join('.') : '(top level)'}: ${i.message}`);
+}
+
+/** Validates a configuration object (already merged from file and flags). */
+export function parseConfig(input: unknown, source = 'configuration'): Config {
+  const r = configSchema.safeParse(input);
+  if (!r.success) throw new ConfigError(ErrorCode.ConfigInvalid, `invalid ${source}`, issuesOf(r.error));
+  const c = r.data;
+  const problems: string[] = [];
+  if (c.socket.client && c.socket.fd !== undefined)
+    problems.push('socket.fd: an inherited listening socket cannot be used in client mode');
+  if (c.socket.path === undefined && c.socket.fd === undefined) problems.push('socket.path: required (or socket.fd)');
+  if (c.reconnect.minMs > c.reconnect.maxMs) problems.push('reconnect.minMs: larger than reconnect.maxMs');
+  if (problems.length) throw new ConfigError(ErrorCode.ConfigInvalid, `invalid ${source}`, problems);
+  return { ...c, hostBackend: parseHostBackend(c.backend) };
+}
+
+/** Reads a JSON configuration file; syntax errors name the file and position. */
+export function readConfigFile(path: string): Record<string, unknown> {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (err) {
+    throw new ConfigError(ErrorCode.ConfigFile, `cannot read config file ${path}: ${(err as Error).message}`);
+  }
+  try {
+    const v = JSON.parse(text) as unknown;
+    if (typeof v !== 'object' || v === null || Array.isArray(v)) {
+      throw new ConfigError(ErrorCode.ConfigFile, `config file ${path}: top level must be a JSON object`);
+    }
+    return v as Record<string, unknown>;
+  } catch (err) {
+    if (err instanceof ConfigError) throw err;
+    throw new ConfigError(ErrorCode.ConfigFile, `config file ${path} is not valid JSON: ${(err as Error).message}`);
+  }
+}

@@ -1,0 +1,94 @@
+/**
+ * The whole native surface, typed, in one place. Everything native code can do is declared
+ * here; every native error passes through `call()` and becomes a coded HostIoError.
+ */
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { ErrorCode, HostIoError } from './errors.js';
+
+export interface RecvResult {
+  /** >0: bytes read; 0: the peer closed; -1: nothing to read now. */
+  bytes: number;
+  /** fds received with these bytes, now owned by the caller. */
+  fds: number[];
+  /** MSG_CTRUNC: the kernel dropped fds that did not fit. */
+  ctrunc: boolean;
+  /** fds beyond the caller's maximum, already closed. */
+  extraFds: number;
+}
+
+export interface NativePoller {
+  /** 1 = readable, 2 = writable. */
+  start(events: number): void;
+  stop(): void;
+  close(): void;
+}
+
+export interface NativeBinding {
+  abiVersion: number;
+  unixListen(path: string, mode: number, backlog: number): number;
+  adoptListenFd(fd: number): number;
+  unixAccept(listenFd: number): number;
+  unixConnect(path: string): number;
+  socketPair(): [number, number];
+  recvMsg(fd: number, buf: Buffer, offset: number, length: number, maxFds: number): RecvResult;
+  sendMsg(fd: number, buf: Buffer, fds: number[]): number;
+  close(fd: number): void;
+  ownedFds(): number;
+  memfdCreate(name: string, size: number): number;
+  mmapFd(fd: number, size: number, offset: number): number;
+  munmap(id: number): void;
+  mappingBuffer(id: number): ArrayBuffer;
+  mappingCount(): number;
+  eventfdCreate(initval: number): number;
+  eventfdRead(fd: number): bigint | null;
+  eventfdWrite(fd: number, value: bigint): void;
+  tapOpen(name: string, opts: { vnetHdr: boolean; multiQueue: boolean }): { fd: number; name: string };
+  afPacketOpen(ifname: string): number;
+  Poller: new (fd: number, callback: (status: number, events: number) => void) => NativePoller;
+}
+
+const here = dirname(fileURLToPath(import.meta.url));
+/** Package root: this file is src/native.ts or dist/native.js, one level below it. */
+export const packageRoot = join(here, '..');
+
+let binding: NativeBinding | undefined;
+
+/** Loads the addon once per environment (main thread or worker). */
+export function loadNative(): NativeBinding {
+  if (!binding) {
+    const require = createRequire(import.meta.url);
+    const path = join(packageRoot, 'build', 'Release', 'vhost_user_net.node');
+    try {
+      binding = require(path) as NativeBinding;
+    } catch (err) {
+      throw new HostIoError(
+        ErrorCode.HostIo,
+        `native addon not built or not loadable at ${path}: run 'npm run build:native' (${(err as Error).message})`,
+        'ENOENT',
+        'dlopen',
+      );
+    }
+  }
+  return binding;
+}
+
+interface ErrnoLike {
+  code?: string;
+  syscall?: string;
+  message?: string;
+}
+
+/** Runs a native call; an errno error becomes a HostIoError with the errno as `errno`. */
+export function call<T>(what: string, fn: () => T): T {
+  try {
+    return fn();
+  } catch (err) {
+    const e = err as ErrnoLike;
+    if (e && typeof e.code === 'string' && e.code.startsWith('E') && e.syscall) {
+      throw new HostIoError(ErrorCode.HostIo, `${what}: ${e.message ?? e.code}`, e.code, e.syscall);
+    }
+    throw err;
+  }
+}

@@ -1,0 +1,171 @@
+/**
+ * The session's memory table: the regions the front-end shared, each mapped once through the
+ * native addon. Checks every region before mapping anything, and changes are all-or-nothing:
+ * a table that fails half way leaves the old table in place and no new fd or mapping behind.
+ */
+import { ErrorCode, SessionError } from '../errors.js';
+import { hex } from '../features.js';
+import type { NativeBinding } from '../native.js';
+import type { MemRegion } from './codec.js';
+
+/** Guest physical address. */
+export type Gpa = bigint & { readonly __brand: 'Gpa' };
+/** Front-end (QEMU) virtual address: what SET_VRING_ADDR speaks in. */
+export type FrontendVa = bigint & { readonly __brand: 'FrontendVa' };
+
+export interface MappedRegion {
+  guestAddr: Gpa;
+  size: bigint;
+  userAddr: FrontendVa;
+  mmapOffset: bigint;
+  /** The region's fd, kept open while mapped (workers may map it again). */
+  fd: number;
+  /** Native mapping id. */
+  mappingId: number;
+}
+
+/** vhost-user GET_MAX_MEM_SLOTS: how many ADD_MEM_REG regions we accept. */
+export const MAX_MEM_SLOTS = 509;
+const U64_END = 1n << 64n;
+const MAX_SAFE = BigInt(Number.MAX_SAFE_INTEGER);
+
+function overlaps(aStart: bigint, aSize: bigint, bStart: bigint, bSize: bigint): boolean {
+  return aStart < bStart + bSize && bStart < aStart + aSize;
+}
+
+export function describeRegion(r: MemRegion): Record<string, string> {
+  return { guestAddr: hex(r.guestAddr), size: hex(r.size), userAddr: hex(r.userAddr), mmapOffset: hex(r.mmapOffset) };
+}
+
+/** Syntax-independent checks of one region against itself and the regions it joins. */
+function checkRegion(r: MemRegion, others: readonly MemRegion[]): void {
+  const ctx = describeRegion(r);
+  if (r.size === 0n) throw new SessionError(ErrorCode.BadRegion, 'memory region of size 0', ctx);
+  if (r.guestAddr + r.size > U64_END || r.userAddr + r.size > U64_END || r.mmapOffset + r.size > U64_END) {
+    throw new SessionError(ErrorCode.BadRegion, 'memory region wraps the 64-bit address space', ctx);
+  }
+  if (r.size > MAX_SAFE || r.mmapOffset > MAX_SAFE || r.mmapOffset + r.size > MAX_SAFE) {
+    throw new SessionError(ErrorCode.BadRegion, 'memory region size or offset beyond 2^53', ctx);
+  }
+  for (const o of others) {
+    if (overlaps(r.guestAddr, r.size, o.guestAddr, o.size)) {
+      throw new SessionError(ErrorCode.RegionOverlap, 'memory region overlaps another in guest physical space', {
+        ...ctx,
+        other: describeRegion(o),
+      });
+    }
+    if (overlaps(r.userAddr, r.size, o.userAddr, o.size)) {
+      throw new SessionError(ErrorCode.RegionOverlap, 'memory region overlaps another in front-end address space', {
+        ...ctx,
+        other: describeRegion(o),
+      });
+    }
+  }
+}
+
+export class MemoryTable {
+  private list: MappedRegion[] = [];
+
+  constructor(private readonly native: NativeBinding) {}
+
+  get regions(): readonly MappedRegion[] {
+    return this.list;
+  }
+
+  /**
+   * SET_MEM_TABLE: replace the whole table. Takes ownership of `fds` (one per region) whether
+   * it succeeds or not.
+   */
+  replace(regions: MemRegion[], fds: number[]): void {
+    const fresh: MappedRegion[] = [];
+    try {
+      regions.forEach((r, i) => checkRegion(r, regions.slice(0, i)));
+      regions.forEach((r, i) => fresh.push(this.map(r, fds[i] as number)));
+    } catch (err) {
+      for (const m of fresh) this.unmap(m);
+      for (const fd of fds.slice(fresh.length)) this.native.close(fd);
+      throw err;
+    }
+    this.clear();
+    this.list = fresh;
+  }
+
+  /** ADD_MEM_REG: add one region. Takes ownership of `fd`. */
+  add(r: MemRegion, fd: number): MappedRegion {
+    try {
+      if (this.list.length >= MAX_MEM_SLOTS) {
+        throw new SessionError(ErrorCode.TooManyRegions, `memory table full (${MAX_MEM_SLOTS} slots)`);
+      }
+      checkRegion(r, this.list);
+    } catch (err) {
+      this.native.close(fd);
+      throw err;
+    }
+    let m: MappedRegion;
+    try {
+      m = this.map(r, fd);
+    } catch (err) {
+      this.native.close(fd);
+      throw err;
+    }
+    this.list.push(m);
+    return m;
+  }
+
+  /**
+   * REM_MEM_REG: remove the region with this guest address, front-end address and size
+   * (vhost-user.rst: "identified by its guest address, user address and size"; the mmap
+   * offset is ignored).
+   */
+  remove(r: MemRegion): void {
+    const i = this.list.findIndex((m) => m.guestAddr === r.guestAddr && m.userAddr === r.userAddr && m.size === r.size);
+    if (i < 0) throw new SessionError(ErrorCode.NoSuchRegion, 'no such memory region', describeRegion(r));
+    const [m] = this.list.splice(i, 1);
+    if (m) this.unmap(m);
+  }
+
+  clear(): void {
+    for (const m of this.list) this.unmap(m);
+    this.list = [];
+  }
+
+  /** Region holding `[gpa, gpa+len)` entirely, if any. */
+  findGpa(gpa: bigint, len: bigint): MappedRegion | undefined {
+    return this.list.find((m) => gpa >= m.guestAddr && gpa + len <= m.guestAddr + m.size);
+  }
+
+  /** Region holding front-end addresses `[va, va+len)` entirely, if any. */
+  findVa(va: bigint, len: bigint): MappedRegion | undefined {
+    return this.list.find((m) => va >= m.userAddr && va + len <= m.userAddr + m.size);
+  }
+
+  private map(r: MemRegion, fd: number): MappedRegion {
+    let mappingId: number;
+    try {
+      mappingId = this.native.mmapFd(fd, Number(r.size), Number(r.mmapOffset));
+    } catch (err) {
+      // The caller still owns fd and closes it.
+      const e = err as { code?: string; message?: string };
+      throw new SessionError(ErrorCode.MapFailed, `cannot map memory region: ${e.message ?? String(err)}`, {
+        ...describeRegion(r),
+        errno: e.code,
+      });
+    }
+    return {
+      guestAddr: r.guestAddr as Gpa,
+      size: r.size,
+      userAddr: r.userAddr as FrontendVa,
+      mmapOffset: r.mmapOffset,
+      fd,
+      mappingId,
+    };
+  }
+
+  private unmap(m: MappedRegion): void {
+    try {
+      this.native.munmap(m.mappingId);
+    } finally {
+      this.native.close(m.fd);
+    }
+  }
+}

@@ -1,0 +1,423 @@
+/**
+ * The session: what the messages mean. One method per request, named after it, each
+ * idempotent (QEMU repeats most messages once per queue pair). Syntax was checked by the
+ * codec and the handler table before any of these run.
+ */
+import type { Logger } from 'pino';
+import { ErrorCode, FeatureError, SessionError } from '../errors.js';
+import { featureMask, featureNames, hasFeature, hex, ProtocolFeature, VirtioFeature } from '../features.js';
+import type { NativeBinding, NativePoller } from '../native.js';
+import type { MemRegion, MemTable, VringAddr, VringState } from './codec.js';
+import type { DataPlane, Vring } from './data-plane.js';
+import { MAX_MEM_SLOTS, MemoryTable } from './memory-table.js';
+
+export interface SessionOptions {
+  queuePairs: number;
+  /** Virtio features offered by GET_FEATURES. */
+  features: bigint;
+  /** Protocol features offered by GET_PROTOCOL_FEATURES. */
+  protocolFeatures: bigint;
+}
+
+/** A change of session state worth telling a reader (logs, traces, tests). */
+export interface SessionChange {
+  what: string;
+  vring?: number;
+  [k: string]: unknown;
+}
+
+/** virtio 1.2 §2.7: split queue size is a power of 2, at most 32768. */
+export const MAX_QUEUE_SIZE = 32768;
+
+/** Protocol features this backend implements; nothing else is offered. */
+export const OFFERED_PROTOCOL_FEATURES = featureMask(
+  ProtocolFeature.MQ,
+  ProtocolFeature.REPLY_ACK,
+  ProtocolFeature.NET_MTU,
+  ProtocolFeature.CONFIGURE_MEM_SLOTS,
+  ProtocolFeature.RARP,
+  ProtocolFeature.STATUS,
+  ProtocolFeature.RESET_DEVICE,
+);
+
+/**
+ * Virtio features the device offers. The foundation release moves no frames, so only the
+ * transport's own bits are offered: VERSION_1 (a modern device), PROTOCOL_FEATURES (the
+ * vhost-user extension) and NET_F_MTU (advice that NET_SET_MTU backs).
+ */
+export const OFFERED_FEATURES = featureMask(
+  VirtioFeature.F_VERSION_1,
+  VirtioFeature.VHOST_USER_F_PROTOCOL_FEATURES,
+  VirtioFeature.NET_F_MTU,
+);
+
+/**
+ * Features for a device with `queuePairs` queue pairs: NET_F_MQ joins when there is more than
+ * one. QEMU masks MQ out (it runs the control queue itself); DPDK's virtio_user reads it from
+ * the backend to learn that it may use more than one pair.
+ */
+export function offeredFeatures(queuePairs: number): bigint {
+  return queuePairs > 1 ? OFFERED_FEATURES | featureMask(VirtioFeature.NET_F_MQ) : OFFERED_FEATURES;
+}
+
+function newVring(index: number): Vring {
+  return {
+    index,
+    num: 0,
+    addr: undefined,
+    lastAvailIdx: 0,
+    kickFd: -1,
+    kickPolling: false,
+    callFd: -1,
+    errFd: -1,
+    started: false,
+    enabled: false,
+    broken: false,
+  };
+}
+
+export class Session {
+  readonly memory: MemoryTable;
+  readonly vrings: Vring[];
+  owner = false;
+  /** Acked virtio features; undefined until SET_FEATURES. */
+  ackedFeatures: bigint | undefined;
+  ackedProtocolFeatures = 0n;
+  status = 0;
+  mtu: number | undefined;
+  rarpMac: string | undefined;
+  private readonly kickWatchers = new Map<number, NativePoller>();
+  private readonly listeners: ((c: SessionChange) => void)[] = [];
+
+  constructor(
+    private readonly native: NativeBinding,
+    readonly options: SessionOptions,
+    private readonly dataPlane: DataPlane,
+    private readonly log: Logger,
+  ) {
+    this.memory = new MemoryTable(native);
+    this.vrings = Array.from({ length: options.queuePairs * 2 }, (_, i) => newVring(i));
+  }
+
+  onChange(fn: (c: SessionChange) => void): void {
+    this.listeners.push(fn);
+  }
+
+  private changed(c: SessionChange): void {
+    for (const fn of this.listeners) fn(c);
+  }
+
+  /** True when the protocol feature bit was both offered and acked. */
+  hasProtocolFeature(bit: bigint): boolean {
+    return hasFeature(this.ackedProtocolFeatures, bit);
+  }
+
+  /**
+   * vhost-user.rst "Ring states": without VHOST_USER_F_PROTOCOL_FEATURES a ring starts
+   * enabled; with it, a ring starts disabled and only SET_VRING_ENABLE enables it.
+   */
+  isEnabled(ring: Vring): boolean {
+    const pf =
+      this.ackedFeatures !== undefined && hasFeature(this.ackedFeatures, VirtioFeature.VHOST_USER_F_PROTOCOL_FEATURES);
+    return pf ? ring.enabled : true;
+  }
+
+  vring(index: number): Vring {
+    const v = this.vrings[index];
+    if (!v) throw new SessionError(ErrorCode.BadField, `vring ${index} out of range`, {}, 'close-connection');
+    return v;
+  }
+
+  // --- features -------------------------------------------------------------------------
+
+  getFeatures(): bigint {
+    return this.options.features;
+  }
+
+  setFeatures(features: bigint): void {
+    const extra = features & ~this.options.features;
+    if (extra !== 0n) {
+      throw new FeatureError(ErrorCode.FeatureNotOffered, 'SET_FEATURES acks features never offered', {
+        extra: featureNames(extra, VirtioFeature),
+        features: hex(features),
+      });
+    }
+    const before = this.vrings.map((v) => this.isEnabled(v));
+    if (this.ackedFeatures !== features) {
+      this.ackedFeatures = features;
+      this.changed({ what: 'features acked', features: hex(features), names: featureNames(features, VirtioFeature) });
+    }
+    this.vrings.forEach((v, i) => {
+      if (v.started && before[i] !== this.isEnabled(v)) this.dataPlane.setEnabled(v, this.isEnabled(v));
+    });
+  }
+
+  getProtocolFeatures(): bigint {
+    return this.options.protocolFeatures;
+  }
+
+  setProtocolFeatures(features: bigint): void {
+    const extra = features & ~this.options.protocolFeatures;
+    if (extra !== 0n) {
+      throw new FeatureError(ErrorCode.ProtocolFeatureNotOffered, 'SET_PROTOCOL_FEATURES acks features never offered', {
+        extra: featureNames(extra, ProtocolFeature),
+        features: hex(features),
+      });
+    }
+    if (this.ackedProtocolFeatures !== features) {
+      this.ackedProtocolFeatures = features;
+      this.changed({
+        what: 'protocol features acked',
+        features: hex(features),
+        names: featureNames(features, ProtocolFeature),
+      });
+    }
+  }
+
+  getQueueNum(): bigint {
+    return BigInt(this.options.queuePairs);
+  }
+
+  // --- ownership and reset --------------------------------------------------------------
+
+  setOwner(): void {
+    if (!this.owner) {
+      this.owner = true;
+      this.changed({ what: 'owner set' });
+    }
+  }
+
+  /** RESET_OWNER (deprecated) and RESET_DEVICE: rings stopped and forgotten, features cleared. */
+  resetDevice(): void {
+    for (const v of this.vrings) this.resetVring(v);
+    this.ackedFeatures = undefined;
+    this.status = 0;
+    this.changed({ what: 'device reset' });
+  }
+
+  // --- memory ---------------------------------------------------------------------------
+
+  setMemTable(table: MemTable, fds: number[]): void {
+    this.dataPlane.quiesce();
+    try {
+      this.memory.replace(table.regions, fds);
+    } finally {
+      this.dataPlane.resume(this.memory);
+    }
+    this.changed({ what: 'memory table set', regions: table.nregions });
+  }
+
+  getMaxMemSlots(): bigint {
+    return BigInt(MAX_MEM_SLOTS);
+  }
+
+  addMemReg(region: MemRegion, fd: number): void {
+    this.dataPlane.quiesce();
+    try {
+      this.memory.add(region, fd);
+    } finally {
+      this.dataPlane.resume(this.memory);
+    }
+    this.changed({ what: 'memory region added', guestAddr: hex(region.guestAddr), size: hex(region.size) });
+  }
+
+  remMemReg(region: MemRegion): void {
+    this.dataPlane.quiesce();
+    try {
+      this.memory.remove(region);
+    } finally {
+      this.dataPlane.resume(this.memory);
+    }
+    this.changed({ what: 'memory region removed', guestAddr: hex(region.guestAddr), size: hex(region.size) });
+  }
+
+  // --- vrings ---------------------------------------------------------------------------
+
+  setVringNum(s: VringState): void {
+    const v = this.vring(s.index);
+    if (s.num === 0 || s.num > MAX_QUEUE_SIZE || (s.num & (s.num - 1)) !== 0) {
+      throw new SessionError(ErrorCode.BadVringNum, `vring ${s.index}: size ${s.num} is not a power of 2 in 1..32768`, {
+        vring: s.index,
+        num: s.num,
+      });
+    }
+    this.refuseWhileStarted(v, 'SET_VRING_NUM');
+    v.num = s.num;
+  }
+
+  setVringAddr(a: VringAddr): void {
+    const v = this.vring(a.index);
+    this.refuseWhileStarted(v, 'SET_VRING_ADDR');
+    v.addr = { ...a };
+  }
+
+  setVringBase(s: VringState): void {
+    const v = this.vring(s.index);
+    // Split rings: the next avail index, a u16 (vhost-user.rst "Vring state description").
+    if (s.num > 0xffff) {
+      throw new SessionError(ErrorCode.BadVringBase, `vring ${s.index}: base ${s.num} exceeds 16 bits`, {
+        vring: s.index,
+        num: s.num,
+      });
+    }
+    this.refuseWhileStarted(v, 'SET_VRING_BASE');
+    v.lastAvailIdx = s.num;
+  }
+
+  /**
+   * GET_VRING_BASE: "the back-end must stop the ring" and reply with the next avail index.
+   * Like libvhost-user and DPDK, the kick and call fds are closed: the front-end sends new
+   * ones before it starts the ring again.
+   */
+  getVringBase(index: number): VringState {
+    const v = this.vring(index);
+    if (v.started) {
+      v.lastAvailIdx = this.dataPlane.stop(v);
+      v.started = false;
+      this.changed({ what: 'vring stopped', vring: index, lastAvailIdx: v.lastAvailIdx });
+    }
+    this.unwatchKick(index);
+    this.closeFd(v, 'kickFd');
+    this.closeFd(v, 'callFd');
+    v.kickPolling = false;
+    return { index, num: v.lastAvailIdx };
+  }
+
+  setVringKick(index: number, fd: number | undefined): void {
+    const v = this.vring(index);
+    if (v.started) {
+      v.lastAvailIdx = this.dataPlane.stop(v);
+      v.started = false;
+      this.changed({ what: 'vring stopped', vring: index, reason: 'new kick fd' });
+    }
+    this.unwatchKick(index);
+    this.closeFd(v, 'kickFd');
+    if (fd === undefined) {
+      // "no fd" bit: the ring is polled; there will be no kick to wait for.
+      v.kickPolling = true;
+      this.startVring(v, 'kick fd absent: polling');
+      return;
+    }
+    v.kickPolling = false;
+    v.kickFd = fd;
+    // vhost-user.rst "Ring states": the back-end starts the ring upon receiving a kick, that is
+    // on detecting that the kick fd is readable.
+    const w = new this.native.Poller(fd, () => {
+      this.unwatchKick(index);
+      if (!v.started && v.kickFd === fd) this.startVring(v, 'first kick');
+    });
+    w.start(1);
+    this.kickWatchers.set(index, w);
+  }
+
+  setVringCall(index: number, fd: number | undefined): void {
+    const v = this.vring(index);
+    this.closeFd(v, 'callFd');
+    if (fd !== undefined) v.callFd = fd;
+    if (v.started) this.dataPlane.setCall(v);
+  }
+
+  setVringErr(index: number, fd: number | undefined): void {
+    const v = this.vring(index);
+    this.closeFd(v, 'errFd');
+    if (fd !== undefined) v.errFd = fd;
+  }
+
+  setVringEnable(s: VringState): void {
+    const v = this.vring(s.index);
+    if (s.num > 1) {
+      throw new SessionError(ErrorCode.BadField, `SET_VRING_ENABLE: num ${s.num} is neither 0 nor 1`, {
+        vring: s.index,
+      });
+    }
+    const before = this.isEnabled(v);
+    v.enabled = s.num === 1;
+    const after = this.isEnabled(v);
+    if (before !== after) {
+      this.changed({ what: after ? 'vring enabled' : 'vring disabled', vring: s.index });
+      if (v.started) this.dataPlane.setEnabled(v, after);
+    }
+  }
+
+  // --- net specifics --------------------------------------------------------------------
+
+  sendRarp(u64: bigint): void {
+    // The MAC sits in the first 6 bytes of the (little-endian) u64 payload.
+    const b = Buffer.alloc(8);
+    b.writeBigUInt64LE(u64);
+    const mac = [...b.subarray(0, 6)].map((x) => x.toString(16).padStart(2, '0')).join(':');
+    this.rarpMac = mac;
+    this.changed({ what: 'rarp requested', mac });
+    this.dataPlane.sendRarp(mac);
+  }
+
+  netSetMtu(mtu: bigint): void {
+    // virtio 1.2 §5.1.4: mtu is a u16 and at least 68.
+    if (mtu < 68n || mtu > 65535n) {
+      throw new SessionError(ErrorCode.BadMtu, `NET_SET_MTU: ${mtu} outside 68..65535`, { mtu: Number(mtu) });
+    }
+    if (this.mtu !== Number(mtu)) {
+      this.mtu = Number(mtu);
+      this.changed({ what: 'mtu set', mtu: this.mtu });
+    }
+  }
+
+  setStatus(status: bigint): void {
+    if (status > 0xffn) {
+      throw new SessionError(ErrorCode.BadField, `SET_STATUS: ${hex(status)} is not a status byte`);
+    }
+    if (this.status !== Number(status)) {
+      this.status = Number(status);
+      this.changed({ what: 'status set', status: hex(this.status) });
+    }
+  }
+
+  getStatus(): bigint {
+    return BigInt(this.status);
+  }
+
+  // --- lifetime -------------------------------------------------------------------------
+
+  /** Connection gone: stop every ring, close every fd, unmap every region. */
+  close(): void {
+    for (const v of this.vrings) this.resetVring(v);
+    this.dataPlane.close();
+    this.memory.clear();
+  }
+
+  private startVring(v: Vring, reason: string): void {
+    v.started = true;
+    this.changed({ what: 'vring started', vring: v.index, reason, enabled: this.isEnabled(v) });
+    this.dataPlane.start(v, this.memory);
+  }
+
+  private resetVring(v: Vring): void {
+    if (v.started) {
+      this.dataPlane.stop(v);
+      v.started = false;
+    }
+    this.unwatchKick(v.index);
+    this.closeFd(v, 'kickFd');
+    this.closeFd(v, 'callFd');
+    this.closeFd(v, 'errFd');
+    Object.assign(v, newVring(v.index));
+  }
+
+  private refuseWhileStarted(v: Vring, what: string): void {
+    if (v.started) {
+      throw new SessionError(ErrorCode.BadField, `${what} on vring ${v.index} while it is started`, { vring: v.index });
+    }
+  }
+
+  private unwatchKick(index: number): void {
+    this.kickWatchers.get(index)?.close();
+    this.kickWatchers.delete(index);
+  }
+
+  private closeFd(v: Vring, which: 'kickFd' | 'callFd' | 'errFd'): void {
+    if (v[which] >= 0) {
+      this.native.close(v[which]);
+      v[which] = -1;
+    }
+  }
+}

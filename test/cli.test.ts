@@ -1,0 +1,146 @@
+/** The command line: parsing, config file errors, and the real binary's conventions. */
+import { spawn, spawnSync } from 'node:child_process';
+import { existsSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { parseCommandLine } from '../src/cli/main.js';
+import { ConfigError } from '../src/errors.js';
+import { packageRoot } from '../src/native.js';
+import { native, openFds, tempDir, waitFor } from './helpers/harness.js';
+import { MockFrontend } from './helpers/mock-frontend.js';
+
+const bin = join(packageRoot, 'bin', 'vhost-user-net.js');
+
+function configErrorOf(argv: string[]): ConfigError {
+  try {
+    parseCommandLine(argv);
+  } catch (e) {
+    if (e instanceof ConfigError) return e;
+    throw e;
+  }
+  throw new Error('no error');
+}
+
+describe('parseCommandLine', () => {
+  it('takes --socket and --socket-path as the same option', () => {
+    for (const flag of ['--socket', '--socket-path']) {
+      const r = parseCommandLine([flag, '/tmp/a.sock', '--queues', '4', '--backend', 'tap:vun0']);
+      if (r.action !== 'serve') throw new Error('not serve');
+      expect(r.config.socket.path).toBe('/tmp/a.sock');
+      expect(r.config.queues).toBe(4);
+      expect(r.config.hostBackend).toEqual({ kind: 'tap', name: 'vun0' });
+    }
+  });
+
+  it.each([
+    ['tap:vun0', { kind: 'tap', name: 'vun0' }],
+    ['af-packet:veth1', { kind: 'af-packet', iface: 'veth1' }],
+    ['loopback', { kind: 'loopback' }],
+    ['null', { kind: 'null' }],
+    ['null:source=1518', { kind: 'null', sourceLen: 1518 }],
+  ])('parses backend %s', (spec, want) => {
+    const r = parseCommandLine(['serve', '--socket', '/tmp/x', '--backend', spec]);
+    expect(r.action === 'serve' && r.config.hostBackend).toEqual(want);
+  });
+
+  it.each([
+    [['--socket', '/tmp/x', '--backend', 'tap'], /backend: interface name/],
+    [['--socket', '/tmp/x', '--backend', 'tap:this-name-is-too-long'], /backend: interface name/],
+    [['--socket', '/tmp/x', '--backend', 'vde:x'], /unknown kind 'vde'/],
+    [['--socket', '/tmp/x', '--backend', 'null:source=10'], /LEN in 60..65535/],
+    [['--socket', '/tmp/x', '--queues', '0'], /queues: /],
+    [['--socket', '/tmp/x', '--queues', 'two'], /--queues takes a whole number/],
+    [['--socket', '/tmp/x', '--socket-mode', '999'], /socket.mode: must be an octal/],
+    [[], /socket.path: required/],
+    [['--client', '--fd', '3'], /cannot be used in client mode/],
+    [['--socket', '/a', '--socket-path', '/b'], /name different paths/],
+    [['--nope'], /Unknown option '--nope'/],
+    [['frobnicate'], /unknown command 'frobnicate'/],
+  ])('rejects %j', (argv, message) => {
+    expect(configErrorOf(argv as string[]).message).toMatch(message);
+  });
+
+  it('reads a config file, lets flags win, and names every problem with its path', () => {
+    const tmp = tempDir();
+    const f = join(tmp.dir, 'c.json');
+    writeFileSync(
+      f,
+      JSON.stringify({ socket: { path: '/tmp/from-file', mode: '0640' }, queues: 2, log: { level: 'debug' } }),
+    );
+    const r = parseCommandLine(['--config', f, '--queues', '3']);
+    if (r.action !== 'serve') throw new Error('not serve');
+    expect(r.config.socket).toMatchObject({ path: '/tmp/from-file', mode: 0o640 });
+    expect(r.config.queues).toBe(3);
+    expect(r.config.log.level).toBe('debug');
+    writeFileSync(
+      f,
+      JSON.stringify({ socket: { path: '/tmp/x', colour: 'red' }, queues: 100, log: { level: 'loud' } }),
+    );
+    const e = configErrorOf(['--config', f]);
+    expect(e.issues.length).toBe(3);
+    expect(e.message).toMatch(/socket: Unrecognized key.*colour/);
+    expect(e.message).toMatch(/queues: /);
+    expect(e.message).toMatch(/log.level: /);
+    writeFileSync(f, '{ "queues": 2,, }');
+    expect(configErrorOf(['--config', f]).message).toMatch(/not valid JSON/);
+    expect(configErrorOf(['--config', join(tmp.dir, 'missing.json')]).message).toMatch(/cannot read config file/);
+    tmp.cleanup();
+  });
+});
+
+describe('the binary', () => {
+  it('is built (npm run build) before these tests run', () => {
+    expect(existsSync(join(packageRoot, 'dist', 'cli', 'main.js')), 'dist/ missing: run npm run build').toBe(true);
+  });
+
+  it('--print-capabilities prints JSON with type net', () => {
+    const r = spawnSync(process.execPath, [bin, '--print-capabilities'], { encoding: 'utf8' });
+    expect(r.status).toBe(0);
+    const caps = JSON.parse(r.stdout) as { type: string; protocolFeatures: string[] };
+    expect(caps.type).toBe('net');
+    expect(caps.protocolFeatures).toContain('REPLY_ACK');
+  });
+
+  it('--help and --version', () => {
+    const h = spawnSync(process.execPath, [bin, '--help'], { encoding: 'utf8' });
+    expect(h.status).toBe(0);
+    expect(h.stdout).toMatch(/--socket-path/);
+    expect(h.stdout).toMatch(/tap:NAME \| af-packet:IFACE \| loopback \| null/);
+    const v = spawnSync(process.execPath, [bin, '--version'], { encoding: 'utf8' });
+    expect(v.stdout).toMatch(/^vhost-user-net \d+\.\d+\.\d+/);
+  });
+
+  it('exits 2 with a coded message on a bad argument', () => {
+    const r = spawnSync(process.execPath, [bin, '--socket', '/tmp/x', '--queues', '999'], { encoding: 'utf8' });
+    expect(r.status).toBe(2);
+    expect(r.stderr).toMatch(/queues: .*\n\[VUN_CONFIG_INVALID\]/);
+  });
+
+  it('serves on an inherited listening socket (--fd) and logs JSON lines', async () => {
+    const tmp = tempDir();
+    const path = join(tmp.dir, 'inherited.sock');
+    const before = openFds();
+    const lfd = native.unixListen(path, 0o600, 4);
+    const child = spawn(process.execPath, [bin, '--fd', '3', '--log-level', 'debug'], {
+      stdio: ['ignore', 'pipe', 'pipe', lfd],
+    });
+    native.close(lfd);
+    let out = '';
+    child.stdout?.on('data', (d: Buffer) => (out += d.toString()));
+    await waitFor(() => out.includes('"msg":"listening"'), 10_000, 'child to listen');
+    const fe = MockFrontend.connect(native, path);
+    expect(await fe.u64('GET_QUEUE_NUM')).toBe(1n);
+    fe.close();
+    await waitFor(() => out.includes('"msg":"session closed"'), 5000, 'session to close');
+    const exited = new Promise((r) => child.once('exit', r));
+    child.kill('SIGTERM');
+    expect(await exited).toBe(0);
+    const lines = out
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as { msg: string; request?: string });
+    expect(lines.some((l) => l.msg === 'message' && l.request === 'GET_QUEUE_NUM')).toBe(true);
+    expect(openFds()).toBe(before);
+    tmp.cleanup();
+  });
+});

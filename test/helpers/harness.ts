@@ -1,0 +1,73 @@
+/** Shared test plumbing: an in-process backend on a temp socket, fd counting, waiting. */
+import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { type BackendOptions, VhostUserNetBackend } from '../../src/backend.js';
+import { silentLogger } from '../../src/log.js';
+import { loadNative } from '../../src/native.js';
+import type { Session } from '../../src/vhost-user/session.js';
+import { MockFrontend } from './mock-frontend.js';
+
+export const native = loadNative();
+
+/** Number of open fds of this process. */
+export function openFds(): number {
+  return readdirSync('/proc/self/fd').length - 1; // minus the fd readdir itself used
+}
+
+export function tempDir(prefix = 'vun-test-'): { dir: string; cleanup(): void } {
+  const dir = mkdtempSync(join(tmpdir(), prefix));
+  return { dir, cleanup: () => rmSync(dir, { recursive: true, force: true }) };
+}
+
+export async function waitFor(cond: () => boolean, timeoutMs = 2000, what = 'condition'): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
+
+export interface Served {
+  backend: VhostUserNetBackend;
+  path: string;
+  connect(): MockFrontend;
+  /** Resolves with the next session the backend starts. */
+  nextSession(): Promise<Session>;
+  /** Resolves when the current session is closed (at once when there is none). */
+  sessionClosed(): Promise<Error | undefined>;
+  stop(): void;
+}
+
+export function serve(opts: Partial<BackendOptions> = {}): Served {
+  const tmp = tempDir();
+  const path = join(tmp.dir, 'vhost.sock');
+  const backend = new VhostUserNetBackend(
+    {
+      socketPath: path,
+      client: false,
+      socketMode: 0o600,
+      queuePairs: 1,
+      reconnectMinMs: 20,
+      reconnectMaxMs: 200,
+      ...opts,
+    },
+    silentLogger(),
+  );
+  backend.start();
+  return {
+    backend,
+    path,
+    connect: () => MockFrontend.connect(native, path),
+    nextSession: () => new Promise((r) => backend.once('session', r)),
+    sessionClosed: () =>
+      new Promise((r) => {
+        if (!backend.session) r(undefined);
+        else backend.once('sessionClosed', (_s, reason) => r(reason));
+      }),
+    stop: () => {
+      backend.stop();
+      tmp.cleanup();
+    },
+  };
+}

@@ -1,0 +1,13 @@
+import { defineConfig } from 'vitest/config';
+
+export default defineConfig({
+  test: {
+    // Forks, not threads: the native addon is loaded once per process and owns fds.
+    pool: 'forks',
+    include: ['test/**/*.test.ts', 'guest-tests/**/*.test.ts', 'src/**/*.test.ts'],
+    testTimeout: 20_000,
+    hookTimeout: 30_000,
+    // The interop and guest tests start QEMU and testpmd: one file at a time on 2 cores.
+    fileParallelism: false,
+  },
+});
