@@ -9,7 +9,9 @@
         "native/sockets.cc",
         "native/memory.cc",
         "native/eventfd.cc",
-        "native/host.cc"
+        "native/host.cc",
+        "native/net_device.cc",
+        "native/ring_model.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=9", "NAPI_DISABLE_CPP_EXCEPTIONS", "_GNU_SOURCE"],

@@ -4,6 +4,7 @@
 
 #include "env_state.h"
 #include "exports.h"
+#include "net_device.h"
 #include "poller.h"
 
 namespace vun {
@@ -18,6 +19,8 @@ bool EnvState::CloseFd(int fd) {
 
 void EnvState::Cleanup(napi_env env) {
   // Copy: Poller::Close() erases itself from the set.
+  std::vector<NetDevice*> devs(devices.begin(), devices.end());
+  for (NetDevice* d : devs) d->Shutdown();
   std::vector<Poller*> open(pollers.begin(), pollers.end());
   for (Poller* p : open) p->Close();
   UnmapAll(env, this);
@@ -48,6 +51,8 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   InitMemory(env, exports);
   InitEventfd(env, exports);
   InitHost(env, exports);
+  InitNetDevice(env, exports);
+  InitRingModel(env, exports);
   Napi::Function poller = Poller::Init(env);
   st->pollerCtor = Napi::Persistent(poller);
   exports.Set("Poller", poller);

@@ -15,6 +15,7 @@
 namespace vun {
 
 class Poller;
+class NetDevice;
 
 struct Mapping {
   void* base = nullptr;           // what mmap returned (page aligned)
@@ -30,6 +31,8 @@ struct EnvState {
   std::unordered_map<uint32_t, Mapping> mappings;
   uint32_t nextMappingId = 1;
   std::unordered_set<Poller*> pollers;
+  // Data-plane devices: their threads are stopped before any mapping goes away.
+  std::unordered_set<NetDevice*> devices;
   Napi::FunctionReference pollerCtor;
 
   void OwnFd(int fd) { fds.insert(fd); }

@@ -8,4 +8,6 @@ void InitSockets(Napi::Env env, Napi::Object exports);
 void InitMemory(Napi::Env env, Napi::Object exports);
 void InitEventfd(Napi::Env env, Napi::Object exports);
 void InitHost(Napi::Env env, Napi::Object exports);
+void InitNetDevice(Napi::Env env, Napi::Object exports);
+void InitRingModel(Napi::Env env, Napi::Object exports);
 }  // namespace vun

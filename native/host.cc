@@ -21,7 +21,8 @@ namespace vun {
 namespace {
 
 // tapOpen(name, {vnetHdr, multiQueue}) -> {fd, name}. TUNSETIFF attaches to an existing TAP
-// of that name or creates one that lives as long as the fd.
+// of that name or creates one that lives as long as the fd. With multiQueue, each call adds
+// one queue (fd) to the same device.
 Napi::Value TapOpen(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   std::string name = info[0].As<Napi::String>().Utf8Value();
@@ -53,10 +54,56 @@ Napi::Value TapOpen(const Napi::CallbackInfo& info) {
   return r;
 }
 
-// afPacketOpen(ifname) -> fd: a raw AF_PACKET socket bound to the interface.
+// ifaceSetup(name, {mac?: Buffer(6), up: bool, mtu?: number}): link settings of a host
+// interface (the TAP we created): a stable MAC, the MTU, and the link brought up.
+Napi::Value IfaceSetup(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::string name = info[0].As<Napi::String>().Utf8Value();
+  Napi::Object o = info[1].As<Napi::Object>();
+  if (name.empty() || name.size() >= IFNAMSIZ) {
+    ThrowErrno(env, "ifaceSetup", ENAMETOOLONG, name);
+    return env.Undefined();
+  }
+  int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (s < 0) {
+    ThrowErrno(env, "socket", errno);
+    return env.Undefined();
+  }
+  ifreq ifr{};
+  std::memcpy(ifr.ifr_name, name.data(), name.size());
+  const char* failed = nullptr;
+  if (o.Has("mac") && o.Get("mac").IsBuffer()) {
+    auto mac = o.Get("mac").As<Napi::Buffer<uint8_t>>();
+    ifr.ifr_hwaddr.sa_family = ARPHRD_ETHER;
+    std::memcpy(ifr.ifr_hwaddr.sa_data, mac.Data(), 6);
+    if (ioctl(s, SIOCSIFHWADDR, &ifr) != 0) failed = "ioctl(SIOCSIFHWADDR)";
+  }
+  if (!failed && o.Has("mtu") && o.Get("mtu").IsNumber()) {
+    ifr.ifr_mtu = o.Get("mtu").As<Napi::Number>().Int32Value();
+    if (ioctl(s, SIOCSIFMTU, &ifr) != 0) failed = "ioctl(SIOCSIFMTU)";
+  }
+  if (!failed && o.Get("up").ToBoolean()) {
+    if (ioctl(s, SIOCGIFFLAGS, &ifr) != 0) failed = "ioctl(SIOCGIFFLAGS)";
+    ifr.ifr_flags |= IFF_UP;
+    if (!failed && ioctl(s, SIOCSIFFLAGS, &ifr) != 0) failed = "ioctl(SIOCSIFFLAGS)";
+  }
+  int err = errno;
+  close(s);
+  if (failed) ThrowErrno(env, failed, err, name);
+  return env.Undefined();
+}
+
+// afPacketOpen(ifname, {fanoutGroup?: number}) -> fd: a raw AF_PACKET socket bound to the
+// interface, with PACKET_VNET_HDR (a virtio-net header before every frame), promiscuous, not
+// seeing its own interface's outgoing frames, and joined to a hash fanout group if asked.
 Napi::Value AfPacketOpen(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   std::string name = info[0].As<Napi::String>().Utf8Value();
+  int fanout = -1;
+  if (info.Length() > 1 && info[1].IsObject()) {
+    Napi::Value g = info[1].As<Napi::Object>().Get("fanoutGroup");
+    if (g.IsNumber()) fanout = g.As<Napi::Number>().Int32Value();
+  }
   if (name.empty() || name.size() >= IFNAMSIZ) {
     ThrowErrno(env, "afPacketOpen", ENAMETOOLONG, name);
     return env.Undefined();
@@ -85,8 +132,70 @@ Napi::Value AfPacketOpen(const Napi::CallbackInfo& info) {
     ThrowErrno(env, "bind(AF_PACKET)", err, name);
     return env.Undefined();
   }
+  int one = 1;
+  const char* failed = nullptr;
+  if (setsockopt(fd, SOL_PACKET, PACKET_VNET_HDR, &one, sizeof(one)) != 0)
+    failed = "setsockopt(PACKET_VNET_HDR)";
+  if (!failed && setsockopt(fd, SOL_PACKET, PACKET_IGNORE_OUTGOING, &one, sizeof(one)) != 0)
+    failed = "setsockopt(PACKET_IGNORE_OUTGOING)";
+  packet_mreq mr{};
+  mr.mr_ifindex = idx;
+  mr.mr_type = PACKET_MR_PROMISC;
+  if (!failed && setsockopt(fd, SOL_PACKET, PACKET_ADD_MEMBERSHIP, &mr, sizeof(mr)) != 0)
+    failed = "setsockopt(PACKET_ADD_MEMBERSHIP)";
+  if (!failed && fanout >= 0) {
+    int arg = (fanout & 0xffff) | (PACKET_FANOUT_HASH << 16);
+    if (setsockopt(fd, SOL_PACKET, PACKET_FANOUT, &arg, sizeof(arg)) != 0)
+      failed = "setsockopt(PACKET_FANOUT)";
+  }
+  if (failed) {
+    int err = errno;
+    close(fd);
+    ThrowErrno(env, failed, err, name);
+    return env.Undefined();
+  }
   GetState(env)->OwnFd(fd);
   return Napi::Number::New(env, fd);
+}
+
+// fdRead(fd, buf) -> bytes, or -1 when nothing is waiting (the TS data path's host reads).
+Napi::Value FdRead(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = info[0].As<Napi::Number>().Int32Value();
+  auto buf = info[1].As<Napi::Buffer<uint8_t>>();
+  ssize_t n = read(fd, buf.Data(), buf.Length());
+  if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return Napi::Number::New(env, -1);
+  if (n < 0) {
+    ThrowErrno(env, "read", errno);
+    return env.Undefined();
+  }
+  return Napi::Number::New(env, static_cast<double>(n));
+}
+
+// fdWrite(fd, buf) -> bytes (the TS data path's host writes).
+Napi::Value FdWrite(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = info[0].As<Napi::Number>().Int32Value();
+  auto buf = info[1].As<Napi::Buffer<uint8_t>>();
+  ssize_t n = write(fd, buf.Data(), buf.Length());
+  if (n < 0) {
+    ThrowErrno(env, "write", errno);
+    return env.Undefined();
+  }
+  return Napi::Number::New(env, static_cast<double>(n));
+}
+
+// tapSetVnet(fd, hdrLen, offloadFlags): TUNSETVNETHDRSZ and TUNSETOFFLOAD (TS data path).
+Napi::Value TapSetVnet(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = info[0].As<Napi::Number>().Int32Value();
+  int sz = info[1].As<Napi::Number>().Int32Value();
+  unsigned off = info[2].As<Napi::Number>().Uint32Value();
+  if (ioctl(fd, TUNSETVNETHDRSZ, &sz) != 0)
+    ThrowErrno(env, "ioctl(TUNSETVNETHDRSZ)", errno);
+  else if (ioctl(fd, TUNSETOFFLOAD, off) != 0)
+    ThrowErrno(env, "ioctl(TUNSETOFFLOAD)", errno);
+  return env.Undefined();
 }
 
 }  // namespace
@@ -94,6 +203,10 @@ Napi::Value AfPacketOpen(const Napi::CallbackInfo& info) {
 void InitHost(Napi::Env env, Napi::Object exports) {
   exports.Set("tapOpen", Napi::Function::New<TapOpen>(env));
   exports.Set("afPacketOpen", Napi::Function::New<AfPacketOpen>(env));
+  exports.Set("ifaceSetup", Napi::Function::New<IfaceSetup>(env));
+  exports.Set("fdRead", Napi::Function::New<FdRead>(env));
+  exports.Set("fdWrite", Napi::Function::New<FdWrite>(env));
+  exports.Set("tapSetVnet", Napi::Function::New<TapSetVnet>(env));
 }
 
 }  // namespace vun

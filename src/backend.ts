@@ -9,7 +9,8 @@ import type { Logger } from 'pino';
 import { hex } from './features.js';
 import { call, loadNative, type NativeBinding, type NativePoller } from './native.js';
 import { ControlConnection } from './transport/connection.js';
-import { type DataPlane, IdleDataPlane } from './vhost-user/data-plane.js';
+import type { DataPlane } from './vhost-user/data-plane.js';
+import { NativeDataPlane } from './net/native-data-plane.js';
 import { dispatch } from './vhost-user/handlers.js';
 import { OFFERED_PROTOCOL_FEATURES, offeredFeatures, Session } from './vhost-user/session.js';
 import { type Header, requestName } from './vhost-user/codec.js';
@@ -57,8 +58,9 @@ export class VhostUserNetBackend extends EventEmitter<BackendEvents> {
   constructor(
     readonly options: BackendOptions,
     private readonly log: Logger,
+    /** Makes each session's data plane; the default is the C++ one with the null host. */
     private readonly makeDataPlane: (native: NativeBinding, log: Logger) => DataPlane = (n, l) =>
-      new IdleDataPlane(n, l),
+      new NativeDataPlane(n, options.queuePairs, { spec: { kind: 'null' }, fds: [], close: () => {} }, l),
     native?: NativeBinding,
   ) {
     super();

@@ -45,8 +45,89 @@ export interface NativeBinding {
   eventfdRead(fd: number): bigint | null;
   eventfdWrite(fd: number, value: bigint): void;
   tapOpen(name: string, opts: { vnetHdr: boolean; multiQueue: boolean }): { fd: number; name: string };
-  afPacketOpen(ifname: string): number;
+  afPacketOpen(ifname: string, opts?: { fanoutGroup?: number }): number;
+  ifaceSetup(name: string, opts: { mac?: Buffer; up: boolean; mtu?: number }): void;
+  fdRead(fd: number, buf: Buffer): number;
+  fdWrite(fd: number, buf: Buffer): number;
+  tapSetVnet(fd: number, hdrLen: number, offloads: number): void;
   Poller: new (fd: number, callback: (status: number, events: number) => void) => NativePoller;
+  /** The data plane of one device (see native/net_device.h). */
+  NetDevice: new (
+    queuePairs: number,
+    counters: BigUint64Array,
+    onBroken: (vring: number, error: number, name: string) => void,
+  ) => NativeNetDevice;
+  /** One C++ split ring driven call by call: differential tests only. */
+  RingModel: new (regions: NativeRegion[], cfg: RingModelConfig) => NativeRingModel;
+  ringErrorNames: string[];
+  countersPerVring: number;
+}
+
+export interface NativeRegion {
+  mappingId: number;
+  gpa: bigint;
+  size: bigint;
+  va: bigint;
+}
+
+export interface NativeQueueConfig {
+  num: number;
+  desc: bigint;
+  avail: bigint;
+  used: bigint;
+  lastAvailIdx: number;
+  usedIdx: number;
+  kickFd: number;
+  callFd: number;
+  enabled: boolean;
+}
+
+/** Host kinds as numbers, as native/net_device.h HostKind. */
+export const HostKindCode = { null: 0, loopback: 1, tap: 2, 'af-packet': 3 } as const;
+
+export interface NativeNetDevice {
+  setMemory(regions: NativeRegion[]): void;
+  setFeatures(features: bigint): void;
+  setHost(kind: number, fds: number[], sourceLen: number): void;
+  startQueue(index: number, cfg: NativeQueueConfig): void;
+  stopQueue(index: number): { lastAvailIdx: number; usedIdx: number; broken: boolean; error: number };
+  setEnabled(index: number, enabled: boolean): void;
+  setCall(index: number, fd: number): void;
+  pause(): void;
+  resume(): void;
+  close(): void;
+}
+
+export interface RingModelConfig {
+  num: number;
+  desc: bigint;
+  avail: bigint;
+  used: bigint;
+  eventIdx: boolean;
+  indirect: boolean;
+  notifyOnEmpty: boolean;
+  lastAvailIdx: number;
+  usedIdx: number;
+}
+
+export interface NativeRingModel {
+  popBurst(
+    max: number,
+  ): { head: number; out: [bigint, number][]; in: [bigint, number][]; outLen: number; inLen: number }[];
+  fill(head: number, len: number, idx: number): void;
+  flush(count: number): void;
+  needNotify(): boolean;
+  setNotification(enable: boolean): void;
+  rewind(count: number): void;
+  state(): {
+    lastAvailIdx: number;
+    shadowAvailIdx: number;
+    usedIdx: number;
+    signalledUsed: number;
+    signalledUsedValid: boolean;
+    broken: boolean;
+    error: number;
+  };
 }
 
 const here = dirname(fileURLToPath(import.meta.url));

@@ -12,6 +12,8 @@ import { featureNames, hex, ProtocolFeature, VirtioFeature } from '../features.j
 import { formatHostBackend, openHostBackend } from '../host/host-backend.js';
 import { createLogger, type LogLevel } from '../log.js';
 import { loadNative, packageRoot } from '../native.js';
+import { NativeDataPlane } from '../net/native-data-plane.js';
+import { TsDataPlane } from '../net/ts-data-plane.js';
 import { OFFERED_FEATURES, OFFERED_PROTOCOL_FEATURES, offeredFeatures } from '../vhost-user/session.js';
 
 export const USAGE = `Usage: vhost-user-net [serve] [options]
@@ -26,6 +28,8 @@ Options:
   --socket-mode MODE     octal file mode of the created socket (default 0600)
   --queues N             queue pairs offered (GET_QUEUE_NUM), 1..64 (default 1)
   --backend SPEC         tap:NAME | af-packet:IFACE | loopback | null[:source=LEN] (default null)
+  --datapath KIND        native (C++ workers, default) | ts (the TS reference: slow, for learning)
+  --tap-mac MAC          host-side MAC of a TAP we create (default: stable, derived from its name)
   --config FILE          JSON configuration file; flags override it
   --log-level LEVEL      trace|debug|info|warn|error|silent (default info)
   --print-capabilities   print the backend capabilities as JSON and exit
@@ -70,6 +74,8 @@ export function parseCommandLine(
         'socket-mode': { type: 'string' },
         queues: { type: 'string' },
         backend: { type: 'string' },
+        datapath: { type: 'string' },
+        'tap-mac': { type: 'string' },
         config: { type: 'string' },
         'log-level': { type: 'string' },
         'print-capabilities': { type: 'boolean' },
@@ -104,6 +110,8 @@ export function parseCommandLine(
   const merged: Record<string, unknown> = { ...file, socket };
   if (v.queues !== undefined) merged.queues = int('queues', v.queues);
   if (v.backend !== undefined) merged.backend = v.backend;
+  if (v.datapath !== undefined) merged.datapath = v.datapath;
+  if (v['tap-mac'] !== undefined) merged.tapMac = v['tap-mac'];
   if (v['log-level'] !== undefined) {
     merged.log = { ...((file.log as Record<string, unknown> | undefined) ?? {}), level: v['log-level'] };
   }
@@ -135,24 +143,20 @@ export async function main(argv: string[]): Promise<number> {
   let backend: VhostUserNetBackend;
   try {
     const native = loadNative();
-    const host = openHostBackend(native, config.hostBackend);
+    const host = openHostBackend(native, config.hostBackend, { queuePairs: config.queues, tapMac: config.tapMac });
     log.info(
       {
         version: version(),
         backend: formatHostBackend(config.hostBackend),
         hostIface: host.name,
+        hostMac: host.mac,
+        datapath: config.datapath,
         queuePairs: config.queues,
         features: hex(offeredFeatures(config.queues)),
         protocolFeatures: hex(OFFERED_PROTOCOL_FEATURES),
       },
       'starting vhost-user-net',
     );
-    if (config.hostBackend.kind !== 'null') {
-      log.warn(
-        { backend: formatHostBackend(config.hostBackend) },
-        'host backend opened; this build has no data path yet',
-      );
-    }
     backend = new VhostUserNetBackend(
       {
         socketPath: config.socket.path,
@@ -164,7 +168,10 @@ export async function main(argv: string[]): Promise<number> {
         reconnectMaxMs: config.reconnect.maxMs,
       },
       log,
-      undefined,
+      (n, l) =>
+        config.datapath === 'ts'
+          ? new TsDataPlane(n, config.queues, host, l)
+          : new NativeDataPlane(n, config.queues, host, l),
       native,
     );
     backend.start();

@@ -34,6 +34,13 @@ export const configSchema = z
       .default({ client: false, mode: 0o600 }),
     queues: z.number().int().min(1).max(MAX_QUEUE_PAIRS).default(1),
     backend: z.string().default('null'),
+    /** Which ring implementation moves frames: the C++ workers, or the TS reference (slow). */
+    datapath: z.enum(['native', 'ts']).default('native'),
+    /** Host-side MAC of a TAP we create (default: derived from its name, stable). */
+    tapMac: z
+      .string()
+      .regex(/^([0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}$/, 'must be six hex pairs like 02:00:00:00:00:01')
+      .optional(),
     reconnect: z
       .object({
         minMs: z.number().int().min(10).max(60_000).default(100),

@@ -2,6 +2,8 @@
  * Host backends as the user names them: `tap:NAME`, `af-packet:IFACE`, `loopback`, `null`
  * (optionally `null:source=LEN`). Parsing is pure; opening asks the kernel.
  */
+import { createHash } from 'node:crypto';
+import { existsSync } from 'node:fs';
 import { ConfigError, ErrorCode } from '../errors.js';
 import { call, type NativeBinding } from '../native.js';
 
@@ -61,30 +63,81 @@ export function formatHostBackend(b: HostBackendSpec): string {
 
 export interface OpenHostBackend {
   spec: HostBackendSpec;
-  /** Host fds (one per queue pair for TAP with multiqueue); empty for loopback/null. */
+  /** Host fds, one per queue pair (TAP queues or AF_PACKET sockets); empty for loopback/null. */
   fds: number[];
   /** The TAP's actual name, when it is one. */
   name?: string;
+  /** The TAP's MAC (host side), when we set it. */
+  mac?: string;
   close(): void;
 }
 
-/** Opens the host side: the TAP is created when it does not exist. */
-export function openHostBackend(native: NativeBinding, spec: HostBackendSpec): OpenHostBackend {
-  const close = (fds: number[]) => () => {
+export interface HostOpenOptions {
+  queuePairs: number;
+  /** TAP: host-side MAC; default derived from the TAP name, so restarts keep it. */
+  tapMac?: string;
+}
+
+/** A locally administered unicast MAC derived from `seed`: stable across restarts. */
+export function stableMac(seed: string): string {
+  const h = createHash('sha256').update(seed).digest();
+  return ['02', ...[...h.subarray(0, 5)].map((b) => b.toString(16).padStart(2, '0'))].join(':');
+}
+
+export function macBytes(mac: string): Buffer {
+  const parts = mac.split(':');
+  if (parts.length !== 6 || parts.some((p) => !/^[0-9a-fA-F]{2}$/.test(p))) {
+    throw new ConfigError(ErrorCode.ConfigInvalid, `invalid MAC '${mac}'`, [
+      'tapMac: expected six hex pairs like 02:00:00:00:00:01',
+    ]);
+  }
+  return Buffer.from(parts.map((p) => parseInt(p, 16)));
+}
+
+/**
+ * Opens the host side. TAP: created when missing (then given its stable MAC), one queue fd per
+ * queue pair (IFF_MULTI_QUEUE when more than one), IFF_VNET_HDR, link up. AF_PACKET: one
+ * socket per pair, joined in a hash fanout group when more than one.
+ */
+export function openHostBackend(
+  native: NativeBinding,
+  spec: HostBackendSpec,
+  opts: HostOpenOptions = { queuePairs: 1 },
+): OpenHostBackend {
+  const fds: number[] = [];
+  const close = () => {
     for (const fd of fds.splice(0)) native.close(fd);
   };
-  switch (spec.kind) {
-    case 'tap': {
-      const t = call(`open TAP ${spec.name}`, () => native.tapOpen(spec.name, { vnetHdr: true, multiQueue: false }));
-      const fds = [t.fd];
-      return { spec, fds, name: t.name, close: close(fds) };
+  try {
+    switch (spec.kind) {
+      case 'tap': {
+        const existed = existsSync(`/sys/class/net/${spec.name}`);
+        let name = spec.name;
+        for (let i = 0; i < opts.queuePairs; i++) {
+          const t = call(`open TAP ${spec.name}`, () =>
+            native.tapOpen(spec.name, { vnetHdr: true, multiQueue: opts.queuePairs > 1 }),
+          );
+          fds.push(t.fd);
+          name = t.name;
+        }
+        const mac = opts.tapMac ?? (existed ? undefined : stableMac(`vhost-user-net:${name}`));
+        call(`set up TAP ${name}`, () => native.ifaceSetup(name, { mac: mac ? macBytes(mac) : undefined, up: true }));
+        return { spec, fds, name, mac, close };
+      }
+      case 'af-packet': {
+        const group = opts.queuePairs > 1 ? process.pid & 0xffff : undefined;
+        for (let i = 0; i < opts.queuePairs; i++) {
+          fds.push(
+            call(`open AF_PACKET on ${spec.iface}`, () => native.afPacketOpen(spec.iface, { fanoutGroup: group })),
+          );
+        }
+        return { spec, fds, name: spec.iface, close };
+      }
+      default:
+        return { spec, fds, close };
     }
-    case 'af-packet': {
-      const fd = call(`open AF_PACKET on ${spec.iface}`, () => native.afPacketOpen(spec.iface));
-      const fds = [fd];
-      return { spec, fds, close: close(fds) };
-    }
-    default:
-      return { spec, fds: [], close: () => {} };
+  } catch (err) {
+    close();
+    throw err;
   }
 }

@@ -1,10 +1,8 @@
 /**
  * What the session asks of the data plane. The session decides *when* a ring starts, stops,
- * is enabled or sees new memory; the data plane moves frames. Issue #3 brings the real one;
- * until then `IdleDataPlane` keeps the contract and says plainly that no frame moves.
+ * is enabled or sees new memory; the data plane moves frames. Two implementations: the C++
+ * workers (src/net/native-data-plane.ts) and the TS reference (src/net/ts-data-plane.ts).
  */
-import type { Logger } from 'pino';
-import type { NativeBinding, NativePoller } from '../native.js';
 import type { VringAddr } from './codec.js';
 import type { MemoryTable } from './memory-table.js';
 
@@ -28,6 +26,12 @@ export interface Vring {
 }
 
 export interface DataPlane {
+  /** Effective enable state of a ring (the session's rule), set by the session. */
+  isEnabled: (ring: Vring) => boolean;
+  /** Told when a ring breaks (driver violation), so the session can mark it. */
+  onBroken: (index: number, error: string) => void;
+  /** SET_FEATURES: the acked virtio features (header size, EVENT_IDX, offloads). */
+  setFeatures(features: bigint): void;
   /** The ring got its first kick: process it from `lastAvailIdx` on. */
   start(ring: Vring, memory: MemoryTable): void;
   /** GET_VRING_BASE: stop processing and return the next avail index to report. */
@@ -43,61 +47,4 @@ export interface DataPlane {
   sendRarp(mac: string): void;
   /** Session over: stop everything, release what it holds. */
   close(): void;
-}
-
-/**
- * The data plane of the foundation release: rings start and stop with the exact semantics of
- * the protocol, kicks are counted, but no frame is moved. Logged once per ring.
- */
-export class IdleDataPlane implements DataPlane {
-  readonly kicks = new Map<number, bigint>();
-  private readonly watchers = new Map<number, NativePoller>();
-
-  constructor(
-    private readonly native: NativeBinding,
-    private readonly log: Logger,
-  ) {}
-
-  start(ring: Vring): void {
-    this.log.warn(
-      { vring: ring.index, lastAvailIdx: ring.lastAvailIdx },
-      'vring started; this build has no data path yet, frames are not moved',
-    );
-    this.watch(ring);
-  }
-
-  stop(ring: Vring): number {
-    this.unwatch(ring.index);
-    return ring.lastAvailIdx;
-  }
-
-  setEnabled(): void {}
-  setCall(): void {}
-  quiesce(): void {}
-  resume(): void {}
-
-  sendRarp(mac: string): void {
-    this.log.info({ mac }, 'RARP requested; no data path yet, not sent');
-  }
-
-  close(): void {
-    for (const i of [...this.watchers.keys()]) this.unwatch(i);
-  }
-
-  private watch(ring: Vring): void {
-    this.unwatch(ring.index);
-    if (ring.kickFd < 0) return;
-    const fd = ring.kickFd;
-    const p = new this.native.Poller(fd, () => {
-      const v = this.native.eventfdRead(fd);
-      if (v !== null) this.kicks.set(ring.index, (this.kicks.get(ring.index) ?? 0n) + v);
-    });
-    p.start(1);
-    this.watchers.set(ring.index, p);
-  }
-
-  private unwatch(index: number): void {
-    this.watchers.get(index)?.close();
-    this.watchers.delete(index);
-  }
 }

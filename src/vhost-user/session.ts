@@ -41,14 +41,27 @@ export const OFFERED_PROTOCOL_FEATURES = featureMask(
 );
 
 /**
- * Virtio features the device offers. The foundation release moves no frames, so only the
- * transport's own bits are offered: VERSION_1 (a modern device), PROTOCOL_FEATURES (the
- * vhost-user extension) and NET_F_MTU (advice that NET_SET_MTU backs).
+ * Virtio features the device offers: what the data path implements. Offloads pass through
+ * the virtio-net header to the host (TAP IFF_VNET_HDR, AF_PACKET PACKET_VNET_HDR); UFO and USO
+ * are left out (Linux guests no longer use UFO; QEMU 7.2 does not know USO).
  */
 export const OFFERED_FEATURES = featureMask(
   VirtioFeature.F_VERSION_1,
   VirtioFeature.VHOST_USER_F_PROTOCOL_FEATURES,
   VirtioFeature.NET_F_MTU,
+  VirtioFeature.NET_F_MRG_RXBUF,
+  VirtioFeature.RING_F_EVENT_IDX,
+  VirtioFeature.RING_F_INDIRECT_DESC,
+  VirtioFeature.F_NOTIFY_ON_EMPTY,
+  VirtioFeature.F_ANY_LAYOUT,
+  VirtioFeature.NET_F_CSUM,
+  VirtioFeature.NET_F_GUEST_CSUM,
+  VirtioFeature.NET_F_HOST_TSO4,
+  VirtioFeature.NET_F_HOST_TSO6,
+  VirtioFeature.NET_F_HOST_ECN,
+  VirtioFeature.NET_F_GUEST_TSO4,
+  VirtioFeature.NET_F_GUEST_TSO6,
+  VirtioFeature.NET_F_GUEST_ECN,
 );
 
 /**
@@ -92,11 +105,17 @@ export class Session {
   constructor(
     private readonly native: NativeBinding,
     readonly options: SessionOptions,
-    private readonly dataPlane: DataPlane,
+    readonly dataPlane: DataPlane,
     private readonly log: Logger,
   ) {
     this.memory = new MemoryTable(native);
     this.vrings = Array.from({ length: options.queuePairs * 2 }, (_, i) => newVring(i));
+    dataPlane.isEnabled = (r) => this.isEnabled(r);
+    dataPlane.onBroken = (index, error) => {
+      const v = this.vrings[index];
+      if (v) v.broken = true;
+      this.changed({ what: 'vring broken', vring: index, error });
+    };
   }
 
   onChange(fn: (c: SessionChange) => void): void {
@@ -147,6 +166,7 @@ export class Session {
       this.ackedFeatures = features;
       this.changed({ what: 'features acked', features: hex(features), names: featureNames(features, VirtioFeature) });
     }
+    this.dataPlane.setFeatures(features);
     this.vrings.forEach((v, i) => {
       if (v.started && before[i] !== this.isEnabled(v)) this.dataPlane.setEnabled(v, this.isEnabled(v));
     });

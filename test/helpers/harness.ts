@@ -7,6 +7,9 @@ import { silentLogger } from '../../src/log.js';
 import { loadNative } from '../../src/native.js';
 import type { Session } from '../../src/vhost-user/session.js';
 import { MockFrontend } from './mock-frontend.js';
+import { NativeDataPlane } from '../../src/net/native-data-plane.js';
+import { TsDataPlane } from '../../src/net/ts-data-plane.js';
+import type { HostBackendSpec } from '../../src/host/host-backend.js';
 
 export const native = loadNative();
 
@@ -39,21 +42,28 @@ export interface Served {
   stop(): void;
 }
 
-export function serve(opts: Partial<BackendOptions> = {}): Served {
+export type DatapathKind = 'native' | 'ts';
+
+export function serve(
+  opts: Partial<BackendOptions> = {},
+  host: HostBackendSpec = { kind: 'null' },
+  datapath: DatapathKind = 'native',
+): Served {
   const tmp = tempDir();
   const path = join(tmp.dir, 'vhost.sock');
-  const backend = new VhostUserNetBackend(
-    {
-      socketPath: path,
-      client: false,
-      socketMode: 0o600,
-      queuePairs: 1,
-      reconnectMinMs: 20,
-      reconnectMaxMs: 200,
-      ...opts,
-    },
-    silentLogger(),
-  );
+  const o: BackendOptions = {
+    socketPath: path,
+    client: false,
+    socketMode: 0o600,
+    queuePairs: 1,
+    reconnectMinMs: 20,
+    reconnectMaxMs: 200,
+    ...opts,
+  };
+  const backend = new VhostUserNetBackend(o, silentLogger(), (n, l) => {
+    const h = { spec: host, fds: [], close: () => {} };
+    return datapath === 'ts' ? new TsDataPlane(n, o.queuePairs, h, l) : new NativeDataPlane(n, o.queuePairs, h, l);
+  });
   backend.start();
   return {
     backend,

@@ -19,6 +19,7 @@ import {
   type VringState,
 } from '../../src/vhost-user/codec.js';
 import { featureMask, ProtocolFeature, VirtioFeature } from '../../src/features.js';
+import { RingDriver } from './ring-driver.js';
 
 export interface Reply {
   request: number;
@@ -214,6 +215,24 @@ export class MockFrontend {
     await this.request('SET_VRING_KICK', encodeU64(BigInt(index)), { fds: [kick] });
     await this.request('SET_VRING_CALL', encodeU64(BigInt(index)), { fds: [call] });
     return { kick, call };
+  }
+
+  /** The driver side of vring `index` as laid out by setupVring (for writing chains). */
+  driver(index: number, ram: GuestRam, num = 256): RingDriver {
+    const descOff = index * 0x10000;
+    return new RingDriver(
+      [ram.bytes],
+      {
+        num,
+        descOff,
+        availOff: descOff + num * 16,
+        usedOff: descOff + 0x8000,
+        gpaBase: ram.region.guestAddr,
+        vaBase: ram.region.userAddr,
+      },
+      ram.region.guestAddr + BigInt(descOff + 0xc000),
+      descOff + 0xc000,
+    );
   }
 
   static vringFileNoFd(index: number): Buffer {

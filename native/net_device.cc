@@ -1,0 +1,743 @@
+#include "net_device.h"
+
+#include <linux/if_tun.h>
+#include <signal.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "env_state.h"
+#include "errors.h"
+
+namespace vun {
+namespace {
+
+constexpr uint64_t kTagStop = 0, kTagRxKick = 1, kTagTxKick = 2, kTagHost = 3;
+constexpr uint32_t kBounceSize = 65536 + 12 + 16;  // a 64 KiB GSO frame and its header
+constexpr uint16_t kFlushEvery = 32;
+
+void DrainEventfd(int fd) {
+  uint64_t v;
+  while (read(fd, &v, sizeof(v)) == sizeof(v)) {
+  }
+}
+
+// Copies `len` bytes from `src` into the writable segments of `e` starting at byte `off`.
+uint32_t ScatterIn(const Element& e, uint32_t off, const uint8_t* src, uint32_t len) {
+  uint32_t done = 0;
+  const Segment* s = e.segs + e.outNum;
+  for (uint32_t i = 0; i < e.inNum && done < len; i++) {
+    if (off >= s[i].len) {
+      off -= s[i].len;
+      continue;
+    }
+    uint32_t n = s[i].len - off;
+    if (n > len - done) n = len - done;
+    std::memcpy(s[i].host + off, src + done, n);
+    done += n;
+    off = 0;
+  }
+  return done;
+}
+
+// Host address of byte `pos` of the writable part of `e`, or null.
+uint8_t* ByteAt(const Element& e, uint32_t pos) {
+  const Segment* s = e.segs + e.outNum;
+  for (uint32_t i = 0; i < e.inNum; i++) {
+    if (pos < s[i].len) return s[i].host + pos;
+    pos -= s[i].len;
+  }
+  return nullptr;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// PairWorker
+
+PairWorker::PairWorker(NetDevice* dev, uint32_t pair)
+    : dev_(dev),
+      pair_(pair),
+      bounce_(kBounceSize),
+      rxSegs_(kBurstSegs),
+      txSegs_(kBurstSegs),
+      txBounce_(kBounceSize) {}
+
+PairWorker::~PairWorker() {
+  Stop();
+}
+
+void PairWorker::Start() {
+  if (thread_.joinable()) return;
+  stopFd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  // Workers take no signals: Node's main thread handles them.
+  sigset_t all, old;
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &old);
+  thread_ = std::thread([this] { Run(); });
+  pthread_sigmask(SIG_SETMASK, &old, nullptr);
+}
+
+void PairWorker::Stop() {
+  if (!thread_.joinable()) return;
+  uint64_t one = 1;
+  ssize_t w = write(stopFd_, &one, sizeof(one));
+  (void)w;
+  thread_.join();
+  close(stopFd_);
+  stopFd_ = -1;
+}
+
+void PairWorker::Count(uint32_t vring, CounterSlot slot, uint64_t n) {
+  uint64_t* c = dev_->CounterBase(vring) + slot;
+  // Single writer (this thread): a relaxed load+store is enough; JS reads whole values.
+  __atomic_store_n(c, __atomic_load_n(c, __ATOMIC_RELAXED) + n, __ATOMIC_RELAXED);
+}
+
+void PairWorker::Broken(SplitRing& ring, QueueState& q, uint32_t vring) {
+  q.broken = true;
+  q.error = ring.error;
+  Count(vring, kCRingError, 1);
+  // Logged once, by JS: the session reports it with the queue and the error name.
+  struct Ev {
+    uint32_t vring, error;
+  };
+  auto* ev = new Ev{vring, ring.error};
+  napi_status s = dev_->events.NonBlockingCall(ev, [](Napi::Env env, Napi::Function fn, Ev* e) {
+    if (env != nullptr && fn != nullptr) {
+      fn.Call({Napi::Number::New(env, e->vring), Napi::Number::New(env, e->error),
+               Napi::String::New(env, RingErrorName(e->error))});
+    }
+    delete e;
+  });
+  if (s != napi_ok) delete ev;
+}
+
+void PairWorker::Notify(SplitRing& ring, QueueState& q, uint32_t vring) {
+  if (ring.NeedNotify()) {
+    if (q.callFd >= 0) {
+      uint64_t one = 1;
+      ssize_t w = write(q.callFd, &one, sizeof(one));
+      (void)w;
+    }
+    Count(vring, kCNotifySent, 1);
+  } else {
+    Count(vring, kCNotifySuppressed, 1);
+  }
+}
+
+void PairWorker::WatchHost(bool on) {
+  if (hostFd_ < 0 || hostWatched_ == on) return;
+  epoll_event ev{};
+  ev.events = on ? static_cast<uint32_t>(EPOLLIN) : 0u;
+  ev.data.u64 = kTagHost;
+  epoll_ctl(epfd_, EPOLL_CTL_MOD, hostFd_, &ev);
+  hostWatched_ = on;
+}
+
+uint32_t PairWorker::CopyChainOut(const Element& e, uint8_t* dst, uint32_t cap) {
+  uint32_t n = 0;
+  for (uint32_t i = 0; i < e.outNum; i++) {
+    uint32_t len = e.segs[i].len;
+    if (len > cap - n) return UINT32_MAX;
+    std::memcpy(dst + n, e.segs[i].host, len);
+    n += len;
+  }
+  return n;
+}
+
+// transmitq: pop chains, hand each frame to the host, give the chains back used (len 0: the
+// device wrote nothing into them), one flush and one notification decision per burst.
+void PairWorker::ProcessTx() {
+  uint32_t vt = 2 * pair_ + 1;
+  QueueState& q = dev_->queues[vt];
+  if (!q.started || q.broken) return;
+  const uint32_t hdr = dev_->hdrLen;
+  for (;;) {
+    uint32_t n = tx_.PopBurst(txElems_, kMaxBurst, txSegs_.data());
+    for (uint32_t i = 0; i < n; i++) {
+      const Element& e = txElems_[i];
+      tx_.Fill(e.head, 0, static_cast<uint16_t>(i));
+      if (e.outLen < hdr) {
+        Count(vt, kCDropMalformed, 1);
+        continue;
+      }
+      uint64_t frameLen = e.outLen - hdr;
+      if (!q.enabled) {
+        // A started but disabled transmitq is drained and its frames discarded.
+        Count(vt, kCDropDisabled, 1);
+        continue;
+      }
+      bool ok = true;
+      switch (dev_->host) {
+        case HostKind::kNull:
+          break;
+        case HostKind::kTap: {
+          // The virtio-net header passes straight through: the TAP's vnet header size is ours.
+          iovec iov[64];
+          if (e.outNum <= 64) {
+            for (uint32_t k = 0; k < e.outNum; k++) iov[k] = iovec{e.segs[k].host, e.segs[k].len};
+            ok = writev(hostFd_, iov, static_cast<int>(e.outNum)) >= 0;
+          } else {
+            uint32_t len = CopyChainOut(e, txBounce_.data(), kBounceSize);
+            ok = len != UINT32_MAX && write(hostFd_, txBounce_.data(), len) >= 0;
+          }
+          break;
+        }
+        case HostKind::kAfPacket: {
+          // PACKET_VNET_HDR takes the 10-byte header: drop num_buffers (bytes 10-11).
+          uint32_t len = CopyChainOut(e, txBounce_.data(), kBounceSize);
+          if (len == UINT32_MAX || len < 12) {
+            ok = false;
+            break;
+          }
+          iovec iov[2] = {{txBounce_.data(), 10}, {txBounce_.data() + 12, len - 12}};
+          msghdr m{};
+          m.msg_iov = iov;
+          m.msg_iovlen = 2;
+          ok = sendmsg(hostFd_, &m, MSG_DONTWAIT) >= 0;
+          break;
+        }
+        case HostKind::kLoopback: {
+          uint32_t len = CopyChainOut(e, bounce_.data(), kBounceSize);
+          if (len == UINT32_MAX) {
+            Count(vt, kCDropTooBig, 1);
+            continue;
+          }
+          if (pendingLen_ == 0 && dev_->queues[2 * pair_].started) {
+            pendingLen_ = len;
+            int r = DeliverPending();
+            if (r == 0) Count(2 * pair_, kCDropNoBuffers, 1);
+            pendingLen_ = 0;
+          } else {
+            Count(2 * pair_, kCDropNoBuffers, 1);
+          }
+          break;
+        }
+      }
+      if (!ok) {
+        Count(vt, kCDropHostError, 1);
+        continue;
+      }
+      Count(vt, kCFrames, 1);
+      Count(vt, kCBytes, frameLen);
+    }
+    if (n > 0) {
+      tx_.Flush(static_cast<uint16_t>(n));
+      Count(vt, kCBursts, 1);
+      __atomic_store_n(dev_->CounterBase(vt) + kCLastAvailIdx, tx_.lastAvailIdx, __ATOMIC_RELAXED);
+      __atomic_store_n(dev_->CounterBase(vt) + kCUsedIdx, tx_.usedIdx, __ATOMIC_RELAXED);
+      Notify(tx_, q, vt);
+    }
+    if (dev_->host == HostKind::kLoopback) FlushRx();
+    if (tx_.broken) {
+      Broken(tx_, q, vt);
+      return;
+    }
+    if (n == 0) {
+      // Empty: ask for kicks again, then look once more (the driver may have added meanwhile).
+      tx_.SetNotification(true);
+      if (tx_.Empty() || q.kickFd < 0) return;
+      tx_.SetNotification(false);
+    }
+  }
+}
+
+// Reads one frame from the host into bounce_ as [header][frame]. False when none is waiting.
+bool PairWorker::ReadHostFrame() {
+  const uint32_t hdr = dev_->hdrLen;
+  switch (dev_->host) {
+    case HostKind::kTap: {
+      ssize_t n = read(hostFd_, bounce_.data(), kBounceSize);
+      if (n < 0) return false;
+      if (n < static_cast<ssize_t>(hdr)) return ReadHostFrame();
+      pendingLen_ = static_cast<uint32_t>(n);
+      return true;
+    }
+    case HostKind::kAfPacket: {
+      // PACKET_VNET_HDR delivers a 10-byte header: read it 2 bytes in, then move it down so
+      // num_buffers (bytes 10-11) is ours to fill.
+      ssize_t n = recv(hostFd_, bounce_.data() + 2, kBounceSize - 2, MSG_DONTWAIT);
+      if (n < 10) return false;
+      std::memmove(bounce_.data(), bounce_.data() + 2, 10);
+      pendingLen_ = static_cast<uint32_t>(n + 2);
+      return true;
+    }
+    case HostKind::kNull: {
+      if (dev_->sourceLen == 0) return false;
+      // null:source=LEN: a broadcast frame of LEN bytes, ethertype 0x88b5 (local experimental).
+      std::memset(bounce_.data(), 0, hdr);
+      uint8_t* f = bounce_.data() + hdr;
+      std::memset(f, 0xff, 6);
+      const uint8_t src[6] = {0x02, 0x00, 0x00, 0x00, 0x00, 0x01};
+      std::memcpy(f + 6, src, 6);
+      f[12] = 0x88;
+      f[13] = 0xb5;
+      pendingLen_ = hdr + dev_->sourceLen;
+      return true;
+    }
+    default:
+      return false;
+  }
+}
+
+// Places the pending frame into receiveq chains. 1: delivered or dropped for good; 0: not
+// enough guest buffers (the frame stays pending); -1: ring broken.
+int PairWorker::DeliverPending() {
+  uint32_t vr = 2 * pair_;
+  QueueState& q = dev_->queues[vr];
+  const uint32_t len = pendingLen_;
+  const uint32_t hdr = dev_->hdrLen;
+  const bool mrg = dev_->Has(kFMrgRxbuf);
+  if (!q.started || q.broken) return 0;
+  if (!q.enabled) {
+    // A disabled receiveq gets nothing.
+    Count(vr, kCDropDisabled, 1);
+    return 1;
+  }
+  // The host may hand us what the guest cannot take (AF_PACKET ignores the guest's offloads):
+  // a partial checksum needs GUEST_CSUM, a GSO frame the matching GUEST_TSO/UFO feature.
+  const uint8_t flags = bounce_[0], gso = bounce_[1] & 0x7f;
+  if (((flags & 1) && !dev_->Has(kFGuestCsum)) || (gso == 1 && !dev_->Has(kFGuestTso4)) ||
+      (gso == 4 && !dev_->Has(kFGuestTso6)) || (gso == 3 && !dev_->Has(kFGuestUfo)) ||
+      (gso != 0 && gso != 1 && gso != 3 && gso != 4)) {
+    Count(vr, kCDropMalformed, 1);
+    return 1;
+  }
+  uint8_t* nb[2] = {nullptr, nullptr};  // where num_buffers lives in the first chain
+  uint16_t taken = 0;
+  uint32_t copied = 0;
+  while (copied < len || taken == 0) {
+    if (rxPos_ == rxCached_) {
+      rxPos_ = rxCached_ = 0;
+      rxCached_ = rx_.PopBurst(rxElems_, kMaxBurst, rxSegs_.data());
+      if (rx_.broken) {
+        Broken(rx_, q, vr);
+        return -1;
+      }
+      if (rxCached_ == 0) {
+        // Out of buffers: un-take this frame's chains (they are the last popped).
+        rx_.Rewind(taken);
+        rxFilled_ -= taken;
+        return 0;
+      }
+    }
+    const Element& e = rxElems_[rxPos_++];
+    if (!mrg && e.inLen < len) {
+      // Without MRG_RXBUF one chain must hold the whole frame: drop it, keep the chain.
+      rxPos_--;
+      Count(vr, kCDropTooBig, 1);
+      return 1;
+    }
+    if (taken == 0) {
+      if (e.inLen < hdr) {
+        rxPos_--;
+        Count(vr, kCDropTooBig, 1);
+        return 1;
+      }
+      // Where num_buffers (header bytes 10-11) lands: filled in once the chains are counted.
+      nb[0] = ByteAt(e, 10);
+      nb[1] = ByteAt(e, 11);
+    }
+    uint32_t n = ScatterIn(e, 0, bounce_.data() + copied, len - copied);
+    copied += n;
+    rx_.Fill(e.head, n, rxFilled_++);
+    taken++;
+  }
+  // num_buffers: how many chains hold this frame (1 without MRG_RXBUF), little-endian.
+  if (hdr == 12) {
+    if (nb[0]) *nb[0] = static_cast<uint8_t>(taken & 0xff);
+    if (nb[1]) *nb[1] = static_cast<uint8_t>(taken >> 8);
+  }
+  rxFrames_++;
+  rxBytes_ += len - hdr;
+  if (rxFilled_ >= kFlushEvery) FlushRx();
+  return 1;
+}
+
+void PairWorker::FlushRx() {
+  if (rxFilled_ == 0) return;
+  uint32_t vr = 2 * pair_;
+  rx_.Flush(rxFilled_);
+  rxFilled_ = 0;
+  __atomic_store_n(dev_->CounterBase(vr) + kCLastAvailIdx, rx_.lastAvailIdx, __ATOMIC_RELAXED);
+  __atomic_store_n(dev_->CounterBase(vr) + kCUsedIdx, rx_.usedIdx, __ATOMIC_RELAXED);
+  Count(vr, kCFrames, rxFrames_);
+  Count(vr, kCBytes, rxBytes_);
+  Count(vr, kCBursts, 1);
+  rxFrames_ = rxBytes_ = 0;
+  Notify(rx_, dev_->queues[vr], vr);
+}
+
+// receiveq: frames from the host into guest buffers until the host has none or the guest has
+// no buffers left; then wait for one or the other.
+void PairWorker::ProcessRx() {
+  uint32_t vr = 2 * pair_;
+  QueueState& q = dev_->queues[vr];
+  if (!q.started || q.broken || dev_->host == HostKind::kLoopback) return;
+  if (dev_->host != HostKind::kNull && hostFd_ < 0) return;
+  for (;;) {
+    if (pendingLen_ == 0 && !ReadHostFrame()) break;
+    int r = DeliverPending();
+    if (r < 0) return;
+    if (r == 0) {
+      // No guest buffers: stop reading the host, ask for a kick, and look once more.
+      FlushRx();
+      WatchHost(false);
+      rx_.SetNotification(true);
+      if (rx_.Empty()) return;
+      continue;
+    }
+    pendingLen_ = 0;
+  }
+  FlushRx();
+  // Give back chains popped for frames that did not come.
+  if (rxCached_ > rxPos_) rx_.Rewind(static_cast<uint16_t>(rxCached_ - rxPos_));
+  rxCached_ = rxPos_ = 0;
+  WatchHost(true);
+}
+
+void PairWorker::Run() {
+  uint32_t vr = 2 * pair_, vt = vr + 1;
+  QueueState& qr = dev_->queues[vr];
+  QueueState& qt = dev_->queues[vt];
+  epfd_ = epoll_create1(EPOLL_CLOEXEC);
+  auto add = [this](int fd, uint64_t tag, uint32_t events) {
+    epoll_event ev{};
+    ev.events = events;
+    ev.data.u64 = tag;
+    epoll_ctl(epfd_, EPOLL_CTL_ADD, fd, &ev);
+  };
+  add(stopFd_, kTagStop, EPOLLIN);
+  bool polled = false;
+  if (qr.started && !qr.broken) {
+    if (!rx_.Attach(dev_->mem, qr.cfg, qr.lastAvailIdx, qr.usedIdx)) Broken(rx_, qr, vr);
+    if (qr.kickFd >= 0)
+      add(qr.kickFd, kTagRxKick, EPOLLIN);
+    else
+      polled = true;
+  }
+  if (qt.started && !qt.broken) {
+    if (!tx_.Attach(dev_->mem, qt.cfg, qt.lastAvailIdx, qt.usedIdx)) Broken(tx_, qt, vt);
+    if (qt.kickFd >= 0)
+      add(qt.kickFd, kTagTxKick, EPOLLIN);
+    else
+      polled = true;
+  }
+  hostFd_ = pair_ < dev_->hostFds.size() ? dev_->hostFds[pair_] : -1;
+  hostWatched_ = false;
+  if (hostFd_ >= 0 && qr.started) {
+    add(hostFd_, kTagHost, EPOLLIN);
+    hostWatched_ = true;
+  }
+  rxCached_ = rxPos_ = 0;
+  rxFilled_ = 0;
+  epoll_event evs[8];
+  for (bool stop = false; !stop;) {
+    ProcessTx();
+    ProcessRx();
+    // A polled ring (no kick fd) is looked at every millisecond; otherwise sleep until an fd.
+    int timeout = polled ? 1 : -1;
+    int n = epoll_wait(epfd_, evs, 8, timeout);
+    for (int i = 0; i < n; i++) {
+      switch (evs[i].data.u64) {
+        case kTagStop:
+          stop = true;
+          break;
+        case kTagRxKick:
+          DrainEventfd(qr.kickFd);
+          Count(vr, kCKicks, 1);
+          WatchHost(true);
+          break;
+        case kTagTxKick:
+          DrainEventfd(qt.kickFd);
+          Count(vt, kCKicks, 1);
+          break;
+        default:
+          break;
+      }
+    }
+  }
+  // Hand the ring positions back to the device: the next start (or GET_VRING_BASE) uses them.
+  FlushRx();
+  if (rxCached_ > rxPos_) rx_.Rewind(static_cast<uint16_t>(rxCached_ - rxPos_));
+  rxCached_ = rxPos_ = 0;
+  if (qr.started && !qr.broken) {
+    qr.lastAvailIdx = rx_.lastAvailIdx;
+    qr.usedIdx = rx_.usedIdx;
+  }
+  if (qt.started && !qt.broken) {
+    qt.lastAvailIdx = tx_.lastAvailIdx;
+    qt.usedIdx = tx_.usedIdx;
+  }
+  if (qr.broken) qr.lastAvailIdx = rx_.lastAvailIdx, qr.usedIdx = rx_.usedIdx;
+  if (qt.broken) qt.lastAvailIdx = tx_.lastAvailIdx, qt.usedIdx = tx_.usedIdx;
+  *(dev_->CounterBase(vr) + kCLastAvailIdx) = qr.lastAvailIdx;
+  *(dev_->CounterBase(vr) + kCUsedIdx) = qr.usedIdx;
+  *(dev_->CounterBase(vt) + kCLastAvailIdx) = qt.lastAvailIdx;
+  *(dev_->CounterBase(vt) + kCUsedIdx) = qt.usedIdx;
+  close(epfd_);
+  epfd_ = -1;
+}
+
+// ---------------------------------------------------------------------------------------------
+// NetDevice (JS surface; every call is control plane)
+
+Napi::Function NetDevice::Init(Napi::Env env) {
+  return DefineClass(env, "NetDevice",
+                     {
+                         InstanceMethod<&NetDevice::SetMemory>("setMemory"),
+                         InstanceMethod<&NetDevice::SetFeatures>("setFeatures"),
+                         InstanceMethod<&NetDevice::SetHost>("setHost"),
+                         InstanceMethod<&NetDevice::StartQueue>("startQueue"),
+                         InstanceMethod<&NetDevice::StopQueue>("stopQueue"),
+                         InstanceMethod<&NetDevice::SetEnabled>("setEnabled"),
+                         InstanceMethod<&NetDevice::SetCall>("setCall"),
+                         InstanceMethod<&NetDevice::Pause>("pause"),
+                         InstanceMethod<&NetDevice::Resume>("resume"),
+                         InstanceMethod<&NetDevice::Close>("close"),
+                     });
+}
+
+// new NetDevice(queuePairs, counters: BigUint64Array over a SharedArrayBuffer, onBroken)
+NetDevice::NetDevice(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NetDevice>(info) {
+  Napi::Env env = info.Env();
+  uint32_t pairs = info[0].As<Napi::Number>().Uint32Value();
+  if (pairs == 0 || pairs > 128 || !info[1].IsTypedArray() || !info[2].IsFunction()) {
+    ThrowArg(env, "NetDevice(queuePairs, counters, onBroken)");
+    return;
+  }
+  Napi::TypedArray ta = info[1].As<Napi::TypedArray>();
+  void* data = nullptr;
+  size_t length = 0;
+  napi_typedarray_type type;
+  napi_value ab;
+  size_t offset;
+  napi_get_typedarray_info(env, ta, &type, &length, &data, &ab, &offset);
+  if (type != napi_biguint64_array || length < size_t(pairs) * 2 * kCountersPerVring) {
+    ThrowArg(env, "counters must be a BigUint64Array of queuePairs*2*16 slots");
+    return;
+  }
+  counters = static_cast<uint64_t*>(data);
+  countersRef_ = Napi::Persistent(info[1]);
+  queues.resize(size_t(pairs) * 2);
+  for (uint32_t p = 0; p < pairs; p++) workers_.emplace_back(new PairWorker(this, p));
+  GetState(env)->devices.insert(this);
+  env_ = env;
+  events = Napi::ThreadSafeFunction::New(env, info[2].As<Napi::Function>(),
+                                         "vhost-user-net:ring-events", 0, 1);
+  events.Unref(env);
+}
+
+NetDevice::~NetDevice() {
+  Shutdown();
+  EnvState* st = GetState(Napi::Env(env_));
+  if (st) st->devices.erase(this);
+}
+
+void NetDevice::Shutdown() {
+  if (closed_) return;
+  StopAll();
+  closed_ = true;
+  events.Release();
+}
+
+void NetDevice::StopPair(uint32_t pair) {
+  workers_[pair]->Stop();
+}
+
+void NetDevice::MaybeStartPair(uint32_t pair) {
+  if (paused_ || closed_) return;
+  if (queues[2 * pair].started || queues[2 * pair + 1].started) workers_[pair]->Start();
+}
+
+void NetDevice::StopAll() {
+  for (auto& w : workers_) w->Stop();
+}
+
+static uint64_t BigU64(const Napi::Value& v) {
+  bool lossless;
+  return v.As<Napi::BigInt>().Uint64Value(&lossless);
+}
+
+// setMemory([{mappingId, gpa, size, va}]): called while paused (quiesced).
+Napi::Value NetDevice::SetMemory(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Array arr = info[0].As<Napi::Array>();
+  EnvState* st = GetState(env);
+  GuestMemory m;
+  for (uint32_t i = 0; i < arr.Length(); i++) {
+    Napi::Object o = arr.Get(i).As<Napi::Object>();
+    uint32_t id = o.Get("mappingId").As<Napi::Number>().Uint32Value();
+    auto it = st->mappings.find(id);
+    if (it == st->mappings.end()) {
+      ThrowErrno(env, "setMemory", EINVAL, "unknown mapping " + std::to_string(id));
+      return env.Undefined();
+    }
+    m.regions.push_back(GuestRegion{BigU64(o.Get("gpa")), BigU64(o.Get("size")),
+                                    BigU64(o.Get("va")),
+                                    static_cast<uint8_t*>(it->second.base) + it->second.delta});
+  }
+  StopAll();
+  mem = std::move(m);
+  for (uint32_t p = 0; p < workers_.size(); p++) MaybeStartPair(p);
+  return env.Undefined();
+}
+
+void NetDevice::ApplyTapOffloads() {
+  if (host != HostKind::kTap) return;
+  // TUNSETOFFLOAD: what the TAP may hand us is what the guest negotiated to receive.
+  unsigned off = 0;
+  if (Has(kFGuestCsum)) {
+    off |= TUN_F_CSUM;
+    if (Has(kFGuestTso4)) off |= TUN_F_TSO4;
+    if (Has(kFGuestTso6)) off |= TUN_F_TSO6;
+    if ((Has(kFGuestTso4) || Has(kFGuestTso6)) && Has(kFGuestEcn)) off |= TUN_F_TSO_ECN;
+    if (Has(kFGuestUfo)) off |= TUN_F_UFO;
+  }
+  int sz = static_cast<int>(hdrLen);
+  for (int fd : hostFds) {
+    ioctl(fd, TUNSETVNETHDRSZ, &sz);
+    ioctl(fd, TUNSETOFFLOAD, off);
+  }
+}
+
+Napi::Value NetDevice::SetFeatures(const Napi::CallbackInfo& info) {
+  StopAll();
+  features = BigU64(info[0]);
+  // virtio 1.2 §5.1.6: the header has num_buffers with VERSION_1 or MRG_RXBUF, else 10 bytes.
+  hdrLen = (Has(kFVersion1) || Has(kFMrgRxbuf)) ? 12 : 10;
+  for (auto& q : queues) {
+    q.cfg.eventIdx = Has(kFEventIdx);
+    q.cfg.indirect = Has(kFIndirect);
+    q.cfg.notifyOnEmpty = Has(kFNotifyOnEmpty);
+  }
+  ApplyTapOffloads();
+  for (uint32_t p = 0; p < workers_.size(); p++) MaybeStartPair(p);
+  return info.Env().Undefined();
+}
+
+// setHost(kind, fds[], sourceLen): kind 0 null, 1 loopback, 2 tap, 3 af-packet.
+Napi::Value NetDevice::SetHost(const Napi::CallbackInfo& info) {
+  StopAll();
+  host = static_cast<HostKind>(info[0].As<Napi::Number>().Uint32Value());
+  hostFds.clear();
+  Napi::Array fds = info[1].As<Napi::Array>();
+  for (uint32_t i = 0; i < fds.Length(); i++)
+    hostFds.push_back(fds.Get(i).As<Napi::Number>().Int32Value());
+  sourceLen = info[2].As<Napi::Number>().Uint32Value();
+  ApplyTapOffloads();
+  for (uint32_t p = 0; p < workers_.size(); p++) MaybeStartPair(p);
+  return info.Env().Undefined();
+}
+
+// startQueue(index, {num, desc, avail, used: bigint VAs, lastAvailIdx, kickFd, callFd, enabled})
+Napi::Value NetDevice::StartQueue(const Napi::CallbackInfo& info) {
+  uint32_t index = info[0].As<Napi::Number>().Uint32Value();
+  Napi::Object o = info[1].As<Napi::Object>();
+  if (index >= queues.size()) {
+    ThrowArg(info.Env(), "startQueue: index out of range");
+    return info.Env().Undefined();
+  }
+  StopPair(index / 2);
+  QueueState& q = queues[index];
+  q.cfg.num = static_cast<uint16_t>(o.Get("num").As<Napi::Number>().Uint32Value());
+  q.cfg.descVa = BigU64(o.Get("desc"));
+  q.cfg.availVa = BigU64(o.Get("avail"));
+  q.cfg.usedVa = BigU64(o.Get("used"));
+  q.cfg.eventIdx = Has(kFEventIdx);
+  q.cfg.indirect = Has(kFIndirect);
+  q.cfg.notifyOnEmpty = Has(kFNotifyOnEmpty);
+  q.lastAvailIdx = static_cast<uint16_t>(o.Get("lastAvailIdx").As<Napi::Number>().Uint32Value());
+  // usedIdx < 0: continue from used->idx in guest memory, as libvhost-user does. After a
+  // backend restart QEMU resumes the ring there (split rings only).
+  int64_t usedIdx = o.Get("usedIdx").As<Napi::Number>().Int64Value();
+  if (usedIdx < 0) {
+    const uint8_t* u = mem.VaToHost(q.cfg.usedVa, 4);
+    usedIdx = u ? __atomic_load_n(reinterpret_cast<const uint16_t*>(u + 2), __ATOMIC_ACQUIRE) : 0;
+  }
+  q.usedIdx = static_cast<uint16_t>(usedIdx);
+  q.kickFd = o.Get("kickFd").As<Napi::Number>().Int32Value();
+  q.callFd = o.Get("callFd").As<Napi::Number>().Int32Value();
+  q.enabled = o.Get("enabled").ToBoolean();
+  q.broken = false;
+  q.error = 0;
+  q.started = true;
+  MaybeStartPair(index / 2);
+  return info.Env().Undefined();
+}
+
+// stopQueue(index) -> {lastAvailIdx, usedIdx, broken, error}
+Napi::Value NetDevice::StopQueue(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  uint32_t index = info[0].As<Napi::Number>().Uint32Value();
+  if (index >= queues.size()) {
+    ThrowArg(env, "stopQueue: index out of range");
+    return env.Undefined();
+  }
+  StopPair(index / 2);
+  QueueState& q = queues[index];
+  q.started = false;
+  q.kickFd = q.callFd = -1;
+  Napi::Object r = Napi::Object::New(env);
+  r.Set("lastAvailIdx", q.lastAvailIdx);
+  r.Set("usedIdx", q.usedIdx);
+  r.Set("broken", q.broken);
+  r.Set("error", q.error);
+  MaybeStartPair(index / 2);
+  return r;
+}
+
+Napi::Value NetDevice::SetEnabled(const Napi::CallbackInfo& info) {
+  uint32_t index = info[0].As<Napi::Number>().Uint32Value();
+  if (index < queues.size()) {
+    StopPair(index / 2);
+    queues[index].enabled = info[1].ToBoolean();
+    MaybeStartPair(index / 2);
+  }
+  return info.Env().Undefined();
+}
+
+Napi::Value NetDevice::SetCall(const Napi::CallbackInfo& info) {
+  uint32_t index = info[0].As<Napi::Number>().Uint32Value();
+  if (index < queues.size()) {
+    StopPair(index / 2);
+    queues[index].callFd = info[1].As<Napi::Number>().Int32Value();
+    MaybeStartPair(index / 2);
+  }
+  return info.Env().Undefined();
+}
+
+Napi::Value NetDevice::Pause(const Napi::CallbackInfo& info) {
+  paused_ = true;
+  StopAll();
+  return info.Env().Undefined();
+}
+
+Napi::Value NetDevice::Resume(const Napi::CallbackInfo& info) {
+  paused_ = false;
+  for (uint32_t p = 0; p < workers_.size(); p++) MaybeStartPair(p);
+  return info.Env().Undefined();
+}
+
+Napi::Value NetDevice::Close(const Napi::CallbackInfo& info) {
+  Shutdown();
+  return info.Env().Undefined();
+}
+
+void InitNetDevice(Napi::Env env, Napi::Object exports) {
+  exports.Set("NetDevice", NetDevice::Init(env));
+  Napi::Array names = Napi::Array::New(env);
+  for (uint32_t i = 0; i < kRingErrorCount; i++)
+    names.Set(i, Napi::String::New(env, RingErrorName(i)));
+  exports.Set("ringErrorNames", names);
+  exports.Set("countersPerVring", Napi::Number::New(env, kCountersPerVring));
+}
+
+}  // namespace vun

@@ -1,0 +1,139 @@
+// RingModel: the C++ split ring driven one call at a time from JS. Only the differential tests
+// use it (one JS call per operation is fine there, never on the data path).
+#include <napi.h>
+
+#include <vector>
+
+#include "env_state.h"
+#include "errors.h"
+#include "exports.h"
+#include "split_ring.h"
+
+namespace vun {
+namespace {
+
+uint64_t BigU64(const Napi::Value& v) {
+  bool lossless;
+  return v.As<Napi::BigInt>().Uint64Value(&lossless);
+}
+
+class RingModel : public Napi::ObjectWrap<RingModel> {
+ public:
+  static Napi::Function Init(Napi::Env env) {
+    return DefineClass(
+        env, "RingModel",
+        {InstanceMethod<&RingModel::PopBurst>("popBurst"), InstanceMethod<&RingModel::Fill>("fill"),
+         InstanceMethod<&RingModel::Flush>("flush"),
+         InstanceMethod<&RingModel::NeedNotify>("needNotify"),
+         InstanceMethod<&RingModel::SetNotification>("setNotification"),
+         InstanceMethod<&RingModel::Rewind>("rewind"), InstanceMethod<&RingModel::State>("state")});
+  }
+
+  // new RingModel(regions[{mappingId, gpa, size, va}], {num, desc, avail, used, eventIdx,
+  //               indirect, notifyOnEmpty, lastAvailIdx, usedIdx})
+  explicit RingModel(const Napi::CallbackInfo& info)
+      : Napi::ObjectWrap<RingModel>(info), segs_(kBurstSegs) {
+    Napi::Env env = info.Env();
+    Napi::Array arr = info[0].As<Napi::Array>();
+    EnvState* st = GetState(env);
+    for (uint32_t i = 0; i < arr.Length(); i++) {
+      Napi::Object o = arr.Get(i).As<Napi::Object>();
+      auto it = st->mappings.find(o.Get("mappingId").As<Napi::Number>().Uint32Value());
+      if (it == st->mappings.end()) {
+        ThrowArg(env, "RingModel: unknown mapping");
+        return;
+      }
+      mem_.regions.push_back(
+          GuestRegion{BigU64(o.Get("gpa")), BigU64(o.Get("size")), BigU64(o.Get("va")),
+                      static_cast<uint8_t*>(it->second.base) + it->second.delta});
+    }
+    Napi::Object c = info[1].As<Napi::Object>();
+    RingConfig cfg;
+    cfg.num = static_cast<uint16_t>(c.Get("num").As<Napi::Number>().Uint32Value());
+    cfg.descVa = BigU64(c.Get("desc"));
+    cfg.availVa = BigU64(c.Get("avail"));
+    cfg.usedVa = BigU64(c.Get("used"));
+    cfg.eventIdx = c.Get("eventIdx").ToBoolean();
+    cfg.indirect = c.Get("indirect").ToBoolean();
+    cfg.notifyOnEmpty = c.Get("notifyOnEmpty").ToBoolean();
+    ring_.Attach(mem_, cfg,
+                 static_cast<uint16_t>(c.Get("lastAvailIdx").As<Napi::Number>().Uint32Value()),
+                 static_cast<uint16_t>(c.Get("usedIdx").As<Napi::Number>().Uint32Value()));
+  }
+
+ private:
+  Napi::Value PopBurst(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    uint32_t max = info[0].As<Napi::Number>().Uint32Value();
+    if (max > kMaxBurst) max = kMaxBurst;
+    Element elems[kMaxBurst];
+    uint32_t n = ring_.PopBurst(elems, max, segs_.data());
+    Napi::Array out = Napi::Array::New(env, n);
+    for (uint32_t i = 0; i < n; i++) {
+      const Element& e = elems[i];
+      Napi::Object o = Napi::Object::New(env);
+      o.Set("head", e.head);
+      auto segs = [&](uint32_t from, uint32_t count) {
+        Napi::Array a = Napi::Array::New(env, count);
+        for (uint32_t k = 0; k < count; k++) {
+          Napi::Array pair = Napi::Array::New(env, 2);
+          pair.Set(uint32_t(0), Napi::BigInt::New(env, e.segs[from + k].gpa));
+          pair.Set(uint32_t(1), Napi::Number::New(env, e.segs[from + k].len));
+          a.Set(k, pair);
+        }
+        return a;
+      };
+      o.Set("out", segs(0, e.outNum));
+      o.Set("in", segs(e.outNum, e.inNum));
+      o.Set("outLen", Napi::Number::New(env, static_cast<double>(e.outLen)));
+      o.Set("inLen", Napi::Number::New(env, static_cast<double>(e.inLen)));
+      out.Set(i, o);
+    }
+    return out;
+  }
+  Napi::Value Fill(const Napi::CallbackInfo& info) {
+    ring_.Fill(static_cast<uint16_t>(info[0].As<Napi::Number>().Uint32Value()),
+               info[1].As<Napi::Number>().Uint32Value(),
+               static_cast<uint16_t>(info[2].As<Napi::Number>().Uint32Value()));
+    return info.Env().Undefined();
+  }
+  Napi::Value Flush(const Napi::CallbackInfo& info) {
+    ring_.Flush(static_cast<uint16_t>(info[0].As<Napi::Number>().Uint32Value()));
+    return info.Env().Undefined();
+  }
+  Napi::Value NeedNotify(const Napi::CallbackInfo& info) {
+    return Napi::Boolean::New(info.Env(), ring_.NeedNotify());
+  }
+  Napi::Value SetNotification(const Napi::CallbackInfo& info) {
+    ring_.SetNotification(info[0].ToBoolean());
+    return info.Env().Undefined();
+  }
+  Napi::Value Rewind(const Napi::CallbackInfo& info) {
+    ring_.Rewind(static_cast<uint16_t>(info[0].As<Napi::Number>().Uint32Value()));
+    return info.Env().Undefined();
+  }
+  Napi::Value State(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("lastAvailIdx", ring_.lastAvailIdx);
+    o.Set("shadowAvailIdx", ring_.shadowAvailIdx);
+    o.Set("usedIdx", ring_.usedIdx);
+    o.Set("signalledUsed", ring_.signalledUsed);
+    o.Set("signalledUsedValid", ring_.signalledUsedValid);
+    o.Set("broken", ring_.broken);
+    o.Set("error", ring_.error);
+    return o;
+  }
+
+  GuestMemory mem_;
+  SplitRing ring_;
+  std::vector<Segment> segs_;
+};
+
+}  // namespace
+
+void InitRingModel(Napi::Env env, Napi::Object exports) {
+  exports.Set("RingModel", RingModel::Init(env));
+}
+
+}  // namespace vun

@@ -1,0 +1,263 @@
+// The split virtqueue, device side (virtio 1.2 §2.7), as the C++ fast path runs it. The TS
+// reference model (src/virtio/split-ring.ts) implements the same steps with the same names and
+// the same writes to guest memory; differential tests hold them together.
+//
+// Vocabulary (libvhost-user): lastAvailIdx = next avail entry to read; usedIdx = next used
+// entry to publish; pop = read chains, fill = write used entries, flush = publish them,
+// notify = decide whether to interrupt the driver.
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+
+#include "guest_memory.h"
+#include "ring_errors.h"
+
+namespace vun {
+
+constexpr uint16_t kDescFNext = 1;
+constexpr uint16_t kDescFWrite = 2;
+constexpr uint16_t kDescFIndirect = 4;
+constexpr uint16_t kAvailFNoInterrupt = 1;
+constexpr uint16_t kUsedFNoNotify = 1;
+// Segments one chain may use (libvhost-user's VIRTQUEUE_MAX_SIZE), and per burst.
+constexpr uint32_t kMaxChainSegs = 1024;
+constexpr uint32_t kBurstSegs = 4096;
+constexpr uint32_t kMaxBurst = 64;
+
+struct VringDesc {
+  uint64_t addr;
+  uint32_t len;
+  uint16_t flags;
+  uint16_t next;
+};
+static_assert(sizeof(VringDesc) == 16, "virtq_desc is 16 bytes");
+
+// One popped chain: readable segments first (outNum), then writable ones (inNum).
+struct Element {
+  uint16_t head;
+  uint32_t outNum, inNum;
+  uint64_t outLen, inLen;
+  Segment* segs;
+};
+
+struct RingConfig {
+  uint16_t num = 0;
+  uint64_t descVa = 0, availVa = 0, usedVa = 0;
+  bool eventIdx = false;
+  bool indirect = false;
+  bool notifyOnEmpty = false;
+};
+
+class SplitRing {
+ public:
+  RingConfig cfg;
+  uint16_t lastAvailIdx = 0;
+  uint16_t shadowAvailIdx = 0;
+  uint16_t usedIdx = 0;
+  uint16_t signalledUsed = 0;
+  bool signalledUsedValid = false;
+  bool broken = false;
+  uint32_t error = kRingOk;
+
+  // Resolves the ring areas in `mem`. False (and broken, kRingAddrInvalid) when an area is not
+  // mapped in one region or misaligned (virtio 1.2 §2.7: desc 16, avail 2, used 4 bytes).
+  bool Attach(const GuestMemory& mem, const RingConfig& c, uint16_t lastAvail, uint16_t used) {
+    cfg = c;
+    lastAvailIdx = shadowAvailIdx = lastAvail;
+    usedIdx = used;
+    signalledUsedValid = false;
+    broken = false;
+    error = kRingOk;
+    uint64_t n = c.num;
+    desc_ = mem.VaToHost(c.descVa, 16 * n);
+    avail_ = mem.VaToHost(c.availVa, 6 + 2 * n);
+    used_ = mem.VaToHost(c.usedVa, 6 + 8 * n);
+    mem_ = &mem;
+    if (n == 0 || !desc_ || !avail_ || !used_ || (c.descVa & 15) || (c.availVa & 1) ||
+        (c.usedVa & 3)) {
+      return Fail(kRingAddrInvalid);
+    }
+    return true;
+  }
+
+  // avail->idx, read with acquire: the ring entries and descriptors the driver wrote before
+  // publishing this index are visible to the reads that follow.
+  uint16_t AvailIdx() const {
+    return __atomic_load_n(reinterpret_cast<uint16_t*>(avail_ + 2), __ATOMIC_ACQUIRE);
+  }
+  uint16_t AvailFlags() const {
+    return __atomic_load_n(reinterpret_cast<uint16_t*>(avail_), __ATOMIC_RELAXED);
+  }
+  uint16_t UsedEvent() const {
+    return __atomic_load_n(reinterpret_cast<uint16_t*>(avail_ + 4 + 2 * cfg.num), __ATOMIC_RELAXED);
+  }
+
+  // Pops up to `max` chains into caller-owned `elems` and `segs` (kBurstSegs). Returns how
+  // many; on a driver violation the ring is marked broken and `error` set (elements popped
+  // before the bad chain are still returned).
+  uint32_t PopBurst(Element* elems, uint32_t max, Segment* segs) {
+    if (broken) return 0;
+    uint32_t n = 0, used = 0;
+    while (n < max && kBurstSegs - used >= kMaxChainSegs) {
+      if (lastAvailIdx == shadowAvailIdx) {
+        shadowAvailIdx = AvailIdx();
+        // §2.7.13.3: idx only moves forward, by at most the queue size past what we read.
+        if (static_cast<uint16_t>(shadowAvailIdx - lastAvailIdx) > cfg.num) {
+          Fail(kAvailIdxJump);
+          break;
+        }
+        if (lastAvailIdx == shadowAvailIdx) break;
+      }
+      Element& e = elems[n];
+      uint32_t err = ReadChain(&e, segs + used);
+      if (err != kRingOk) {
+        Fail(err);
+        break;
+      }
+      used += e.outNum + e.inNum;
+      lastAvailIdx++;
+      n++;
+    }
+    // §2.7.10: with EVENT_IDX the device asks for a kick once the driver passes avail_event.
+    if (cfg.eventIdx && !broken) SetAvailEvent(lastAvailIdx);
+    return n;
+  }
+
+  // Gives back the last `count` popped chains (not yet filled): they are read again later.
+  void Rewind(uint16_t count) { lastAvailIdx -= count; }
+
+  // Writes used entry `idx` of the batch being filled: chain `head`, `len` bytes written.
+  void Fill(uint16_t head, uint32_t len, uint16_t idx) {
+    uint8_t* ent = used_ + 4 + 8 * static_cast<uint16_t>((usedIdx + idx) % cfg.num);
+    uint32_t id = head;
+    std::memcpy(ent, &id, 4);
+    std::memcpy(ent + 4, &len, 4);
+  }
+
+  // Publishes `count` filled entries with one store-release of used->idx: the entries and the
+  // buffer contents written before are visible to a driver that reads the new index.
+  void Flush(uint16_t count) {
+    usedIdx = static_cast<uint16_t>(usedIdx + count);
+    __atomic_store_n(reinterpret_cast<uint16_t*>(used_ + 2), usedIdx, __ATOMIC_RELEASE);
+  }
+
+  // Whether the driver wants an interrupt for what was flushed since the last one.
+  bool NeedNotify() {
+    // Full barrier: our used->idx store must be ordered before we read the driver's
+    // used_event / flags (store-load), or we could miss a driver that just re-enabled them.
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    // §2.7.10 / VIRTIO_F_NOTIFY_ON_EMPTY: notify when the ring ran empty, whatever the flags.
+    if (cfg.notifyOnEmpty && AvailIdx() == lastAvailIdx) {
+      MarkSignalled();
+      return true;
+    }
+    if (!cfg.eventIdx) return !(AvailFlags() & kAvailFNoInterrupt);
+    uint16_t old = signalledUsed;
+    bool valid = signalledUsedValid;
+    MarkSignalled();
+    return !valid || NeedEvent(UsedEvent(), usedIdx, old);
+  }
+
+  // Enables or suppresses the driver's kicks (used->flags or avail_event).
+  void SetNotification(bool enable) {
+    if (cfg.eventIdx) {
+      if (enable) SetAvailEvent(AvailIdx());
+    } else {
+      uint16_t* f = reinterpret_cast<uint16_t*>(used_);
+      uint16_t v = __atomic_load_n(f, __ATOMIC_RELAXED);
+      v = enable ? (v & ~kUsedFNoNotify) : (v | kUsedFNoNotify);
+      __atomic_store_n(f, v, __ATOMIC_RELAXED);
+    }
+    // Orders the flag/event write before the avail->idx re-check the caller does next.
+    if (enable) __atomic_thread_fence(__ATOMIC_SEQ_CST);
+  }
+
+  bool Empty() { return AvailIdx() == lastAvailIdx; }
+
+  // vring_need_event() from the virtio spec §2.7.10.
+  static bool NeedEvent(uint16_t event, uint16_t newIdx, uint16_t old) {
+    return static_cast<uint16_t>(newIdx - event - 1) < static_cast<uint16_t>(newIdx - old);
+  }
+
+ private:
+  uint8_t* desc_ = nullptr;
+  uint8_t* avail_ = nullptr;
+  uint8_t* used_ = nullptr;
+  const GuestMemory* mem_ = nullptr;
+
+  bool Fail(uint32_t err) {
+    broken = true;
+    error = err;
+    return false;
+  }
+
+  void MarkSignalled() {
+    signalledUsed = usedIdx;
+    signalledUsedValid = true;
+  }
+
+  void SetAvailEvent(uint16_t v) {
+    __atomic_store_n(reinterpret_cast<uint16_t*>(used_ + 4 + 8 * cfg.num), v, __ATOMIC_RELAXED);
+  }
+
+  // Walks the chain at the current avail slot (§2.7.5, §2.7.5.3 indirect descriptors).
+  uint32_t ReadChain(Element* e, Segment* segs) {
+    uint16_t slot = lastAvailIdx % cfg.num;
+    uint16_t head;
+    std::memcpy(&head, avail_ + 4 + 2 * slot, 2);
+    if (head >= cfg.num) return kHeadOutOfRange;
+    e->head = head;
+    e->outNum = e->inNum = 0;
+    e->outLen = e->inLen = 0;
+    e->segs = segs;
+    const uint8_t* table = desc_;
+    uint32_t tableSize = cfg.num;
+    uint32_t i = head;
+    uint32_t count = 0;
+    bool inIndirect = false;
+    bool sawWritable = false;
+    uint32_t nsegs = 0;
+    for (;;) {
+      VringDesc d;
+      std::memcpy(&d, table + 16 * i, 16);  // read once: the driver may change it under us
+      if (d.flags & kDescFIndirect) {
+        // §2.7.5.3.1: the driver MUST NOT set INDIRECT and NEXT together, nor nest tables.
+        if (!cfg.indirect) return kIndirectNotNegotiated;
+        if (inIndirect || (d.flags & kDescFNext)) return kIndirectNested;
+        if (d.len == 0 || d.len % 16 != 0) return kIndirectBadLen;
+        const uint8_t* t = mem_->GpaToHostContiguous(d.addr, d.len);
+        if (!t) return kAddrOutOfMemory;
+        table = t;
+        tableSize = d.len / 16;
+        i = 0;
+        count = 0;
+        inIndirect = true;
+        continue;
+      }
+      if (++count > tableSize) return kDescLoop;
+      if (d.len == 0) return kZeroLen;
+      bool writable = d.flags & kDescFWrite;
+      // §2.7.4.2: device-writable descriptors come after all device-readable ones.
+      if (!writable && sawWritable) return kReadableAfterWritable;
+      sawWritable |= writable;
+      uint64_t& total = writable ? e->inLen : e->outLen;
+      total += d.len;
+      if (e->inLen + e->outLen > 0xffffffffull) return kChainTooLong;
+      bool tooMany = false;
+      if (!mem_->Split(d.addr, d.len, segs, &nsegs, kMaxChainSegs, &tooMany)) {
+        return tooMany ? kTooManySegments : kAddrOutOfMemory;
+      }
+      if (writable)
+        e->inNum = nsegs - e->outNum;
+      else
+        e->outNum = nsegs;
+      if (!(d.flags & kDescFNext)) break;
+      if (d.next >= tableSize) return kNextOutOfRange;
+      i = d.next;
+    }
+    return kRingOk;
+  }
+};
+
+}  // namespace vun

@@ -1,0 +1,104 @@
+/**
+ * The production data plane: one C++ worker thread per queue pair (native/net_device.cc).
+ * Every call here is control plane (ring start/stop, memory, features); frames never cross
+ * into JS.
+ */
+import type { Logger } from 'pino';
+import { hex } from '../features.js';
+import type { OpenHostBackend } from '../host/host-backend.js';
+import { HostKindCode, type NativeBinding, type NativeNetDevice } from '../native.js';
+import type { DataPlane, Vring } from '../vhost-user/data-plane.js';
+import type { MemoryTable } from '../vhost-user/memory-table.js';
+import { ringErrorName } from '../virtio/ring-errors.js';
+import { DeviceCounters } from './counters.js';
+
+export class NativeDataPlane implements DataPlane {
+  readonly counters: DeviceCounters;
+  private readonly dev: NativeNetDevice;
+  private readonly broken = new Set<number>();
+  /** Set by the session: the effective enable state of a ring. */
+  isEnabled: (ring: Vring) => boolean = (r) => r.enabled;
+  onBroken: (index: number, error: string) => void = () => {};
+
+  constructor(
+    native: NativeBinding,
+    queuePairs: number,
+    host: OpenHostBackend,
+    private readonly log: Logger,
+  ) {
+    this.counters = new DeviceCounters(queuePairs * 2);
+    this.dev = new native.NetDevice(queuePairs, this.counters.array, (vring, _code, name) => {
+      // A driver violation: the queue is marked broken; logged once, then only counted.
+      if (this.broken.has(vring)) return;
+      this.broken.add(vring);
+      this.log.error({ vring, error: name }, 'vring broken by a driver violation; this queue stops, the others go on');
+      this.onBroken(vring, name);
+    });
+    this.dev.setHost(
+      HostKindCode[host.spec.kind],
+      host.fds,
+      host.spec.kind === 'null' ? (host.spec.sourceLen ?? 0) : 0,
+    );
+  }
+
+  setFeatures(features: bigint): void {
+    this.dev.setFeatures(features);
+  }
+
+  start(ring: Vring, memory: MemoryTable): void {
+    if (!ring.addr) {
+      this.log.error({ vring: ring.index }, 'vring started without SET_VRING_ADDR; not processed');
+      return;
+    }
+    this.resume(memory);
+    this.broken.delete(ring.index);
+    this.dev.startQueue(ring.index, {
+      num: ring.num,
+      desc: ring.addr.descUserAddr,
+      avail: ring.addr.availUserAddr,
+      used: ring.addr.usedUserAddr,
+      lastAvailIdx: ring.lastAvailIdx,
+      usedIdx: -1,
+      kickFd: ring.kickPolling ? -1 : ring.kickFd,
+      callFd: ring.callFd,
+      enabled: this.isEnabled(ring),
+    });
+    this.log.info(
+      { vring: ring.index, num: ring.num, lastAvailIdx: ring.lastAvailIdx, desc: hex(ring.addr.descUserAddr) },
+      'vring processing',
+    );
+  }
+
+  stop(ring: Vring): number {
+    const r = this.dev.stopQueue(ring.index);
+    if (r.broken) this.log.warn({ vring: ring.index, error: ringErrorName(r.error) }, 'stopped a broken vring');
+    return r.lastAvailIdx;
+  }
+
+  setEnabled(ring: Vring, enabled: boolean): void {
+    this.dev.setEnabled(ring.index, enabled);
+  }
+
+  setCall(ring: Vring): void {
+    this.dev.setCall(ring.index, ring.callFd);
+  }
+
+  quiesce(): void {
+    this.dev.pause();
+  }
+
+  resume(memory: MemoryTable): void {
+    this.dev.setMemory(
+      memory.regions.map((r) => ({ mappingId: r.mappingId, gpa: r.guestAddr, size: r.size, va: r.userAddr })),
+    );
+    this.dev.resume();
+  }
+
+  sendRarp(mac: string): void {
+    this.log.info({ mac }, 'RARP requested (announcing is left to the guest: GUEST_ANNOUNCE is not offered)');
+  }
+
+  close(): void {
+    this.dev.close();
+  }
+}

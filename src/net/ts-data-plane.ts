@@ -1,0 +1,408 @@
+/**
+ * The learning data plane (`--datapath ts`): the TS reference ring (src/virtio/split-ring.ts)
+ * moving real frames, one JS call per packet, on the main thread. Slow on purpose-built
+ * grounds: every step is readable and traceable. Same device semantics as the C++ workers.
+ */
+import type { Logger } from 'pino';
+import type { OpenHostBackend } from '../host/host-backend.js';
+import type { NativeBinding, NativePoller } from '../native.js';
+import type { DataPlane, Vring } from '../vhost-user/data-plane.js';
+import type { MemoryTable } from '../vhost-user/memory-table.js';
+import { hasFeature, VirtioFeature as F } from '../features.js';
+import { GuestMemoryRef } from '../virtio/guest-memory.js';
+import { ringErrorName } from '../virtio/ring-errors.js';
+import { type Element, SplitRingRef } from '../virtio/split-ring.js';
+import { DeviceCounters } from './counters.js';
+
+/** TUNSETOFFLOAD bits (linux/if_tun.h). */
+const TUN_F_CSUM = 0x01;
+const TUN_F_TSO4 = 0x02;
+const TUN_F_TSO6 = 0x04;
+const TUN_F_TSO_ECN = 0x08;
+const READABLE = 1;
+const MAX_FRAME = 65536 + 12 + 16;
+
+interface RingRun {
+  vring: Vring;
+  ring: SplitRingRef;
+  kick?: NativePoller;
+  broken: boolean;
+}
+
+export class TsDataPlane implements DataPlane {
+  readonly counters: DeviceCounters;
+  isEnabled: (ring: Vring) => boolean = (r) => r.enabled;
+  onBroken: (index: number, error: string) => void = () => {};
+  private features = 0n;
+  private hdrLen = 12;
+  private mem: GuestMemoryRef | undefined;
+  private readonly runs = new Map<number, RingRun>();
+  private readonly hostPollers = new Map<number, NativePoller>();
+  private readonly pending = new Map<number, Buffer>();
+  private readonly bounce = Buffer.alloc(MAX_FRAME);
+
+  constructor(
+    private readonly native: NativeBinding,
+    readonly queuePairs: number,
+    private readonly host: OpenHostBackend,
+    private readonly log: Logger,
+  ) {
+    this.counters = new DeviceCounters(queuePairs * 2);
+  }
+
+  private has(bit: bigint): boolean {
+    return hasFeature(this.features, bit);
+  }
+
+  setFeatures(features: bigint): void {
+    this.features = features;
+    // virtio 1.2 §5.1.6: num_buffers is in the header with VERSION_1 or MRG_RXBUF.
+    this.hdrLen = this.has(F.F_VERSION_1) || this.has(F.NET_F_MRG_RXBUF) ? 12 : 10;
+    if (this.host.spec.kind === 'tap') {
+      let off = 0;
+      if (this.has(F.NET_F_GUEST_CSUM)) {
+        off |= TUN_F_CSUM;
+        if (this.has(F.NET_F_GUEST_TSO4)) off |= TUN_F_TSO4;
+        if (this.has(F.NET_F_GUEST_TSO6)) off |= TUN_F_TSO6;
+        if (this.has(F.NET_F_GUEST_ECN)) off |= TUN_F_TSO_ECN;
+      }
+      for (const fd of this.host.fds) this.native.tapSetVnet(fd, this.hdrLen, off);
+    }
+    for (const run of this.runs.values()) this.reattach(run);
+  }
+
+  start(vring: Vring, memory: MemoryTable): void {
+    if (!vring.addr) return;
+    if (!this.mem) this.resume(memory);
+    const ring = this.attach(vring, -1);
+    const run: RingRun = { vring, ring, broken: false };
+    this.runs.set(vring.index, run);
+    if (ring.broken) return this.broken(run);
+    if (vring.kickFd >= 0) {
+      const fd = vring.kickFd;
+      run.kick = new this.native.Poller(fd, () => {
+        this.native.eventfdRead(fd);
+        this.counters.add(vring.index, 'kicks');
+        this.process(vring.index >> 1, vring.index % 2 === 0);
+      });
+      run.kick.start(READABLE);
+    }
+    const pair = vring.index >> 1;
+    const hostFd = this.host.fds[pair];
+    if (vring.index % 2 === 0 && hostFd !== undefined && !this.hostPollers.has(pair)) {
+      const p = new this.native.Poller(hostFd, () => this.processRx(pair));
+      this.hostPollers.set(pair, p);
+      p.start(READABLE);
+    }
+    this.process(pair, true);
+  }
+
+  stop(vring: Vring): number {
+    const run = this.runs.get(vring.index);
+    if (!run) return vring.lastAvailIdx;
+    run.kick?.close();
+    this.runs.delete(vring.index);
+    if (vring.index % 2 === 0) {
+      this.hostPollers.get(vring.index >> 1)?.close();
+      this.hostPollers.delete(vring.index >> 1);
+    }
+    return run.ring.lastAvailIdx;
+  }
+
+  setEnabled(): void {}
+  setCall(): void {}
+
+  quiesce(): void {
+    // Single-threaded: nothing runs while the memory table changes. Views die with mappings.
+    this.mem = undefined;
+  }
+
+  resume(memory: MemoryTable): void {
+    this.mem = new GuestMemoryRef(
+      memory.regions.map((r) => ({
+        gpa: r.guestAddr,
+        size: r.size,
+        va: r.userAddr,
+        bytes: new Uint8Array(this.native.mappingBuffer(r.mappingId)),
+      })),
+    );
+    for (const run of this.runs.values()) this.reattach(run);
+  }
+
+  sendRarp(mac: string): void {
+    this.log.info({ mac }, 'RARP requested (not sent: GUEST_ANNOUNCE is not offered)');
+  }
+
+  close(): void {
+    for (const run of this.runs.values()) run.kick?.close();
+    for (const p of this.hostPollers.values()) p.close();
+    this.runs.clear();
+    this.hostPollers.clear();
+  }
+
+  // --- rings ------------------------------------------------------------------------------
+
+  private attach(vring: Vring, usedIdx: number): SplitRingRef {
+    const addr = vring.addr as NonNullable<Vring['addr']>;
+    const mem = this.mem as GuestMemoryRef;
+    if (usedIdx < 0) {
+      // Continue from used->idx in guest memory (what QEMU resumes from after a restart).
+      const v = mem.vaView(addr.usedUserAddr, 4n);
+      usedIdx = v ? new DataView(v.bytes.buffer, v.bytes.byteOffset).getUint16(v.offset + 2, true) : 0;
+    }
+    return new SplitRingRef(
+      mem,
+      {
+        num: vring.num,
+        descVa: addr.descUserAddr,
+        availVa: addr.availUserAddr,
+        usedVa: addr.usedUserAddr,
+        eventIdx: this.has(F.RING_F_EVENT_IDX),
+        indirect: this.has(F.RING_F_INDIRECT_DESC),
+        notifyOnEmpty: this.has(F.F_NOTIFY_ON_EMPTY),
+      },
+      vring.lastAvailIdx,
+      usedIdx,
+    );
+  }
+
+  /** New views (memory changed) or new features: same ring position. */
+  private reattach(run: RingRun): void {
+    if (!this.mem) return;
+    const old = run.ring;
+    run.vring.lastAvailIdx = old.lastAvailIdx;
+    run.ring = this.attach(run.vring, old.usedIdx);
+    run.ring.signalledUsed = old.signalledUsed;
+    run.ring.signalledUsedValid = old.signalledUsedValid;
+  }
+
+  private broken(run: RingRun): void {
+    if (run.broken) return;
+    run.broken = true;
+    this.counters.add(run.vring.index, 'ringErrors');
+    const name = ringErrorName(run.ring.error);
+    this.log.error(
+      { vring: run.vring.index, error: name },
+      'vring broken by a driver violation; this queue stops, the others go on',
+    );
+    this.onBroken(run.vring.index, name);
+  }
+
+  private notify(run: RingRun): void {
+    if (run.ring.needNotify()) {
+      if (run.vring.callFd >= 0) this.native.eventfdWrite(run.vring.callFd, 1n);
+      this.counters.add(run.vring.index, 'notifySent');
+    } else this.counters.add(run.vring.index, 'notifySuppressed');
+  }
+
+  private process(pair: number, rx: boolean): void {
+    if (!this.mem) return;
+    this.processTx(pair);
+    if (rx) {
+      this.hostPollers.get(pair)?.start(READABLE);
+      this.processRx(pair);
+    }
+  }
+
+  private gather(e: Element): Buffer {
+    return Buffer.concat(e.out.map((s) => s.bytes.subarray(s.offset, s.offset + s.len)));
+  }
+
+  /** transmitq: every chain to the host, used with len 0, one flush and notify per burst. */
+  private processTx(pair: number): void {
+    const run = this.runs.get(2 * pair + 1);
+    if (!run || run.broken || !this.mem) return;
+    const index = run.vring.index;
+    for (;;) {
+      const elems = run.ring.popBurst(64);
+      elems.forEach((e, i) => {
+        run.ring.fill(e.head, 0, i);
+        if (e.outLen < this.hdrLen) return this.counters.add(index, 'dropMalformed');
+        if (!this.isEnabled(run.vring)) return this.counters.add(index, 'dropDisabled');
+        const frame = this.gather(e);
+        try {
+          this.toHost(pair, frame);
+        } catch {
+          return this.counters.add(index, 'dropHostError');
+        }
+        this.counters.add(index, 'frames');
+        this.counters.add(index, 'bytes', frame.length - this.hdrLen);
+      });
+      if (elems.length > 0) {
+        run.ring.flush(elems.length);
+        this.counters.add(index, 'bursts');
+        this.notify(run);
+      }
+      if (run.ring.broken) return this.broken(run);
+      if (elems.length === 0) {
+        run.ring.setNotification(true);
+        if (run.ring.empty()) return;
+        run.ring.setNotification(false);
+      }
+    }
+  }
+
+  private toHost(pair: number, frame: Buffer): void {
+    const fd = this.host.fds[pair];
+    switch (this.host.spec.kind) {
+      case 'tap':
+        this.native.fdWrite(fd as number, frame);
+        break;
+      case 'af-packet':
+        // PACKET_VNET_HDR takes the 10-byte header: num_buffers (bytes 10-11) is dropped.
+        this.native.fdWrite(fd as number, Buffer.concat([frame.subarray(0, 10), frame.subarray(12)]));
+        break;
+      case 'loopback':
+        this.pending.set(pair, Buffer.from(frame));
+        if (this.deliver(pair) === 0) this.counters.add(2 * pair, 'dropNoBuffers');
+        this.pending.delete(pair);
+        this.flushRx(pair);
+        break;
+      case 'null':
+        break;
+    }
+  }
+
+  private fromHost(pair: number): Buffer | undefined {
+    const fd = this.host.fds[pair];
+    switch (this.host.spec.kind) {
+      case 'tap': {
+        const n = this.native.fdRead(fd as number, this.bounce);
+        return n >= this.hdrLen ? Buffer.from(this.bounce.subarray(0, n)) : undefined;
+      }
+      case 'af-packet': {
+        const n = this.native.fdRead(fd as number, this.bounce.subarray(2));
+        if (n < 10) return undefined;
+        this.bounce.copy(this.bounce, 0, 2, 12);
+        return Buffer.from(this.bounce.subarray(0, n + 2));
+      }
+      case 'null': {
+        const len = this.host.spec.sourceLen;
+        if (!len) return undefined;
+        const f = Buffer.alloc(this.hdrLen + len);
+        f.fill(0xff, this.hdrLen, this.hdrLen + 6);
+        Buffer.from([0x02, 0, 0, 0, 0, 1, 0x88, 0xb5]).copy(f, this.hdrLen + 6);
+        return f;
+      }
+      default:
+        return undefined;
+    }
+  }
+
+  private filled = new Map<number, { count: number; frames: number; bytes: number }>();
+
+  /**
+   * The pending frame of `pair` into receiveq chains: 1 delivered (or dropped for good), 0 no
+   * buffers (kept pending), -1 ring broken.
+   */
+  private deliver(pair: number): number {
+    const run = this.runs.get(2 * pair);
+    const frame = this.pending.get(pair);
+    if (!run || run.broken || !frame) return 0;
+    const index = run.vring.index;
+    if (!this.isEnabled(run.vring)) {
+      this.counters.add(index, 'dropDisabled');
+      return 1;
+    }
+    const flags = frame[0] ?? 0;
+    const gso = (frame[1] ?? 0) & 0x7f;
+    if (
+      (flags & 1 && !this.has(F.NET_F_GUEST_CSUM)) ||
+      (gso === 1 && !this.has(F.NET_F_GUEST_TSO4)) ||
+      (gso === 4 && !this.has(F.NET_F_GUEST_TSO6)) ||
+      (gso !== 0 && gso !== 1 && gso !== 4)
+    ) {
+      this.counters.add(index, 'dropMalformed');
+      return 1;
+    }
+    const mrg = this.has(F.NET_F_MRG_RXBUF);
+    const f = this.filled.get(pair) ?? { count: 0, frames: 0, bytes: 0 };
+    this.filled.set(pair, f);
+    const chains: Element[] = [];
+    let copied = 0;
+    while (copied < frame.length || chains.length === 0) {
+      const [e] = run.ring.popBurst(1);
+      if (run.ring.broken) {
+        this.broken(run);
+        return -1;
+      }
+      if (!e) {
+        run.ring.rewind(chains.length);
+        f.count -= chains.length;
+        return 0;
+      }
+      if ((!mrg && e.inLen < frame.length) || (chains.length === 0 && e.inLen < this.hdrLen)) {
+        // Without MRG_RXBUF one chain must hold the whole frame: drop it, keep the chain.
+        run.ring.rewind(1);
+        this.counters.add(index, 'dropTooBig');
+        return 1;
+      }
+      chains.push(e);
+      let n = 0;
+      for (const s of e.in) {
+        const take = Math.min(s.len, frame.length - copied - n);
+        if (take <= 0) break;
+        frame.copy(s.bytes, s.offset, copied + n, copied + n + take);
+        n += take;
+      }
+      run.ring.fill(e.head, n, f.count++);
+      copied += n;
+    }
+    // num_buffers (header bytes 10-11): chains holding this frame.
+    if (this.hdrLen === 12) this.writeIn(chains[0] as Element, 10, [chains.length & 0xff, chains.length >> 8]);
+    f.frames++;
+    f.bytes += frame.length - this.hdrLen;
+    return 1;
+  }
+
+  private writeIn(e: Element, pos: number, bytes: number[]): void {
+    for (const b of bytes) {
+      let p = pos++;
+      for (const s of e.in) {
+        if (p < s.len) {
+          s.bytes[s.offset + p] = b;
+          break;
+        }
+        p -= s.len;
+      }
+    }
+  }
+
+  private flushRx(pair: number): void {
+    const run = this.runs.get(2 * pair);
+    const f = this.filled.get(pair);
+    if (!run || !f || f.count === 0) return;
+    run.ring.flush(f.count);
+    this.counters.add(run.vring.index, 'frames', f.frames);
+    this.counters.add(run.vring.index, 'bytes', f.bytes);
+    this.counters.add(run.vring.index, 'bursts');
+    this.filled.set(pair, { count: 0, frames: 0, bytes: 0 });
+    this.notify(run);
+  }
+
+  /** receiveq: host frames into guest buffers until either side runs dry. */
+  private processRx(pair: number): void {
+    const run = this.runs.get(2 * pair);
+    if (!run || run.broken || !this.mem || this.host.spec.kind === 'loopback') return;
+    for (let budget = 256; budget > 0; budget--) {
+      if (!this.pending.has(pair)) {
+        const frame = this.fromHost(pair);
+        if (!frame) break;
+        this.pending.set(pair, frame);
+      }
+      const r = this.deliver(pair);
+      if (r < 0) return;
+      if (r === 0) {
+        this.flushRx(pair);
+        // No guest buffers: stop reading the host until the guest kicks this queue.
+        this.hostPollers.get(pair)?.stop();
+        run.ring.setNotification(true);
+        if (run.ring.empty()) return;
+        continue;
+      }
+      this.pending.delete(pair);
+    }
+    this.flushRx(pair);
+    if (this.host.spec.kind === 'null' && this.host.spec.sourceLen) setImmediate(() => this.processRx(pair));
+  }
+}

@@ -1,0 +1,278 @@
+/**
+ * The split virtqueue, device side: the reference model, written to be read against the
+ * virtio 1.2 spec (§2.7). The C++ fast path (native/split_ring.h) performs the same steps, in
+ * the same order, with the same writes to guest memory; differential tests compare the two
+ * byte for byte. This model also runs the `--datapath ts` learning mode.
+ *
+ * Layout (§2.7.5-§2.7.8), queue size N:
+ *   descriptor table  N x {addr u64, len u32, flags u16, next u16}          (16-byte aligned)
+ *   available ring    {flags u16, idx u16, ring[N] u16, used_event u16}     (2-byte aligned)
+ *   used ring         {flags u16, idx u16, ring[N] {id u32, len u32}, avail_event u16} (4)
+ *
+ * The device's steps, in libvhost-user's words:
+ *   1. pop:    read avail->idx; for each new entry walk the descriptor chain it names
+ *   2. fill:   write a used element {id: head, len: bytes written} for each chain consumed
+ *   3. flush:  publish them by storing used->idx once
+ *   4. notify: decide, from used_event or the NO_INTERRUPT flag, whether to interrupt
+ */
+import type { GuestMemoryRef, Segment } from './guest-memory.js';
+import { RingError } from './ring-errors.js';
+
+export const DESC_F_NEXT = 1;
+export const DESC_F_WRITE = 2;
+export const DESC_F_INDIRECT = 4;
+export const AVAIL_F_NO_INTERRUPT = 1;
+export const USED_F_NO_NOTIFY = 1;
+/** Segments one chain may use (libvhost-user's VIRTQUEUE_MAX_SIZE), and per burst. */
+export const MAX_CHAIN_SEGS = 1024;
+export const BURST_SEGS = 4096;
+export const MAX_BURST = 64;
+
+export interface RingConfig {
+  num: number;
+  descVa: bigint;
+  availVa: bigint;
+  usedVa: bigint;
+  eventIdx: boolean;
+  indirect: boolean;
+  notifyOnEmpty: boolean;
+}
+
+/** One chain: readable segments (`out`) then writable ones (`in`). */
+export interface Element {
+  head: number;
+  out: Segment[];
+  in: Segment[];
+  outLen: number;
+  inLen: number;
+}
+
+interface Area {
+  view: DataView;
+  offset: number;
+}
+
+const u16 = (x: number): number => x & 0xffff;
+
+/** vring_need_event() (§2.7.10): has new_idx moved past event since old? */
+export function needEvent(event: number, newIdx: number, old: number): boolean {
+  return u16(newIdx - event - 1) < u16(newIdx - old);
+}
+
+function area(mem: GuestMemoryRef, va: bigint, len: number): Area | undefined {
+  const v = mem.vaView(va, BigInt(len));
+  return v
+    ? { view: new DataView(v.bytes.buffer, v.bytes.byteOffset, v.bytes.byteLength), offset: v.offset }
+    : undefined;
+}
+
+export class SplitRingRef {
+  lastAvailIdx = 0;
+  shadowAvailIdx = 0;
+  usedIdx = 0;
+  signalledUsed = 0;
+  signalledUsedValid = false;
+  broken = false;
+  error: number = RingError.OK;
+  private desc: Area | undefined;
+  private avail: Area | undefined;
+  private used: Area | undefined;
+
+  constructor(
+    private readonly mem: GuestMemoryRef,
+    readonly cfg: RingConfig,
+    lastAvailIdx = 0,
+    usedIdx = 0,
+  ) {
+    this.lastAvailIdx = this.shadowAvailIdx = lastAvailIdx;
+    this.usedIdx = usedIdx;
+    const n = cfg.num;
+    this.desc = area(mem, cfg.descVa, 16 * n);
+    this.avail = area(mem, cfg.availVa, 6 + 2 * n);
+    this.used = area(mem, cfg.usedVa, 6 + 8 * n);
+    // §2.7: descriptor table 16-byte aligned, available ring 2, used ring 4.
+    if (n === 0 || !this.desc || !this.avail || !this.used || cfg.descVa & 15n || cfg.availVa & 1n || cfg.usedVa & 3n) {
+      this.fail(RingError.RING_ADDR_INVALID);
+    }
+  }
+
+  availIdx(): number {
+    const a = this.avail as Area;
+    return a.view.getUint16(a.offset + 2, true);
+  }
+  availFlags(): number {
+    const a = this.avail as Area;
+    return a.view.getUint16(a.offset, true);
+  }
+  usedEvent(): number {
+    const a = this.avail as Area;
+    return a.view.getUint16(a.offset + 4 + 2 * this.cfg.num, true);
+  }
+
+  /**
+   * Step 1, pop: up to `max` chains. On a driver violation the ring is marked broken and
+   * `error` set; chains popped before the bad one are still returned.
+   */
+  popBurst(max: number): Element[] {
+    const out: Element[] = [];
+    if (this.broken) return out;
+    max = Math.min(max, MAX_BURST);
+    let segs = 0;
+    while (out.length < max && BURST_SEGS - segs >= MAX_CHAIN_SEGS) {
+      if (this.lastAvailIdx === this.shadowAvailIdx) {
+        this.shadowAvailIdx = this.availIdx();
+        // §2.7.13.3: the driver moves idx forward by at most the queue size past what we read.
+        if (u16(this.shadowAvailIdx - this.lastAvailIdx) > this.cfg.num) {
+          this.fail(RingError.AVAIL_IDX_JUMP);
+          break;
+        }
+        if (this.lastAvailIdx === this.shadowAvailIdx) break;
+      }
+      const r = this.readChain();
+      if (typeof r === 'number') {
+        this.fail(r);
+        break;
+      }
+      segs += r.out.length + r.in.length;
+      this.lastAvailIdx = u16(this.lastAvailIdx + 1);
+      out.push(r);
+    }
+    // §2.7.10: with EVENT_IDX, ask for a kick once the driver passes avail_event.
+    if (this.cfg.eventIdx && !this.broken) this.setAvailEvent(this.lastAvailIdx);
+    return out;
+  }
+
+  /** Gives back the last `count` popped chains (not yet filled). */
+  rewind(count: number): void {
+    this.lastAvailIdx = u16(this.lastAvailIdx - count);
+  }
+
+  /** Step 2, fill: used element `idx` of the batch: chain `head`, `len` bytes written. */
+  fill(head: number, len: number, idx: number): void {
+    const u = this.used as Area;
+    const at = u.offset + 4 + 8 * (u16(this.usedIdx + idx) % this.cfg.num);
+    u.view.setUint32(at, head, true);
+    u.view.setUint32(at + 4, len >>> 0, true);
+  }
+
+  /**
+   * Step 3, flush: publish `count` used elements with one store of used->idx. (The C++ path
+   * makes it a store-release: entries and buffer contents become visible first.)
+   */
+  flush(count: number): void {
+    this.usedIdx = u16(this.usedIdx + count);
+    const u = this.used as Area;
+    u.view.setUint16(u.offset + 2, this.usedIdx, true);
+  }
+
+  /** Step 4, notify: does the driver want an interrupt for what was flushed? */
+  needNotify(): boolean {
+    // VIRTIO_F_NOTIFY_ON_EMPTY: interrupt when the ring ran empty, whatever the driver asked.
+    if (this.cfg.notifyOnEmpty && this.availIdx() === this.lastAvailIdx) {
+      this.markSignalled();
+      return true;
+    }
+    // §2.7.7: without EVENT_IDX the driver's flags decide.
+    if (!this.cfg.eventIdx) return (this.availFlags() & AVAIL_F_NO_INTERRUPT) === 0;
+    // §2.7.10: with EVENT_IDX, interrupt when used->idx passed used_event since the last one.
+    const old = this.signalledUsed;
+    const valid = this.signalledUsedValid;
+    this.markSignalled();
+    return !valid || needEvent(this.usedEvent(), this.usedIdx, old);
+  }
+
+  /** Enables or suppresses the driver's kicks (avail_event, or used->flags NO_NOTIFY). */
+  setNotification(enable: boolean): void {
+    if (this.cfg.eventIdx) {
+      if (enable) this.setAvailEvent(this.availIdx());
+      return;
+    }
+    const u = this.used as Area;
+    const v = u.view.getUint16(u.offset, true);
+    u.view.setUint16(u.offset, enable ? v & ~USED_F_NO_NOTIFY : v | USED_F_NO_NOTIFY, true);
+  }
+
+  empty(): boolean {
+    return this.availIdx() === this.lastAvailIdx;
+  }
+
+  state() {
+    return {
+      lastAvailIdx: this.lastAvailIdx,
+      shadowAvailIdx: this.shadowAvailIdx,
+      usedIdx: this.usedIdx,
+      signalledUsed: this.signalledUsed,
+      signalledUsedValid: this.signalledUsedValid,
+      broken: this.broken,
+      error: this.error,
+    };
+  }
+
+  private fail(err: number): void {
+    this.broken = true;
+    this.error = err;
+  }
+
+  private markSignalled(): void {
+    this.signalledUsed = this.usedIdx;
+    this.signalledUsedValid = true;
+  }
+
+  private setAvailEvent(v: number): void {
+    const u = this.used as Area;
+    u.view.setUint16(u.offset + 4 + 8 * this.cfg.num, v, true);
+  }
+
+  /** Walks the chain at the current avail slot (§2.7.5; indirect tables §2.7.5.3). */
+  private readChain(): Element | number {
+    const a = this.avail as Area;
+    const head = a.view.getUint16(a.offset + 4 + 2 * (this.lastAvailIdx % this.cfg.num), true);
+    if (head >= this.cfg.num) return RingError.HEAD_OUT_OF_RANGE;
+    const e: Element = { head, out: [], in: [], outLen: 0, inLen: 0 };
+    let table = this.desc as Area;
+    let tableSize = this.cfg.num;
+    let i = head;
+    let count = 0;
+    let inIndirect = false;
+    let sawWritable = false;
+    const segs: Segment[] = [];
+    for (;;) {
+      const at = table.offset + 16 * i;
+      const addr = table.view.getBigUint64(at, true);
+      const len = table.view.getUint32(at + 8, true);
+      const flags = table.view.getUint16(at + 12, true);
+      const next = table.view.getUint16(at + 14, true);
+      if (flags & DESC_F_INDIRECT) {
+        // §2.7.5.3.1: the driver MUST NOT set INDIRECT and NEXT together, nor nest tables.
+        if (!this.cfg.indirect) return RingError.INDIRECT_NOT_NEGOTIATED;
+        if (inIndirect || flags & DESC_F_NEXT) return RingError.INDIRECT_NESTED;
+        if (len === 0 || len % 16 !== 0) return RingError.INDIRECT_BAD_LEN;
+        const t = this.mem.gpaViewContiguous(addr, BigInt(len));
+        if (!t) return RingError.ADDR_OUT_OF_MEMORY;
+        table = { view: new DataView(t.bytes.buffer, t.bytes.byteOffset, t.bytes.byteLength), offset: t.offset };
+        tableSize = len / 16;
+        i = 0;
+        count = 0;
+        inIndirect = true;
+        continue;
+      }
+      if (++count > tableSize) return RingError.DESC_LOOP;
+      if (len === 0) return RingError.ZERO_LEN;
+      const writable = (flags & DESC_F_WRITE) !== 0;
+      // §2.7.4.2: device-writable descriptors come after every device-readable one.
+      if (!writable && sawWritable) return RingError.READABLE_AFTER_WRITABLE;
+      sawWritable ||= writable;
+      if (writable) e.inLen += len;
+      else e.outLen += len;
+      if (e.inLen + e.outLen > 0xffff_ffff) return RingError.CHAIN_TOO_LONG;
+      const before = segs.length;
+      const r = this.mem.split(addr, BigInt(len), segs, MAX_CHAIN_SEGS);
+      if (r !== 'ok') return r === 'too-many' ? RingError.TOO_MANY_SEGMENTS : RingError.ADDR_OUT_OF_MEMORY;
+      (writable ? e.in : e.out).push(...segs.slice(before));
+      if (!(flags & DESC_F_NEXT)) break;
+      if (next >= tableSize) return RingError.NEXT_OUT_OF_RANGE;
+      i = next;
+    }
+    return e;
+  }
+}
