@@ -8,6 +8,7 @@ packages=(
   qemu-system-x86 ipxe-qemu # real QEMU front-end; iPXE drives virtio-net without a guest kernel
   dpdk-dev                  # dpdk-testpmd: an independent vhost-user front-end
   iproute2                  # network namespaces, veth, TAP set-up
+  busybox-static iperf3 ethtool iputils-ping xz-utils  # the test guest's initramfs (and host ends)
   clang-format              # C++ formatting check (npm run lint)
 )
 

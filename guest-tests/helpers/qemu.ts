@@ -19,6 +19,9 @@ export interface QemuOptions {
   reconnect?: boolean;
   queuePairs?: number;
   memMiB?: number;
+  /** Boot a Linux guest (kernel, initrd, command line) instead of the firmware's iPXE. */
+  guest?: { kernel: string; initrd: string; append: string };
+  smp?: number;
   extraArgs?: string[];
 }
 
@@ -48,15 +51,26 @@ export function qemuArgs(o: QemuOptions): string[] {
     `vhost-user,id=n0,chardev=c0${q > 1 ? `,queues=${q}` : ''}`,
     '-device',
     `virtio-net-pci,netdev=n0,vectors=${vectors}${q > 1 ? ',mq=on' : ''},mac=52:54:00:12:34:56`,
+    '-smp',
+    String(o.smp ?? 1),
     '-display',
     'none',
     '-nodefaults',
-    '-serial',
-    'none',
     '-monitor',
     'none',
-    '-boot',
-    'n',
+    ...(o.guest
+      ? [
+          '-kernel',
+          o.guest.kernel,
+          '-initrd',
+          o.guest.initrd,
+          '-append',
+          o.guest.append,
+          '-serial',
+          'stdio',
+          '-no-reboot',
+        ]
+      : ['-serial', 'none', '-boot', 'n']),
     ...(o.extraArgs ?? []),
   ];
 }

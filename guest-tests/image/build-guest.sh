@@ -13,6 +13,7 @@ need iperf3 iperf3
 need ethtool ethtool
 
 need xz xz-utils
+need ping iputils-ping
 
 pkg=$(apt-cache depends linux-image-cloud-amd64 2>/dev/null | awk '/Depends: linux-image-/{print $2; exit}')
 if [ -z "$pkg" ]; then
@@ -65,6 +66,7 @@ copy_bin() {
 copy_bin ethtool
 copy_bin iperf3
 copy_bin ip
+copy_bin ping
 for ld in /lib64/ld-linux-x86-64.so.2 /lib/x86_64-linux-gnu/ld-linux-x86-64.so.2; do
   [ -f "$ld" ] && { mkdir -p "$root$(dirname "$ld")"; cp -L "$ld" "$root$ld"; }
 done

@@ -1,0 +1,151 @@
+/**
+ * Real Linux guests on the backend: the guest image (built from Debian packages, cached),
+ * network namespaces the test creates for the host end, the backend run as a real process
+ * inside one, and scenario scripts the guest runs and reports on over its serial console.
+ */
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync, chmodSync, existsSync } from 'node:fs';
+import { homedir, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { packageRoot } from '../../src/native.js';
+import { Proc, requireCommand } from '../../test/helpers/processes.js';
+import { waitFor } from '../../test/helpers/harness.js';
+import { startQemu, type QemuOptions } from './qemu.js';
+
+export const CACHE = process.env.VUN_CACHE ?? join(homedir(), '.cache', 'vhost-user-net');
+
+export function requireRoot(): void {
+  if (process.getuid?.() !== 0) {
+    throw new Error('guest tests need root (network namespaces, TAP devices): run npm test as root');
+  }
+}
+
+/** Builds (or reuses) the guest kernel and initramfs. */
+export function guestImage(): { kernel: string; initramfs: string } {
+  const out = join(CACHE, 'guest');
+  const r = spawnSync('bash', [join(packageRoot, 'guest-tests', 'image', 'build-guest.sh'), out], { encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`building the guest image failed:\n${r.stdout}\n${r.stderr}`);
+  return { kernel: join(out, 'vmlinuz'), initramfs: join(out, 'initramfs.cgz') };
+}
+
+function run(cmd: string, args: string[]): string {
+  const r = spawnSync(cmd, args, { encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')} failed (${r.status}): ${r.stderr || r.stdout}`);
+  return r.stdout;
+}
+
+let nsCount = 0;
+
+/** A network namespace of our own; everything in it is deleted with it. */
+export class Netns {
+  readonly name = `vun-${process.pid}-${++nsCount}`;
+  constructor() {
+    requireCommand('ip', 'iproute2');
+    run('ip', ['netns', 'add', this.name]);
+    this.sh('ip link set lo up');
+  }
+  /** Runs a command line inside the namespace; throws on failure. */
+  sh(cmdline: string): string {
+    return run('ip', ['netns', 'exec', this.name, 'sh', '-c', cmdline]);
+  }
+  /** Runs a command line inside the namespace and returns its status and output. */
+  try(cmdline: string): { status: number | null; out: string } {
+    const r = spawnSync('ip', ['netns', 'exec', this.name, 'sh', '-c', cmdline], { encoding: 'utf8' });
+    return { status: r.status, out: r.stdout + r.stderr };
+  }
+  spawn(cmd: string, args: string[]): Proc {
+    return new Proc('ip', ['netns', 'exec', this.name, cmd, ...args]);
+  }
+  delete(): void {
+    spawnSync('ip', ['netns', 'del', this.name]);
+  }
+}
+
+/** Starts the real backend (bin/vhost-user-net.js) inside `ns`. */
+export function startBackend(ns: Netns, socketPath: string, args: string[]): Proc {
+  const bin = join(packageRoot, 'bin', 'vhost-user-net.js');
+  if (!existsSync(join(packageRoot, 'dist', 'cli', 'main.js'))) throw new Error('dist/ missing: run npm run build');
+  return ns.spawn(process.execPath, [bin, '--socket', socketPath, '--log-level', 'info', ...args]);
+}
+
+export async function waitForLink(ns: Netns, dev: string, timeoutMs = 15_000): Promise<void> {
+  await waitFor(() => ns.try(`ip link show ${dev}`).status === 0, timeoutMs, `${dev} in ${ns.name}`);
+}
+
+/** The guest's shell prelude: `res NAME RC [TEXT]` reports a result line. */
+const PRELUDE = `#!/bin/sh
+res() { n=$1; shift; echo "VUN-RESULT $n $*"; }
+phase() { echo "VUN-PHASE $1"; }
+arg() { sed -n "s/.*\\b$1=\\([^ ]*\\).*/\\1/p" /proc/cmdline; }
+`;
+
+export interface GuestRun {
+  qemu: Proc;
+  /** Resolves when the guest printed `VUN-PHASE name`. */
+  phase(name: string, timeoutMs?: number): Promise<void>;
+  /** Resolves with the results once the guest printed VUN-DONE. */
+  done(timeoutMs?: number): Promise<Map<string, { rc: number; text: string }>>;
+  cleanup(): Promise<void>;
+}
+
+/** Boots the guest with `script` as /scenario.sh (a second cpio archive after the base one). */
+export function bootGuest(o: Omit<QemuOptions, 'guest'> & { script: string; ip: string; mtu?: number }): GuestRun {
+  const img = guestImage();
+  const dir = mkdtempSync(join(tmpdir(), 'vun-guest-'));
+  const sdir = join(dir, 'root');
+  spawnSync('mkdir', ['-p', sdir]);
+  writeFileSync(join(sdir, 'scenario.sh'), PRELUDE + o.script);
+  chmodSync(join(sdir, 'scenario.sh'), 0o755);
+  const cpio = spawnSync('sh', ['-c', `cd ${sdir} && echo scenario.sh | busybox cpio -o -H newc 2>/dev/null | gzip`], {
+    maxBuffer: 1 << 20,
+  });
+  const initrd = join(dir, 'initrd.img');
+  writeFileSync(initrd, Buffer.concat([readFileSync(img.initramfs), cpio.stdout]));
+  const append = `console=ttyS0 quiet panic=-1 vun.ip=${o.ip}${o.mtu ? ` vun.mtu=${o.mtu}` : ''}`;
+  const qemu = startQemu({ ...o, guest: { kernel: img.kernel, initrd, append } });
+  const results = (): Map<string, { rc: number; text: string }> => {
+    const m = new Map<string, { rc: number; text: string }>();
+    for (const line of qemu.output.split('\n')) {
+      const r = /VUN-RESULT (\S+) (-?\d+) ?(.*)/.exec(line.replace(/\r$/, ''));
+      if (r) m.set(r[1] as string, { rc: Number(r[2]), text: r[3] ?? '' });
+    }
+    return m;
+  };
+  return {
+    qemu,
+    phase: async (name, timeoutMs = 120_000) => {
+      try {
+        await waitFor(
+          () => qemu.output.includes(`VUN-PHASE ${name}`) || !qemu.running,
+          timeoutMs,
+          `guest phase ${name}`,
+        );
+      } catch (e) {
+        throw new Error(`${(e as Error).message}\nguest console:\n${qemu.tail(60)}`);
+      }
+      if (!qemu.output.includes(`VUN-PHASE ${name}`))
+        throw new Error(`QEMU exited before phase ${name}:\n${qemu.tail(60)}`);
+    },
+    done: async (timeoutMs = 300_000) => {
+      try {
+        await waitFor(() => qemu.output.includes('VUN-DONE') || !qemu.running, timeoutMs, 'guest scenario');
+      } catch (e) {
+        throw new Error(`${(e as Error).message}\nguest console:\n${qemu.tail(60)}`);
+      }
+      if (!qemu.output.includes('VUN-DONE')) throw new Error(`QEMU exited early:\n${qemu.tail(60)}`);
+      return results();
+    },
+    cleanup: async () => {
+      await qemu.stop();
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** "X Mbits/sec" (or Gbits) from an iperf3 receiver line, in Mbit/s. */
+export function mbits(text: string): number {
+  const m = /([\d.]+) ([KMG])bits\/sec/.exec(text);
+  if (!m) return 0;
+  const scale = { K: 1e-3, M: 1, G: 1e3 }[m[2] as 'K' | 'M' | 'G'];
+  return Number(m[1]) * scale;
+}

@@ -1,0 +1,147 @@
+/**
+ * A real Linux guest (Debian's cloud kernel, virtio_net) on the backend, the host end in a
+ * network namespace this test creates: ping both ways, iperf3 TCP both ways with offloads on,
+ * a 9000-byte MTU ping with DF, offloads off, a driver reload, over TAP and AF_PACKET, with
+ * the C++ and the TS data paths. Results are printed and written to .test-results/.
+ */
+import { appendFileSync, mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { packageRoot } from '../src/native.js';
+import { tempDir } from '../test/helpers/harness.js';
+import type { Proc } from '../test/helpers/processes.js';
+import { bootGuest, type GuestRun, mbits, Netns, requireRoot, startBackend, waitForLink } from './helpers/guest.js';
+
+const HOST_IP = '10.77.0.1';
+const GUEST_IP = '10.77.0.2';
+const cleanups: (() => void | Promise<void>)[] = [];
+
+afterEach(async () => {
+  for (const c of cleanups.splice(0).reverse()) await c();
+});
+
+function report(name: string, data: Record<string, unknown>): void {
+  const line = JSON.stringify({ test: name, ...data });
+  console.log(`guest result: ${line}`);
+  const dir = join(packageRoot, '.test-results');
+  mkdirSync(dir, { recursive: true });
+  appendFileSync(join(dir, 'guest-results.jsonl'), `${line}\n`);
+}
+
+/** Host end for `backend`: TAP (created by the backend) or a veth pair for AF_PACKET. */
+async function hostEnd(kind: 'tap' | 'af-packet', datapath: 'native' | 'ts', mtu = 1500) {
+  requireRoot();
+  const ns = new Netns();
+  cleanups.push(() => ns.delete());
+  const tmp = tempDir();
+  cleanups.push(tmp.cleanup);
+  const sock = join(tmp.dir, 'vhost.sock');
+  let spec: string;
+  if (kind === 'tap') {
+    spec = 'tap:vun0';
+  } else {
+    // AF_PACKET binds to vunA; its veth peer vunB is the host's end with the address.
+    ns.sh(
+      `ip link add vunA mtu ${mtu} type veth peer name vunB mtu ${mtu} && ip link set vunA up && ip link set vunB up`,
+    );
+    spec = 'af-packet:vunA';
+  }
+  const backend = startBackend(ns, sock, ['--backend', spec, '--datapath', datapath]);
+  cleanups.push(() => backend.stop().then(() => undefined));
+  const dev = kind === 'tap' ? 'vun0' : 'vunB';
+  if (kind === 'tap') await waitForLink(ns, 'vun0');
+  await waitForSocket(backend, sock);
+  ns.sh(`ip addr add ${HOST_IP}/24 dev ${dev} && ip link set ${dev} mtu ${mtu}`);
+  return { ns, sock, backend, dev };
+}
+
+async function waitForSocket(backend: Proc, sock: string): Promise<void> {
+  const { existsSync } = await import('node:fs');
+  const end = Date.now() + 15_000;
+  while (!existsSync(sock)) {
+    if (!backend.running || Date.now() > end) throw new Error(`backend did not listen on ${sock}:\n${backend.tail()}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+async function withGuest(script: string, sock: string, mtu?: number): Promise<GuestRun> {
+  const g = bootGuest({ socketPath: sock, script, ip: `${GUEST_IP}/24`, mtu });
+  cleanups.push(() => g.cleanup());
+  return g;
+}
+
+const FULL = `
+H=${HOST_IP}
+ping -c 3 -W 3 $H > /tmp/p 2>&1; res guest-ping $? "$(tail -2 /tmp/p | tr '\\n' ' ')"
+phase host-ping
+sleep 6
+iperf3 -c $H -t 3 -f m > /tmp/i1 2>&1; res iperf-guest-to-host $? "$(grep receiver /tmp/i1 | tail -1)"
+iperf3 -c $H -t 3 -f m -R > /tmp/i2 2>&1; res iperf-host-to-guest $? "$(grep receiver /tmp/i2 | tail -1)"
+res offloads 0 "$(ethtool -k eth0 | grep -E '^(tx-checksumming|tcp-segmentation-offload|rx-checksumming):' | tr '\\n' ' ')"
+ethtool -K eth0 tx off sg off tso off gso off >/dev/null 2>&1
+iperf3 -c $H -t 2 -f m > /tmp/i3 2>&1; res iperf-offloads-off $? "$(grep receiver /tmp/i3 | tail -1)"
+ethtool -K eth0 tx on sg on tso on gso on >/dev/null 2>&1
+ip link set eth0 mtu 9000
+/usr/bin/ping -M do -s 8972 -c 3 -W 3 $H > /tmp/j 2>&1; res ping-9000-df $? "$(tail -2 /tmp/j | tr '\\n' ' ')"
+/usr/bin/ping -M do -s 9000 -c 1 -W 2 $H > /tmp/j2 2>&1; res ping-over-mtu-refused $? "$(tail -1 /tmp/j2)"
+ip link set eth0 mtu 1500
+rmmod virtio_net && insmod /lib/modules/virtio_net.ko; res reload $?
+sleep 1
+ip link set eth0 up; ip addr add $(arg vun.ip) dev eth0
+ping -c 3 -W 3 $H > /tmp/r 2>&1; res ping-after-reload $? "$(tail -2 /tmp/r | tr '\\n' ' ')"
+`;
+
+describe.each(['tap', 'af-packet'] as const)('Linux guest over %s (C++ data path)', (kind) => {
+  it('pings both ways, runs iperf3 both ways, jumbo frames, offloads off, driver reload', async () => {
+    const { ns, sock, backend } = await hostEnd(kind, 'native', 9000);
+    const iperf = ns.spawn('iperf3', ['-s', '-B', HOST_IP]);
+    cleanups.push(() => iperf.stop().then(() => undefined));
+    const g = await withGuest(FULL, sock);
+    await g.phase('host-ping').catch((e) => {
+      throw new Error(`${(e as Error).message}\nbackend:\n${backend.tail(30)}`);
+    });
+    const hostPing = ns.try(`ping -c 3 -W 3 ${GUEST_IP}`);
+    const r = await g.done();
+    const get = (k: string) => r.get(k) ?? { rc: -999, text: 'missing' };
+    report(`${kind}/native`, {
+      guestPing: get('guest-ping'),
+      hostPingRc: hostPing.status,
+      guestToHostMbits: mbits(get('iperf-guest-to-host').text),
+      hostToGuestMbits: mbits(get('iperf-host-to-guest').text),
+      offloadsOffMbits: mbits(get('iperf-offloads-off').text),
+      offloads: get('offloads').text,
+      jumbo: get('ping-9000-df'),
+      afterReload: get('ping-after-reload'),
+    });
+    const ctx = `guest console:\n${g.qemu.tail(40)}\nbackend:\n${backend.tail(10)}`;
+    expect(get('guest-ping').rc, ctx).toBe(0);
+    expect(hostPing.status, hostPing.out).toBe(0);
+    expect(get('iperf-guest-to-host').rc, ctx).toBe(0);
+    expect(mbits(get('iperf-guest-to-host').text)).toBeGreaterThan(0);
+    expect(get('iperf-host-to-guest').rc, ctx).toBe(0);
+    expect(mbits(get('iperf-host-to-guest').text)).toBeGreaterThan(0);
+    expect(get('offloads').text).toMatch(/tx-checksumming: on/);
+    expect(get('offloads').text).toMatch(/tcp-segmentation-offload: on/);
+    expect(get('iperf-offloads-off').rc, ctx).toBe(0);
+    expect(get('ping-9000-df').rc, ctx).toBe(0);
+    expect(get('ping-over-mtu-refused').rc).not.toBe(0);
+    expect(get('reload').rc, ctx).toBe(0);
+    expect(get('ping-after-reload').rc, ctx).toBe(0);
+  }, 420_000);
+});
+
+describe('Linux guest over TAP (TS reference data path)', () => {
+  it('pings both ways', async () => {
+    const { ns, sock, backend } = await hostEnd('tap', 'ts');
+    const g = await withGuest(
+      `ping -c 3 -W 3 ${HOST_IP} > /tmp/p 2>&1; res guest-ping $? "$(tail -2 /tmp/p | tr '\\n' ' ')"\nphase host-ping\nsleep 6\n`,
+      sock,
+    );
+    await g.phase('host-ping');
+    const hostPing = ns.try(`ping -c 3 -W 3 ${GUEST_IP}`);
+    const r = await g.done();
+    report('tap/ts', { guestPing: r.get('guest-ping'), hostPingRc: hostPing.status });
+    expect(r.get('guest-ping')?.rc, `${g.qemu.tail(30)}\n${backend.tail(10)}`).toBe(0);
+    expect(hostPing.status, hostPing.out).toBe(0);
+  }, 300_000);
+});
