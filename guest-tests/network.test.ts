@@ -9,8 +9,8 @@ import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { packageRoot } from '../src/native.js';
 import { tempDir } from '../test/helpers/harness.js';
-import type { Proc } from '../test/helpers/processes.js';
-import { bootGuest, type GuestRun, mbits, Netns, requireRoot, startBackend, waitForLink } from './helpers/guest.js';
+import type { Proc } from '../src/util/proc.js';
+import { bootGuest, type GuestRun, mbits, Netns, requireRoot, startBackend, waitForLink } from '../src/guest/guest.js';
 
 const HOST_IP = '10.77.0.1';
 const GUEST_IP = '10.77.0.2';

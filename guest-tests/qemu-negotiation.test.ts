@@ -11,8 +11,8 @@ import { silentLogger } from '../src/log.js';
 import { requestName } from '../src/vhost-user/codec.js';
 import type { Session } from '../src/vhost-user/session.js';
 import { native, openFds, type Served, serve, tempDir, waitFor } from '../test/helpers/harness.js';
-import type { Proc } from '../test/helpers/processes.js';
-import { startQemu } from './helpers/qemu.js';
+import type { Proc } from '../src/util/proc.js';
+import { startQemu } from '../src/guest/qemu.js';
 
 let qemu: Proc | undefined;
 const cleanups: (() => void)[] = [];

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The main job: set up what is missing, build, and run the demo.
+# The main job: set up what is missing, build, and run the demo (a Linux guest on the backend).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup-host.sh
 bash scripts/ensure-node-deps.sh
-node scripts/demo.mjs
+node bin/vhost-user-net.js demo "$@"

@@ -117,6 +117,19 @@ export class VhostUserNetBackend extends EventEmitter<BackendEvents> {
     }
   }
 
+  /** Logs every vring's counters (at session end, and on SIGUSR1 from the CLI). */
+  logCounters(session: Session | undefined = this.current, log: Logger = this.log): void {
+    if (!session) return;
+    session.vrings.forEach((v) => {
+      const c = session.dataPlane.counters.vring(v.index);
+      if (v.num === 0 && c.frames === 0 && c.kicks === 0) return;
+      log.info(
+        { vring: v.index, queue: `${v.index % 2 === 0 ? 'receiveq' : 'transmitq'}${v.index >> 1}`, ...c },
+        'vring counters',
+      );
+    });
+  }
+
   private acceptOne(): void {
     if (this.connection) return;
     let fd: number;
@@ -178,6 +191,7 @@ export class VhostUserNetBackend extends EventEmitter<BackendEvents> {
         if (reply) conn.send(reply.bytes);
       },
       onClose: (reason) => {
+        this.logCounters(session, log);
         session.close();
         this.connection = undefined;
         this.current = undefined;

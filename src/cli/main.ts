@@ -14,9 +14,11 @@ import { createLogger, type LogLevel } from '../log.js';
 import { loadNative, packageRoot } from '../native.js';
 import { NativeDataPlane } from '../net/native-data-plane.js';
 import { TsDataPlane } from '../net/ts-data-plane.js';
+import { runDemo } from '../demo/demo.js';
 import { OFFERED_FEATURES, OFFERED_PROTOCOL_FEATURES, offeredFeatures } from '../vhost-user/session.js';
 
 export const USAGE = `Usage: vhost-user-net [serve] [options]
+       vhost-user-net demo [--datapath native|ts]   (as root: a Linux guest on the backend)
 
 A userspace virtio-net device for QEMU's -netdev vhost-user.
 
@@ -59,7 +61,10 @@ export function capabilities(): Record<string, unknown> {
 /** Parses argv into a validated Config (or a request for help/version/capabilities). */
 export function parseCommandLine(
   argv: string[],
-): { action: 'help' | 'version' | 'capabilities' } | { action: 'serve'; config: Config } {
+):
+  | { action: 'help' | 'version' | 'capabilities' }
+  | { action: 'demo'; datapath: 'native' | 'ts' }
+  | { action: 'serve'; config: Config } {
   let parsed;
   try {
     parsed = parseArgs({
@@ -90,6 +95,12 @@ export function parseCommandLine(
   if (v.help) return { action: 'help' };
   if (v.version) return { action: 'version' };
   if (v['print-capabilities']) return { action: 'capabilities' };
+  if (positionals[0] === 'demo' && positionals.length === 1) {
+    const dp = v.datapath ?? 'native';
+    if (dp !== 'native' && dp !== 'ts')
+      throw new ConfigError(ErrorCode.Usage, `--datapath takes native or ts, not '${dp}'`);
+    return { action: 'demo', datapath: dp };
+  }
   if (positionals.length > 1 || (positionals[0] !== undefined && positionals[0] !== 'serve')) {
     throw new ConfigError(ErrorCode.Usage, `unknown command '${positionals.join(' ')}' (try --help)`);
   }
@@ -131,6 +142,14 @@ export async function main(argv: string[]): Promise<number> {
       return 2;
     }
     throw err;
+  }
+  if (cmd.action === 'demo') {
+    try {
+      return await runDemo({ datapath: cmd.datapath });
+    } catch (err) {
+      process.stderr.write(`vhost-user-net demo: ${(err as Error).message}\n`);
+      return 1;
+    }
   }
   if (cmd.action !== 'serve') {
     if (cmd.action === 'help') process.stdout.write(USAGE);
@@ -180,6 +199,7 @@ export async function main(argv: string[]): Promise<number> {
       backend.stop();
       host.close();
     };
+    process.on('SIGUSR1', () => backend.logCounters());
     process.once('SIGINT', () => shutdown('SIGINT'));
     process.once('SIGTERM', () => shutdown('SIGTERM'));
   } catch (err) {

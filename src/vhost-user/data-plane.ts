@@ -3,6 +3,7 @@
  * is enabled or sees new memory; the data plane moves frames. Two implementations: the C++
  * workers (src/net/native-data-plane.ts) and the TS reference (src/net/ts-data-plane.ts).
  */
+import type { DeviceCounters } from '../net/counters.js';
 import type { VringAddr } from './codec.js';
 import type { MemoryTable } from './memory-table.js';
 
@@ -26,6 +27,8 @@ export interface Vring {
 }
 
 export interface DataPlane {
+  /** Per-vring counters (frames, bytes, drops by reason, kicks, notifications). */
+  readonly counters: DeviceCounters;
   /** Effective enable state of a ring (the session's rule), set by the session. */
   isEnabled: (ring: Vring) => boolean;
   /** Told when a ring breaks (driver violation), so the session can mark it. */

@@ -23,13 +23,7 @@ export function tempDir(prefix = 'vun-test-'): { dir: string; cleanup(): void } 
   return { dir, cleanup: () => rmSync(dir, { recursive: true, force: true }) };
 }
 
-export async function waitFor(cond: () => boolean, timeoutMs = 2000, what = 'condition'): Promise<void> {
-  const end = Date.now() + timeoutMs;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 5));
-  }
-}
+export { waitFor } from '../../src/util/wait.js';
 
 export interface Served {
   backend: VhostUserNetBackend;

@@ -1,6 +1,6 @@
 /**
- * Real external programs for interop and guest tests (QEMU, dpdk-testpmd). A missing tool is a
- * loud failure naming the Debian package, never a skip. Processes are killed by their own pid.
+ * External programs we start (QEMU, dpdk-testpmd, the backend in a namespace): output kept,
+ * stopped by their own pid. A missing tool is a loud error naming its Debian package.
  */
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 

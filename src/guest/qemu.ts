@@ -4,7 +4,7 @@
  * real QEMU exercises the whole vhost-user start-up without a guest kernel.
  */
 import { existsSync } from 'node:fs';
-import { Proc, requireCommand } from '../../test/helpers/processes.js';
+import { Proc, requireCommand } from '../util/proc.js';
 
 /** Real KVM only: a nested PVM hypervisor (kvm_pvm) emulates too slowly to count. */
 export function realKvm(): boolean {

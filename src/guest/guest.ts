@@ -1,22 +1,22 @@
 /**
- * Real Linux guests on the backend: the guest image (built from Debian packages, cached),
- * network namespaces the test creates for the host end, the backend run as a real process
- * inside one, and scenario scripts the guest runs and reports on over its serial console.
+ * Real Linux guests on the backend (tests and the demo): the guest image (built from Debian
+ * packages, cached), network namespaces we create for the host end, the backend run as a real
+ * process inside one, and scenario scripts the guest runs and reports on over its console.
  */
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync, chmodSync, existsSync } from 'node:fs';
 import { homedir, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { packageRoot } from '../../src/native.js';
-import { Proc, requireCommand } from '../../test/helpers/processes.js';
-import { waitFor } from '../../test/helpers/harness.js';
+import { packageRoot } from '../native.js';
+import { Proc, requireCommand } from '../util/proc.js';
+import { waitFor } from '../util/wait.js';
 import { startQemu, type QemuOptions } from './qemu.js';
 
 export const CACHE = process.env.VUN_CACHE ?? join(homedir(), '.cache', 'vhost-user-net');
 
-export function requireRoot(): void {
+export function requireRoot(what = 'guest tests'): void {
   if (process.getuid?.() !== 0) {
-    throw new Error('guest tests need root (network namespaces, TAP devices): run npm test as root');
+    throw new Error(`${what} need root (network namespaces, TAP devices): run as root`);
   }
 }
 
