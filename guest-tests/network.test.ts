@@ -64,14 +64,16 @@ async function waitForSocket(backend: Proc, sock: string): Promise<void> {
   }
 }
 
-async function withGuest(script: string, sock: string, mtu?: number): Promise<GuestRun> {
-  const g = bootGuest({ socketPath: sock, script, ip: `${GUEST_IP}/24`, mtu });
+async function withGuest(script: string, sock: string, hostMtu?: number): Promise<GuestRun> {
+  const g = bootGuest({ socketPath: sock, script, ip: `${GUEST_IP}/24`, hostMtu });
   cleanups.push(() => g.cleanup());
   return g;
 }
 
 const FULL = `
 H=${HOST_IP}
+res mtu 0 "$(cat /sys/class/net/eth0/mtu)"
+ip link set eth0 mtu 1500
 ping -c 3 -W 3 $H > /tmp/p 2>&1; res guest-ping $? "$(tail -2 /tmp/p | tr '\\n' ' ')"
 phase host-ping
 sleep 6
@@ -96,7 +98,8 @@ describe.each(['tap', 'af-packet'] as const)('Linux guest over %s (C++ data path
     const { ns, sock, backend } = await hostEnd(kind, 'native', 9000);
     const iperf = ns.spawn('iperf3', ['-s', '-B', HOST_IP]);
     cleanups.push(() => iperf.stop().then(() => undefined));
-    const g = await withGuest(FULL, sock);
+    // host_mtu=9000: QEMU offers VIRTIO_NET_F_MTU (which we offer) and sends NET_SET_MTU.
+    const g = await withGuest(FULL, sock, 9000);
     await g.phase('host-ping').catch((e) => {
       throw new Error(`${(e as Error).message}\nbackend:\n${backend.tail(30)}`);
     });
@@ -110,11 +113,14 @@ describe.each(['tap', 'af-packet'] as const)('Linux guest over %s (C++ data path
       hostToGuestMbits: mbits(get('iperf-host-to-guest').text),
       offloadsOffMbits: mbits(get('iperf-offloads-off').text),
       offloads: get('offloads').text,
+      negotiatedMtu: get('mtu').text,
       jumbo: get('ping-9000-df'),
       afterReload: get('ping-after-reload'),
     });
     const ctx = `guest console:\n${g.qemu.tail(40)}\nbackend:\n${backend.tail(10)}`;
     expect(get('guest-ping').rc, ctx).toBe(0);
+    expect(get('mtu').text, 'the guest took the negotiated MTU').toBe('9000');
+    expect(backend.output).toMatch(/"what":"mtu set","mtu":9000/);
     expect(hostPing.status, hostPing.out).toBe(0);
     expect(get('iperf-guest-to-host').rc, ctx).toBe(0);
     expect(mbits(get('iperf-guest-to-host').text)).toBeGreaterThan(0);

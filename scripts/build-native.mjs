@@ -1,4 +1,5 @@
 // Builds the addon with node-gyp against the running node's own headers: nothing is downloaded.
+// Incremental: configures once, then lets make rebuild only what changed.
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
@@ -11,7 +12,12 @@ if (!existsSync(join(nodedir, 'include', 'node', 'node_api.h'))) {
   process.exit(1);
 }
 const gyp = require.resolve('node-gyp/bin/node-gyp.js');
-const args = [gyp, 'rebuild', `--nodedir=${nodedir}`, '--jobs=2'];
-if (process.env.VUN_DEBUG_NATIVE) args.push('--debug');
-const r = spawnSync(process.execPath, args, { stdio: 'inherit' });
-process.exit(r.status ?? 1);
+const debug = process.env.VUN_DEBUG_NATIVE ? ['--debug'] : [];
+const run = (args) =>
+  spawnSync(process.execPath, [gyp, ...args, `--nodedir=${nodedir}`, ...debug], { stdio: 'inherit' }).status ?? 1;
+const configured = existsSync(join('build', 'Makefile')) && existsSync(join('build', 'config.gypi'));
+if (!configured || process.argv.includes('--rebuild')) {
+  const rc = run(['configure']);
+  if (rc !== 0) process.exit(rc);
+}
+process.exit(run(['build', '--jobs=2']));

@@ -4,6 +4,7 @@ import { existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { parseCommandLine } from '../src/cli/main.js';
+import { stableMac } from '../src/host/host-backend.js';
 import { ConfigError } from '../src/errors.js';
 import { packageRoot } from '../src/native.js';
 import { native, openFds, tempDir, waitFor } from './helpers/harness.js';
@@ -85,6 +86,19 @@ describe('parseCommandLine', () => {
     expect(configErrorOf(['--config', f]).message).toMatch(/not valid JSON/);
     expect(configErrorOf(['--config', join(tmp.dir, 'missing.json')]).message).toMatch(/cannot read config file/);
     tmp.cleanup();
+  });
+});
+
+describe('host backend details', () => {
+  it('derives a stable, locally administered TAP MAC from the name, and takes --tap-mac', () => {
+    expect(stableMac('vhost-user-net:vun0')).toBe(stableMac('vhost-user-net:vun0'));
+    expect(stableMac('vhost-user-net:vun0')).not.toBe(stableMac('vhost-user-net:vun1'));
+    expect(stableMac('x')).toMatch(/^02(:[0-9a-f]{2}){5}$/);
+    const r = parseCommandLine(['--socket', '/tmp/x', '--tap-mac', '02:aa:bb:cc:dd:ee', '--datapath', 'ts']);
+    expect(r.action === 'serve' && r.config.tapMac).toBe('02:aa:bb:cc:dd:ee');
+    expect(r.action === 'serve' && r.config.datapath).toBe('ts');
+    expect(configErrorOf(['--socket', '/tmp/x', '--tap-mac', 'nope']).message).toMatch(/tapMac: must be six hex pairs/);
+    expect(configErrorOf(['--socket', '/tmp/x', '--datapath', 'fast']).message).toMatch(/datapath: /);
   });
 });
 
