@@ -9,6 +9,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -18,7 +19,7 @@
 namespace vun {
 namespace {
 
-constexpr uint64_t kTagStop = 0, kTagRxKick = 1, kTagTxKick = 2, kTagHost = 3;
+constexpr uint64_t kTagStop = 0, kTagRxKick = 1, kTagTxKick = 2, kTagHost = 3, kTagHandover = 4;
 constexpr uint32_t kBounceSize = 65536 + 12 + 16;  // a 64 KiB GSO frame and its header
 constexpr uint16_t kFlushEvery = 32;
 
@@ -66,6 +67,7 @@ PairWorker::PairWorker(NetDevice* dev, uint32_t pair)
       pair_(pair),
       bounce_(kBounceSize),
       rxSegs_(kBurstSegs),
+      flowScratch_(128),
       txSegs_(kBurstSegs),
       txBounce_(kBounceSize) {}
 
@@ -95,9 +97,9 @@ void PairWorker::Stop() {
 }
 
 void PairWorker::Count(uint32_t vring, CounterSlot slot, uint64_t n) {
-  uint64_t* c = dev_->CounterBase(vring) + slot;
-  // Single writer (this thread): a relaxed load+store is enough; JS reads whole values.
-  __atomic_store_n(c, __atomic_load_n(c, __ATOMIC_RELAXED) + n, __ATOMIC_RELAXED);
+  // Relaxed atomic add: a worker may count on another pair's vring (handover drops); JS reads
+  // whole values and needs no ordering with anything else.
+  __atomic_fetch_add(dev_->CounterBase(vring) + slot, n, __ATOMIC_RELAXED);
 }
 
 void PairWorker::Broken(SplitRing& ring, QueueState& q, uint32_t vring) {
@@ -169,6 +171,7 @@ void PairWorker::ProcessTx() {
         continue;
       }
       uint64_t frameLen = e.outLen - hdr;
+      if (dev_->policy == SteerPolicy::kFlowAffinity) RecordFlow(e);
       if (!q.enabled) {
         // A started but disabled transmitq is drained and its frames discarded.
         Count(vt, kCDropDisabled, 1);
@@ -210,14 +213,8 @@ void PairWorker::ProcessTx() {
             Count(vt, kCDropTooBig, 1);
             continue;
           }
-          if (pendingLen_ == 0 && dev_->queues[2 * pair_].started) {
-            pendingLen_ = len;
-            int r = DeliverPending();
-            if (r == 0) Count(2 * pair_, kCDropNoBuffers, 1);
-            pendingLen_ = 0;
-          } else {
-            Count(2 * pair_, kCDropNoBuffers, 1);
-          }
+          // The frame comes back to the guest: on this pair's receiveq, or where steering says.
+          if (Route(bounce_.data(), len) == 0) Count(2 * pair_, kCDropNoBuffers, 1);
           break;
         }
       }
@@ -235,7 +232,10 @@ void PairWorker::ProcessTx() {
       __atomic_store_n(dev_->CounterBase(vt) + kCUsedIdx, tx_.usedIdx, __ATOMIC_RELAXED);
       Notify(tx_, q, vt);
     }
-    if (dev_->host == HostKind::kLoopback) FlushRx();
+    if (dev_->host == HostKind::kLoopback) {
+      FlushRx();
+      SignalHandover();
+    }
     if (tx_.broken) {
       Broken(tx_, q, vt);
       return;
@@ -287,12 +287,11 @@ bool PairWorker::ReadHostFrame() {
   }
 }
 
-// Places the pending frame into receiveq chains. 1: delivered or dropped for good; 0: not
-// enough guest buffers (the frame stays pending); -1: ring broken.
-int PairWorker::DeliverPending() {
+// Places a frame ([header][frame]) into receiveq chains. 1: delivered or dropped for good; 0:
+// not enough guest buffers (the caller keeps the frame); -1: ring broken.
+int PairWorker::Deliver(const uint8_t* frame, uint32_t len) {
   uint32_t vr = 2 * pair_;
   QueueState& q = dev_->queues[vr];
-  const uint32_t len = pendingLen_;
   const uint32_t hdr = dev_->hdrLen;
   const bool mrg = dev_->Has(kFMrgRxbuf);
   if (!q.started || q.broken) return 0;
@@ -303,7 +302,7 @@ int PairWorker::DeliverPending() {
   }
   // The host may hand us what the guest cannot take (AF_PACKET ignores the guest's offloads):
   // a partial checksum needs GUEST_CSUM, a GSO frame the matching GUEST_TSO/UFO feature.
-  const uint8_t flags = bounce_[0], gso = bounce_[1] & 0x7f;
+  const uint8_t flags = frame[0], gso = frame[1] & 0x7f;
   if (((flags & 1) && !dev_->Has(kFGuestCsum)) || (gso == 1 && !dev_->Has(kFGuestTso4)) ||
       (gso == 4 && !dev_->Has(kFGuestTso6)) || (gso == 3 && !dev_->Has(kFGuestUfo)) ||
       (gso != 0 && gso != 1 && gso != 3 && gso != 4)) {
@@ -345,7 +344,7 @@ int PairWorker::DeliverPending() {
       nb[0] = ByteAt(e, 10);
       nb[1] = ByteAt(e, 11);
     }
-    uint32_t n = ScatterIn(e, 0, bounce_.data() + copied, len - copied);
+    uint32_t n = ScatterIn(e, 0, frame + copied, len - copied);
     copied += n;
     rx_.Fill(e.head, n, rxFilled_++);
     taken++;
@@ -375,28 +374,133 @@ void PairWorker::FlushRx() {
   Notify(rx_, dev_->queues[vr], vr);
 }
 
-// receiveq: frames from the host into guest buffers until the host has none or the guest has
-// no buffers left; then wait for one or the other.
+// The receiveq the steering policy picks for a frame of this pair (this pair when there is no
+// policy, the frame is not IP, or the target's receiveq is not started and enabled).
+uint32_t PairWorker::SteerTarget(const uint8_t* frame, uint32_t len) {
+  if (dev_->policy == SteerPolicy::kNone || dev_->pairs == 1) return pair_;
+  const uint32_t hdr = dev_->hdrLen;
+  if (len <= hdr) return pair_;
+  uint8_t in[36];
+  HashType t;
+  size_t n = FlowInput(frame + hdr, len - hdr, in, &t);
+  if (n == 0) return pair_;
+  uint32_t h = Toeplitz(dev_->rss.key, sizeof(dev_->rss.key), in, n);
+  uint32_t target = dev_->rss.table[h % dev_->rss.tableSize];
+  if (dev_->policy == SteerPolicy::kFlowAffinity) {
+    // virtio 1.2 §5.1.6.5.5: a flow's frames go to the receiveq of the transmitq it last used.
+    uint64_t e = dev_->flows[h % NetDevice::kFlowSlots].load(std::memory_order_relaxed);
+    if ((e >> 32) == h) target = static_cast<uint32_t>(e & 0xffff);
+  }
+  if (target >= dev_->pairs || !((dev_->rxReady.load(std::memory_order_relaxed) >> target) & 1))
+    return pair_;
+  return target;
+}
+
+// Flow affinity: remember that this flow was last sent on this pair, under the hash its
+// replies will have.
+void PairWorker::RecordFlow(const Element& e) {
+  uint8_t* s = flowScratch_.data();
+  uint32_t n = 0;
+  for (uint32_t i = 0; i < e.outNum && n < flowScratch_.size(); i++) {
+    uint32_t take =
+        std::min<uint32_t>(e.segs[i].len, static_cast<uint32_t>(flowScratch_.size()) - n);
+    std::memcpy(s + n, e.segs[i].host, take);
+    n += take;
+  }
+  const uint32_t hdr = dev_->hdrLen;
+  if (n <= hdr) return;
+  uint8_t in[36];
+  HashType t;
+  size_t len = FlowInput(s + hdr, n - hdr, in, &t);
+  if (len == 0) return;
+  ReverseFlowInput(in, len);
+  uint32_t h = Toeplitz(dev_->rss.key, sizeof(dev_->rss.key), in, len);
+  dev_->flows[h % NetDevice::kFlowSlots].store((uint64_t(h) << 32) | pair_,
+                                               std::memory_order_relaxed);
+}
+
+int PairWorker::Route(const uint8_t* frame, uint32_t len) {
+  uint32_t target = SteerTarget(frame, len);
+  if (target == pair_) return Deliver(frame, len);
+  HandoverRing* ring = dev_->Ring(pair_, target);
+  // GSO super-frames and jumbo frames do not fit a handover slot: they stay on this pair.
+  if (!ring || len > HandoverRing::kSlotBytes) return Deliver(frame, len);
+  uint32_t head = ring->head.load(std::memory_order_relaxed);
+  uint32_t tail = ring->tail.load(std::memory_order_acquire);
+  if (head - tail >= ring->size) {
+    Count(2 * target, kCDropNoBuffers, 1);  // the target is not keeping up
+    return 1;
+  }
+  std::memcpy(ring->Slot(head), frame, len);
+  ring->lens[head % ring->size] = len;
+  // Release: the slot's bytes and length are visible before the consumer sees the new head.
+  ring->head.store(head + 1, std::memory_order_release);
+  dirtyTargets_ |= uint64_t(1) << target;
+  Count(2 * pair_, kCHandover, 1);
+  return 1;
+}
+
+void PairWorker::SignalHandover() {
+  for (uint32_t t = 0; dirtyTargets_ != 0; t++, dirtyTargets_ >>= 1) {
+    if (dirtyTargets_ & 1) {
+      uint64_t one = 1;
+      ssize_t w = write(dev_->handoverFd[t], &one, sizeof(one));
+      (void)w;
+    }
+  }
+}
+
+// Frames other pairs handed to this receiveq. False when the guest ran out of buffers.
+bool PairWorker::DrainHandover() {
+  for (uint32_t src = 0; src < dev_->pairs; src++) {
+    HandoverRing* ring = src == pair_ ? nullptr : dev_->Ring(src, pair_);
+    if (!ring) continue;
+    uint32_t tail = ring->tail.load(std::memory_order_relaxed);
+    // Acquire: the slots the producer published before this head are complete.
+    uint32_t head = ring->head.load(std::memory_order_acquire);
+    bool ok = true;
+    for (; tail != head; tail++) {
+      int r = Deliver(ring->Slot(tail), ring->lens[tail % ring->size]);
+      if (r <= 0) {
+        ok = false;
+        break;
+      }
+    }
+    // Release: we are done with these slots before the producer may reuse them.
+    ring->tail.store(tail, std::memory_order_release);
+    if (!ok) return false;
+  }
+  return true;
+}
+
+// receiveq: frames handed over by other pairs, then frames from the host, into guest buffers
+// until there are none or the guest has no buffers left; then wait for one or the other.
 void PairWorker::ProcessRx() {
   uint32_t vr = 2 * pair_;
   QueueState& q = dev_->queues[vr];
-  if (!q.started || q.broken || dev_->host == HostKind::kLoopback) return;
-  if (dev_->host != HostKind::kNull && hostFd_ < 0) return;
+  if (!q.started || q.broken) return;
+  const bool hostFrames = dev_->host == HostKind::kTap || dev_->host == HostKind::kAfPacket ||
+                          (dev_->host == HostKind::kNull && dev_->sourceLen > 0);
   for (;;) {
-    if (pendingLen_ == 0 && !ReadHostFrame()) break;
-    int r = DeliverPending();
-    if (r < 0) return;
-    if (r == 0) {
-      // No guest buffers: stop reading the host, ask for a kick, and look once more.
-      FlushRx();
-      WatchHost(false);
-      rx_.SetNotification(true);
-      if (rx_.Empty()) return;
-      continue;
+    bool blocked = !DrainHandover();
+    while (!blocked && hostFrames && (hostFd_ >= 0 || dev_->host == HostKind::kNull)) {
+      if (pendingLen_ == 0 && !ReadHostFrame()) break;
+      int r = Route(bounce_.data(), pendingLen_);
+      if (r < 0) return;
+      if (r == 0)
+        blocked = true;
+      else
+        pendingLen_ = 0;
     }
-    pendingLen_ = 0;
+    FlushRx();
+    SignalHandover();
+    if (q.broken || rx_.broken) return;
+    if (!blocked) break;
+    // No guest buffers: stop reading the host, ask for a kick, and look once more.
+    WatchHost(false);
+    rx_.SetNotification(true);
+    if (rx_.Empty()) return;
   }
-  FlushRx();
   // Give back chains popped for frames that did not come.
   if (rxCached_ > rxPos_) rx_.Rewind(static_cast<uint16_t>(rxCached_ - rxPos_));
   rxCached_ = rxPos_ = 0;
@@ -415,6 +519,7 @@ void PairWorker::Run() {
     epoll_ctl(epfd_, EPOLL_CTL_ADD, fd, &ev);
   };
   add(stopFd_, kTagStop, EPOLLIN);
+  add(dev_->handoverFd[pair_], kTagHandover, EPOLLIN);
   bool polled = false;
   if (qr.started && !qr.broken) {
     if (!rx_.Attach(dev_->mem, qr.cfg, qr.lastAvailIdx, qr.usedIdx)) Broken(rx_, qr, vr);
@@ -459,6 +564,9 @@ void PairWorker::Run() {
           DrainEventfd(qt.kickFd);
           Count(vt, kCKicks, 1);
           break;
+        case kTagHandover:
+          DrainEventfd(dev_->handoverFd[pair_]);
+          break;
         default:
           break;
       }
@@ -495,6 +603,7 @@ Napi::Function NetDevice::Init(Napi::Env env) {
                          InstanceMethod<&NetDevice::SetMemory>("setMemory"),
                          InstanceMethod<&NetDevice::SetFeatures>("setFeatures"),
                          InstanceMethod<&NetDevice::SetHost>("setHost"),
+                         InstanceMethod<&NetDevice::SetSteering>("setSteering"),
                          InstanceMethod<&NetDevice::StartQueue>("startQueue"),
                          InstanceMethod<&NetDevice::StopQueue>("stopQueue"),
                          InstanceMethod<&NetDevice::SetEnabled>("setEnabled"),
@@ -527,6 +636,10 @@ NetDevice::NetDevice(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NetDevic
   counters = static_cast<uint64_t*>(data);
   countersRef_ = Napi::Persistent(info[1]);
   queues.resize(size_t(pairs) * 2);
+  this->pairs = pairs;
+  flows.reset(new std::atomic<uint64_t>[kFlowSlots]);
+  for (uint32_t i = 0; i < kFlowSlots; i++) flows[i].store(0, std::memory_order_relaxed);
+  for (uint32_t p = 0; p < pairs; p++) handoverFd.push_back(eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
   for (uint32_t p = 0; p < pairs; p++) workers_.emplace_back(new PairWorker(this, p));
   GetState(env)->devices.insert(this);
   env_ = env;
@@ -546,6 +659,45 @@ void NetDevice::Shutdown() {
   StopAll();
   closed_ = true;
   events.Release();
+  for (int fd : handoverFd) close(fd);
+  handoverFd.clear();
+}
+
+void NetDevice::UpdateRxReady(uint32_t pair) {
+  const QueueState& q = queues[2 * pair];
+  uint64_t bit = uint64_t(1) << pair;
+  if (q.started && q.enabled)
+    rxReady.fetch_or(bit, std::memory_order_relaxed);
+  else
+    rxReady.fetch_and(~bit, std::memory_order_relaxed);
+}
+
+// setSteering(policy: 0 none | 1 toeplitz | 2 flow-affinity, key: Buffer(40), table: number[])
+Napi::Value NetDevice::SetSteering(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  uint32_t policyCode = info[0].As<Napi::Number>().Uint32Value();
+  auto key = info[1].As<Napi::Buffer<uint8_t>>();
+  Napi::Array table = info[2].As<Napi::Array>();
+  if (policyCode > 2 || key.Length() != 40 || table.Length() == 0 || table.Length() > 128) {
+    ThrowArg(env, "setSteering(policy 0..2, key[40], table[1..128])");
+    return env.Undefined();
+  }
+  StopAll();
+  policy = static_cast<SteerPolicy>(policyCode);
+  std::memcpy(rss.key, key.Data(), 40);
+  rss.tableSize = table.Length();
+  for (uint32_t i = 0; i < rss.tableSize; i++) {
+    uint32_t v = table.Get(i).As<Napi::Number>().Uint32Value();
+    rss.table[i] = static_cast<uint16_t>(v < pairs ? v : 0);
+  }
+  // One handover ring per (source, target) pair, made once: fewer slots when there are many.
+  if (policy != SteerPolicy::kNone && pairs > 1 && handover.empty()) {
+    uint32_t slots = pairs <= 16 ? 64 : 16;
+    for (uint32_t i = 0; i < pairs * pairs; i++)
+      handover.emplace_back(i / pairs == i % pairs ? nullptr : new HandoverRing(slots));
+  }
+  for (uint32_t p = 0; p < workers_.size(); p++) MaybeStartPair(p);
+  return env.Undefined();
 }
 
 void NetDevice::StopPair(uint32_t pair) {
@@ -669,6 +821,7 @@ Napi::Value NetDevice::StartQueue(const Napi::CallbackInfo& info) {
   q.broken = false;
   q.error = 0;
   q.started = true;
+  if (index % 2 == 0) UpdateRxReady(index / 2);
   MaybeStartPair(index / 2);
   return info.Env().Undefined();
 }
@@ -685,6 +838,7 @@ Napi::Value NetDevice::StopQueue(const Napi::CallbackInfo& info) {
   QueueState& q = queues[index];
   q.started = false;
   q.kickFd = q.callFd = -1;
+  if (index % 2 == 0) UpdateRxReady(index / 2);
   Napi::Object r = Napi::Object::New(env);
   r.Set("lastAvailIdx", q.lastAvailIdx);
   r.Set("usedIdx", q.usedIdx);
@@ -699,6 +853,7 @@ Napi::Value NetDevice::SetEnabled(const Napi::CallbackInfo& info) {
   if (index < queues.size()) {
     StopPair(index / 2);
     queues[index].enabled = info[1].ToBoolean();
+    if (index % 2 == 0) UpdateRxReady(index / 2);
     MaybeStartPair(index / 2);
   }
   return info.Env().Undefined();

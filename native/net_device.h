@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "guest_memory.h"
+#include "rss.h"
 #include "split_ring.h"
 
 namespace vun {
@@ -32,11 +33,28 @@ enum CounterSlot : uint32_t {
   kCLastAvailIdx,
   kCUsedIdx,
   kCHostWouldBlock,
-  kCReserved,
+  kCHandover,
   kCountersPerVring,
 };
 
 enum class HostKind { kNull, kLoopback, kTap, kAfPacket };
+
+// Where a frame from the host goes (virtio-net §5.1.6.5.5 leaves it to the device under MQ).
+enum class SteerPolicy : uint32_t { kNone = 0, kToeplitz = 1, kFlowAffinity = 2 };
+
+// Frames for another pair's receiveq travel through a single-producer single-consumer ring
+// (one per source pair and target pair): the source worker fills slots, the target drains them.
+struct HandoverRing {
+  static constexpr uint32_t kSlotBytes = 2048 + 12;
+  explicit HandoverRing(uint32_t slots)
+      : size(slots), lens(slots), data(size_t(slots) * kSlotBytes) {}
+  const uint32_t size;
+  std::atomic<uint32_t> head{0};  // written by the producer only
+  std::atomic<uint32_t> tail{0};  // written by the consumer only
+  std::vector<uint32_t> lens;
+  std::vector<uint8_t> data;
+  uint8_t* Slot(uint32_t i) { return data.data() + size_t(i % size) * kSlotBytes; }
+};
 
 // Virtio feature bit numbers the data path looks at.
 constexpr int kFCsum = 0, kFGuestCsum = 1, kFGuestTso4 = 7, kFGuestTso6 = 8, kFGuestEcn = 9,
@@ -71,7 +89,15 @@ class PairWorker {
   void ProcessTx();
   void ProcessRx();
   bool ReadHostFrame();
-  int DeliverPending();
+  int Deliver(const uint8_t* frame, uint32_t len);
+  int DeliverPending() { return Deliver(bounce_.data(), pendingLen_); }
+  uint32_t SteerTarget(const uint8_t* frame, uint32_t len);
+  // Routes a frame of this pair's host (or loopback) to its receiveq: here, or handed over.
+  // Returns what Deliver returns for local frames; handed-over frames count as delivered.
+  int Route(const uint8_t* frame, uint32_t len);
+  void RecordFlow(const Element& e);
+  bool DrainHandover();
+  void SignalHandover();
   void FlushRx();
   void Notify(SplitRing& ring, QueueState& q, uint32_t vring);
   void Broken(SplitRing& ring, QueueState& q, uint32_t vring);
@@ -96,6 +122,8 @@ class PairWorker {
   uint32_t rxCached_ = 0, rxPos_ = 0;
   uint16_t rxFilled_ = 0;
   uint64_t rxFrames_ = 0, rxBytes_ = 0;
+  uint64_t dirtyTargets_ = 0;  // pairs to wake after this burst's handovers
+  std::vector<uint8_t> flowScratch_;
   Element txElems_[kMaxBurst];
   std::vector<Segment> txSegs_;
   std::vector<uint8_t> txBounce_;
@@ -116,6 +144,19 @@ class NetDevice : public Napi::ObjectWrap<NetDevice> {
   uint32_t hdrLen = 12;
   std::vector<QueueState> queues;
   uint64_t* counters = nullptr;
+  // Steering (changed only while every worker is stopped, except the atomics).
+  SteerPolicy policy = SteerPolicy::kNone;
+  RssConfig rss;
+  static constexpr uint32_t kFlowSlots = 4096;
+  std::unique_ptr<std::atomic<uint64_t>[]> flows;       // (hash << 32) | pair, direct-mapped
+  std::vector<std::unique_ptr<HandoverRing>> handover;  // [src * pairs + dst]
+  std::vector<int> handoverFd;                          // per target pair: wakes its worker
+  std::atomic<uint64_t> rxReady{0};                     // bit p: receiveq p started and enabled
+  uint32_t pairs = 0;
+  void UpdateRxReady(uint32_t pair);
+  HandoverRing* Ring(uint32_t src, uint32_t dst) {
+    return handover.empty() ? nullptr : handover[size_t(src) * pairs + dst].get();
+  }
   Napi::ThreadSafeFunction events;  // ring broken reports to JS
 
   // Stops every worker for good (close(), GC, or environment teardown before unmapping).
@@ -128,6 +169,7 @@ class NetDevice : public Napi::ObjectWrap<NetDevice> {
   Napi::Value SetMemory(const Napi::CallbackInfo& info);
   Napi::Value SetFeatures(const Napi::CallbackInfo& info);
   Napi::Value SetHost(const Napi::CallbackInfo& info);
+  Napi::Value SetSteering(const Napi::CallbackInfo& info);
   Napi::Value StartQueue(const Napi::CallbackInfo& info);
   Napi::Value StopQueue(const Napi::CallbackInfo& info);
   Napi::Value SetEnabled(const Napi::CallbackInfo& info);

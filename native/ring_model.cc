@@ -7,6 +7,7 @@
 #include "env_state.h"
 #include "errors.h"
 #include "exports.h"
+#include "rss.h"
 #include "split_ring.h"
 
 namespace vun {
@@ -132,8 +133,45 @@ class RingModel : public Napi::ObjectWrap<RingModel> {
 
 }  // namespace
 
+// rssHash(key: Buffer, frame: Buffer, table: number[]) -> {hash, type, pair}: the C++ RSS path,
+// for tests that hold it to the TS reference and the published vectors.
+Napi::Value RssHash(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto key = info[0].As<Napi::Buffer<uint8_t>>();
+  auto frame = info[1].As<Napi::Buffer<uint8_t>>();
+  Napi::Array table = info[2].As<Napi::Array>();
+  if (key.Length() != 40 || table.Length() == 0 || table.Length() > 128) {
+    ThrowArg(env, "rssHash(key[40], frame, table[1..128])");
+    return env.Undefined();
+  }
+  RssConfig c;
+  std::memcpy(c.key, key.Data(), 40);
+  c.tableSize = table.Length();
+  for (uint32_t i = 0; i < c.tableSize; i++)
+    c.table[i] = static_cast<uint16_t>(table.Get(i).As<Napi::Number>().Uint32Value());
+  uint8_t in[36];
+  HashType t;
+  FlowInput(frame.Data(), frame.Length(), in, &t);
+  uint32_t h = 0;
+  uint32_t pair = RssPair(c, frame.Data(), frame.Length(), &h);
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("hash", Napi::Number::New(env, h));
+  o.Set("type", Napi::Number::New(env, t));
+  o.Set("pair", Napi::Number::New(env, pair));
+  return o;
+}
+
+// toeplitz(key, input) -> u32: the bare hash (vector tests).
+Napi::Value ToeplitzJs(const Napi::CallbackInfo& info) {
+  auto key = info[0].As<Napi::Buffer<uint8_t>>();
+  auto in = info[1].As<Napi::Buffer<uint8_t>>();
+  return Napi::Number::New(info.Env(), Toeplitz(key.Data(), key.Length(), in.Data(), in.Length()));
+}
+
 void InitRingModel(Napi::Env env, Napi::Object exports) {
   exports.Set("RingModel", RingModel::Init(env));
+  exports.Set("rssHash", Napi::Function::New<RssHash>(env));
+  exports.Set("toeplitz", Napi::Function::New<ToeplitzJs>(env));
 }
 
 }  // namespace vun

@@ -60,6 +60,9 @@ export interface NativeBinding {
   /** One C++ split ring driven call by call: differential tests only. */
   RingModel: new (regions: NativeRegion[], cfg: RingModelConfig) => NativeRingModel;
   ringErrorNames: string[];
+  /** The C++ RSS path (native/rss.h): tests hold it to src/net/rss.ts. */
+  rssHash(key: Buffer, frame: Buffer, table: number[]): { hash: number; type: number; pair: number };
+  toeplitz(key: Buffer, input: Buffer): number;
   countersPerVring: number;
 }
 
@@ -89,6 +92,8 @@ export interface NativeNetDevice {
   setMemory(regions: NativeRegion[]): void;
   setFeatures(features: bigint): void;
   setHost(kind: number, fds: number[], sourceLen: number): void;
+  /** policy 0 none, 1 toeplitz, 2 flow-affinity; a 40-byte key; an indirection table. */
+  setSteering(policy: number, key: Buffer, table: number[]): void;
   startQueue(index: number, cfg: NativeQueueConfig): void;
   stopQueue(index: number): { lastAvailIdx: number; usedIdx: number; broken: boolean; error: number };
   setEnabled(index: number, enabled: boolean): void;

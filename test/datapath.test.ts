@@ -5,6 +5,7 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { featureMask, VirtioFeature as F } from '../src/features.js';
 import type { DeviceCounters } from '../src/net/counters.js';
+import { defaultRss, rssPair, type Steering } from '../src/net/rss.js';
 import { encodeU64 } from '../src/vhost-user/codec.js';
 import type { Session } from '../src/vhost-user/session.js';
 import { type DatapathKind, native, type Served, serve, waitFor } from './helpers/harness.js';
@@ -40,8 +41,9 @@ const countersOf = (s: Session): DeviceCounters => (s.dataPlane as unknown as { 
 async function device(
   queuePairs: number,
   features: bigint,
+  steering?: Steering,
 ): Promise<{ session: Session; ram: GuestRam; pairs: Pair[] }> {
-  srv = serve({ queuePairs }, { kind: 'loopback' }, datapath);
+  srv = serve({ queuePairs }, { kind: 'loopback' }, datapath, steering);
   const next = srv.nextSession();
   fe = srv.connect();
   const session = await next;
@@ -190,6 +192,76 @@ describe.each(['native', 'ts'] as const)('%s data path', (kind) => {
       native.eventfdWrite(p1.kicks.tx, 1n);
       await new Promise((r) => setTimeout(r, 50));
       expect(c.vring(3).ringErrors).toBe(1);
+    });
+  });
+
+  describe('receive steering over 2 queue pairs (loopback)', () => {
+    /** Ethernet + IPv4 + UDP, src 10.0.0.1:sport -> 10.0.0.2:dport, an id in the payload. */
+    const udp = (sport: number, dport: number, id: number, reverse = false): Buffer => {
+      const a = [10, 0, 0, 1];
+      const b = [10, 0, 0, 2];
+      const [src, dst] = reverse ? [b, a] : [a, b];
+      const [sp, dp] = reverse ? [dport, sport] : [sport, dport];
+      return Buffer.from([
+        ...[2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x08, 0x00],
+        ...[0x45, 0, 0, 32, 0, 0, 0x40, 0, 64, 17, 0, 0, ...(src as number[]), ...(dst as number[])],
+        ...[sp >> 8, sp & 0xff, dp >> 8, dp & 0xff, 0, 12, 0, 0],
+        ...[id >> 8, id & 0xff, 0xab, 0xcd],
+      ]);
+    };
+    const idsOn = (ram: GuestRam, p: Pair, base: number, size: number): number[] =>
+      Array.from({ length: p.rx.usedIdx() }, (_, i) => {
+        const at = base + p.rx.usedElem(i).id * size + HDR + 42;
+        return ((ram.bytes[at] ?? 0) << 8) | (ram.bytes[at + 1] ?? 0);
+      });
+
+    it('toeplitz: each flow lands on the receiveq the reference hash picks', async () => {
+      const steering: Steering = { policy: 'toeplitz', rss: defaultRss(2) };
+      const { session, ram, pairs } = await device(2, BASE, steering);
+      const [p0, p1] = pairs as [Pair, Pair];
+      await postRxBuffers(session, p0, 64, 2048, DATA);
+      await postRxBuffers(session, p1, 64, 2048, DATA + 0x20000);
+      const frames = Array.from({ length: 40 }, (_, i) => udp(4000 + i, 53, i));
+      frames.forEach((f, i) => send(ram, p0, DATA + 0x40000 + i * 0x1000, f));
+      await waitFor(() => p0.rx.usedIdx() + p1.rx.usedIdx() === 40, 5000, 'all frames delivered');
+      const want1 = frames
+        .map((f, i) => [i, rssPair(defaultRss(2), f).pair] as const)
+        .filter(([, q]) => q === 1)
+        .map(([i]) => i);
+      expect(want1.length).toBeGreaterThan(5);
+      expect(want1.length).toBeLessThan(35);
+      expect(idsOn(ram, p1, DATA + 0x20000, 2048).sort((a, b) => a - b)).toEqual(want1);
+      expect(idsOn(ram, p0, DATA, 2048).length).toBe(40 - want1.length);
+      expect(countersOf(session).vring(0).handedOver).toBe(want1.length);
+    });
+
+    it('flow-affinity: replies follow the transmitq their flow last used', async () => {
+      const steering: Steering = { policy: 'flow-affinity', rss: defaultRss(2) };
+      const { session, ram, pairs } = await device(2, BASE, steering);
+      const [p0, p1] = pairs as [Pair, Pair];
+      await postRxBuffers(session, p0, 64, 2048, DATA);
+      await postRxBuffers(session, p1, 64, 2048, DATA + 0x20000);
+      // A flow whose replies Toeplitz alone would put on pair 0 ...
+      let sport = 1000;
+      while (rssPair(defaultRss(2), udp(sport, 80, 0, true)).pair !== 0) sport++;
+      // ... is sent on transmitq 1; its reply, sent on transmitq 0, must come back on pair 1.
+      send(ram, p1, DATA + 0x40000, udp(sport, 80, 1));
+      await waitFor(() => p0.rx.usedIdx() + p1.rx.usedIdx() === 1, 5000, 'first frame');
+      send(ram, p0, DATA + 0x41000, udp(sport, 80, 2, true));
+      await waitFor(() => p0.rx.usedIdx() + p1.rx.usedIdx() === 2, 5000, 'reply');
+      expect(idsOn(ram, p1, DATA + 0x20000, 2048)).toContain(2);
+    });
+
+    it('a disabled receiveq gets nothing: frames for it stay on the pair that has them', async () => {
+      const steering: Steering = { policy: 'toeplitz', rss: defaultRss(2) };
+      const { session, ram, pairs } = await device(2, BASE, steering);
+      const [p0, p1] = pairs as [Pair, Pair];
+      await postRxBuffers(session, p0, 64, 2048, DATA);
+      await postRxBuffers(session, p1, 64, 2048, DATA + 0x20000);
+      await fe?.acked('SET_VRING_ENABLE', MockFrontend.state({ index: 2, num: 0 }));
+      for (let i = 0; i < 20; i++) send(ram, p0, DATA + 0x40000 + i * 0x1000, udp(5000 + i, 53, i));
+      await waitFor(() => p0.rx.usedIdx() === 20, 5000, 'all on pair 0');
+      expect(p1.rx.usedIdx()).toBe(0);
     });
   });
 });

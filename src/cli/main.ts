@@ -6,7 +6,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { VhostUserNetBackend } from '../backend.js';
-import { type Config, parseConfig, readConfigFile } from '../config/config.js';
+import { type Config, parseConfig, readConfigFile, steeringOf } from '../config/config.js';
 import { ConfigError, ErrorCode, VunError } from '../errors.js';
 import { featureNames, hex, ProtocolFeature, VirtioFeature } from '../features.js';
 import { formatHostBackend, openHostBackend } from '../host/host-backend.js';
@@ -31,6 +31,8 @@ Options:
   --queues N             queue pairs offered (GET_QUEUE_NUM), 1..64 (default 1)
   --backend SPEC         tap:NAME | af-packet:IFACE | loopback | null[:source=LEN] (default null)
   --datapath KIND        native (C++ workers, default) | ts (the TS reference: slow, for learning)
+  --steering POLICY      toeplitz (default) | flow-affinity | none: which receiveq a host frame takes
+  --rss-key HEX          40-byte Toeplitz key as 80 hex digits (default: the standard key)
   --tap-mac MAC          host-side MAC of a TAP we create (default: stable, derived from its name)
   --config FILE          JSON configuration file; flags override it
   --log-level LEVEL      trace|debug|info|warn|error|silent (default info)
@@ -80,6 +82,8 @@ export function parseCommandLine(
         queues: { type: 'string' },
         backend: { type: 'string' },
         datapath: { type: 'string' },
+        steering: { type: 'string' },
+        'rss-key': { type: 'string' },
         'tap-mac': { type: 'string' },
         config: { type: 'string' },
         'log-level': { type: 'string' },
@@ -122,6 +126,12 @@ export function parseCommandLine(
   if (v.queues !== undefined) merged.queues = int('queues', v.queues);
   if (v.backend !== undefined) merged.backend = v.backend;
   if (v.datapath !== undefined) merged.datapath = v.datapath;
+  if (v.steering !== undefined || v['rss-key'] !== undefined) {
+    const st = { ...((file.steering as Record<string, unknown> | undefined) ?? {}) };
+    if (v.steering !== undefined) st.policy = v.steering;
+    if (v['rss-key'] !== undefined) st.key = v['rss-key'];
+    merged.steering = st;
+  }
   if (v['tap-mac'] !== undefined) merged.tapMac = v['tap-mac'];
   if (v['log-level'] !== undefined) {
     merged.log = { ...((file.log as Record<string, unknown> | undefined) ?? {}), level: v['log-level'] };
@@ -170,6 +180,7 @@ export async function main(argv: string[]): Promise<number> {
         hostIface: host.name,
         hostMac: host.mac,
         datapath: config.datapath,
+        steering: config.steering.policy,
         queuePairs: config.queues,
         features: hex(offeredFeatures(config.queues)),
         protocolFeatures: hex(OFFERED_PROTOCOL_FEATURES),
@@ -189,8 +200,8 @@ export async function main(argv: string[]): Promise<number> {
       log,
       (n, l) =>
         config.datapath === 'ts'
-          ? new TsDataPlane(n, config.queues, host, l)
-          : new NativeDataPlane(n, config.queues, host, l),
+          ? new TsDataPlane(n, config.queues, host, l, steeringOf(config))
+          : new NativeDataPlane(n, config.queues, host, l, steeringOf(config)),
       native,
     );
     backend.start();

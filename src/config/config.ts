@@ -6,6 +6,7 @@ import { readFileSync } from 'node:fs';
 import { z } from 'zod';
 import { ConfigError, ErrorCode } from '../errors.js';
 import { type HostBackendSpec, parseHostBackend } from '../host/host-backend.js';
+import { defaultRss, type Steering } from '../net/rss.js';
 
 /** The most queue pairs we serve: vring file payloads carry an 8-bit index (256 vrings). */
 export const MAX_QUEUE_PAIRS = 64;
@@ -34,6 +35,20 @@ export const configSchema = z
       .default({ client: false, mode: 0o600 }),
     queues: z.number().int().min(1).max(MAX_QUEUE_PAIRS).default(1),
     backend: z.string().default('null'),
+    /** Receive steering over queue pairs (the device's choice under VIRTIO_NET_F_MQ). */
+    steering: z
+      .object({
+        policy: z.enum(['none', 'toeplitz', 'flow-affinity']).default('toeplitz'),
+        /** 40-byte Toeplitz key as 80 hex digits; default: the standard key. */
+        key: z
+          .string()
+          .regex(/^[0-9a-fA-F]{80}$/, 'must be 80 hex digits (40 bytes)')
+          .optional(),
+        /** Indirection table: queue pair per bucket, 1..128 entries. */
+        table: z.array(z.number().int().min(0)).min(1).max(128).optional(),
+      })
+      .strict()
+      .default({ policy: 'toeplitz' }),
     /** Which ring implementation moves frames: the C++ workers, or the TS reference (slow). */
     datapath: z.enum(['native', 'ts']).default('native'),
     /** Host-side MAC of a TAP we create (default: derived from its name, stable). */
@@ -74,8 +89,19 @@ export function parseConfig(input: unknown, source = 'configuration'): Config {
     problems.push('socket.fd: an inherited listening socket cannot be used in client mode');
   if (c.socket.path === undefined && c.socket.fd === undefined) problems.push('socket.path: required (or socket.fd)');
   if (c.reconnect.minMs > c.reconnect.maxMs) problems.push('reconnect.minMs: larger than reconnect.maxMs');
+  const bad = c.steering.table?.find((q) => q >= c.queues);
+  if (bad !== undefined) problems.push(`steering.table: queue pair ${bad} does not exist (queues: ${c.queues})`);
   if (problems.length) throw new ConfigError(ErrorCode.ConfigInvalid, `invalid ${source}`, problems);
   return { ...c, hostBackend: parseHostBackend(c.backend) };
+}
+
+/** The steering a configuration asks for, with the defaults filled in. */
+export function steeringOf(c: Config): Steering {
+  const d = defaultRss(c.queues);
+  return {
+    policy: c.steering.policy,
+    rss: { key: c.steering.key ? Buffer.from(c.steering.key, 'hex') : d.key, table: c.steering.table ?? d.table },
+  };
 }
 
 /** Reads a JSON configuration file; syntax errors name the file and position. */

@@ -19,6 +19,12 @@ export interface QemuOptions {
   reconnect?: boolean;
   queuePairs?: number;
   memMiB?: number;
+  /**
+   * Use QEMU's own virtio-net on this TAP (`-netdev tap,vhost=off`) instead of vhost-user: the
+   * anchor of the guest TCP benchmark. QEMU then runs inside `netns`, where the TAP lives.
+   */
+  builtinTap?: string;
+  netns?: string;
   /** QEMU's host_mtu: offers VIRTIO_NET_F_MTU to the guest and sends NET_SET_MTU. */
   hostMtu?: number;
   /** Boot a Linux guest (kernel, initrd, command line) instead of the firmware's iPXE. */
@@ -47,10 +53,9 @@ export function qemuArgs(o: QemuOptions): string[] {
     `memory-backend-memfd,id=mem,size=${mem}M,share=on`,
     '-numa',
     'node,memdev=mem',
-    '-chardev',
-    chardev,
-    '-netdev',
-    `vhost-user,id=n0,chardev=c0${q > 1 ? `,queues=${q}` : ''}`,
+    ...(o.builtinTap
+      ? ['-netdev', `tap,id=n0,ifname=${o.builtinTap},script=no,downscript=no,vhost=off`]
+      : ['-chardev', chardev, '-netdev', `vhost-user,id=n0,chardev=c0${q > 1 ? `,queues=${q}` : ''}`]),
     '-device',
     `virtio-net-pci,netdev=n0,vectors=${vectors}${q > 1 ? ',mq=on' : ''}${o.hostMtu ? `,host_mtu=${o.hostMtu}` : ''},mac=52:54:00:12:34:56`,
     '-smp',
@@ -83,5 +88,5 @@ export function startQemu(o: QemuOptions): Proc {
   if (!roms.some((r) => existsSync(r))) {
     throw new Error(`efi-virtio.rom missing: the iPXE ROM comes with Debian's ipxe-qemu (run scripts/setup-host.sh)`);
   }
-  return new Proc(qemu, qemuArgs(o));
+  return o.netns ? new Proc('ip', ['netns', 'exec', o.netns, qemu, ...qemuArgs(o)]) : new Proc(qemu, qemuArgs(o));
 }

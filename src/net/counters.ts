@@ -18,7 +18,7 @@ export const COUNTER_NAMES = [
   'lastAvailIdx',
   'usedIdx',
   'hostWouldBlock',
-  'reserved',
+  'handedOver',
 ] as const;
 export type CounterName = (typeof COUNTER_NAMES)[number];
 export const COUNTERS_PER_VRING = COUNTER_NAMES.length;

@@ -11,6 +11,7 @@ import type { DataPlane, Vring } from '../vhost-user/data-plane.js';
 import type { MemoryTable } from '../vhost-user/memory-table.js';
 import { ringErrorName } from '../virtio/ring-errors.js';
 import { DeviceCounters } from './counters.js';
+import { defaultRss, STEERING_CODE, type Steering } from './rss.js';
 
 export class NativeDataPlane implements DataPlane {
   readonly counters: DeviceCounters;
@@ -25,6 +26,7 @@ export class NativeDataPlane implements DataPlane {
     queuePairs: number,
     host: OpenHostBackend,
     private readonly log: Logger,
+    steering: Steering = { policy: 'none', rss: defaultRss(queuePairs) },
   ) {
     this.counters = new DeviceCounters(queuePairs * 2);
     this.dev = new native.NetDevice(queuePairs, this.counters.array, (vring, _code, name) => {
@@ -34,6 +36,7 @@ export class NativeDataPlane implements DataPlane {
       this.log.error({ vring, error: name }, 'vring broken by a driver violation; this queue stops, the others go on');
       this.onBroken(vring, name);
     });
+    this.dev.setSteering(STEERING_CODE[steering.policy], Buffer.from(steering.rss.key), steering.rss.table);
     this.dev.setHost(
       HostKindCode[host.spec.kind],
       host.fds,

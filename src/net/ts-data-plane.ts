@@ -13,6 +13,7 @@ import { GuestMemoryRef } from '../virtio/guest-memory.js';
 import { ringErrorName } from '../virtio/ring-errors.js';
 import { type Element, SplitRingRef } from '../virtio/split-ring.js';
 import { DeviceCounters } from './counters.js';
+import { defaultRss, flowInput, reverseFlowInput, type Steering, toeplitz } from './rss.js';
 
 /** TUNSETOFFLOAD bits (linux/if_tun.h). */
 const TUN_F_CSUM = 0x01;
@@ -46,8 +47,41 @@ export class TsDataPlane implements DataPlane {
     readonly queuePairs: number,
     private readonly host: OpenHostBackend,
     private readonly log: Logger,
+    private readonly steering: Steering = { policy: 'none', rss: defaultRss(queuePairs) },
   ) {
     this.counters = new DeviceCounters(queuePairs * 2);
+  }
+
+  /** Flow affinity: the pair each flow was last sent on, by the hash of its replies. */
+  private readonly flows = new Map<number, number>();
+
+  /** The receiveq pair steering picks for `frame` arriving on `pair` (see native SteerTarget). */
+  private steerTarget(pair: number, frame: Buffer): number {
+    const { policy, rss } = this.steering;
+    if (policy === 'none' || this.queuePairs === 1 || frame.length <= this.hdrLen) return pair;
+    const { input, type } = flowInput(frame.subarray(this.hdrLen));
+    if (type === 'none') return pair;
+    const h = toeplitz(rss.key, input);
+    let target = rss.table[h % rss.table.length] ?? pair;
+    if (policy === 'flow-affinity') target = this.flows.get(h) ?? target;
+    const run = this.runs.get(2 * target);
+    return run && this.isEnabled(run.vring) ? target : pair;
+  }
+
+  private recordFlow(pair: number, frame: Buffer): void {
+    const { input, type } = flowInput(frame.subarray(this.hdrLen));
+    if (type !== 'none') this.flows.set(toeplitz(this.steering.rss.key, reverseFlowInput(input)), pair);
+  }
+
+  /** A frame of `pair`'s host (or loopback) to the receiveq steering picks. */
+  private route(pair: number, frame: Buffer): number {
+    const target = this.steerTarget(pair, frame);
+    if (target === pair) return this.deliver(pair, frame);
+    // Single-threaded: the frame goes straight into the other pair's ring (no handover ring).
+    if (this.deliver(target, frame) === 0) this.counters.add(2 * target, 'dropNoBuffers');
+    this.flushRx(target);
+    this.counters.add(2 * pair, 'handedOver');
+    return 1;
   }
 
   private has(bit: bigint): boolean {
@@ -220,6 +254,7 @@ export class TsDataPlane implements DataPlane {
         if (e.outLen < this.hdrLen) return this.counters.add(index, 'dropMalformed');
         if (!this.isEnabled(run.vring)) return this.counters.add(index, 'dropDisabled');
         const frame = this.gather(e);
+        if (this.steering.policy === 'flow-affinity') this.recordFlow(pair, frame);
         try {
           this.toHost(pair, frame);
         } catch {
@@ -253,9 +288,7 @@ export class TsDataPlane implements DataPlane {
         this.native.fdWrite(fd as number, Buffer.concat([frame.subarray(0, 10), frame.subarray(12)]));
         break;
       case 'loopback':
-        this.pending.set(pair, Buffer.from(frame));
-        if (this.deliver(pair) === 0) this.counters.add(2 * pair, 'dropNoBuffers');
-        this.pending.delete(pair);
+        if (this.route(pair, Buffer.from(frame)) === 0) this.counters.add(2 * pair, 'dropNoBuffers');
         this.flushRx(pair);
         break;
       case 'null':
@@ -292,13 +325,12 @@ export class TsDataPlane implements DataPlane {
   private filled = new Map<number, { count: number; frames: number; bytes: number }>();
 
   /**
-   * The pending frame of `pair` into receiveq chains: 1 delivered (or dropped for good), 0 no
-   * buffers (kept pending), -1 ring broken.
+   * A frame into `pair`'s receiveq chains: 1 delivered (or dropped for good), 0 no buffers
+   * (the caller keeps it), -1 ring broken.
    */
-  private deliver(pair: number): number {
+  private deliver(pair: number, frame: Buffer): number {
     const run = this.runs.get(2 * pair);
-    const frame = this.pending.get(pair);
-    if (!run || run.broken || !frame) return 0;
+    if (!run || run.broken) return 0;
     const index = run.vring.index;
     if (!this.isEnabled(run.vring)) {
       this.counters.add(index, 'dropDisabled');
@@ -390,7 +422,7 @@ export class TsDataPlane implements DataPlane {
         if (!frame) break;
         this.pending.set(pair, frame);
       }
-      const r = this.deliver(pair);
+      const r = this.route(pair, this.pending.get(pair) as Buffer);
       if (r < 0) return;
       if (r === 0) {
         this.flushRx(pair);

@@ -10,6 +10,7 @@ import { MockFrontend } from './mock-frontend.js';
 import { NativeDataPlane } from '../../src/net/native-data-plane.js';
 import { TsDataPlane } from '../../src/net/ts-data-plane.js';
 import type { HostBackendSpec } from '../../src/host/host-backend.js';
+import type { Steering } from '../../src/net/rss.js';
 
 export const native = loadNative();
 
@@ -42,6 +43,7 @@ export function serve(
   opts: Partial<BackendOptions> = {},
   host: HostBackendSpec = { kind: 'null' },
   datapath: DatapathKind = 'native',
+  steering?: Steering,
 ): Served {
   const tmp = tempDir();
   const path = join(tmp.dir, 'vhost.sock');
@@ -56,7 +58,9 @@ export function serve(
   };
   const backend = new VhostUserNetBackend(o, silentLogger(), (n, l) => {
     const h = { spec: host, fds: [], close: () => {} };
-    return datapath === 'ts' ? new TsDataPlane(n, o.queuePairs, h, l) : new NativeDataPlane(n, o.queuePairs, h, l);
+    return datapath === 'ts'
+      ? new TsDataPlane(n, o.queuePairs, h, l, steering)
+      : new NativeDataPlane(n, o.queuePairs, h, l, steering);
   });
   backend.start();
   return {

@@ -1,0 +1,141 @@
+// Shared benchmark plumbing: start processes pinned to cores, read testpmd's per-second stats,
+// medians and spread, machine facts, JSON results in bench/results/. Never used by tests.
+import { spawn, spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync, writeFileSync, mkdtempSync, rmSync } from 'node:fs';
+import { cpus, release, tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+export const resultsDir = join(root, 'bench', 'results');
+export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+let prefixN = 0;
+/** A process we started; stopped by its own pid. */
+export function start(cmd, args, opts = {}) {
+  const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], ...opts });
+  const p = { child, out: '', exited: false };
+  child.stdout.on('data', (d) => (p.out += d));
+  child.stderr.on('data', (d) => (p.out += d));
+  p.done = new Promise((r) => child.once('exit', () => ((p.exited = true), r())));
+  p.stop = async (sig = 'SIGINT') => {
+    if (p.exited) return;
+    process.kill(child.pid, sig);
+    const t = setTimeout(() => !p.exited && process.kill(child.pid, 'SIGKILL'), 8000);
+    await p.done;
+    clearTimeout(t);
+  };
+  return p;
+}
+
+/** testpmd as a front-end (virtio_user) or backend (net_vhost), its forwarding core pinned. */
+export function testpmd({ fwdCore, mainCore, vdevs, mode, txpkts = 64, queues = 1, extra = [], netns }) {
+  const args = [
+    '-l',
+    `${fwdCore},${mainCore}`,
+    '--main-lcore',
+    String(mainCore),
+    '--no-pci',
+    '--no-huge',
+    '-m',
+    '512',
+    '--file-prefix',
+    `vun-bench-${process.pid}-${++prefixN}`,
+    ...vdevs.flatMap((v) => ['--vdev', v]),
+    '--',
+    `--forward-mode=${mode}`,
+    `--txpkts=${txpkts}`,
+    `--rxq=${queues}`,
+    `--txq=${queues}`,
+    '--total-num-mbufs=32768',
+    '--stats-period',
+    '1',
+    ...extra,
+  ];
+  return netns ? start('ip', ['netns', 'exec', netns, 'dpdk-testpmd', ...args]) : start('dpdk-testpmd', args);
+}
+
+/** Per-second "Rx-pps"/"Tx-pps" samples of port `port` from testpmd's periodic stats. */
+export function ppsSamples(out, which, port = 0) {
+  const blocks = out
+    .split('NIC statistics for port ')
+    .slice(1)
+    .filter((b) => b.startsWith(`${port} `));
+  return blocks.map((b) => Number(new RegExp(`${which}-pps:\\s+(\\d+)`).exec(b)?.[1] ?? 0));
+}
+
+export function median(xs) {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length ? (s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2) : 0;
+}
+
+/** Median of the steady samples (the first ones are start-up) and their spread. */
+export function steady(samples, skip = 2) {
+  const xs = samples.slice(skip).filter((x) => x > 0);
+  return { median: median(xs), min: Math.min(...xs), max: Math.max(...xs), n: xs.length };
+}
+
+export function ourBackend({ socket, backend, queues = 1, cores = '0', netns, extra = [] }) {
+  const args = [
+    '-c',
+    cores,
+    process.execPath,
+    join(root, 'bin', 'vhost-user-net.js'),
+    '--socket',
+    socket,
+    '--backend',
+    backend,
+    '--queues',
+    String(queues),
+    '--log-level',
+    'warn',
+    ...extra,
+  ];
+  return netns ? start('ip', ['netns', 'exec', netns, 'taskset', ...args]) : start('taskset', args);
+}
+
+export async function waitForFile(path, ms = 15000) {
+  const end = Date.now() + ms;
+  while (!existsSync(path)) {
+    if (Date.now() > end) throw new Error(`${path} did not appear`);
+    await sleep(50);
+  }
+}
+
+export function tmp() {
+  const dir = mkdtempSync(join(tmpdir(), 'vun-bench-'));
+  return { dir, cleanup: () => rmSync(dir, { recursive: true, force: true }) };
+}
+
+function firstLine(cmd, args) {
+  const r = spawnSync(cmd, args, { encoding: 'utf8' });
+  return (r.stdout || r.stderr || '').split('\n')[0].trim();
+}
+
+export function machine() {
+  return {
+    date: new Date().toISOString(),
+    cpu: cpus()[0]?.model ?? 'unknown',
+    cores: cpus().length,
+    kernel: release(),
+    node: process.version,
+    qemu: firstLine('qemu-system-x86_64', ['--version']),
+    dpdk: firstLine('dpkg-query', ['-W', '-f=${Version}', 'dpdk-dev']),
+    kvm: existsSync('/dev/kvm') && !existsSync('/sys/module/kvm_pvm') ? 'kvm' : 'tcg (no usable KVM)',
+  };
+}
+
+export function save(name, result) {
+  mkdirSync(resultsDir, { recursive: true });
+  const data = { benchmark: name, machine: machine(), ...result };
+  writeFileSync(join(resultsDir, `${name}.json`), `${JSON.stringify(data, null, 2)}\n`);
+  return data;
+}
+
+export function load(name) {
+  const f = join(resultsDir, `${name}.json`);
+  return existsSync(f) ? JSON.parse(readFileSync(f, 'utf8')) : undefined;
+}
+
+export const RUNS = Number(process.env.VUN_BENCH_RUNS ?? 3);
+export const SECONDS = Number(process.env.VUN_BENCH_SECONDS ?? 6);
