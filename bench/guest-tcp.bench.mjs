@@ -14,13 +14,17 @@ iperf3 -c 10.77.0.1 -t ${SECS} -f m > /tmp/i1 2>&1; res tx $? "$(grep receiver /
 iperf3 -c 10.77.0.1 -t ${SECS} -f m -R > /tmp/i2 2>&1; res rx $? "$(grep receiver /tmp/i2 | tail -1)"
 `;
 
+/** iperf3 server on the host end (after its address exists, or it cannot bind). */
+function startIperf(ns, cleanups) {
+  const iperf = ns.spawn('iperf3', ['-s', '-B', '10.77.0.1']);
+  cleanups.unshift(() => iperf.stop());
+}
+
 async function one(impl) {
   const ns = new Netns();
   const t = tmp();
   const cleanups = [() => ns.delete(), t.cleanup];
   try {
-    const iperf = ns.spawn('iperf3', ['-s', '-B', '10.77.0.1']);
-    cleanups.unshift(() => iperf.stop());
     let g;
     if (impl === 'ours') {
       const sock = join(t.dir, 'vhost.sock');
@@ -29,14 +33,18 @@ async function one(impl) {
       await waitForLink(ns, 'vbt0');
       while (!existsSync(sock)) await sleep(50);
       ns.sh('ip addr add 10.77.0.1/24 dev vbt0');
+      startIperf(ns, cleanups);
       g = bootGuest({ socketPath: sock, ip: '10.77.0.2/24', script });
     } else {
       ns.sh('ip tuntap add dev vbt0 mode tap vnet_hdr && ip addr add 10.77.0.1/24 dev vbt0 && ip link set vbt0 up');
+      startIperf(ns, cleanups);
       g = bootGuest({ socketPath: '', builtinTap: 'vbt0', netns: ns.name, ip: '10.77.0.2/24', script });
     }
     cleanups.unshift(() => g.cleanup());
     const r = await g.done(300_000);
-    return { tx: mbits(r.get('tx')?.text ?? ''), rx: mbits(r.get('rx')?.text ?? '') };
+    const res = { tx: mbits(r.get('tx')?.text ?? ''), rx: mbits(r.get('rx')?.text ?? '') };
+    if (!res.tx || !res.rx) throw new Error(`${impl}: iperf3 failed:\n${g.qemu.tail(20)}`);
+    return res;
   } finally {
     for (const c of cleanups) await c();
   }

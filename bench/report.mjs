@@ -1,5 +1,5 @@
 // Regenerates docs/benchmarks.md from bench/results/*.json.
-import { writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { load, root } from './lib.mjs';
 
@@ -42,9 +42,10 @@ if (tcp) {
 if (mq) {
   md += `## 4. Multiqueue scaling (VM-free)\n\n${mq.description}.\n\n| queue pairs | Mpps (spread) |\n| --- | --- |\n| 1 | ${f2(mq.onePairMpps)} (${spread(mq.onePairRuns)}) |\n| 2 | ${f2(mq.twoPairsMpps)} (${spread(mq.twoPairsRuns)}) |\n| ratio | ${pct(mq.ratio)} |\n\n`;
 }
+const notes = join(root, 'bench', 'notes.md');
 md += `## Where we stand, and what limits us
 
-${process.env.VUN_BENCH_NOTES ?? 'See the closing notes of the issues for the reading of these figures.'}
+${existsSync(notes) ? readFileSync(notes, 'utf8').trim() : 'No reading written yet (bench/notes.md).'}
 
 ## Running
 

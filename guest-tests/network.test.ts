@@ -8,12 +8,9 @@ import { appendFileSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { packageRoot } from '../src/native.js';
-import { tempDir } from '../test/helpers/harness.js';
-import type { Proc } from '../src/util/proc.js';
-import { bootGuest, type GuestRun, mbits, Netns, requireRoot, startBackend, waitForLink } from '../src/guest/guest.js';
+import { bootGuest, type GuestRun, mbits } from '../src/guest/guest.js';
+import { GUEST_IP, HOST_IP, hostEnd } from './host-end.js';
 
-const HOST_IP = '10.77.0.1';
-const GUEST_IP = '10.77.0.2';
 const cleanups: (() => void | Promise<void>)[] = [];
 
 afterEach(async () => {
@@ -26,42 +23,6 @@ function report(name: string, data: Record<string, unknown>): void {
   const dir = join(packageRoot, '.test-results');
   mkdirSync(dir, { recursive: true });
   appendFileSync(join(dir, 'guest-results.jsonl'), `${line}\n`);
-}
-
-/** Host end for `backend`: TAP (created by the backend) or a veth pair for AF_PACKET. */
-async function hostEnd(kind: 'tap' | 'af-packet', datapath: 'native' | 'ts', mtu = 1500) {
-  requireRoot();
-  const ns = new Netns();
-  cleanups.push(() => ns.delete());
-  const tmp = tempDir();
-  cleanups.push(tmp.cleanup);
-  const sock = join(tmp.dir, 'vhost.sock');
-  let spec: string;
-  if (kind === 'tap') {
-    spec = 'tap:vun0';
-  } else {
-    // AF_PACKET binds to vunA; its veth peer vunB is the host's end with the address.
-    ns.sh(
-      `ip link add vunA mtu ${mtu} type veth peer name vunB mtu ${mtu} && ip link set vunA up && ip link set vunB up`,
-    );
-    spec = 'af-packet:vunA';
-  }
-  const backend = startBackend(ns, sock, ['--backend', spec, '--datapath', datapath]);
-  cleanups.push(() => backend.stop().then(() => undefined));
-  const dev = kind === 'tap' ? 'vun0' : 'vunB';
-  if (kind === 'tap') await waitForLink(ns, 'vun0');
-  await waitForSocket(backend, sock);
-  ns.sh(`ip addr add ${HOST_IP}/24 dev ${dev} && ip link set ${dev} mtu ${mtu}`);
-  return { ns, sock, backend, dev };
-}
-
-async function waitForSocket(backend: Proc, sock: string): Promise<void> {
-  const { existsSync } = await import('node:fs');
-  const end = Date.now() + 15_000;
-  while (!existsSync(sock)) {
-    if (!backend.running || Date.now() > end) throw new Error(`backend did not listen on ${sock}:\n${backend.tail()}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
 }
 
 async function withGuest(script: string, sock: string, hostMtu?: number): Promise<GuestRun> {
@@ -95,9 +56,7 @@ ping -c 3 -W 3 $H > /tmp/r 2>&1; res ping-after-reload $? "$(tail -2 /tmp/r | tr
 
 describe.each(['tap', 'af-packet'] as const)('Linux guest over %s (C++ data path)', (kind) => {
   it('pings both ways, runs iperf3 both ways, jumbo frames, offloads off, driver reload', async () => {
-    const { ns, sock, backend } = await hostEnd(kind, 'native', 9000);
-    const iperf = ns.spawn('iperf3', ['-s', '-B', HOST_IP]);
-    cleanups.push(() => iperf.stop().then(() => undefined));
+    const { ns, sock, backend } = await hostEnd(cleanups, { kind, mtu: 9000, iperf: true });
     // host_mtu=9000: QEMU offers VIRTIO_NET_F_MTU (which we offer) and sends NET_SET_MTU.
     const g = await withGuest(FULL, sock, 9000);
     await g.phase('host-ping').catch((e) => {
@@ -138,7 +97,7 @@ describe.each(['tap', 'af-packet'] as const)('Linux guest over %s (C++ data path
 
 describe('Linux guest over TAP (TS reference data path)', () => {
   it('pings both ways', async () => {
-    const { ns, sock, backend } = await hostEnd('tap', 'ts');
+    const { ns, sock, backend } = await hostEnd(cleanups, { args: ['--datapath', 'ts'] });
     const g = await withGuest(
       `ping -c 3 -W 3 ${HOST_IP} > /tmp/p 2>&1; res guest-ping $? "$(tail -2 /tmp/p | tr '\\n' ' ')"\nphase host-ping\nsleep 6\n`,
       sock,

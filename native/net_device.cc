@@ -84,6 +84,12 @@ void PairWorker::Start() {
   pthread_sigmask(SIG_SETMASK, &all, &old);
   thread_ = std::thread([this] { Run(); });
   pthread_sigmask(SIG_SETMASK, &old, nullptr);
+  if (!dev_->cpus.empty()) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(dev_->cpus[pair_ % dev_->cpus.size()], &set);
+    pthread_setaffinity_np(thread_.native_handle(), sizeof(set), &set);
+  }
 }
 
 void PairWorker::Stop() {
@@ -422,19 +428,12 @@ void PairWorker::RecordFlow(const Element& e) {
 int PairWorker::Route(const uint8_t* frame, uint32_t len) {
   uint32_t target = SteerTarget(frame, len);
   if (target == pair_) return Deliver(frame, len);
-  HandoverRing* ring = dev_->Ring(pair_, target);
-  // GSO super-frames and jumbo frames do not fit a handover slot: they stay on this pair.
-  if (!ring || len > HandoverRing::kSlotBytes) return Deliver(frame, len);
-  uint32_t head = ring->head.load(std::memory_order_relaxed);
-  uint32_t tail = ring->tail.load(std::memory_order_acquire);
-  if (head - tail >= ring->size) {
+  HandoverRing* ring = dev_->RingForProducer(pair_, target);
+  if (!ring) return Deliver(frame, len);
+  if (!ring->Push(frame, len)) {
     Count(2 * target, kCDropNoBuffers, 1);  // the target is not keeping up
     return 1;
   }
-  std::memcpy(ring->Slot(head), frame, len);
-  ring->lens[head % ring->size] = len;
-  // Release: the slot's bytes and length are visible before the consumer sees the new head.
-  ring->head.store(head + 1, std::memory_order_release);
   dirtyTargets_ |= uint64_t(1) << target;
   Count(2 * pair_, kCHandover, 1);
   return 1;
@@ -455,20 +454,8 @@ bool PairWorker::DrainHandover() {
   for (uint32_t src = 0; src < dev_->pairs; src++) {
     HandoverRing* ring = src == pair_ ? nullptr : dev_->Ring(src, pair_);
     if (!ring) continue;
-    uint32_t tail = ring->tail.load(std::memory_order_relaxed);
-    // Acquire: the slots the producer published before this head are complete.
-    uint32_t head = ring->head.load(std::memory_order_acquire);
-    bool ok = true;
-    for (; tail != head; tail++) {
-      int r = Deliver(ring->Slot(tail), ring->lens[tail % ring->size]);
-      if (r <= 0) {
-        ok = false;
-        break;
-      }
-    }
-    // Release: we are done with these slots before the producer may reuse them.
-    ring->tail.store(tail, std::memory_order_release);
-    if (!ok) return false;
+    if (!ring->Drain([this](const uint8_t* f, uint32_t len) { return Deliver(f, len) > 0; }))
+      return false;
   }
   return true;
 }
@@ -604,6 +591,7 @@ Napi::Function NetDevice::Init(Napi::Env env) {
                          InstanceMethod<&NetDevice::SetFeatures>("setFeatures"),
                          InstanceMethod<&NetDevice::SetHost>("setHost"),
                          InstanceMethod<&NetDevice::SetSteering>("setSteering"),
+                         InstanceMethod<&NetDevice::SetCpus>("setCpus"),
                          InstanceMethod<&NetDevice::StartQueue>("startQueue"),
                          InstanceMethod<&NetDevice::StopQueue>("stopQueue"),
                          InstanceMethod<&NetDevice::SetEnabled>("setEnabled"),
@@ -661,6 +649,11 @@ void NetDevice::Shutdown() {
   events.Release();
   for (int fd : handoverFd) close(fd);
   handoverFd.clear();
+  if (handover) {
+    for (size_t i = 0; i < size_t(pairs) * pairs; i++)
+      delete handover[i].load(std::memory_order_relaxed);
+    handover.reset();
+  }
 }
 
 void NetDevice::UpdateRxReady(uint32_t pair) {
@@ -670,6 +663,17 @@ void NetDevice::UpdateRxReady(uint32_t pair) {
     rxReady.fetch_or(bit, std::memory_order_relaxed);
   else
     rxReady.fetch_and(~bit, std::memory_order_relaxed);
+}
+
+// setCpus(cpus: number[]): pin worker p to cpus[p % length] (empty: no pinning).
+Napi::Value NetDevice::SetCpus(const Napi::CallbackInfo& info) {
+  Napi::Array arr = info[0].As<Napi::Array>();
+  StopAll();
+  cpus.clear();
+  for (uint32_t i = 0; i < arr.Length(); i++)
+    cpus.push_back(arr.Get(i).As<Napi::Number>().Int32Value());
+  for (uint32_t p = 0; p < workers_.size(); p++) MaybeStartPair(p);
+  return info.Env().Undefined();
 }
 
 // setSteering(policy: 0 none | 1 toeplitz | 2 flow-affinity, key: Buffer(40), table: number[])
@@ -690,11 +694,13 @@ Napi::Value NetDevice::SetSteering(const Napi::CallbackInfo& info) {
     uint32_t v = table.Get(i).As<Napi::Number>().Uint32Value();
     rss.table[i] = static_cast<uint16_t>(v < pairs ? v : 0);
   }
-  // One handover ring per (source, target) pair, made once: fewer slots when there are many.
-  if (policy != SteerPolicy::kNone && pairs > 1 && handover.empty()) {
-    uint32_t slots = pairs <= 16 ? 64 : 16;
-    for (uint32_t i = 0; i < pairs * pairs; i++)
-      handover.emplace_back(i / pairs == i % pairs ? nullptr : new HandoverRing(slots));
+  // Handover rings, one per (source, target) pair, made by the source on first use: room for
+  // several 64 KiB GSO frames, less per ring when there are many pairs.
+  if (policy != SteerPolicy::kNone && pairs > 1 && !handover) {
+    handoverBytes = pairs <= 8 ? (512u << 10) : pairs <= 16 ? (256u << 10) : (160u << 10);
+    handover.reset(new std::atomic<HandoverRing*>[size_t(pairs) * pairs]);
+    for (size_t i = 0; i < size_t(pairs) * pairs; i++)
+      handover[i].store(nullptr, std::memory_order_relaxed);
   }
   for (uint32_t p = 0; p < workers_.size(); p++) MaybeStartPair(p);
   return env.Undefined();

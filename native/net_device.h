@@ -42,18 +42,67 @@ enum class HostKind { kNull, kLoopback, kTap, kAfPacket };
 // Where a frame from the host goes (virtio-net §5.1.6.5.5 leaves it to the device under MQ).
 enum class SteerPolicy : uint32_t { kNone = 0, kToeplitz = 1, kFlowAffinity = 2 };
 
-// Frames for another pair's receiveq travel through a single-producer single-consumer ring
-// (one per source pair and target pair): the source worker fills slots, the target drains them.
-struct HandoverRing {
-  static constexpr uint32_t kSlotBytes = 2048 + 12;
-  explicit HandoverRing(uint32_t slots)
-      : size(slots), lens(slots), data(size_t(slots) * kSlotBytes) {}
-  const uint32_t size;
-  std::atomic<uint32_t> head{0};  // written by the producer only
-  std::atomic<uint32_t> tail{0};  // written by the consumer only
-  std::vector<uint32_t> lens;
-  std::vector<uint8_t> data;
-  uint8_t* Slot(uint32_t i) { return data.data() + size_t(i % size) * kSlotBytes; }
+// Frames for another pair's receiveq travel through a single-producer single-consumer byte
+// ring (one per source pair and target pair, made on first use): records of [u32 len][frame]
+// padded to 8 bytes; a record that would not fit before the end leaves a wrap marker.
+class HandoverRing {
+ public:
+  static constexpr uint32_t kWrap = 0xffffffffu;
+  explicit HandoverRing(uint32_t bytes) : cap_(bytes), buf_(bytes) {}
+  uint32_t capacity() const { return cap_; }
+
+  // Producer only. False when the consumer has not made room.
+  bool Push(const uint8_t* frame, uint32_t len) {
+    const uint32_t need = 8 + ((len + 7) & ~7u);
+    uint64_t h = head_.load(std::memory_order_relaxed);
+    // Acquire: the consumer is done with the bytes it released before we overwrite them.
+    const uint64_t t = tail_.load(std::memory_order_acquire);
+    uint32_t pos = static_cast<uint32_t>(h % cap_);
+    const uint32_t skip = cap_ - pos < need ? cap_ - pos : 0;
+    if (h + skip + need - t > cap_) return false;
+    if (skip) {
+      std::memcpy(&buf_[pos], &kWrap, 4);
+      h += skip;
+      pos = 0;
+    }
+    std::memcpy(&buf_[pos], &len, 4);
+    std::memcpy(&buf_[pos + 8], frame, len);
+    // Release: the record's bytes are visible before the consumer sees the new head.
+    head_.store(h + need, std::memory_order_release);
+    return true;
+  }
+
+  // Consumer only: hands each waiting frame to `take` until it returns false (kept).
+  template <typename F>
+  bool Drain(F take) {
+    uint64_t t = tail_.load(std::memory_order_relaxed);
+    // Acquire: the records published before this head are complete.
+    const uint64_t h = head_.load(std::memory_order_acquire);
+    bool all = true;
+    while (t != h) {
+      const uint32_t pos = static_cast<uint32_t>(t % cap_);
+      uint32_t len;
+      std::memcpy(&len, &buf_[pos], 4);
+      if (len == kWrap) {
+        t += cap_ - pos;
+        continue;
+      }
+      if (!take(&buf_[pos + 8], len)) {
+        all = false;
+        break;
+      }
+      t += 8 + ((len + 7) & ~7u);
+    }
+    // Release: we are done reading these records before the producer may reuse their bytes.
+    tail_.store(t, std::memory_order_release);
+    return all;
+  }
+
+ private:
+  const uint32_t cap_;  // a multiple of 8
+  std::vector<uint8_t> buf_;
+  std::atomic<uint64_t> head_{0};  // bytes ever written (producer)
+  std::atomic<uint64_t> tail_{0};  // bytes ever consumed (consumer)
 };
 
 // Virtio feature bit numbers the data path looks at.
@@ -148,14 +197,28 @@ class NetDevice : public Napi::ObjectWrap<NetDevice> {
   SteerPolicy policy = SteerPolicy::kNone;
   RssConfig rss;
   static constexpr uint32_t kFlowSlots = 4096;
-  std::unique_ptr<std::atomic<uint64_t>[]> flows;       // (hash << 32) | pair, direct-mapped
-  std::vector<std::unique_ptr<HandoverRing>> handover;  // [src * pairs + dst]
-  std::vector<int> handoverFd;                          // per target pair: wakes its worker
-  std::atomic<uint64_t> rxReady{0};                     // bit p: receiveq p started and enabled
+  std::unique_ptr<std::atomic<uint64_t>[]> flows;  // (hash << 32) | pair, direct-mapped
+  // [src * pairs + dst], made by the source worker on first use (release), read by the target
+  // (acquire); freed only when the device is closed.
+  std::unique_ptr<std::atomic<HandoverRing*>[]> handover;
+  uint32_t handoverBytes = 0;
+  std::vector<int> handoverFd;       // per target pair: wakes its worker
+  std::atomic<uint64_t> rxReady{0};  // bit p: receiveq p started and enabled
   uint32_t pairs = 0;
+  std::vector<int> cpus;  // worker p runs on cpus[p % size] when set
   void UpdateRxReady(uint32_t pair);
   HandoverRing* Ring(uint32_t src, uint32_t dst) {
-    return handover.empty() ? nullptr : handover[size_t(src) * pairs + dst].get();
+    return handover ? handover[size_t(src) * pairs + dst].load(std::memory_order_acquire) : nullptr;
+  }
+  HandoverRing* RingForProducer(uint32_t src, uint32_t dst) {
+    if (!handover) return nullptr;
+    std::atomic<HandoverRing*>& slot = handover[size_t(src) * pairs + dst];
+    HandoverRing* r = slot.load(std::memory_order_relaxed);
+    if (!r) {
+      r = new HandoverRing(handoverBytes);
+      slot.store(r, std::memory_order_release);  // the ring is built before the target sees it
+    }
+    return r;
   }
   Napi::ThreadSafeFunction events;  // ring broken reports to JS
 
@@ -170,6 +233,7 @@ class NetDevice : public Napi::ObjectWrap<NetDevice> {
   Napi::Value SetFeatures(const Napi::CallbackInfo& info);
   Napi::Value SetHost(const Napi::CallbackInfo& info);
   Napi::Value SetSteering(const Napi::CallbackInfo& info);
+  Napi::Value SetCpus(const Napi::CallbackInfo& info);
   Napi::Value StartQueue(const Napi::CallbackInfo& info);
   Napi::Value StopQueue(const Napi::CallbackInfo& info);
   Napi::Value SetEnabled(const Napi::CallbackInfo& info);

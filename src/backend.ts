@@ -14,6 +14,7 @@ import { NativeDataPlane } from './net/native-data-plane.js';
 import { dispatch } from './vhost-user/handlers.js';
 import { OFFERED_PROTOCOL_FEATURES, offeredFeatures, Session } from './vhost-user/session.js';
 import { type Header, requestName } from './vhost-user/codec.js';
+import type { MessageTrace } from './trace/message-trace.js';
 
 export interface BackendOptions {
   /** Socket path (server mode: created; client mode: dialled). */
@@ -29,6 +30,8 @@ export interface BackendOptions {
   reconnectMaxMs: number;
   features?: bigint;
   protocolFeatures?: bigint;
+  /** Protocol trace: every message both ways, decoded (`--trace-messages`). */
+  trace?: MessageTrace;
 }
 
 export interface BackendEvents {
@@ -179,7 +182,11 @@ export class VhostUserNetBackend extends EventEmitter<BackendEvents> {
       this.makeDataPlane(this.native, log.child({ component: 'dataplane' })),
       log,
     );
-    session.onChange((c) => log.info(c, c.what));
+    const trace = this.options.trace;
+    session.onChange((c) => {
+      log.info(c, c.what);
+      trace?.change(id, c);
+    });
     const conn = new ControlConnection(this.native, fd, log.child({ component: 'transport' }), {
       onMessage: (msg) => {
         log.debug(
@@ -187,8 +194,25 @@ export class VhostUserNetBackend extends EventEmitter<BackendEvents> {
           'message',
         );
         this.emit('message', session, msg.header);
-        const reply = dispatch(session, msg, this.native, log);
-        if (reply) conn.send(reply.bytes);
+        if (!trace) {
+          const reply = dispatch(session, msg, this.native, log);
+          if (reply) conn.send(reply.bytes);
+          return;
+        }
+        const fds = msg.fds.length;
+        trace.requestStart();
+        let reply;
+        try {
+          reply = dispatch(session, msg, this.native, log);
+        } catch (err) {
+          trace.requestDone(id, msg.header, msg.payload, fds, err as Error);
+          throw err;
+        }
+        const seq = trace.requestDone(id, msg.header, msg.payload, fds);
+        if (reply) {
+          conn.send(reply.bytes);
+          trace.reply(id, seq, msg.header.request, reply.bytes, reply.ack);
+        }
       },
       onClose: (reason) => {
         this.logCounters(session, log);
@@ -197,6 +221,7 @@ export class VhostUserNetBackend extends EventEmitter<BackendEvents> {
         this.current = undefined;
         log.info({ reason: reason?.message, code: (reason as { code?: string } | undefined)?.code }, 'session closed');
         this.emit('sessionClosed', session, reason);
+        trace?.session(id, 'closed', reason ? { reason: reason.message } : {});
         if (this.stopped) return;
         if (this.options.client) {
           this.reconnectTimer = setTimeout(() => this.dial(), this.options.reconnectMinMs);
@@ -208,6 +233,7 @@ export class VhostUserNetBackend extends EventEmitter<BackendEvents> {
     this.connection = conn;
     this.current = session;
     log.info({ fd }, 'session started');
+    trace?.session(id, 'connected');
     this.emit('session', session);
     conn.start();
   }

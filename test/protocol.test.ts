@@ -133,6 +133,25 @@ describe('memory', () => {
     fe.unmap(b);
   });
 
+  it('ADD_MEM_REG repeated per queue pair is a reference, not an overlap; REM_MEM_REG drops one', async () => {
+    await open(4);
+    await fe.handshake();
+    const a = fe.guestRam(1 << 16, 0n, 0x7f00_0000_0000n);
+    const before = native.mappingCount();
+    for (let pair = 0; pair < 4; pair++) expect(await fe.acked('ADD_MEM_REG', region(a.region), [a.fd])).toBe(0n);
+    expect(session.memory.regions.length).toBe(1);
+    expect(native.mappingCount()).toBe(before + 1);
+    for (let pair = 0; pair < 3; pair++) expect(await fe.acked('REM_MEM_REG', region(a.region))).toBe(0n);
+    expect(session.memory.regions.length).toBe(1);
+    expect(await fe.acked('REM_MEM_REG', region(a.region))).toBe(0n);
+    expect(session.memory.regions.length).toBe(0);
+    expect(native.mappingCount()).toBe(before);
+    // A different region at the same guest address is still an overlap.
+    expect(await fe.acked('ADD_MEM_REG', region(a.region), [a.fd])).toBe(0n);
+    expect(await fe.acked('ADD_MEM_REG', region({ ...a.region, userAddr: 0x7f10_0000_0000n }), [a.fd])).toBe(1n);
+    fe.unmap(a);
+  });
+
   it('the backend sees the bytes the front-end wrote into shared memory', async () => {
     await open();
     await fe.handshake();

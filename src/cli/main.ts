@@ -15,10 +15,13 @@ import { loadNative, packageRoot } from '../native.js';
 import { NativeDataPlane } from '../net/native-data-plane.js';
 import { TsDataPlane } from '../net/ts-data-plane.js';
 import { runDemo } from '../demo/demo.js';
+import { explainFile } from '../trace/explain.js';
+import { MessageTrace } from '../trace/message-trace.js';
 import { OFFERED_FEATURES, OFFERED_PROTOCOL_FEATURES, offeredFeatures } from '../vhost-user/session.js';
 
 export const USAGE = `Usage: vhost-user-net [serve] [options]
        vhost-user-net demo [--datapath native|ts]   (as root: a Linux guest on the backend)
+       vhost-user-net explain TRACE-FILE            (a --trace-messages file as a timeline)
 
 A userspace virtio-net device for QEMU's -netdev vhost-user.
 
@@ -33,6 +36,8 @@ Options:
   --datapath KIND        native (C++ workers, default) | ts (the TS reference: slow, for learning)
   --steering POLICY      toeplitz (default) | flow-affinity | none: which receiveq a host frame takes
   --rss-key HEX          40-byte Toeplitz key as 80 hex digits (default: the standard key)
+  --cpus LIST            pin the worker of queue pair p to the p-th CPU of LIST (e.g. 2,3)
+  --trace-messages FILE  write every vhost-user message, decoded, as JSON lines (- for stdout)
   --tap-mac MAC          host-side MAC of a TAP we create (default: stable, derived from its name)
   --config FILE          JSON configuration file; flags override it
   --log-level LEVEL      trace|debug|info|warn|error|silent (default info)
@@ -66,7 +71,8 @@ export function parseCommandLine(
 ):
   | { action: 'help' | 'version' | 'capabilities' }
   | { action: 'demo'; datapath: 'native' | 'ts' }
-  | { action: 'serve'; config: Config } {
+  | { action: 'explain'; file: string }
+  | { action: 'serve'; config: Config; traceMessages?: string } {
   let parsed;
   try {
     parsed = parseArgs({
@@ -83,6 +89,8 @@ export function parseCommandLine(
         backend: { type: 'string' },
         datapath: { type: 'string' },
         steering: { type: 'string' },
+        cpus: { type: 'string' },
+        'trace-messages': { type: 'string' },
         'rss-key': { type: 'string' },
         'tap-mac': { type: 'string' },
         config: { type: 'string' },
@@ -99,6 +107,10 @@ export function parseCommandLine(
   if (v.help) return { action: 'help' };
   if (v.version) return { action: 'version' };
   if (v['print-capabilities']) return { action: 'capabilities' };
+  if (positionals[0] === 'explain') {
+    if (positionals.length !== 2) throw new ConfigError(ErrorCode.Usage, 'explain takes one trace file');
+    return { action: 'explain', file: positionals[1] as string };
+  }
   if (positionals[0] === 'demo' && positionals.length === 1) {
     const dp = v.datapath ?? 'native';
     if (dp !== 'native' && dp !== 'ts')
@@ -126,6 +138,11 @@ export function parseCommandLine(
   if (v.queues !== undefined) merged.queues = int('queues', v.queues);
   if (v.backend !== undefined) merged.backend = v.backend;
   if (v.datapath !== undefined) merged.datapath = v.datapath;
+  if (v.cpus !== undefined) {
+    if (!/^\d+(,\d+)*$/.test(v.cpus))
+      throw new ConfigError(ErrorCode.Usage, `--cpus takes a list like 0,1 not '${v.cpus}'`);
+    merged.cpus = v.cpus.split(',').map(Number);
+  }
   if (v.steering !== undefined || v['rss-key'] !== undefined) {
     const st = { ...((file.steering as Record<string, unknown> | undefined) ?? {}) };
     if (v.steering !== undefined) st.policy = v.steering;
@@ -139,6 +156,7 @@ export function parseCommandLine(
   return {
     action: 'serve',
     config: parseConfig(merged, v.config ? `configuration (${v.config} and flags)` : 'arguments'),
+    traceMessages: v['trace-messages'],
   };
 }
 
@@ -152,6 +170,15 @@ export async function main(argv: string[]): Promise<number> {
       return 2;
     }
     throw err;
+  }
+  if (cmd.action === 'explain') {
+    try {
+      process.stdout.write(`${explainFile(cmd.file).join('\n')}\n`);
+      return 0;
+    } catch (err) {
+      process.stderr.write(`vhost-user-net explain: ${(err as Error).message}\n`);
+      return 1;
+    }
   }
   if (cmd.action === 'demo') {
     try {
@@ -196,12 +223,13 @@ export async function main(argv: string[]): Promise<number> {
         queuePairs: config.queues,
         reconnectMinMs: config.reconnect.minMs,
         reconnectMaxMs: config.reconnect.maxMs,
+        trace: cmd.traceMessages ? new MessageTrace(cmd.traceMessages) : undefined,
       },
       log,
       (n, l) =>
         config.datapath === 'ts'
           ? new TsDataPlane(n, config.queues, host, l, steeringOf(config))
-          : new NativeDataPlane(n, config.queues, host, l, steeringOf(config)),
+          : new NativeDataPlane(n, config.queues, host, l, steeringOf(config), config.cpus),
       native,
     );
     backend.start();

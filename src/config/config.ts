@@ -49,6 +49,8 @@ export const configSchema = z
       })
       .strict()
       .default({ policy: 'toeplitz' }),
+    /** Pin the worker of queue pair p to cpus[p % length] (default: not pinned). */
+    cpus: z.array(z.number().int().min(0).max(1023)).max(1024).default([]),
     /** Which ring implementation moves frames: the C++ workers, or the TS reference (slow). */
     datapath: z.enum(['native', 'ts']).default('native'),
     /** Host-side MAC of a TAP we create (default: derived from its name, stable). */

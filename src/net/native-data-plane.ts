@@ -27,6 +27,7 @@ export class NativeDataPlane implements DataPlane {
     host: OpenHostBackend,
     private readonly log: Logger,
     steering: Steering = { policy: 'none', rss: defaultRss(queuePairs) },
+    cpus: number[] = [],
   ) {
     this.counters = new DeviceCounters(queuePairs * 2);
     this.dev = new native.NetDevice(queuePairs, this.counters.array, (vring, _code, name) => {
@@ -36,6 +37,7 @@ export class NativeDataPlane implements DataPlane {
       this.log.error({ vring, error: name }, 'vring broken by a driver violation; this queue stops, the others go on');
       this.onBroken(vring, name);
     });
+    if (cpus.length) this.dev.setCpus(cpus);
     this.dev.setSteering(STEERING_CODE[steering.policy], Buffer.from(steering.rss.key), steering.rss.table);
     this.dev.setHost(
       HostKindCode[host.spec.kind],

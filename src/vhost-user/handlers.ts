@@ -147,6 +147,8 @@ export const handlerTable: Partial<Record<RequestName, Row>> = {
 
 export interface Reply {
   bytes: Buffer;
+  /** A REPLY_ACK (u64 status) rather than the request's own reply. */
+  ack: boolean;
   /** True when this is a REPLY_ACK reporting failure. */
   nack: boolean;
 }
@@ -219,15 +221,23 @@ export function dispatch(
   const replyFlags = Flags.VERSION | Flags.REPLY;
   switch (row.reply) {
     case 'u64':
-      return { bytes: encodeMessage(header.request, replyFlags, encodeU64(value as bigint)), nack: false };
+      return { bytes: encodeMessage(header.request, replyFlags, encodeU64(value as bigint)), ack: false, nack: false };
     case 'vringState':
-      return { bytes: encodeMessage(header.request, replyFlags, encodeVringState(value as VringState)), nack: false };
+      return {
+        bytes: encodeMessage(header.request, replyFlags, encodeVringState(value as VringState)),
+        ack: false,
+        nack: false,
+      };
     case 'ack':
       // vhost-user.rst "REPLY_ACK": with the feature negotiated and need_reply set, the back-end
       // MUST reply with a u64: zero for success, non-zero for failure.
       if (failure) log.error({ err: failure, code: failure.code, request: name, ...failure.details }, 'request failed');
       if (header.needReply && session.hasProtocolFeature(ProtocolFeature.REPLY_ACK)) {
-        return { bytes: encodeMessage(header.request, replyFlags, encodeU64(failure ? 1n : 0n)), nack: !!failure };
+        return {
+          bytes: encodeMessage(header.request, replyFlags, encodeU64(failure ? 1n : 0n)),
+          ack: true,
+          nack: !!failure,
+        };
       }
       return undefined;
   }

@@ -22,6 +22,11 @@ export interface MappedRegion {
   fd: number;
   /** Native mapping id. */
   mappingId: number;
+  /**
+   * How many ADD_MEM_REG named this very region. QEMU runs one vhost device per queue pair and
+   * each adds (and later removes) the same regions: repeats are references, not overlaps.
+   */
+  refs: number;
 }
 
 /** vhost-user GET_MAX_MEM_SLOTS: how many ADD_MEM_REG regions we accept. */
@@ -90,8 +95,17 @@ export class MemoryTable {
     this.list = fresh;
   }
 
-  /** ADD_MEM_REG: add one region. Takes ownership of `fd`. */
+  /** ADD_MEM_REG: add one region (or one more reference to it). Takes ownership of `fd`. */
   add(r: MemRegion, fd: number): MappedRegion {
+    const same = this.list.find(
+      (m) =>
+        m.guestAddr === r.guestAddr && m.size === r.size && m.userAddr === r.userAddr && m.mmapOffset === r.mmapOffset,
+    );
+    if (same) {
+      this.native.close(fd);
+      same.refs++;
+      return same;
+    }
     try {
       if (this.list.length >= MAX_MEM_SLOTS) {
         throw new SessionError(ErrorCode.TooManyRegions, `memory table full (${MAX_MEM_SLOTS} slots)`);
@@ -120,8 +134,10 @@ export class MemoryTable {
   remove(r: MemRegion): void {
     const i = this.list.findIndex((m) => m.guestAddr === r.guestAddr && m.userAddr === r.userAddr && m.size === r.size);
     if (i < 0) throw new SessionError(ErrorCode.NoSuchRegion, 'no such memory region', describeRegion(r));
-    const [m] = this.list.splice(i, 1);
-    if (m) this.unmap(m);
+    const m = this.list[i] as MappedRegion;
+    if (--m.refs > 0) return;
+    this.list.splice(i, 1);
+    this.unmap(m);
   }
 
   clear(): void {
@@ -158,6 +174,7 @@ export class MemoryTable {
       mmapOffset: r.mmapOffset,
       fd,
       mappingId,
+      refs: 1,
     };
   }
 
