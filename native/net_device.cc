@@ -19,7 +19,9 @@
 namespace vun {
 namespace {
 
-constexpr uint64_t kTagStop = 0, kTagRxKick = 1, kTagTxKick = 2, kTagHost = 3, kTagHandover = 4;
+// epoll tags: (pair << 8) | kind, and one for a thread's stop eventfd.
+constexpr uint32_t kTagRxKick = 1, kTagTxKick = 2, kTagHost = 3, kTagHandover = 4;
+constexpr uint64_t kTagStopThread = ~uint64_t(0);
 constexpr uint32_t kBounceSize = 65536 + 12 + 16;  // a 64 KiB GSO frame and its header
 constexpr uint16_t kFlushEvery = 32;
 
@@ -71,11 +73,11 @@ PairWorker::PairWorker(NetDevice* dev, uint32_t pair)
       txSegs_(kBurstSegs),
       txBounce_(kBounceSize) {}
 
-PairWorker::~PairWorker() {
-  Stop();
+bool PairWorker::Active() const {
+  return dev_->queues[2 * pair_].started || dev_->queues[2 * pair_ + 1].started;
 }
 
-void PairWorker::Start() {
+void WorkerThread::Start() {
   if (thread_.joinable()) return;
   stopFd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   // Workers take no signals: Node's main thread handles them.
@@ -87,12 +89,12 @@ void PairWorker::Start() {
   if (!dev_->cpus.empty()) {
     cpu_set_t set;
     CPU_ZERO(&set);
-    CPU_SET(dev_->cpus[pair_ % dev_->cpus.size()], &set);
+    CPU_SET(dev_->cpus[index_ % dev_->cpus.size()], &set);
     pthread_setaffinity_np(thread_.native_handle(), sizeof(set), &set);
   }
 }
 
-void PairWorker::Stop() {
+void WorkerThread::Stop() {
   if (!thread_.joinable()) return;
   uint64_t one = 1;
   ssize_t w = write(stopFd_, &one, sizeof(one));
@@ -100,6 +102,37 @@ void PairWorker::Stop() {
   thread_.join();
   close(stopFd_);
   stopFd_ = -1;
+}
+
+void WorkerThread::Run() {
+  int epfd = epoll_create1(EPOLL_CLOEXEC);
+  epoll_event sev{};
+  sev.events = EPOLLIN;
+  sev.data.u64 = kTagStopThread;
+  epoll_ctl(epfd, EPOLL_CTL_ADD, stopFd_, &sev);
+  std::vector<PairWorker*> active;
+  bool polled = false;
+  for (PairWorker* p : pairs) {
+    if (!p->Active()) continue;
+    polled |= p->Setup(epfd);
+    active.push_back(p);
+  }
+  epoll_event evs[16];
+  for (bool stop = false; !stop;) {
+    for (PairWorker* p : active) p->Work();
+    // A polled ring (no kick fd) is looked at every millisecond; otherwise sleep until an fd.
+    int n = epoll_wait(epfd, evs, 16, polled ? 1 : -1);
+    for (int i = 0; i < n; i++) {
+      uint64_t tag = evs[i].data.u64;
+      if (tag == kTagStopThread) {
+        stop = true;
+        continue;
+      }
+      dev_->workers_[tag >> 8]->OnEvent(static_cast<uint32_t>(tag & 0xff));
+    }
+  }
+  for (PairWorker* p : active) p->Teardown();
+  close(epfd);
 }
 
 void PairWorker::Count(uint32_t vring, CounterSlot slot, uint64_t n) {
@@ -141,10 +174,10 @@ void PairWorker::Notify(SplitRing& ring, QueueState& q, uint32_t vring) {
 }
 
 void PairWorker::WatchHost(bool on) {
-  if (hostFd_ < 0 || hostWatched_ == on) return;
+  if (hostFd_ < 0 || epfd_ < 0 || hostWatched_ == on) return;
   epoll_event ev{};
   ev.events = on ? static_cast<uint32_t>(EPOLLIN) : 0u;
-  ev.data.u64 = kTagHost;
+  ev.data.u64 = Tag(kTagHost);
   epoll_ctl(epfd_, EPOLL_CTL_MOD, hostFd_, &ev);
   hostWatched_ = on;
 }
@@ -494,91 +527,86 @@ void PairWorker::ProcessRx() {
   WatchHost(true);
 }
 
-void PairWorker::Run() {
+bool PairWorker::Setup(int epfd) {
   uint32_t vr = 2 * pair_, vt = vr + 1;
   QueueState& qr = dev_->queues[vr];
   QueueState& qt = dev_->queues[vt];
-  epfd_ = epoll_create1(EPOLL_CLOEXEC);
-  auto add = [this](int fd, uint64_t tag, uint32_t events) {
+  epfd_ = epfd;
+  auto add = [this](int fd, uint32_t kind) {
     epoll_event ev{};
-    ev.events = events;
-    ev.data.u64 = tag;
+    ev.events = EPOLLIN;
+    ev.data.u64 = Tag(kind);
     epoll_ctl(epfd_, EPOLL_CTL_ADD, fd, &ev);
   };
-  add(stopFd_, kTagStop, EPOLLIN);
-  add(dev_->handoverFd[pair_], kTagHandover, EPOLLIN);
+  add(dev_->handoverFd[pair_], kTagHandover);
   bool polled = false;
   if (qr.started && !qr.broken) {
     if (!rx_.Attach(dev_->mem, qr.cfg, qr.lastAvailIdx, qr.usedIdx)) Broken(rx_, qr, vr);
     if (qr.kickFd >= 0)
-      add(qr.kickFd, kTagRxKick, EPOLLIN);
+      add(qr.kickFd, kTagRxKick);
     else
       polled = true;
   }
   if (qt.started && !qt.broken) {
     if (!tx_.Attach(dev_->mem, qt.cfg, qt.lastAvailIdx, qt.usedIdx)) Broken(tx_, qt, vt);
     if (qt.kickFd >= 0)
-      add(qt.kickFd, kTagTxKick, EPOLLIN);
+      add(qt.kickFd, kTagTxKick);
     else
       polled = true;
   }
   hostFd_ = pair_ < dev_->hostFds.size() ? dev_->hostFds[pair_] : -1;
   hostWatched_ = false;
   if (hostFd_ >= 0 && qr.started) {
-    add(hostFd_, kTagHost, EPOLLIN);
+    add(hostFd_, kTagHost);
     hostWatched_ = true;
   }
   rxCached_ = rxPos_ = 0;
   rxFilled_ = 0;
-  epoll_event evs[8];
-  for (bool stop = false; !stop;) {
-    ProcessTx();
-    ProcessRx();
-    // A polled ring (no kick fd) is looked at every millisecond; otherwise sleep until an fd.
-    int timeout = polled ? 1 : -1;
-    int n = epoll_wait(epfd_, evs, 8, timeout);
-    for (int i = 0; i < n; i++) {
-      switch (evs[i].data.u64) {
-        case kTagStop:
-          stop = true;
-          break;
-        case kTagRxKick:
-          DrainEventfd(qr.kickFd);
-          Count(vr, kCKicks, 1);
-          WatchHost(true);
-          break;
-        case kTagTxKick:
-          DrainEventfd(qt.kickFd);
-          Count(vt, kCKicks, 1);
-          break;
-        case kTagHandover:
-          DrainEventfd(dev_->handoverFd[pair_]);
-          break;
-        default:
-          break;
-      }
-    }
+  return polled;
+}
+
+void PairWorker::OnEvent(uint32_t kind) {
+  uint32_t vr = 2 * pair_, vt = vr + 1;
+  switch (kind) {
+    case kTagRxKick:
+      DrainEventfd(dev_->queues[vr].kickFd);
+      Count(vr, kCKicks, 1);
+      WatchHost(true);
+      break;
+    case kTagTxKick:
+      DrainEventfd(dev_->queues[vt].kickFd);
+      Count(vt, kCKicks, 1);
+      break;
+    case kTagHandover:
+      DrainEventfd(dev_->handoverFd[pair_]);
+      break;
+    default:
+      break;
   }
-  // Hand the ring positions back to the device: the next start (or GET_VRING_BASE) uses them.
+}
+
+void PairWorker::Teardown() {
+  uint32_t vr = 2 * pair_, vt = vr + 1;
+  QueueState& qr = dev_->queues[vr];
+  QueueState& qt = dev_->queues[vt];
   FlushRx();
+  SignalHandover();
   if (rxCached_ > rxPos_) rx_.Rewind(static_cast<uint16_t>(rxCached_ - rxPos_));
   rxCached_ = rxPos_ = 0;
-  if (qr.started && !qr.broken) {
+  if (qr.started) {
     qr.lastAvailIdx = rx_.lastAvailIdx;
     qr.usedIdx = rx_.usedIdx;
   }
-  if (qt.started && !qt.broken) {
+  if (qt.started) {
     qt.lastAvailIdx = tx_.lastAvailIdx;
     qt.usedIdx = tx_.usedIdx;
   }
-  if (qr.broken) qr.lastAvailIdx = rx_.lastAvailIdx, qr.usedIdx = rx_.usedIdx;
-  if (qt.broken) qt.lastAvailIdx = tx_.lastAvailIdx, qt.usedIdx = tx_.usedIdx;
   *(dev_->CounterBase(vr) + kCLastAvailIdx) = qr.lastAvailIdx;
   *(dev_->CounterBase(vr) + kCUsedIdx) = qr.usedIdx;
   *(dev_->CounterBase(vt) + kCLastAvailIdx) = qt.lastAvailIdx;
   *(dev_->CounterBase(vt) + kCUsedIdx) = qt.usedIdx;
-  close(epfd_);
   epfd_ = -1;
+  hostWatched_ = false;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -592,6 +620,7 @@ Napi::Function NetDevice::Init(Napi::Env env) {
                          InstanceMethod<&NetDevice::SetHost>("setHost"),
                          InstanceMethod<&NetDevice::SetSteering>("setSteering"),
                          InstanceMethod<&NetDevice::SetCpus>("setCpus"),
+                         InstanceMethod<&NetDevice::SetThreads>("setThreads"),
                          InstanceMethod<&NetDevice::StartQueue>("startQueue"),
                          InstanceMethod<&NetDevice::StopQueue>("stopQueue"),
                          InstanceMethod<&NetDevice::SetEnabled>("setEnabled"),
@@ -629,6 +658,9 @@ NetDevice::NetDevice(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NetDevic
   for (uint32_t i = 0; i < kFlowSlots; i++) flows[i].store(0, std::memory_order_relaxed);
   for (uint32_t p = 0; p < pairs; p++) handoverFd.push_back(eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
   for (uint32_t p = 0; p < pairs; p++) workers_.emplace_back(new PairWorker(this, p));
+  std::vector<uint32_t> identity(pairs);
+  for (uint32_t p = 0; p < pairs; p++) identity[p] = p;
+  BuildThreads(identity);
   GetState(env)->devices.insert(this);
   env_ = env;
   events = Napi::ThreadSafeFunction::New(env, info[2].As<Napi::Function>(),
@@ -707,16 +739,54 @@ Napi::Value NetDevice::SetSteering(const Napi::CallbackInfo& info) {
 }
 
 void NetDevice::StopPair(uint32_t pair) {
-  workers_[pair]->Stop();
+  threads_[threadOf_[pair]]->Stop();
 }
 
 void NetDevice::MaybeStartPair(uint32_t pair) {
   if (paused_ || closed_) return;
-  if (queues[2 * pair].started || queues[2 * pair + 1].started) workers_[pair]->Start();
+  WorkerThread& t = *threads_[threadOf_[pair]];
+  for (PairWorker* p : t.pairs)
+    if (p->Active()) {
+      t.Start();
+      return;
+    }
 }
 
 void NetDevice::StopAll() {
-  for (auto& w : workers_) w->Stop();
+  for (auto& t : threads_) t->Stop();
+}
+
+// Groups pairs into threads: pair p runs on thread threadOf[p].
+void NetDevice::BuildThreads(const std::vector<uint32_t>& threadOf) {
+  StopAll();
+  threads_.clear();
+  threadOf_ = threadOf;
+  uint32_t n = 0;
+  for (uint32_t t : threadOf) n = std::max(n, t + 1);
+  for (uint32_t t = 0; t < n; t++) threads_.emplace_back(new WorkerThread(this, t));
+  for (uint32_t p = 0; p < threadOf.size(); p++)
+    threads_[threadOf[p]]->pairs.push_back(workers_[p].get());
+}
+
+// setThreads(threadOf: number[]): pair p runs on thread threadOf[p] (one entry per pair).
+Napi::Value NetDevice::SetThreads(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Array arr = info[0].As<Napi::Array>();
+  if (arr.Length() != pairs) {
+    ThrowArg(env, "setThreads: one thread index per queue pair");
+    return env.Undefined();
+  }
+  std::vector<uint32_t> threadOf(pairs);
+  for (uint32_t p = 0; p < pairs; p++) {
+    threadOf[p] = arr.Get(p).As<Napi::Number>().Uint32Value();
+    if (threadOf[p] >= pairs) {
+      ThrowArg(env, "setThreads: thread index out of range");
+      return env.Undefined();
+    }
+  }
+  BuildThreads(threadOf);
+  for (uint32_t p = 0; p < pairs; p++) MaybeStartPair(p);
+  return env.Undefined();
 }
 
 static uint64_t BigU64(const Napi::Value& v) {

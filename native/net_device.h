@@ -124,17 +124,25 @@ struct QueueState {
 
 class NetDevice;
 
-// Runs one queue pair (receiveq 2n, transmitq 2n+1) on its own thread.
+// One queue pair's data path (receiveq 2n, transmitq 2n+1): its rings, bounce buffers and
+// processing. A WorkerThread runs one or more of them.
 class PairWorker {
  public:
   PairWorker(NetDevice* dev, uint32_t pair);
-  ~PairWorker();
-  void Start();
-  void Stop();  // wakes the thread through its stop eventfd and joins it
-  bool running() const { return thread_.joinable(); }
+  // Whether either vring of the pair is started.
+  bool Active() const;
+  // Attaches the rings and registers the pair's fds in `epfd`; true when a ring is polled.
+  bool Setup(int epfd);
+  void OnEvent(uint32_t kind);
+  void Work() {
+    ProcessTx();
+    ProcessRx();
+  }
+  // Hands the ring positions back to the device (the next start or GET_VRING_BASE uses them).
+  void Teardown();
 
  private:
-  void Run();
+  uint64_t Tag(uint32_t kind) const { return (uint64_t(pair_) << 8) | kind; }
   void ProcessTx();
   void ProcessRx();
   bool ReadHostFrame();
@@ -156,9 +164,7 @@ class PairWorker {
 
   NetDevice* dev_;
   uint32_t pair_;
-  std::thread thread_;
-  int stopFd_ = -1;
-  int epfd_ = -1;
+  int epfd_ = -1;  // the running thread's epoll fd (borrowed)
   int hostFd_ = -1;
   bool hostWatched_ = false;
   SplitRing rx_, tx_;
@@ -176,6 +182,24 @@ class PairWorker {
   Element txElems_[kMaxBurst];
   std::vector<Segment> txSegs_;
   std::vector<uint8_t> txBounce_;
+};
+
+// A data-plane thread: sleeps in epoll_wait on the kick, host and handover fds of its queue
+// pairs and a stop eventfd; one per pair by default (`--threads` groups pairs).
+class WorkerThread {
+ public:
+  WorkerThread(NetDevice* dev, uint32_t index) : dev_(dev), index_(index) {}
+  ~WorkerThread() { Stop(); }
+  std::vector<PairWorker*> pairs;
+  void Start();
+  void Stop();  // wakes the thread through its stop eventfd and joins it
+
+ private:
+  void Run();
+  NetDevice* dev_;
+  uint32_t index_;
+  std::thread thread_;
+  int stopFd_ = -1;
 };
 
 class NetDevice : public Napi::ObjectWrap<NetDevice> {
@@ -205,7 +229,7 @@ class NetDevice : public Napi::ObjectWrap<NetDevice> {
   std::vector<int> handoverFd;       // per target pair: wakes its worker
   std::atomic<uint64_t> rxReady{0};  // bit p: receiveq p started and enabled
   uint32_t pairs = 0;
-  std::vector<int> cpus;  // worker p runs on cpus[p % size] when set
+  std::vector<int> cpus;  // thread t runs on cpus[t % size] when set
   void UpdateRxReady(uint32_t pair);
   HandoverRing* Ring(uint32_t src, uint32_t dst) {
     return handover ? handover[size_t(src) * pairs + dst].load(std::memory_order_acquire) : nullptr;
@@ -234,6 +258,7 @@ class NetDevice : public Napi::ObjectWrap<NetDevice> {
   Napi::Value SetHost(const Napi::CallbackInfo& info);
   Napi::Value SetSteering(const Napi::CallbackInfo& info);
   Napi::Value SetCpus(const Napi::CallbackInfo& info);
+  Napi::Value SetThreads(const Napi::CallbackInfo& info);
   Napi::Value StartQueue(const Napi::CallbackInfo& info);
   Napi::Value StopQueue(const Napi::CallbackInfo& info);
   Napi::Value SetEnabled(const Napi::CallbackInfo& info);
@@ -246,7 +271,11 @@ class NetDevice : public Napi::ObjectWrap<NetDevice> {
   void StopAll();
   void ApplyTapOffloads();
 
-  std::vector<std::unique_ptr<PairWorker>> workers_;
+  friend class WorkerThread;
+  std::vector<std::unique_ptr<PairWorker>> workers_;  // one per pair
+  std::vector<std::unique_ptr<WorkerThread>> threads_;
+  std::vector<uint32_t> threadOf_;  // pair -> thread
+  void BuildThreads(const std::vector<uint32_t>& threadOf);
   Napi::Reference<Napi::Value> countersRef_;
   napi_env env_ = nullptr;
   bool paused_ = false;

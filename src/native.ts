@@ -94,8 +94,10 @@ export interface NativeNetDevice {
   setHost(kind: number, fds: number[], sourceLen: number): void;
   /** policy 0 none, 1 toeplitz, 2 flow-affinity; a 40-byte key; an indirection table. */
   setSteering(policy: number, key: Buffer, table: number[]): void;
-  /** Pin worker p to cpus[p % length]; [] unpins. */
+  /** Pin thread t to cpus[t % length]; [] unpins. */
   setCpus(cpus: number[]): void;
+  /** Pair p runs on thread threadOf[p] (default: one thread per pair). */
+  setThreads(threadOf: number[]): void;
   startQueue(index: number, cfg: NativeQueueConfig): void;
   stopQueue(index: number): { lastAvailIdx: number; usedIdx: number; broken: boolean; error: number };
   setEnabled(index: number, enabled: boolean): void;

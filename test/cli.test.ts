@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { parseCommandLine } from '../src/cli/main.js';
 import { stableMac } from '../src/host/host-backend.js';
+import { threadMapOf } from '../src/config/config.js';
 import { ConfigError } from '../src/errors.js';
 import { packageRoot } from '../src/native.js';
 import { native, openFds, tempDir, waitFor } from './helpers/harness.js';
@@ -99,6 +100,13 @@ describe('host backend details', () => {
     expect(r.action === 'serve' && r.config.datapath).toBe('ts');
     expect(configErrorOf(['--socket', '/tmp/x', '--tap-mac', 'nope']).message).toMatch(/tapMac: must be six hex pairs/);
     expect(configErrorOf(['--socket', '/tmp/x', '--datapath', 'fast']).message).toMatch(/datapath: /);
+    const t = parseCommandLine(['--socket', '/tmp/x', '--queues', '4', '--threads', '2', '--cpus', '0,1']);
+    if (t.action !== 'serve') throw new Error('not serve');
+    expect(threadMapOf(t.config)).toEqual([0, 1, 0, 1]);
+    expect(t.config.cpus).toEqual([0, 1]);
+    expect(configErrorOf(['--socket', '/tmp/x', '--queues', '2', '--threads', '3']).message).toMatch(
+      /threads: 3 threads for 2/,
+    );
   });
 });
 

@@ -42,8 +42,9 @@ async function device(
   queuePairs: number,
   features: bigint,
   steering?: Steering,
+  threadOf?: number[],
 ): Promise<{ session: Session; ram: GuestRam; pairs: Pair[] }> {
-  srv = serve({ queuePairs }, { kind: 'loopback' }, datapath, steering);
+  srv = serve({ queuePairs }, { kind: 'loopback' }, datapath, steering, threadOf);
   const next = srv.nextSession();
   fe = srv.connect();
   const session = await next;
@@ -215,9 +216,12 @@ describe.each(['native', 'ts'] as const)('%s data path', (kind) => {
         return ((ram.bytes[at] ?? 0) << 8) | (ram.bytes[at + 1] ?? 0);
       });
 
-    it('toeplitz: each flow lands on the receiveq the reference hash picks', async () => {
+    it.each([
+      ['one thread per pair', undefined],
+      ['both pairs on one thread', [0, 0]],
+    ])('toeplitz: each flow lands on the receiveq the reference hash picks (%s)', async (_t, threadOf) => {
       const steering: Steering = { policy: 'toeplitz', rss: defaultRss(2) };
-      const { session, ram, pairs } = await device(2, BASE, steering);
+      const { session, ram, pairs } = await device(2, BASE, steering, threadOf);
       const [p0, p1] = pairs as [Pair, Pair];
       await postRxBuffers(session, p0, 64, 2048, DATA);
       await postRxBuffers(session, p1, 64, 2048, DATA + 0x20000);

@@ -6,7 +6,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { VhostUserNetBackend } from '../backend.js';
-import { type Config, parseConfig, readConfigFile, steeringOf } from '../config/config.js';
+import { type Config, parseConfig, readConfigFile, steeringOf, threadMapOf } from '../config/config.js';
 import { ConfigError, ErrorCode, VunError } from '../errors.js';
 import { featureNames, hex, ProtocolFeature, VirtioFeature } from '../features.js';
 import { formatHostBackend, openHostBackend } from '../host/host-backend.js';
@@ -36,7 +36,8 @@ Options:
   --datapath KIND        native (C++ workers, default) | ts (the TS reference: slow, for learning)
   --steering POLICY      toeplitz (default) | flow-affinity | none: which receiveq a host frame takes
   --rss-key HEX          40-byte Toeplitz key as 80 hex digits (default: the standard key)
-  --cpus LIST            pin the worker of queue pair p to the p-th CPU of LIST (e.g. 2,3)
+  --threads N            worker threads, queue pairs spread round robin (default: one per pair)
+  --cpus LIST            pin worker thread t to the t-th CPU of LIST (e.g. 2,3)
   --trace-messages FILE  write every vhost-user message, decoded, as JSON lines (- for stdout)
   --tap-mac MAC          host-side MAC of a TAP we create (default: stable, derived from its name)
   --config FILE          JSON configuration file; flags override it
@@ -90,6 +91,7 @@ export function parseCommandLine(
         datapath: { type: 'string' },
         steering: { type: 'string' },
         cpus: { type: 'string' },
+        threads: { type: 'string' },
         'trace-messages': { type: 'string' },
         'rss-key': { type: 'string' },
         'tap-mac': { type: 'string' },
@@ -138,6 +140,7 @@ export function parseCommandLine(
   if (v.queues !== undefined) merged.queues = int('queues', v.queues);
   if (v.backend !== undefined) merged.backend = v.backend;
   if (v.datapath !== undefined) merged.datapath = v.datapath;
+  if (v.threads !== undefined) merged.threads = int('threads', v.threads);
   if (v.cpus !== undefined) {
     if (!/^\d+(,\d+)*$/.test(v.cpus))
       throw new ConfigError(ErrorCode.Usage, `--cpus takes a list like 0,1 not '${v.cpus}'`);
@@ -229,7 +232,7 @@ export async function main(argv: string[]): Promise<number> {
       (n, l) =>
         config.datapath === 'ts'
           ? new TsDataPlane(n, config.queues, host, l, steeringOf(config))
-          : new NativeDataPlane(n, config.queues, host, l, steeringOf(config), config.cpus),
+          : new NativeDataPlane(n, config.queues, host, l, steeringOf(config), config.cpus, threadMapOf(config)),
       native,
     );
     backend.start();

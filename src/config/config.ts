@@ -49,8 +49,12 @@ export const configSchema = z
       })
       .strict()
       .default({ policy: 'toeplitz' }),
-    /** Pin the worker of queue pair p to cpus[p % length] (default: not pinned). */
+    /** Pin worker thread t to cpus[t % length] (default: not pinned). */
     cpus: z.array(z.number().int().min(0).max(1023)).max(1024).default([]),
+    /** Worker threads: pairs spread round robin over this many (default: one per pair). */
+    threads: z.number().int().min(1).optional(),
+    /** Or an explicit map: pair p runs on thread threadOf[p]. */
+    threadOf: z.array(z.number().int().min(0)).optional(),
     /** Which ring implementation moves frames: the C++ workers, or the TS reference (slow). */
     datapath: z.enum(['native', 'ts']).default('native'),
     /** Host-side MAC of a TAP we create (default: derived from its name, stable). */
@@ -91,10 +95,23 @@ export function parseConfig(input: unknown, source = 'configuration'): Config {
     problems.push('socket.fd: an inherited listening socket cannot be used in client mode');
   if (c.socket.path === undefined && c.socket.fd === undefined) problems.push('socket.path: required (or socket.fd)');
   if (c.reconnect.minMs > c.reconnect.maxMs) problems.push('reconnect.minMs: larger than reconnect.maxMs');
+  if (c.threads !== undefined && c.threads > c.queues)
+    problems.push(`threads: ${c.threads} threads for ${c.queues} queue pairs`);
+  if (c.threads !== undefined && c.threadOf) problems.push('threadOf: give threads or threadOf, not both');
+  if (c.threadOf && c.threadOf.length !== c.queues)
+    problems.push(`threadOf: ${c.threadOf.length} entries for ${c.queues} queue pairs`);
+  if (c.threadOf?.some((t) => t >= c.queues)) problems.push('threadOf: thread indexes run from 0 to queues-1');
   const bad = c.steering.table?.find((q) => q >= c.queues);
   if (bad !== undefined) problems.push(`steering.table: queue pair ${bad} does not exist (queues: ${c.queues})`);
   if (problems.length) throw new ConfigError(ErrorCode.ConfigInvalid, `invalid ${source}`, problems);
   return { ...c, hostBackend: parseHostBackend(c.backend) };
+}
+
+/** Pair -> worker thread, from `threads` (round robin) or `threadOf`; undefined: one each. */
+export function threadMapOf(c: Config): number[] | undefined {
+  if (c.threadOf) return c.threadOf;
+  if (c.threads) return Array.from({ length: c.queues }, (_, p) => p % (c.threads as number));
+  return undefined;
 }
 
 /** The steering a configuration asks for, with the defaults filled in. */

@@ -28,6 +28,7 @@ export class NativeDataPlane implements DataPlane {
     private readonly log: Logger,
     steering: Steering = { policy: 'none', rss: defaultRss(queuePairs) },
     cpus: number[] = [],
+    threadOf?: number[],
   ) {
     this.counters = new DeviceCounters(queuePairs * 2);
     this.dev = new native.NetDevice(queuePairs, this.counters.array, (vring, _code, name) => {
@@ -38,6 +39,7 @@ export class NativeDataPlane implements DataPlane {
       this.onBroken(vring, name);
     });
     if (cpus.length) this.dev.setCpus(cpus);
+    if (threadOf) this.dev.setThreads(threadOf);
     this.dev.setSteering(STEERING_CODE[steering.policy], Buffer.from(steering.rss.key), steering.rss.table);
     this.dev.setHost(
       HostKindCode[host.spec.kind],

@@ -44,6 +44,7 @@ export function serve(
   host: HostBackendSpec = { kind: 'null' },
   datapath: DatapathKind = 'native',
   steering?: Steering,
+  threadOf?: number[],
 ): Served {
   const tmp = tempDir();
   const path = join(tmp.dir, 'vhost.sock');
@@ -60,7 +61,7 @@ export function serve(
     const h = { spec: host, fds: [], close: () => {} };
     return datapath === 'ts'
       ? new TsDataPlane(n, o.queuePairs, h, l, steering)
-      : new NativeDataPlane(n, o.queuePairs, h, l, steering);
+      : new NativeDataPlane(n, o.queuePairs, h, l, steering, [], threadOf);
   });
   backend.start();
   return {
