@@ -25,9 +25,9 @@ if (m) {
   md += `| | |\n| --- | --- |\n| date | ${m.date} |\n| CPU | ${m.cpu} (${m.cores} cores) |\n| kernel | ${m.kernel} |\n| Node | ${m.node} |\n| QEMU | ${m.qemu} |\n| DPDK | ${m.dpdk} |\n| virtualization | ${m.kvm} |\n\n`;
 }
 if (ring) {
-  md += `## 1. VM-free ring throughput (1 queue)\n\n${ring.description}.\n\n| direction | frame | vhost-user-net Mpps (spread) | DPDK vhost Mpps (spread) | ratio |\n| --- | --- | --- | --- | --- |\n`;
+  md += `## 1. VM-free ring throughput (1 queue)\n\n${ring.description}.\n\n| direction | frame | vhost-user-net Mpps (spread) | with --poll-us 50 | DPDK vhost Mpps (spread) | ratio | ratio, polling |\n| --- | --- | --- | --- | --- | --- | --- |\n`;
   for (const c of ring.cases)
-    md += `| ${c.direction} | ${c.frameBytes} B | ${f2(c.oursMpps)} (${spread(c.oursRuns)}) | ${f2(c.dpdkMpps)} (${spread(c.dpdkRuns)}) | ${pct(c.ratio)} |\n`;
+    md += `| ${c.direction} | ${c.frameBytes} B | ${f2(c.oursMpps)} (${spread(c.oursRuns)}) | ${f2(c.oursPollMpps)} (${spread(c.oursPollRuns)}) | ${f2(c.dpdkMpps)} (${spread(c.dpdkRuns)}) | ${pct(c.ratio)} | ${pct(c.pollRatio)} |\n`;
   md += '\n';
 }
 if (tap) {

@@ -1,7 +1,8 @@
 // Benchmark 1: VM-free ring throughput, 1 queue, 64 and 1518-byte frames, guest-TX and guest-RX.
 // Front-end: dpdk-testpmd with net_virtio_user (plays QEMU + guest driver), forwarding core 1.
 // Backends, alternated in the same invocation: (a) vhost-user-net with the null backend, worker
-// on core 0; (b) dpdk-testpmd with net_vhost, forwarding core 0. Prints our/DPDK guest-TX 64 B.
+// on core 0, event driven and with --poll-us 50; (b) dpdk-testpmd with net_vhost, forwarding
+// core 0. Prints our/DPDK guest-TX 64 B.
 import { join } from 'node:path';
 import { ourBackend, RUNS, save, SECONDS, sleep, steady, testpmd, tmp, waitForFile, ppsSamples } from './lib.mjs';
 
@@ -9,8 +10,14 @@ async function one(impl, dir, size) {
   const t = tmp();
   const sock = join(t.dir, 'vhost.sock');
   let backend;
-  if (impl === 'ours') {
-    backend = ourBackend({ socket: sock, backend: dir === 'guest-rx' ? `null:source=${size}` : 'null', cores: '0' });
+  if (impl !== 'dpdk') {
+    const extra = impl === 'ours-poll' ? ['--poll-us', '50'] : [];
+    backend = ourBackend({
+      socket: sock,
+      backend: dir === 'guest-rx' ? `null:source=${size}` : 'null',
+      cores: '0',
+      extra,
+    });
     await waitForFile(sock);
   } else {
     backend = testpmd({
@@ -42,9 +49,11 @@ const cases = [];
 for (const dir of ['guest-tx', 'guest-rx']) {
   for (const size of [64, 1518]) {
     const ours = [];
+    const poll = [];
     const dpdk = [];
     for (let r = 0; r < RUNS; r++) {
       ours.push(await one('ours', dir, size));
+      poll.push(await one('ours-poll', dir, size));
       dpdk.push(await one('dpdk', dir, size));
     }
     const med = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
@@ -54,7 +63,10 @@ for (const dir of ['guest-tx', 'guest-rx']) {
       oursMpps: med(ours) / 1e6,
       dpdkMpps: med(dpdk) / 1e6,
       ratio: med(ours) / med(dpdk),
+      oursPollMpps: med(poll) / 1e6,
+      pollRatio: med(poll) / med(dpdk),
       oursRuns: ours.map((x) => x / 1e6),
+      oursPollRuns: poll.map((x) => x / 1e6),
       dpdkRuns: dpdk.map((x) => x / 1e6),
     });
     console.error(

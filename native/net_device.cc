@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 
 #include "env_state.h"
@@ -118,10 +119,20 @@ void WorkerThread::Run() {
     active.push_back(p);
   }
   epoll_event evs[16];
+  auto lastProgress = std::chrono::steady_clock::now();
+  const auto spin = std::chrono::microseconds(dev_->pollUs);
   for (bool stop = false; !stop;) {
-    for (PairWorker* p : active) p->Work();
-    // A polled ring (no kick fd) is looked at every millisecond; otherwise sleep until an fd.
-    int n = epoll_wait(epfd, evs, 16, polled ? 1 : -1);
+    bool progress = false;
+    for (PairWorker* p : active) progress |= p->Work();
+    // A polled ring (no kick fd) is looked at every millisecond; otherwise sleep until an fd,
+    // unless busy-polling: then keep looking (timeout 0) until `pollUs` pass without a frame.
+    int timeout = polled ? 1 : -1;
+    if (dev_->pollUs) {
+      auto now = std::chrono::steady_clock::now();
+      if (progress) lastProgress = now;
+      if (now - lastProgress < spin) timeout = 0;
+    }
+    int n = epoll_wait(epfd, evs, 16, timeout);
     for (int i = 0; i < n; i++) {
       uint64_t tag = evs[i].data.u64;
       if (tag == kTagStopThread) {
@@ -266,6 +277,7 @@ void PairWorker::ProcessTx() {
     }
     if (n > 0) {
       tx_.Flush(static_cast<uint16_t>(n));
+      progress_ = true;
       Count(vt, kCBursts, 1);
       __atomic_store_n(dev_->CounterBase(vt) + kCLastAvailIdx, tx_.lastAvailIdx, __ATOMIC_RELAXED);
       __atomic_store_n(dev_->CounterBase(vt) + kCUsedIdx, tx_.usedIdx, __ATOMIC_RELAXED);
@@ -395,6 +407,7 @@ int PairWorker::Deliver(const uint8_t* frame, uint32_t len) {
   }
   rxFrames_++;
   rxBytes_ += len - hdr;
+  progress_ = true;
   if (rxFilled_ >= kFlushEvery) FlushRx();
   return 1;
 }
@@ -522,7 +535,10 @@ void PairWorker::ProcessRx() {
     if (rx_.Empty()) return;
   }
   // Give back chains popped for frames that did not come.
-  if (rxCached_ > rxPos_) rx_.Rewind(static_cast<uint16_t>(rxCached_ - rxPos_));
+  if (rxCached_ > rxPos_) {
+    rx_.Rewind(static_cast<uint16_t>(rxCached_ - rxPos_));
+    __atomic_store_n(dev_->CounterBase(vr) + kCLastAvailIdx, rx_.lastAvailIdx, __ATOMIC_RELAXED);
+  }
   rxCached_ = rxPos_ = 0;
   WatchHost(true);
 }
@@ -621,6 +637,7 @@ Napi::Function NetDevice::Init(Napi::Env env) {
                          InstanceMethod<&NetDevice::SetSteering>("setSteering"),
                          InstanceMethod<&NetDevice::SetCpus>("setCpus"),
                          InstanceMethod<&NetDevice::SetThreads>("setThreads"),
+                         InstanceMethod<&NetDevice::SetPoll>("setPoll"),
                          InstanceMethod<&NetDevice::StartQueue>("startQueue"),
                          InstanceMethod<&NetDevice::StopQueue>("stopQueue"),
                          InstanceMethod<&NetDevice::SetEnabled>("setEnabled"),
@@ -697,7 +714,15 @@ void NetDevice::UpdateRxReady(uint32_t pair) {
     rxReady.fetch_and(~bit, std::memory_order_relaxed);
 }
 
-// setCpus(cpus: number[]): pin worker p to cpus[p % length] (empty: no pinning).
+// setPoll(us): busy-poll this many microseconds after the last frame before sleeping.
+Napi::Value NetDevice::SetPoll(const Napi::CallbackInfo& info) {
+  StopAll();
+  pollUs = info[0].As<Napi::Number>().Uint32Value();
+  for (uint32_t p = 0; p < workers_.size(); p++) MaybeStartPair(p);
+  return info.Env().Undefined();
+}
+
+// setCpus(cpus: number[]): pin thread t to cpus[t % length] (empty: no pinning).
 Napi::Value NetDevice::SetCpus(const Napi::CallbackInfo& info) {
   Napi::Array arr = info[0].As<Napi::Array>();
   StopAll();

@@ -134,9 +134,12 @@ class PairWorker {
   // Attaches the rings and registers the pair's fds in `epfd`; true when a ring is polled.
   bool Setup(int epfd);
   void OnEvent(uint32_t kind);
-  void Work() {
+  // One pass over both queues; true when a frame moved (busy-poll keeps going while it does).
+  bool Work() {
+    progress_ = false;
     ProcessTx();
     ProcessRx();
+    return progress_;
   }
   // Hands the ring positions back to the device (the next start or GET_VRING_BASE uses them).
   void Teardown();
@@ -165,6 +168,7 @@ class PairWorker {
   NetDevice* dev_;
   uint32_t pair_;
   int epfd_ = -1;  // the running thread's epoll fd (borrowed)
+  bool progress_ = false;
   int hostFd_ = -1;
   bool hostWatched_ = false;
   SplitRing rx_, tx_;
@@ -230,6 +234,7 @@ class NetDevice : public Napi::ObjectWrap<NetDevice> {
   std::atomic<uint64_t> rxReady{0};  // bit p: receiveq p started and enabled
   uint32_t pairs = 0;
   std::vector<int> cpus;  // thread t runs on cpus[t % size] when set
+  uint32_t pollUs = 0;    // busy-poll this long after the last frame before sleeping
   void UpdateRxReady(uint32_t pair);
   HandoverRing* Ring(uint32_t src, uint32_t dst) {
     return handover ? handover[size_t(src) * pairs + dst].load(std::memory_order_acquire) : nullptr;
@@ -259,6 +264,7 @@ class NetDevice : public Napi::ObjectWrap<NetDevice> {
   Napi::Value SetSteering(const Napi::CallbackInfo& info);
   Napi::Value SetCpus(const Napi::CallbackInfo& info);
   Napi::Value SetThreads(const Napi::CallbackInfo& info);
+  Napi::Value SetPoll(const Napi::CallbackInfo& info);
   Napi::Value StartQueue(const Napi::CallbackInfo& info);
   Napi::Value StopQueue(const Napi::CallbackInfo& info);
   Napi::Value SetEnabled(const Napi::CallbackInfo& info);

@@ -98,6 +98,8 @@ export interface NativeNetDevice {
   setCpus(cpus: number[]): void;
   /** Pair p runs on thread threadOf[p] (default: one thread per pair). */
   setThreads(threadOf: number[]): void;
+  /** Busy-poll this many microseconds after the last frame before sleeping (0: never). */
+  setPoll(us: number): void;
   startQueue(index: number, cfg: NativeQueueConfig): void;
   stopQueue(index: number): { lastAvailIdx: number; usedIdx: number; broken: boolean; error: number };
   setEnabled(index: number, enabled: boolean): void;

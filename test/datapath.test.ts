@@ -196,6 +196,27 @@ describe.each(['native', 'ts'] as const)('%s data path', (kind) => {
     });
   });
 
+  describe('enable and disable', () => {
+    it('a started but disabled transmitq is drained and its frames discarded', async () => {
+      const { session, ram, pairs } = await device(1, BASE);
+      const p = pairs[0] as Pair;
+      await postRxBuffers(session, p, 16, 2048, DATA);
+      send(ram, p, DATA + 0x40000, Buffer.alloc(80, 1));
+      await waitFor(() => p.rx.usedIdx() === 1, 5000, 'first frame');
+      await fe?.acked('SET_VRING_ENABLE', MockFrontend.state({ index: 1, num: 0 }));
+      for (let i = 0; i < 5; i++) send(ram, p, DATA + 0x41000 + i * 0x1000, Buffer.alloc(80, 2));
+      // Drained: every chain comes back used ...
+      await waitFor(() => p.tx.usedIdx() === 6, 5000, 'transmitq drained');
+      // ... and nothing reaches the host (here: back to the guest).
+      await new Promise((r) => setTimeout(r, 50));
+      expect(p.rx.usedIdx()).toBe(1);
+      expect(countersOf(session).vring(1).dropDisabled).toBe(5);
+      await fe?.acked('SET_VRING_ENABLE', MockFrontend.state({ index: 1, num: 1 }));
+      send(ram, p, DATA + 0x48000, Buffer.alloc(80, 3));
+      await waitFor(() => p.rx.usedIdx() === 2, 5000, 'enabled again');
+    });
+  });
+
   describe('receive steering over 2 queue pairs (loopback)', () => {
     /** Ethernet + IPv4 + UDP, src 10.0.0.1:sport -> 10.0.0.2:dport, an id in the payload. */
     const udp = (sport: number, dport: number, id: number, reverse = false): Buffer => {

@@ -15,6 +15,8 @@ import { loadNative, packageRoot } from '../native.js';
 import { NativeDataPlane } from '../net/native-data-plane.js';
 import { TsDataPlane } from '../net/ts-data-plane.js';
 import { runDemo } from '../demo/demo.js';
+import { startHttp } from '../metrics/http.js';
+import { formatStatus } from '../metrics/status-text.js';
 import { explainFile } from '../trace/explain.js';
 import { MessageTrace } from '../trace/message-trace.js';
 import { OFFERED_FEATURES, OFFERED_PROTOCOL_FEATURES, offeredFeatures } from '../vhost-user/session.js';
@@ -22,6 +24,7 @@ import { OFFERED_FEATURES, OFFERED_PROTOCOL_FEATURES, offeredFeatures } from '..
 export const USAGE = `Usage: vhost-user-net [serve] [options]
        vhost-user-net demo [--datapath native|ts]   (as root: a Linux guest on the backend)
        vhost-user-net explain TRACE-FILE            (a --trace-messages file as a timeline)
+       vhost-user-net status [--http HOST:PORT]     (a running backend's state, from its --http)
 
 A userspace virtio-net device for QEMU's -netdev vhost-user.
 
@@ -37,8 +40,11 @@ Options:
   --steering POLICY      toeplitz (default) | flow-affinity | none: which receiveq a host frame takes
   --rss-key HEX          40-byte Toeplitz key as 80 hex digits (default: the standard key)
   --threads N            worker threads, queue pairs spread round robin (default: one per pair)
+  --poll-us N            busy-poll N microseconds after the last frame before sleeping (default 0)
   --cpus LIST            pin worker thread t to the t-th CPU of LIST (e.g. 2,3)
   --trace-messages FILE  write every vhost-user message, decoded, as JSON lines (- for stdout)
+  --http HOST:PORT       serve /status (JSON) and /metrics (Prometheus); loopback only unless
+                         http.allowRemote is set in the config file
   --tap-mac MAC          host-side MAC of a TAP we create (default: stable, derived from its name)
   --config FILE          JSON configuration file; flags override it
   --log-level LEVEL      trace|debug|info|warn|error|silent (default info)
@@ -73,6 +79,7 @@ export function parseCommandLine(
   | { action: 'help' | 'version' | 'capabilities' }
   | { action: 'demo'; datapath: 'native' | 'ts' }
   | { action: 'explain'; file: string }
+  | { action: 'status'; http: string }
   | { action: 'serve'; config: Config; traceMessages?: string } {
   let parsed;
   try {
@@ -92,7 +99,9 @@ export function parseCommandLine(
         steering: { type: 'string' },
         cpus: { type: 'string' },
         threads: { type: 'string' },
+        'poll-us': { type: 'string' },
         'trace-messages': { type: 'string' },
+        http: { type: 'string' },
         'rss-key': { type: 'string' },
         'tap-mac': { type: 'string' },
         config: { type: 'string' },
@@ -109,6 +118,9 @@ export function parseCommandLine(
   if (v.help) return { action: 'help' };
   if (v.version) return { action: 'version' };
   if (v['print-capabilities']) return { action: 'capabilities' };
+  if (positionals[0] === 'status' && positionals.length === 1) {
+    return { action: 'status', http: v.http ?? '127.0.0.1:9180' };
+  }
   if (positionals[0] === 'explain') {
     if (positionals.length !== 2) throw new ConfigError(ErrorCode.Usage, 'explain takes one trace file');
     return { action: 'explain', file: positionals[1] as string };
@@ -141,6 +153,9 @@ export function parseCommandLine(
   if (v.backend !== undefined) merged.backend = v.backend;
   if (v.datapath !== undefined) merged.datapath = v.datapath;
   if (v.threads !== undefined) merged.threads = int('threads', v.threads);
+  if (v['poll-us'] !== undefined) merged.pollUs = int('poll-us', v['poll-us']);
+  if (v.http !== undefined)
+    merged.http = { ...((file.http as Record<string, unknown> | undefined) ?? {}), listen: v.http };
   if (v.cpus !== undefined) {
     if (!/^\d+(,\d+)*$/.test(v.cpus))
       throw new ConfigError(ErrorCode.Usage, `--cpus takes a list like 0,1 not '${v.cpus}'`);
@@ -173,6 +188,19 @@ export async function main(argv: string[]): Promise<number> {
       return 2;
     }
     throw err;
+  }
+  if (cmd.action === 'status') {
+    try {
+      const res = await fetch(`http://${cmd.http}/status`);
+      const st = (await res.json()) as Record<string, unknown>;
+      process.stdout.write(`${formatStatus(st).join('\n')}\n`);
+      return 0;
+    } catch (err) {
+      process.stderr.write(
+        `vhost-user-net status: cannot reach http://${cmd.http}/status (${(err as Error).message}); start the backend with --http\n`,
+      );
+      return 1;
+    }
   }
   if (cmd.action === 'explain') {
     try {
@@ -232,12 +260,32 @@ export async function main(argv: string[]): Promise<number> {
       (n, l) =>
         config.datapath === 'ts'
           ? new TsDataPlane(n, config.queues, host, l, steeringOf(config))
-          : new NativeDataPlane(n, config.queues, host, l, steeringOf(config), config.cpus, threadMapOf(config)),
+          : new NativeDataPlane(
+              n,
+              config.queues,
+              host,
+              l,
+              steeringOf(config),
+              config.cpus,
+              threadMapOf(config),
+              config.pollUs,
+            ),
       native,
     );
     backend.start();
+    let http: { close(): void } | undefined;
+    if (config.http) {
+      const [h, p] = [
+        config.http.listen.replace(/:\d+$/, '').replace(/^\[|\]$/g, ''),
+        Number(/:(\d+)$/.exec(config.http.listen)?.[1]),
+      ];
+      const started = await startHttp(backend, h, p);
+      http = started.server;
+      log.info({ listen: `${h}:${started.port}` }, 'http: /status and /metrics');
+    }
     const shutdown = (signal: string) => {
       log.info({ signal }, 'shutting down');
+      http?.close();
       backend.stop();
       host.close();
     };

@@ -51,6 +51,17 @@ export const configSchema = z
       .default({ policy: 'toeplitz' }),
     /** Pin worker thread t to cpus[t % length] (default: not pinned). */
     cpus: z.array(z.number().int().min(0).max(1023)).max(1024).default([]),
+    /** Live introspection: /status and /metrics (off unless set). */
+    http: z
+      .object({
+        listen: z.string().regex(/^(\[[0-9a-fA-F:]+\]|[^:]+):\d{1,5}$/, 'must be HOST:PORT'),
+        /** Listening on anything but loopback must be asked for. */
+        allowRemote: z.boolean().default(false),
+      })
+      .strict()
+      .optional(),
+    /** Busy-poll this many microseconds after the last frame before a worker sleeps. */
+    pollUs: z.number().int().min(0).max(1_000_000).default(0),
     /** Worker threads: pairs spread round robin over this many (default: one per pair). */
     threads: z.number().int().min(1).optional(),
     /** Or an explicit map: pair p runs on thread threadOf[p]. */
@@ -101,6 +112,12 @@ export function parseConfig(input: unknown, source = 'configuration'): Config {
   if (c.threadOf && c.threadOf.length !== c.queues)
     problems.push(`threadOf: ${c.threadOf.length} entries for ${c.queues} queue pairs`);
   if (c.threadOf?.some((t) => t >= c.queues)) problems.push('threadOf: thread indexes run from 0 to queues-1');
+  if (c.http) {
+    const host = c.http.listen.replace(/:\d+$/, '').replace(/^\[|\]$/g, '');
+    if (!c.http.allowRemote && !(host === 'localhost' || host === '::1' || /^127\./.test(host))) {
+      problems.push(`http.listen: ${host} is not loopback; set http.allowRemote to serve it`);
+    }
+  }
   const bad = c.steering.table?.find((q) => q >= c.queues);
   if (bad !== undefined) problems.push(`steering.table: queue pair ${bad} does not exist (queues: ${c.queues})`);
   if (problems.length) throw new ConfigError(ErrorCode.ConfigInvalid, `invalid ${source}`, problems);

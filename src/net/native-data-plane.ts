@@ -29,6 +29,7 @@ export class NativeDataPlane implements DataPlane {
     steering: Steering = { policy: 'none', rss: defaultRss(queuePairs) },
     cpus: number[] = [],
     threadOf?: number[],
+    pollUs = 0,
   ) {
     this.counters = new DeviceCounters(queuePairs * 2);
     this.dev = new native.NetDevice(queuePairs, this.counters.array, (vring, _code, name) => {
@@ -40,6 +41,7 @@ export class NativeDataPlane implements DataPlane {
     });
     if (cpus.length) this.dev.setCpus(cpus);
     if (threadOf) this.dev.setThreads(threadOf);
+    if (pollUs) this.dev.setPoll(pollUs);
     this.dev.setSteering(STEERING_CODE[steering.policy], Buffer.from(steering.rss.key), steering.rss.table);
     this.dev.setHost(
       HostKindCode[host.spec.kind],

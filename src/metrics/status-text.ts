@@ -1,0 +1,30 @@
+/** `vhost-user-net status`: the /status document as a terminal table. */
+export function formatStatus(st: Record<string, unknown>): string[] {
+  if (!st.connected) return [`no front-end connected (sessions so far: ${st.sessions ?? 0})`];
+  const f = st.features as { acked: string; names: string[] };
+  const pf = st.protocolFeatures as { acked: string; names: string[] };
+  const status = st.status as { value: string; bits: string[] };
+  const out = [
+    `session ${st.session}, ${st.queuePairs} queue pair(s), device status ${status.value} ${status.bits.join(' ')}`,
+    `features ${f.acked}: ${f.names.join(' ')}`,
+    `protocol features ${pf.acked}: ${pf.names.join(' ')}`,
+    ...(st.memory as { guestAddr: string; size: string; userAddr: string }[]).map(
+      (r) => `memory gpa ${r.guestAddr} size ${r.size} qemu va ${r.userAddr}`,
+    ),
+    'vring queue        size state               avail  used  frames       bytes    kicks  irq sent/supp  drops',
+  ];
+  for (const v of st.vrings as Record<string, unknown>[]) {
+    const c = v.counters as Record<string, number>;
+    const state = `${v.started ? 'started' : 'stopped'}${v.enabled ? ' enabled' : ''}${v.broken ? ' BROKEN' : ''}`;
+    const drops =
+      (c.dropNoBuffers ?? 0) +
+      (c.dropTooBig ?? 0) +
+      (c.dropHostError ?? 0) +
+      (c.dropDisabled ?? 0) +
+      (c.dropMalformed ?? 0);
+    out.push(
+      `${String(v.index).padStart(5)} ${String(v.queue).padEnd(11)} ${String(v.size).padStart(5)} ${state.padEnd(19)} ${String(v.lastAvailIdx).padStart(5)} ${String(v.usedIdx).padStart(5)} ${String(c.frames).padStart(7)} ${String(c.bytes).padStart(11)} ${String(c.kicks).padStart(8)} ${String(c.notifySent).padStart(8)}/${String(c.notifySuppressed).padEnd(6)} ${drops}`,
+    );
+  }
+  return out;
+}

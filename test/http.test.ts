@@ -1,0 +1,138 @@
+/**
+ * Live introspection: /status and /metrics of a backend carrying frames for the mock
+ * front-end (loopback backend); the Prometheus text parses and its counters equal ours; the
+ * `status` command prints the same state.
+ */
+import { spawn } from 'node:child_process';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { parseCommandLine } from '../src/cli/main.js';
+import { ConfigError } from '../src/errors.js';
+import { featureMask, VirtioFeature as F } from '../src/features.js';
+import { startHttp } from '../src/metrics/http.js';
+import { packageRoot } from '../src/native.js';
+import type { DeviceCounters } from '../src/net/counters.js';
+import { encodeU64 } from '../src/vhost-user/codec.js';
+import { native, serve, waitFor } from './helpers/harness.js';
+import { MockFrontend } from './helpers/mock-frontend.js';
+
+/** Prometheus text exposition: `name{a="b",...} value` lines (comments skipped). */
+function parseProm(text: string): { name: string; labels: Record<string, string>; value: number }[] {
+  const out = [];
+  for (const line of text.split('\n')) {
+    if (!line || line.startsWith('#')) continue;
+    const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{([^}]*)\})? (-?[0-9.e+]+|NaN)$/.exec(line);
+    if (!m) throw new Error(`not Prometheus text: ${line}`);
+    const labels: Record<string, string> = {};
+    for (const kv of (m[2] ?? '').split(',').filter(Boolean)) {
+      const [k, v] = kv.split('=');
+      labels[k as string] = JSON.parse(v as string) as string;
+    }
+    out.push({ name: m[1] as string, labels, value: Number(m[3]) });
+  }
+  return out;
+}
+
+describe('http introspection', () => {
+  it('/status and /metrics describe a session that moves frames, and agree with the counters', async () => {
+    const srv = serve({ queuePairs: 1 }, { kind: 'loopback' });
+    const { server, port } = await startHttp(srv.backend, '127.0.0.1', 0);
+    const next = srv.nextSession();
+    const fe = srv.connect();
+    const session = await next;
+    await fe.handshake();
+    await fe.acked('SET_FEATURES', encodeU64(featureMask(F.F_VERSION_1, F.VHOST_USER_F_PROTOCOL_FEATURES)));
+    const ram = fe.guestRam(4 << 20);
+    await fe.acked('SET_MEM_TABLE', MockFrontend.memTable([ram.region]), [ram.fd]);
+    const rx = await fe.setupVring(0, ram);
+    const tx = await fe.setupVring(1, ram);
+    await fe.acked('SET_VRING_ENABLE', MockFrontend.state({ index: 0, num: 1 }));
+    await fe.acked('SET_VRING_ENABLE', MockFrontend.state({ index: 1, num: 1 }));
+    const drx = fe.driver(0, ram);
+    const dtx = fe.driver(1, ram);
+    for (let i = 0; i < 8; i++)
+      drx.offer(drx.addChain([{ addr: BigInt(0x100000 + i * 2048), len: 2048, write: true }]));
+    drx.publish();
+    native.eventfdWrite(rx.kick, 1n);
+    await waitFor(() => session.vrings[0]?.started === true);
+    for (let i = 0; i < 3; i++) {
+      const at = 0x200000 + i * 0x1000;
+      ram.bytes.fill(0, at, at + 12);
+      ram.bytes.fill(0xee, at + 12, at + 12 + 100);
+      dtx.offer(dtx.addChain([{ addr: BigInt(at), len: 112, write: false }]));
+    }
+    dtx.publish();
+    native.eventfdWrite(tx.kick, 1n);
+    await waitFor(() => drx.usedIdx() === 3, 5000, 'frames looped back');
+
+    const st = (await (await fetch(`http://127.0.0.1:${port}/status`)).json()) as {
+      connected: boolean;
+      features: { names: string[] };
+      memory: unknown[];
+      vrings: {
+        index: number;
+        size: number;
+        started: boolean;
+        enabled: boolean;
+        usedIdx: number;
+        counters: { frames: number };
+      }[];
+    };
+    expect(st.connected).toBe(true);
+    expect(st.features.names).toEqual(['VHOST_USER_F_PROTOCOL_FEATURES', 'F_VERSION_1']);
+    expect(st.memory).toHaveLength(1);
+    expect(st.vrings[0]).toMatchObject({
+      index: 0,
+      size: 256,
+      started: true,
+      enabled: true,
+      usedIdx: 3,
+      counters: { frames: 3 },
+    });
+    expect(st.vrings[1]).toMatchObject({ index: 1, started: true, counters: { frames: 3 } });
+
+    const res = await fetch(`http://127.0.0.1:${port}/metrics`);
+    expect(res.headers.get('content-type')).toMatch(/text\/plain/);
+    const samples = parseProm(await res.text());
+    const counters = (session.dataPlane as unknown as { counters: DeviceCounters }).counters;
+    const get = (name: string, labels: Record<string, string>) =>
+      samples.find((s) => s.name === name && Object.entries(labels).every(([k, v]) => s.labels[k] === v))?.value;
+    for (const v of [0, 1]) {
+      const c = counters.vring(v);
+      expect(get('vhost_user_net_frames_total', { vring: String(v) })).toBe(c.frames);
+      expect(get('vhost_user_net_bytes_total', { vring: String(v) })).toBe(c.bytes);
+      expect(get('vhost_user_net_kicks_total', { vring: String(v) })).toBe(c.kicks);
+      expect(get('vhost_user_net_notifications_total', { vring: String(v), result: 'sent' })).toBe(c.notifySent);
+      expect(get('vhost_user_net_drops_total', { vring: String(v), reason: 'noBuffers' })).toBe(c.dropNoBuffers);
+    }
+    expect(get('vhost_user_net_frames_total', { vring: '0', queue: 'receiveq0' })).toBe(3);
+    expect(get('vhost_user_net_bytes_total', { vring: '1', queue: 'transmitq0' })).toBe(300);
+    expect(get('vhost_user_net_sessions_total', {})).toBe(1);
+
+    // The status command prints the same state (run as a child: this process serves it).
+    const child = spawn(process.execPath, [
+      join(packageRoot, 'bin', 'vhost-user-net.js'),
+      'status',
+      '--http',
+      `127.0.0.1:${port}`,
+    ]);
+    let out = '';
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    expect(await new Promise((r) => child.once('exit', r))).toBe(0);
+    expect(out).toMatch(/features 0x140000000: VHOST_USER_F_PROTOCOL_FEATURES F_VERSION_1/);
+    expect(out).toMatch(/\n\s+0 receiveq0\s+256 started enabled\s+3\s+3\s+3\s/);
+
+    expect((await fetch(`http://127.0.0.1:${port}/nope`)).status).toBe(404);
+    server.close();
+    const closed = srv.sessionClosed();
+    fe.close();
+    await closed;
+    srv.stop();
+  });
+
+  it('serves loopback only unless remote access is configured', () => {
+    expect(() => parseCommandLine(['--socket', '/tmp/x', '--http', '0.0.0.0:9180'])).toThrow(ConfigError);
+    const r = parseCommandLine(['--socket', '/tmp/x', '--http', '127.0.0.1:9180']);
+    expect(r.action === 'serve' && r.config.http?.listen).toBe('127.0.0.1:9180');
+  });
+});
