@@ -49,6 +49,8 @@ describe('QEMU as the vhost-user front-end', () => {
     await waitDriverStarted(session, seen, qemu);
 
     expect(session.owner).toBe(true);
+    // QEMU follows the rules our lint knows.
+    expect(Object.fromEntries(session.lint)).toEqual({});
     const acked = session.ackedFeatures ?? 0n;
     expect(hasFeature(acked, VirtioFeature.F_VERSION_1)).toBe(true);
     expect(hasFeature(acked, VirtioFeature.VHOST_USER_F_PROTOCOL_FEATURES)).toBe(true);

@@ -55,6 +55,8 @@ describe.each([1, 2])('dpdk-testpmd virtio_user with %i queue pair(s)', (queues)
     expect(session.hasProtocolFeature(ProtocolFeature.MQ)).toBe(true);
     expect(session.memory.regions.length).toBeGreaterThan(0);
     expect(session.vrings.every((v) => session.isEnabled(v))).toBe(true);
+    // virtio_user follows the rules our lint knows.
+    expect(Object.fromEntries(session.lint)).toEqual({});
     for (const r of [
       'GET_FEATURES',
       'SET_FEATURES',

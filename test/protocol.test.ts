@@ -364,3 +364,33 @@ describe('device requests', () => {
     expect(session.vrings[1]?.errFd).toBeGreaterThanOrEqual(0);
   });
 });
+
+describe('lint', () => {
+  it('counts rule violations, logs each rule once, and goes on serving', async () => {
+    await open();
+    const changes: string[] = [];
+    session.onChange((c) => changes.push(`${c.what}:${String(c.rule ?? '')}`));
+    // SET_VRING_ENABLE before the protocol features were negotiated.
+    await fe.request('SET_VRING_ENABLE', state({ index: 0, num: 1 }));
+    // Protocol features without MQ and STATUS, then requests that need them.
+    const offered = await fe.u64('GET_PROTOCOL_FEATURES');
+    const without = offered & ~featureMask(ProtocolFeature.MQ, ProtocolFeature.STATUS, ProtocolFeature.REPLY_ACK);
+    await fe.request('SET_PROTOCOL_FEATURES', encodeU64(without));
+    expect(await fe.u64('GET_QUEUE_NUM')).toBe(2n);
+    expect(await fe.u64('GET_QUEUE_NUM')).toBe(2n);
+    expect(await fe.u64('GET_STATUS')).toBe(0n);
+    // need_reply without REPLY_ACK: no reply comes, the next request is answered.
+    fe.send(Request.SET_OWNER, undefined, { needReply: true });
+    expect(await fe.u64('GET_FEATURES')).toBeGreaterThan(0n);
+    expect(Object.fromEntries(session.lint)).toEqual({
+      'enable-before-protocol-features': 1,
+      'request-without-protocol-feature': 3,
+      'need-reply-without-reply-ack': 1,
+    });
+    expect(changes.filter((c) => c.startsWith('lint:'))).toEqual([
+      'lint:enable-before-protocol-features',
+      'lint:request-without-protocol-feature',
+      'lint:need-reply-without-reply-ack',
+    ]);
+  });
+});

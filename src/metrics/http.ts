@@ -28,6 +28,7 @@ export function statusOf(backend: VhostUserNetBackend): Record<string, unknown> 
     },
     status: { value: hex(s.status), bits: statusNames(s.status) },
     mtu: s.mtu,
+    lint: Object.fromEntries(s.lint),
     memory: s.memory.regions.map((r) => ({
       guestAddr: hex(r.guestAddr),
       size: hex(r.size),

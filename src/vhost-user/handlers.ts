@@ -21,6 +21,7 @@ import {
   VRING_NOFD_MASK,
   type VringState,
 } from './codec.js';
+import { lintRequest } from './lint.js';
 import type { Session } from './session.js';
 
 /** What a request answers: only a REPLY_ACK when asked ('ack'), or a reply of its own. */
@@ -207,6 +208,7 @@ export function dispatch(
     throw err;
   }
 
+  for (const f of lintRequest(header, session)) session.reportLint(f);
   let value: bigint | VringState | void = undefined;
   let failure: SessionError | undefined;
   try {

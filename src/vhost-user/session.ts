@@ -9,6 +9,7 @@ import { featureMask, featureNames, hasFeature, hex, ProtocolFeature, VirtioFeat
 import type { NativeBinding, NativePoller } from '../native.js';
 import type { MemRegion, MemTable, VringAddr, VringState } from './codec.js';
 import type { DataPlane, Vring } from './data-plane.js';
+import type { LintFinding } from './lint.js';
 import { MAX_MEM_SLOTS, MemoryTable } from './memory-table.js';
 
 export interface SessionOptions {
@@ -96,6 +97,10 @@ export class Session {
   /** Acked virtio features; undefined until SET_FEATURES. */
   ackedFeatures: bigint | undefined;
   ackedProtocolFeatures = 0n;
+  /** SET_PROTOCOL_FEATURES was received (lint: SET_VRING_ENABLE must come after it). */
+  protocolFeaturesSet = false;
+  /** Lint findings by rule, this session. */
+  readonly lint = new Map<string, number>();
   status = 0;
   mtu: number | undefined;
   rarpMac: string | undefined;
@@ -120,6 +125,16 @@ export class Session {
 
   onChange(fn: (c: SessionChange) => void): void {
     this.listeners.push(fn);
+  }
+
+  /** Counts a lint finding; the first of each rule is logged and becomes a change. */
+  reportLint(f: LintFinding): void {
+    const n = (this.lint.get(f.rule) ?? 0) + 1;
+    this.lint.set(f.rule, n);
+    if (n === 1) {
+      this.log.warn({ rule: f.rule, section: f.section, request: f.request }, `lint: ${f.text}`);
+      this.changed({ what: 'lint', rule: f.rule, section: f.section, request: f.request });
+    }
   }
 
   private changed(c: SessionChange): void {
@@ -184,6 +199,7 @@ export class Session {
         features: hex(features),
       });
     }
+    this.protocolFeaturesSet = true;
     if (this.ackedProtocolFeatures !== features) {
       this.ackedProtocolFeatures = features;
       this.changed({
