@@ -9,6 +9,15 @@ import { requestName } from '../src/vhost-user/codec.js';
 import { native, openFds, type Served, serve, waitFor } from './helpers/harness.js';
 import { Proc, requireCommand } from '../src/util/proc.js';
 
+/** dpdk-testpmd with net_virtio_user as the front-end (plays QEMU and the guest driver). */
+function frontEnd(path: string, queues: number, tag: string, testpmdArgs: string[]): Proc {
+  const testpmd = requireCommand('dpdk-testpmd', 'dpdk-dev');
+  return new Proc(testpmd, [
+    ...['-l', '0,1', '--no-pci', '--no-huge', '-m', '512', '--file-prefix', `vun-test-${process.pid}-${tag}`],
+    ...['--vdev', `net_virtio_user0,path=${path},queues=${queues}`, '--', ...testpmdArgs],
+  ]);
+}
+
 let srv: Served | undefined;
 let pmd: Proc | undefined;
 
@@ -19,24 +28,12 @@ afterEach(async () => {
 
 describe.each([1, 2])('dpdk-testpmd virtio_user with %i queue pair(s)', (queues) => {
   it('negotiates and starts every vring', async () => {
-    const testpmd = requireCommand('dpdk-testpmd', 'dpdk-dev');
     const fdsBefore = openFds();
     srv = serve({ queuePairs: queues });
     const seen: string[] = [];
     srv.backend.on('message', (_s, h) => seen.push(requestName(h.request)));
     const next = srv.nextSession();
-    pmd = new Proc(testpmd, [
-      '-l',
-      '0,1',
-      '--no-pci',
-      '--no-huge',
-      '-m',
-      '512',
-      '--file-prefix',
-      `vun-test-${process.pid}-${queues}`,
-      '--vdev',
-      `net_virtio_user0,path=${srv.path},queues=${queues}`,
-      '--',
+    pmd = frontEnd(srv.path, queues, `${queues}`, [
       `--rxq=${queues}`,
       `--txq=${queues}`,
       '--total-num-mbufs=16384',
@@ -81,21 +78,9 @@ describe.each([1, 2])('dpdk-testpmd virtio_user with %i queue pair(s)', (queues)
 
 describe('dpdk-testpmd through the loopback backend', () => {
   it('frames it sends (io forwarding, --tx-first) come back to it, and both sides count them', async () => {
-    const testpmd = requireCommand('dpdk-testpmd', 'dpdk-dev');
     srv = serve({ queuePairs: 1 }, { kind: 'loopback' });
     const next = srv.nextSession();
-    pmd = new Proc(testpmd, [
-      '-l',
-      '0,1',
-      '--no-pci',
-      '--no-huge',
-      '-m',
-      '512',
-      '--file-prefix',
-      `vun-test-${process.pid}-lb`,
-      '--vdev',
-      `net_virtio_user0,path=${srv.path},queues=1`,
-      '--',
+    pmd = frontEnd(srv.path, 1, 'lb', [
       '--forward-mode=io',
       '--tx-first',
       '--txpkts=64',
