@@ -19,6 +19,7 @@ import { startHttp } from '../metrics/http.js';
 import { formatStatus } from '../metrics/status-text.js';
 import { explainFile } from '../trace/explain.js';
 import { MessageTrace } from '../trace/message-trace.js';
+import { RingTrace } from '../trace/ring-trace.js';
 import { OFFERED_FEATURES, OFFERED_PROTOCOL_FEATURES, offeredFeatures } from '../vhost-user/session.js';
 
 export const USAGE = `Usage: vhost-user-net [serve] [options]
@@ -43,6 +44,8 @@ Options:
   --poll-us N            busy-poll N microseconds after the last frame before sleeping (default 0)
   --cpus LIST            pin worker thread t to the t-th CPU of LIST (e.g. 2,3)
   --trace-messages FILE  write every vhost-user message, decoded, as JSON lines (- for stdout)
+  --trace-rings FILE     every ring step (avail reads, chains, used, notify decisions) as JSON
+                         lines; needs --datapath ts
   --http HOST:PORT       serve /status (JSON) and /metrics (Prometheus); loopback only unless
                          http.allowRemote is set in the config file
   --tap-mac MAC          host-side MAC of a TAP we create (default: stable, derived from its name)
@@ -80,7 +83,7 @@ export function parseCommandLine(
   | { action: 'demo'; datapath: 'native' | 'ts' }
   | { action: 'explain'; file: string }
   | { action: 'status'; http: string }
-  | { action: 'serve'; config: Config; traceMessages?: string } {
+  | { action: 'serve'; config: Config; traceMessages?: string; traceRings?: string } {
   let parsed;
   try {
     parsed = parseArgs({
@@ -101,6 +104,7 @@ export function parseCommandLine(
         threads: { type: 'string' },
         'poll-us': { type: 'string' },
         'trace-messages': { type: 'string' },
+        'trace-rings': { type: 'string' },
         http: { type: 'string' },
         'rss-key': { type: 'string' },
         'tap-mac': { type: 'string' },
@@ -154,6 +158,9 @@ export function parseCommandLine(
   if (v.datapath !== undefined) merged.datapath = v.datapath;
   if (v.threads !== undefined) merged.threads = int('threads', v.threads);
   if (v['poll-us'] !== undefined) merged.pollUs = int('poll-us', v['poll-us']);
+  if (v['trace-rings'] !== undefined && (v.datapath ?? (file.datapath as string | undefined)) !== 'ts') {
+    throw new ConfigError(ErrorCode.Usage, '--trace-rings records the TS reference ring: add --datapath ts');
+  }
   if (v.http !== undefined)
     merged.http = { ...((file.http as Record<string, unknown> | undefined) ?? {}), listen: v.http };
   if (v.cpus !== undefined) {
@@ -175,6 +182,7 @@ export function parseCommandLine(
     action: 'serve',
     config: parseConfig(merged, v.config ? `configuration (${v.config} and flags)` : 'arguments'),
     traceMessages: v['trace-messages'],
+    traceRings: v['trace-rings'],
   };
 }
 
@@ -245,6 +253,7 @@ export async function main(argv: string[]): Promise<number> {
       },
       'starting vhost-user-net',
     );
+    const ringTrace = cmd.traceRings ? new RingTrace(cmd.traceRings) : undefined;
     backend = new VhostUserNetBackend(
       {
         socketPath: config.socket.path,
@@ -259,7 +268,7 @@ export async function main(argv: string[]): Promise<number> {
       log,
       (n, l) =>
         config.datapath === 'ts'
-          ? new TsDataPlane(n, config.queues, host, l, steeringOf(config))
+          ? new TsDataPlane(n, config.queues, host, l, steeringOf(config), ringTrace)
           : new NativeDataPlane(
               n,
               config.queues,

@@ -12,6 +12,7 @@ import { hasFeature, VirtioFeature as F } from '../features.js';
 import { GuestMemoryRef } from '../virtio/guest-memory.js';
 import { ringErrorName } from '../virtio/ring-errors.js';
 import { type Element, SplitRingRef } from '../virtio/split-ring.js';
+import type { RingTrace } from '../trace/ring-trace.js';
 import { DeviceCounters } from './counters.js';
 import { defaultRss, flowInput, reverseFlowInput, type Steering, toeplitz } from './rss.js';
 
@@ -48,6 +49,7 @@ export class TsDataPlane implements DataPlane {
     private readonly host: OpenHostBackend,
     private readonly log: Logger,
     private readonly steering: Steering = { policy: 'none', rss: defaultRss(queuePairs) },
+    private readonly ringTrace?: RingTrace,
   ) {
     this.counters = new DeviceCounters(queuePairs * 2);
   }
@@ -177,6 +179,13 @@ export class TsDataPlane implements DataPlane {
   // --- rings ------------------------------------------------------------------------------
 
   private attach(vring: Vring, usedIdx: number): SplitRingRef {
+    const ring = this.makeRing(vring, usedIdx);
+    const trace = this.ringTrace;
+    if (trace) ring.onEvent = (e) => trace.record(vring.index, e);
+    return ring;
+  }
+
+  private makeRing(vring: Vring, usedIdx: number): SplitRingRef {
     const addr = vring.addr as NonNullable<Vring['addr']>;
     const mem = this.mem as GuestMemoryRef;
     if (usedIdx < 0) {

@@ -16,7 +16,8 @@
  *   4. notify: decide, from used_event or the NO_INTERRUPT flag, whether to interrupt
  */
 import type { GuestMemoryRef, Segment } from './guest-memory.js';
-import { RingError } from './ring-errors.js';
+import { descFlags, type RingDesc, type RingEvent } from '../trace/ring-trace.js';
+import { RingError, ringErrorName } from './ring-errors.js';
 
 export const DESC_F_NEXT = 1;
 export const DESC_F_WRITE = 2;
@@ -77,6 +78,8 @@ export class SplitRingRef {
   private desc: Area | undefined;
   private avail: Area | undefined;
   private used: Area | undefined;
+  /** Set to see every step (the ring trace); unset costs nothing but a test. */
+  onEvent: ((e: RingEvent) => void) | undefined;
 
   constructor(
     private readonly mem: GuestMemoryRef,
@@ -121,6 +124,12 @@ export class SplitRingRef {
     while (out.length < max && BURST_SEGS - segs >= MAX_CHAIN_SEGS) {
       if (this.lastAvailIdx === this.shadowAvailIdx) {
         this.shadowAvailIdx = this.availIdx();
+        this.onEvent?.({
+          ev: 'avail',
+          availIdx: this.shadowAvailIdx,
+          lastAvailIdx: this.lastAvailIdx,
+          new: u16(this.shadowAvailIdx - this.lastAvailIdx),
+        });
         // §2.7.13.3: the driver moves idx forward by at most the queue size past what we read.
         if (u16(this.shadowAvailIdx - this.lastAvailIdx) > this.cfg.num) {
           this.fail(RingError.AVAIL_IDX_JUMP);
@@ -128,7 +137,18 @@ export class SplitRingRef {
         }
         if (this.lastAvailIdx === this.shadowAvailIdx) break;
       }
-      const r = this.readChain();
+      const trail: RingDesc[] | undefined = this.onEvent ? [] : undefined;
+      const r = this.readChain(trail);
+      if (trail) {
+        this.onEvent?.({
+          ev: 'chain',
+          head: typeof r === 'number' ? this.peekHead() : r.head,
+          descs: trail,
+          outLen: typeof r === 'number' ? 0 : r.outLen,
+          inLen: typeof r === 'number' ? 0 : r.inLen,
+          ...(typeof r === 'number' ? { error: ringErrorName(r) } : {}),
+        });
+      }
       if (typeof r === 'number') {
         this.fail(r);
         break;
@@ -150,9 +170,11 @@ export class SplitRingRef {
   /** Step 2, fill: used element `idx` of the batch: chain `head`, `len` bytes written. */
   fill(head: number, len: number, idx: number): void {
     const u = this.used as Area;
-    const at = u.offset + 4 + 8 * (u16(this.usedIdx + idx) % this.cfg.num);
+    const slot = u16(this.usedIdx + idx) % this.cfg.num;
+    const at = u.offset + 4 + 8 * slot;
     u.view.setUint32(at, head, true);
     u.view.setUint32(at + 4, len >>> 0, true);
+    this.onEvent?.({ ev: 'used', slot, id: head, len: len >>> 0 });
   }
 
   /**
@@ -163,30 +185,64 @@ export class SplitRingRef {
     this.usedIdx = u16(this.usedIdx + count);
     const u = this.used as Area;
     u.view.setUint16(u.offset + 2, this.usedIdx, true);
+    this.onEvent?.({ ev: 'flush', usedIdx: this.usedIdx, count });
   }
 
   /** Step 4, notify: does the driver want an interrupt for what was flushed? */
   needNotify(): boolean {
+    const r = this.decideNotify();
+    this.onEvent?.(r.event);
+    return r.notify;
+  }
+
+  private decideNotify(): { notify: boolean; event: Extract<RingEvent, { ev: 'notify' }> } {
+    const ev = (notify: boolean, why: string, extra: Record<string, number> = {}) => ({
+      notify,
+      event: {
+        ev: 'notify' as const,
+        decision: notify ? ('sent' as const) : ('suppressed' as const),
+        why,
+        eventIdx: this.cfg.eventIdx,
+        ...extra,
+      },
+    });
     // VIRTIO_F_NOTIFY_ON_EMPTY: interrupt when the ring ran empty, whatever the driver asked.
     if (this.cfg.notifyOnEmpty && this.availIdx() === this.lastAvailIdx) {
       this.markSignalled();
-      return true;
+      return ev(true, 'NOTIFY_ON_EMPTY and the available ring is empty');
     }
     // §2.7.7: without EVENT_IDX the driver's flags decide.
-    if (!this.cfg.eventIdx) return (this.availFlags() & AVAIL_F_NO_INTERRUPT) === 0;
+    if (!this.cfg.eventIdx) {
+      const flags = this.availFlags();
+      const notify = (flags & AVAIL_F_NO_INTERRUPT) === 0;
+      return ev(notify, notify ? 'VRING_AVAIL_F_NO_INTERRUPT clear' : 'VRING_AVAIL_F_NO_INTERRUPT set', {
+        availFlags: flags,
+      });
+    }
     // §2.7.10: with EVENT_IDX, interrupt when used->idx passed used_event since the last one.
     const old = this.signalledUsed;
     const valid = this.signalledUsedValid;
     this.markSignalled();
-    return !valid || needEvent(this.usedEvent(), this.usedIdx, old);
+    const usedEvent = this.usedEvent();
+    if (!valid) return ev(true, 'first notification since the ring started', { usedEvent, newUsedIdx: this.usedIdx });
+    const notify = needEvent(usedEvent, this.usedIdx, old);
+    return ev(
+      notify,
+      `vring_need_event: (u16)(${this.usedIdx} - ${usedEvent} - 1) = ${u16(this.usedIdx - usedEvent - 1)} ${notify ? '<' : '>='} (u16)(${this.usedIdx} - ${old}) = ${u16(this.usedIdx - old)}`,
+      { usedEvent, newUsedIdx: this.usedIdx, oldUsedIdx: old },
+    );
   }
 
   /** Enables or suppresses the driver's kicks (avail_event, or used->flags NO_NOTIFY). */
   setNotification(enable: boolean): void {
     if (this.cfg.eventIdx) {
-      if (enable) this.setAvailEvent(this.availIdx());
+      if (enable) {
+        this.setAvailEvent(this.availIdx());
+        this.onEvent?.({ ev: 'kicks', enabled: true, how: `avail_event = ${this.availIdx()}` });
+      }
       return;
     }
+    this.onEvent?.({ ev: 'kicks', enabled: enable, how: `used->flags NO_NOTIFY ${enable ? 'cleared' : 'set'}` });
     const u = this.used as Area;
     const v = u.view.getUint16(u.offset, true);
     u.view.setUint16(u.offset, enable ? v & ~USED_F_NO_NOTIFY : v | USED_F_NO_NOTIFY, true);
@@ -223,8 +279,13 @@ export class SplitRingRef {
     u.view.setUint16(u.offset + 4 + 8 * this.cfg.num, v, true);
   }
 
+  private peekHead(): number {
+    const a = this.avail as Area;
+    return a.view.getUint16(a.offset + 4 + 2 * (this.lastAvailIdx % this.cfg.num), true);
+  }
+
   /** Walks the chain at the current avail slot (§2.7.5; indirect tables §2.7.5.3). */
-  private readChain(): Element | number {
+  private readChain(trail?: RingDesc[]): Element | number {
     const a = this.avail as Area;
     const head = a.view.getUint16(a.offset + 4 + 2 * (this.lastAvailIdx % this.cfg.num), true);
     if (head >= this.cfg.num) return RingError.HEAD_OUT_OF_RANGE;
@@ -242,6 +303,19 @@ export class SplitRingRef {
       const len = table.view.getUint32(at + 8, true);
       const flags = table.view.getUint16(at + 12, true);
       const next = table.view.getUint16(at + 14, true);
+      if (trail) {
+        const d: RingDesc = {
+          addr: `0x${addr.toString(16)}`,
+          len,
+          flags: descFlags(flags),
+          ...(flags & DESC_F_NEXT ? { next } : {}),
+        };
+        if (inIndirect) {
+          const parent = trail[trail.length - 1] as RingDesc;
+          parent.indirect ??= [];
+          parent.indirect.push(d);
+        } else trail.push(d);
+      }
       if (flags & DESC_F_INDIRECT) {
         // §2.7.5.3.1: the driver MUST NOT set INDIRECT and NEXT together, nor nest tables.
         if (!this.cfg.indirect) return RingError.INDIRECT_NOT_NEGOTIATED;

@@ -1,0 +1,86 @@
+/**
+ * The ring trace (`--trace-rings FILE`, TS data path): what the device does on each vring, in
+ * the spec's steps. Avail index reads, every chain walked (each descriptor, indirect tables),
+ * used elements written, flushes, and every notification decision with the numbers behind it
+ * (EVENT_IDX: used_event, the new and old used index, vring_need_event; otherwise the driver's
+ * NO_INTERRUPT flag). Memory is bounded: when the output falls behind, events are dropped and
+ * counted (`dropped` on the next record that gets through).
+ */
+import { createWriteStream, type WriteStream } from 'node:fs';
+
+export interface RingDesc {
+  addr: string;
+  len: number;
+  flags: string[];
+  next?: number;
+  /** Descriptors of the indirect table this one points to. */
+  indirect?: RingDesc[];
+}
+
+export type RingEvent =
+  | { ev: 'avail'; availIdx: number; lastAvailIdx: number; new: number }
+  | { ev: 'chain'; head: number; descs: RingDesc[]; outLen: number; inLen: number; error?: string }
+  | { ev: 'used'; slot: number; id: number; len: number }
+  | { ev: 'flush'; usedIdx: number; count: number }
+  | {
+      ev: 'notify';
+      decision: 'sent' | 'suppressed';
+      why: string;
+      eventIdx: boolean;
+      usedEvent?: number;
+      newUsedIdx?: number;
+      oldUsedIdx?: number;
+      availFlags?: number;
+    }
+  | { ev: 'kicks'; enabled: boolean; how: string };
+
+export class RingTrace {
+  private readonly out: WriteStream | NodeJS.WritableStream;
+  private readonly t0 = Date.now();
+  private backlog = 0;
+  /** Events dropped because the output fell more than `maxBacklog` bytes behind. */
+  dropped = 0;
+  private droppedReported = 0;
+
+  constructor(
+    target: string | NodeJS.WritableStream,
+    private readonly maxBacklog = 8 << 20,
+  ) {
+    this.out =
+      typeof target === 'string'
+        ? target === '-'
+          ? process.stdout
+          : createWriteStream(target, { flags: 'a' })
+        : target;
+  }
+
+  record(vring: number, e: RingEvent): void {
+    if (this.backlog > this.maxBacklog) {
+      this.dropped++;
+      return;
+    }
+    const rec: Record<string, unknown> = { t: Date.now() - this.t0, vring, ...e };
+    if (this.dropped > this.droppedReported) {
+      rec.dropped = this.dropped - this.droppedReported;
+      this.droppedReported = this.dropped;
+    }
+    const line = `${JSON.stringify(rec)}\n`;
+    this.backlog += line.length;
+    this.out.write(line, () => {
+      this.backlog -= line.length;
+    });
+  }
+
+  close(): void {
+    if (this.out !== process.stdout && 'end' in this.out) (this.out as WriteStream).end();
+  }
+}
+
+const FLAG_NAMES: [number, string][] = [
+  [1, 'NEXT'],
+  [2, 'WRITE'],
+  [4, 'INDIRECT'],
+];
+export function descFlags(f: number): string[] {
+  return FLAG_NAMES.filter(([b]) => f & b).map(([, n]) => n);
+}
