@@ -6,10 +6,9 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { featureMask, VirtioFeature as F } from '../src/features.js';
 import type { DeviceCounters } from '../src/net/counters.js';
 import { defaultRss, rssPair, type Steering } from '../src/net/rss.js';
-import { encodeU64 } from '../src/vhost-user/codec.js';
 import type { Session } from '../src/vhost-user/session.js';
 import { type DatapathKind, native, type Served, serve, waitFor } from './helpers/harness.js';
-import { type GuestRam, MockFrontend } from './helpers/mock-frontend.js';
+import { type DriverPair, type GuestRam, MockFrontend } from './helpers/mock-frontend.js';
 import type { RingDriver } from './helpers/ring-driver.js';
 
 let srv: Served | undefined;
@@ -28,12 +27,7 @@ afterEach(async () => {
 const HDR = 12;
 const DATA = 0x100000; // buffers live from 1 MiB on
 
-interface Pair {
-  rx: RingDriver;
-  tx: RingDriver;
-  kicks: { rx: number; tx: number };
-  calls: { rx: number; tx: number };
-}
+type Pair = DriverPair;
 
 let datapath: DatapathKind = 'native';
 const countersOf = (s: Session): DeviceCounters => (s.dataPlane as unknown as { counters: DeviceCounters }).counters;
@@ -49,22 +43,8 @@ async function device(
   fe = srv.connect();
   const session = await next;
   await fe.handshake();
-  expect(await fe.acked('SET_FEATURES', encodeU64(features))).toBe(0n);
-  const ram = fe.guestRam(4 << 20);
-  expect(await fe.acked('SET_MEM_TABLE', MockFrontend.memTable([ram.region]), [ram.fd])).toBe(0n);
-  const pairs: Pair[] = [];
-  for (let p = 0; p < queuePairs; p++) {
-    const r = await fe.setupVring(2 * p, ram);
-    const t = await fe.setupVring(2 * p + 1, ram);
-    await fe.acked('SET_VRING_ENABLE', MockFrontend.state({ index: 2 * p, num: 1 }));
-    await fe.acked('SET_VRING_ENABLE', MockFrontend.state({ index: 2 * p + 1, num: 1 }));
-    pairs.push({
-      rx: fe.driver(2 * p, ram),
-      tx: fe.driver(2 * p + 1, ram),
-      kicks: { rx: r.kick, tx: t.kick },
-      calls: { rx: r.call, tx: t.call },
-    });
-  }
+  // bringUp throws when the backend refuses SET_FEATURES, SET_MEM_TABLE or SET_VRING_ENABLE.
+  const { ram, pairs } = await fe.bringUp(features, queuePairs);
   return { session, ram, pairs };
 }
 

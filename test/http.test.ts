@@ -12,9 +12,8 @@ import { featureMask, VirtioFeature as F } from '../src/features.js';
 import { startHttp } from '../src/metrics/http.js';
 import { packageRoot } from '../src/native.js';
 import type { DeviceCounters } from '../src/net/counters.js';
-import { encodeU64 } from '../src/vhost-user/codec.js';
 import { native, serve, waitFor } from './helpers/harness.js';
-import { MockFrontend } from './helpers/mock-frontend.js';
+import type { DriverPair } from './helpers/mock-frontend.js';
 
 /** Prometheus text exposition: `name{a="b",...} value` lines (comments skipped). */
 function parseProm(text: string): { name: string; labels: Record<string, string>; value: number }[] {
@@ -41,15 +40,9 @@ describe('http introspection', () => {
     const fe = srv.connect();
     const session = await next;
     await fe.handshake();
-    await fe.acked('SET_FEATURES', encodeU64(featureMask(F.F_VERSION_1, F.VHOST_USER_F_PROTOCOL_FEATURES)));
-    const ram = fe.guestRam(4 << 20);
-    await fe.acked('SET_MEM_TABLE', MockFrontend.memTable([ram.region]), [ram.fd]);
-    const rx = await fe.setupVring(0, ram);
-    const tx = await fe.setupVring(1, ram);
-    await fe.acked('SET_VRING_ENABLE', MockFrontend.state({ index: 0, num: 1 }));
-    await fe.acked('SET_VRING_ENABLE', MockFrontend.state({ index: 1, num: 1 }));
-    const drx = fe.driver(0, ram);
-    const dtx = fe.driver(1, ram);
+    const { ram, pairs } = await fe.bringUp(featureMask(F.F_VERSION_1, F.VHOST_USER_F_PROTOCOL_FEATURES), 1);
+    const { rx: drx, tx: dtx, kicks } = pairs[0] as DriverPair;
+    const [rx, tx] = [{ kick: kicks.rx }, { kick: kicks.tx }];
     for (let i = 0; i < 8; i++)
       drx.offer(drx.addChain([{ addr: BigInt(0x100000 + i * 2048), len: 2048, write: true }]));
     drx.publish();

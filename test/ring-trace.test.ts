@@ -10,10 +10,9 @@ import { featureMask, VirtioFeature as F } from '../src/features.js';
 import { silentLogger } from '../src/log.js';
 import { TsDataPlane } from '../src/net/ts-data-plane.js';
 import { RingTrace } from '../src/trace/ring-trace.js';
-import { encodeU64 } from '../src/vhost-user/codec.js';
 import type { Session } from '../src/vhost-user/session.js';
 import { native, tempDir, waitFor } from './helpers/harness.js';
-import { MockFrontend } from './helpers/mock-frontend.js';
+import { type DriverPair, MockFrontend } from './helpers/mock-frontend.js';
 
 describe('ring trace (TS data path)', () => {
   it('records every step of a loopback exchange, with the numbers behind each decision', async () => {
@@ -34,15 +33,9 @@ describe('ring trace (TS data path)', () => {
     const session = await next;
     await fe.handshake();
     const f = featureMask(F.F_VERSION_1, F.VHOST_USER_F_PROTOCOL_FEATURES, F.RING_F_EVENT_IDX, F.RING_F_INDIRECT_DESC);
-    await fe.acked('SET_FEATURES', encodeU64(f));
-    const ram = fe.guestRam(4 << 20);
-    await fe.acked('SET_MEM_TABLE', MockFrontend.memTable([ram.region]), [ram.fd]);
-    const rx = await fe.setupVring(0, ram);
-    const tx = await fe.setupVring(1, ram);
-    await fe.acked('SET_VRING_ENABLE', MockFrontend.state({ index: 0, num: 1 }));
-    await fe.acked('SET_VRING_ENABLE', MockFrontend.state({ index: 1, num: 1 }));
-    const drx = fe.driver(0, ram);
-    const dtx = fe.driver(1, ram);
+    const { ram, pairs } = await fe.bringUp(f, 1);
+    const { rx: drx, tx: dtx, kicks } = pairs[0] as DriverPair;
+    const [rx, tx] = [{ kick: kicks.rx }, { kick: kicks.tx }];
     for (let i = 0; i < 4; i++)
       drx.offer(drx.addChain([{ addr: BigInt(0x100000 + i * 2048), len: 2048, write: true }]));
     drx.publish();

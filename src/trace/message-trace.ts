@@ -4,7 +4,7 @@
  * state changes each request caused. Asynchronous changes (a ring started by its first kick, a
  * ring broken by the driver) are `event` records. `vhost-user-net explain` reads it back.
  */
-import { createWriteStream, type WriteStream } from 'node:fs';
+import { closeTraceOutput, openTraceOutput, type TraceOutput } from './output.js';
 import type { Header } from '../vhost-user/codec.js';
 import { Flags, requestName } from '../vhost-user/codec.js';
 import type { SessionChange } from '../vhost-user/session.js';
@@ -42,19 +42,14 @@ const decodeFlags = (f: number) => ({
 });
 
 export class MessageTrace {
-  private readonly out: WriteStream | NodeJS.WritableStream;
+  private readonly out: TraceOutput;
   private readonly t0 = Date.now();
   private seq = 0;
   /** Changes collected while a request is being handled. */
   private pending: SessionChange[] | undefined;
 
   constructor(target: string | NodeJS.WritableStream) {
-    this.out =
-      typeof target === 'string'
-        ? target === '-'
-          ? process.stdout
-          : createWriteStream(target, { flags: 'a' })
-        : target;
+    this.out = openTraceOutput(target);
   }
 
   private write(r: Omit<TraceRecord, 't' | 'time' | 'seq'>): number {
@@ -116,6 +111,6 @@ export class MessageTrace {
   }
 
   close(): void {
-    if (this.out !== process.stdout && 'end' in this.out) (this.out as WriteStream).end();
+    closeTraceOutput(this.out);
   }
 }

@@ -6,7 +6,7 @@
  * NO_INTERRUPT flag). Memory is bounded: when the output falls behind, events are dropped and
  * counted (`dropped` on the next record that gets through).
  */
-import { createWriteStream, type WriteStream } from 'node:fs';
+import { closeTraceOutput, openTraceOutput, type TraceOutput } from './output.js';
 
 export interface RingDesc {
   addr: string;
@@ -35,7 +35,7 @@ export type RingEvent =
   | { ev: 'kicks'; enabled: boolean; how: string };
 
 export class RingTrace {
-  private readonly out: WriteStream | NodeJS.WritableStream;
+  private readonly out: TraceOutput;
   private readonly t0 = Date.now();
   private backlog = 0;
   /** Events dropped because the output fell more than `maxBacklog` bytes behind. */
@@ -46,12 +46,7 @@ export class RingTrace {
     target: string | NodeJS.WritableStream,
     private readonly maxBacklog = 8 << 20,
   ) {
-    this.out =
-      typeof target === 'string'
-        ? target === '-'
-          ? process.stdout
-          : createWriteStream(target, { flags: 'a' })
-        : target;
+    this.out = openTraceOutput(target);
   }
 
   record(vring: number, e: RingEvent): void {
@@ -72,7 +67,7 @@ export class RingTrace {
   }
 
   close(): void {
-    if (this.out !== process.stdout && 'end' in this.out) (this.out as WriteStream).end();
+    closeTraceOutput(this.out);
   }
 }
 

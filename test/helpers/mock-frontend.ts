@@ -27,6 +27,14 @@ export interface Reply {
   payload: Buffer;
 }
 
+/** The driver side of one queue pair, with its kick and call eventfds. */
+export interface DriverPair {
+  rx: RingDriver;
+  tx: RingDriver;
+  kicks: { rx: number; tx: number };
+  calls: { rx: number; tx: number };
+}
+
 export interface GuestRam {
   fd: number;
   size: number;
@@ -215,6 +223,39 @@ export class MockFrontend {
     await this.request('SET_VRING_KICK', encodeU64(BigInt(index)), { fds: [kick] });
     await this.request('SET_VRING_CALL', encodeU64(BigInt(index)), { fds: [call] });
     return { kick, call };
+  }
+
+  /**
+   * After `handshake`: acks `features`, shares guest RAM, sets up and enables both vrings of
+   * every queue pair. A step the backend refuses (non-zero REPLY_ACK) throws.
+   */
+  async bringUp(
+    features: bigint,
+    queuePairs: number,
+    ramBytes = 4 << 20,
+  ): Promise<{ ram: GuestRam; pairs: DriverPair[] }> {
+    const ok = async (what: RequestName, v: Promise<bigint>) => {
+      const ack = await v;
+      if (ack !== 0n) throw new Error(`${what} refused (ack ${ack})`);
+    };
+    await ok('SET_FEATURES', this.acked('SET_FEATURES', encodeU64(features)));
+    const ram = this.guestRam(ramBytes);
+    await ok('SET_MEM_TABLE', this.acked('SET_MEM_TABLE', encodeMemTable([ram.region]), [ram.fd]));
+    const pairs: DriverPair[] = [];
+    for (let p = 0; p < queuePairs; p++) {
+      const r = await this.setupVring(2 * p, ram);
+      const t = await this.setupVring(2 * p + 1, ram);
+      for (const index of [2 * p, 2 * p + 1]) {
+        await ok('SET_VRING_ENABLE', this.acked('SET_VRING_ENABLE', encodeVringState({ index, num: 1 })));
+      }
+      pairs.push({
+        rx: this.driver(2 * p, ram),
+        tx: this.driver(2 * p + 1, ram),
+        kicks: { rx: r.kick, tx: t.kick },
+        calls: { rx: r.call, tx: t.call },
+      });
+    }
+    return { ram, pairs };
   }
 
   /** The driver side of vring `index` as laid out by setupVring (for writing chains). */
