@@ -221,6 +221,7 @@ void PairWorker::ProcessTx() {
         continue;
       }
       uint64_t frameLen = e.outLen - hdr;
+      if (capTx_) capTx_->Frame(1, hdr, e.outLen, e.segs, e.outNum);
       if (dev_->policy == SteerPolicy::kFlowAffinity) RecordFlow(e);
       if (!q.enabled) {
         // A started but disabled transmitq is drained and its frames discarded.
@@ -405,6 +406,20 @@ int PairWorker::Deliver(const uint8_t* frame, uint32_t len) {
     if (nb[0]) *nb[0] = static_cast<uint8_t>(taken & 0xff);
     if (nb[1]) *nb[1] = static_cast<uint8_t>(taken >> 8);
   }
+  if (capRx_) {
+    // The header as the guest reads it, num_buffers included.
+    uint8_t h[12];
+    std::memcpy(h, frame, hdr);
+    if (hdr == 12) {
+      h[10] = static_cast<uint8_t>(taken & 0xff);
+      h[11] = static_cast<uint8_t>(taken >> 8);
+    }
+    struct Part {
+      const uint8_t* host;
+      uint32_t len;
+    } part{frame, len};
+    capRx_->Frame(0, hdr, len, &part, 1, h);
+  }
   rxFrames_++;
   rxBytes_ += len - hdr;
   progress_ = true;
@@ -578,6 +593,10 @@ bool PairWorker::Setup(int epfd) {
   }
   rxCached_ = rxPos_ = 0;
   rxFilled_ = 0;
+  rx_.trace = dev_->TraceOf(vr);
+  tx_.trace = dev_->TraceOf(vt);
+  capRx_ = dev_->CaptureOf(vr);
+  capTx_ = dev_->CaptureOf(vt);
   return polled;
 }
 
@@ -638,6 +657,9 @@ Napi::Function NetDevice::Init(Napi::Env env) {
                          InstanceMethod<&NetDevice::SetCpus>("setCpus"),
                          InstanceMethod<&NetDevice::SetThreads>("setThreads"),
                          InstanceMethod<&NetDevice::SetPoll>("setPoll"),
+                         InstanceMethod<&NetDevice::SetObserve>("setObserve"),
+                         InstanceMethod<&NetDevice::DrainObserve>("drainObserve"),
+                         InstanceMethod<&NetDevice::ObserveLost>("observeLost"),
                          InstanceMethod<&NetDevice::StartQueue>("startQueue"),
                          InstanceMethod<&NetDevice::StopQueue>("stopQueue"),
                          InstanceMethod<&NetDevice::SetEnabled>("setEnabled"),
@@ -985,6 +1007,72 @@ Napi::Value NetDevice::Resume(const Napi::CallbackInfo& info) {
 Napi::Value NetDevice::Close(const Napi::CallbackInfo& info) {
   Shutdown();
   return info.Env().Undefined();
+}
+
+// setObserve({capture, trace, snapLen, bytes}): per-vring observation rings of `bytes` each
+// (capture: frames cut to snapLen; trace: ring steps). Both false turns observation off.
+Napi::Value NetDevice::SetObserve(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsObject()) {
+    ThrowArg(env, "setObserve({capture, trace, snapLen, bytes})");
+    return env.Undefined();
+  }
+  Napi::Object o = info[0].As<Napi::Object>();
+  bool capture = o.Get("capture").ToBoolean();
+  bool trace = o.Get("trace").ToBoolean();
+  uint32_t snap = o.Get("snapLen").IsNumber() ? o.Get("snapLen").As<Napi::Number>().Uint32Value()
+                                              : 262144;
+  uint32_t bytes = o.Get("bytes").IsNumber() ? o.Get("bytes").As<Napi::Number>().Uint32Value()
+                                             : (4u << 20);
+  if (bytes < 4096 || bytes > (1u << 30) || snap > (1u << 20)) {
+    ThrowArg(env, "setObserve: bytes 4 KiB..1 GiB, snapLen <= 1 MiB");
+    return env.Undefined();
+  }
+  StopAll();
+  observers.clear();
+  if (capture || trace) {
+    for (uint32_t v = 0; v < queues.size(); v++)
+      observers.emplace_back(new VringObserver(static_cast<uint16_t>(v), bytes, capture, trace, snap));
+  }
+  for (uint32_t p = 0; p < workers_.size(); p++) MaybeStartPair(p);
+  return env.Undefined();
+}
+
+// drainObserve(buf): moves waiting records into `buf` as [u32 len][record] each, vring by
+// vring, until it is full. Returns the bytes written. Only the JS thread consumes.
+Napi::Value NetDevice::DrainObserve(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsBuffer()) {
+    ThrowArg(env, "drainObserve(buffer)");
+    return env.Undefined();
+  }
+  auto buf = info[0].As<Napi::Buffer<uint8_t>>();
+  uint8_t* out = buf.Data();
+  const size_t cap = buf.Length();
+  size_t n = 0;
+  for (auto& o : observers) {
+    if (!o) continue;
+    bool room = o->ring.Drain([&](const uint8_t* rec, uint32_t len) {
+      if (cap - n < 4 + size_t(len)) return false;
+      std::memcpy(out + n, &len, 4);
+      std::memcpy(out + n + 4, rec, len);
+      n += 4 + len;
+      return true;
+    });
+    if (!room) break;
+  }
+  return Napi::Number::New(env, static_cast<double>(n));
+}
+
+// observeLost(): records dropped per vring because JS fell behind.
+Napi::Value NetDevice::ObserveLost(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Array a = Napi::Array::New(env, observers.size());
+  for (uint32_t v = 0; v < observers.size(); v++)
+    a.Set(v, Napi::Number::New(env, observers[v] ? static_cast<double>(observers[v]->ring.lost.load(
+                                                      std::memory_order_relaxed))
+                                                : 0));
+  return a;
 }
 
 void InitNetDevice(Napi::Env env, Napi::Object exports) {

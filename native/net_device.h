@@ -10,7 +10,9 @@
 #include <thread>
 #include <vector>
 
+#include "byte_ring.h"
 #include "guest_memory.h"
+#include "observe.h"
 #include "rss.h"
 #include "split_ring.h"
 
@@ -42,68 +44,9 @@ enum class HostKind { kNull, kLoopback, kTap, kAfPacket };
 // Where a frame from the host goes (virtio-net §5.1.6.5.5 leaves it to the device under MQ).
 enum class SteerPolicy : uint32_t { kNone = 0, kToeplitz = 1, kFlowAffinity = 2 };
 
-// Frames for another pair's receiveq travel through a single-producer single-consumer byte
-// ring (one per source pair and target pair, made on first use): records of [u32 len][frame]
-// padded to 8 bytes; a record that would not fit before the end leaves a wrap marker.
-class HandoverRing {
- public:
-  static constexpr uint32_t kWrap = 0xffffffffu;
-  explicit HandoverRing(uint32_t bytes) : cap_(bytes), buf_(bytes) {}
-  uint32_t capacity() const { return cap_; }
-
-  // Producer only. False when the consumer has not made room.
-  bool Push(const uint8_t* frame, uint32_t len) {
-    const uint32_t need = 8 + ((len + 7) & ~7u);
-    uint64_t h = head_.load(std::memory_order_relaxed);
-    // Acquire: the consumer is done with the bytes it released before we overwrite them.
-    const uint64_t t = tail_.load(std::memory_order_acquire);
-    uint32_t pos = static_cast<uint32_t>(h % cap_);
-    const uint32_t skip = cap_ - pos < need ? cap_ - pos : 0;
-    if (h + skip + need - t > cap_) return false;
-    if (skip) {
-      std::memcpy(&buf_[pos], &kWrap, 4);
-      h += skip;
-      pos = 0;
-    }
-    std::memcpy(&buf_[pos], &len, 4);
-    std::memcpy(&buf_[pos + 8], frame, len);
-    // Release: the record's bytes are visible before the consumer sees the new head.
-    head_.store(h + need, std::memory_order_release);
-    return true;
-  }
-
-  // Consumer only: hands each waiting frame to `take` until it returns false (kept).
-  template <typename F>
-  bool Drain(F take) {
-    uint64_t t = tail_.load(std::memory_order_relaxed);
-    // Acquire: the records published before this head are complete.
-    const uint64_t h = head_.load(std::memory_order_acquire);
-    bool all = true;
-    while (t != h) {
-      const uint32_t pos = static_cast<uint32_t>(t % cap_);
-      uint32_t len;
-      std::memcpy(&len, &buf_[pos], 4);
-      if (len == kWrap) {
-        t += cap_ - pos;
-        continue;
-      }
-      if (!take(&buf_[pos + 8], len)) {
-        all = false;
-        break;
-      }
-      t += 8 + ((len + 7) & ~7u);
-    }
-    // Release: we are done reading these records before the producer may reuse their bytes.
-    tail_.store(t, std::memory_order_release);
-    return all;
-  }
-
- private:
-  const uint32_t cap_;  // a multiple of 8
-  std::vector<uint8_t> buf_;
-  std::atomic<uint64_t> head_{0};  // bytes ever written (producer)
-  std::atomic<uint64_t> tail_{0};  // bytes ever consumed (consumer)
-};
+// Frames for another pair's receiveq travel through a ByteRing (one per source pair and target
+// pair, made on first use), one record per frame.
+using HandoverRing = ByteRing;
 
 // Virtio feature bit numbers the data path looks at.
 constexpr int kFCsum = 0, kFGuestCsum = 1, kFGuestTso4 = 7, kFGuestTso6 = 8, kFGuestEcn = 9,
@@ -186,6 +129,9 @@ class PairWorker {
   Element txElems_[kMaxBurst];
   std::vector<Segment> txSegs_;
   std::vector<uint8_t> txBounce_;
+  // Capture (--pcap): the observers of this pair's receiveq and transmitq, or null.
+  VringObserver* capRx_ = nullptr;
+  VringObserver* capTx_ = nullptr;
 };
 
 // A data-plane thread: sleeps in epoll_wait on the kick, host and handover fds of its queue
@@ -235,6 +181,17 @@ class NetDevice : public Napi::ObjectWrap<NetDevice> {
   uint32_t pairs = 0;
   std::vector<int> cpus;  // thread t runs on cpus[t % size] when set
   uint32_t pollUs = 0;    // busy-poll this long after the last frame before sleeping
+  // Observation (capture, ring trace): one per vring when on; set only while workers are
+  // stopped. JS drains them (drainObserve) on a timer.
+  std::vector<std::unique_ptr<VringObserver>> observers;
+  VringObserver* CaptureOf(uint32_t v) {
+    return v < observers.size() && observers[v] && observers[v]->capture ? observers[v].get()
+                                                                         : nullptr;
+  }
+  VringObserver* TraceOf(uint32_t v) {
+    return v < observers.size() && observers[v] && observers[v]->trace ? observers[v].get()
+                                                                       : nullptr;
+  }
   void UpdateRxReady(uint32_t pair);
   HandoverRing* Ring(uint32_t src, uint32_t dst) {
     return handover ? handover[size_t(src) * pairs + dst].load(std::memory_order_acquire) : nullptr;
@@ -272,6 +229,9 @@ class NetDevice : public Napi::ObjectWrap<NetDevice> {
   Napi::Value Pause(const Napi::CallbackInfo& info);
   Napi::Value Resume(const Napi::CallbackInfo& info);
   Napi::Value Close(const Napi::CallbackInfo& info);
+  Napi::Value SetObserve(const Napi::CallbackInfo& info);
+  Napi::Value DrainObserve(const Napi::CallbackInfo& info);
+  Napi::Value ObserveLost(const Napi::CallbackInfo& info);
   void StopPair(uint32_t pair);
   void MaybeStartPair(uint32_t pair);
   void StopAll();

@@ -2,6 +2,7 @@
 // use it (one JS call per operation is fine there, never on the data path).
 #include <napi.h>
 
+#include <memory>
 #include <vector>
 
 #include "env_state.h"
@@ -27,7 +28,8 @@ class RingModel : public Napi::ObjectWrap<RingModel> {
          InstanceMethod<&RingModel::Flush>("flush"),
          InstanceMethod<&RingModel::NeedNotify>("needNotify"),
          InstanceMethod<&RingModel::SetNotification>("setNotification"),
-         InstanceMethod<&RingModel::Rewind>("rewind"), InstanceMethod<&RingModel::State>("state")});
+         InstanceMethod<&RingModel::Rewind>("rewind"), InstanceMethod<&RingModel::State>("state"),
+         InstanceMethod<&RingModel::DrainTrace>("drainTrace")});
   }
 
   // new RingModel(regions[{mappingId, gpa, size, va}], {num, desc, avail, used, eventIdx,
@@ -57,6 +59,10 @@ class RingModel : public Napi::ObjectWrap<RingModel> {
     cfg.eventIdx = c.Get("eventIdx").ToBoolean();
     cfg.indirect = c.Get("indirect").ToBoolean();
     cfg.notifyOnEmpty = c.Get("notifyOnEmpty").ToBoolean();
+    if (c.Get("trace").ToBoolean()) {
+      trace_.reset(new VringObserver(0, 1u << 20, false, true, 0));
+      ring_.trace = trace_.get();
+    }
     ring_.Attach(mem_, cfg,
                  static_cast<uint16_t>(c.Get("lastAvailIdx").As<Napi::Number>().Uint32Value()),
                  static_cast<uint16_t>(c.Get("usedIdx").As<Napi::Number>().Uint32Value()));
@@ -126,7 +132,22 @@ class RingModel : public Napi::ObjectWrap<RingModel> {
     return o;
   }
 
+  // drainTrace() -> Buffer of [u32 len][record]... (the ring trace records, as NetDevice's).
+  Napi::Value DrainTrace(const Napi::CallbackInfo& info) {
+    std::vector<uint8_t> out;
+    if (trace_) {
+      trace_->ring.Drain([&](const uint8_t* rec, uint32_t len) {
+        const uint8_t* l = reinterpret_cast<const uint8_t*>(&len);
+        out.insert(out.end(), l, l + 4);
+        out.insert(out.end(), rec, rec + len);
+        return true;
+      });
+    }
+    return Napi::Buffer<uint8_t>::Copy(info.Env(), out.data(), out.size());
+  }
+
   GuestMemory mem_;
+  std::unique_ptr<VringObserver> trace_;
   SplitRing ring_;
   std::vector<Segment> segs_;
 };

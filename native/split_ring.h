@@ -11,6 +11,7 @@
 #include <cstring>
 
 #include "guest_memory.h"
+#include "observe.h"
 #include "ring_errors.h"
 
 namespace vun {
@@ -59,6 +60,9 @@ class SplitRing {
   bool signalledUsedValid = false;
   bool broken = false;
   uint32_t error = kRingOk;
+  // Ring trace (--trace-rings): when set, each step below also writes a record. Off, it costs
+  // one predictable branch per step.
+  VringObserver* trace = nullptr;
 
   // Resolves the ring areas in `mem`. False (and broken, kRingAddrInvalid) when an area is not
   // mapped in one region or misaligned (virtio 1.2 §2.7: desc 16, avail 2, used 4 bytes).
@@ -102,6 +106,7 @@ class SplitRing {
     while (n < max && kBurstSegs - used >= kMaxChainSegs) {
       if (lastAvailIdx == shadowAvailIdx) {
         shadowAvailIdx = AvailIdx();
+        if (trace) trace->Avail(shadowAvailIdx, lastAvailIdx);
         // §2.7.13.3: idx only moves forward, by at most the queue size past what we read.
         if (static_cast<uint16_t>(shadowAvailIdx - lastAvailIdx) > cfg.num) {
           Fail(kAvailIdxJump);
@@ -111,6 +116,10 @@ class SplitRing {
       }
       Element& e = elems[n];
       uint32_t err = ReadChain(&e, segs + used);
+      if (trace) {
+        bool ok = err == kRingOk;
+        trace->Chain(ok ? e.head : PeekHead(), err, ok ? e.outLen : 0, ok ? e.inLen : 0);
+      }
       if (err != kRingOk) {
         Fail(err);
         break;
@@ -133,6 +142,7 @@ class SplitRing {
     uint32_t id = head;
     std::memcpy(ent, &id, 4);
     std::memcpy(ent + 4, &len, 4);
+    if (trace) trace->Used(static_cast<uint16_t>((usedIdx + idx) % cfg.num), id, len);
   }
 
   // Publishes `count` filled entries with one store-release of used->idx: the entries and the
@@ -140,6 +150,7 @@ class SplitRing {
   void Flush(uint16_t count) {
     usedIdx = static_cast<uint16_t>(usedIdx + count);
     __atomic_store_n(reinterpret_cast<uint16_t*>(used_ + 2), usedIdx, __ATOMIC_RELEASE);
+    if (trace) trace->Flush(usedIdx, count);
   }
 
   // Whether the driver wants an interrupt for what was flushed since the last one.
@@ -150,20 +161,34 @@ class SplitRing {
     // §2.7.10 / VIRTIO_F_NOTIFY_ON_EMPTY: notify when the ring ran empty, whatever the flags.
     if (cfg.notifyOnEmpty && AvailIdx() == lastAvailIdx) {
       MarkSignalled();
+      if (trace) trace->Notify(true, kWhyOnEmpty, cfg.eventIdx, 0, 0, 0, 0);
       return true;
     }
-    if (!cfg.eventIdx) return !(AvailFlags() & kAvailFNoInterrupt);
+    if (!cfg.eventIdx) {
+      uint16_t flags = AvailFlags();
+      bool sent = !(flags & kAvailFNoInterrupt);
+      if (trace) trace->Notify(sent, kWhyFlags, false, 0, 0, 0, flags);
+      return sent;
+    }
     uint16_t old = signalledUsed;
     bool valid = signalledUsedValid;
     MarkSignalled();
-    return !valid || NeedEvent(UsedEvent(), usedIdx, old);
+    uint16_t event = UsedEvent();
+    bool sent = !valid || NeedEvent(event, usedIdx, old);
+    if (trace) trace->Notify(sent, valid ? kWhyEventIdx : kWhyFirst, true, event, usedIdx, old, 0);
+    return sent;
   }
 
   // Enables or suppresses the driver's kicks (used->flags or avail_event).
   void SetNotification(bool enable) {
     if (cfg.eventIdx) {
-      if (enable) SetAvailEvent(AvailIdx());
+      if (enable) {
+        uint16_t a = AvailIdx();
+        SetAvailEvent(a);
+        if (trace) trace->Kicks(true, true, a);
+      }
     } else {
+      if (trace) trace->Kicks(enable, false, 0);
       uint16_t* f = reinterpret_cast<uint16_t*>(used_);
       uint16_t v = __atomic_load_n(f, __ATOMIC_RELAXED);
       v = enable ? (v & ~kUsedFNoNotify) : (v | kUsedFNoNotify);
@@ -201,6 +226,12 @@ class SplitRing {
     __atomic_store_n(reinterpret_cast<uint16_t*>(used_ + 4 + 8 * cfg.num), v, __ATOMIC_RELAXED);
   }
 
+  uint16_t PeekHead() const {
+    uint16_t head;
+    std::memcpy(&head, avail_ + 4 + 2 * (lastAvailIdx % cfg.num), 2);
+    return head;
+  }
+
   // Walks the chain at the current avail slot (§2.7.5, §2.7.5.3 indirect descriptors).
   uint32_t ReadChain(Element* e, Segment* segs) {
     uint16_t slot = lastAvailIdx % cfg.num;
@@ -221,6 +252,7 @@ class SplitRing {
     for (;;) {
       VringDesc d;
       std::memcpy(&d, table + 16 * i, 16);  // read once: the driver may change it under us
+      if (trace) trace->Desc(d.addr, d.len, d.flags, d.next, inIndirect);
       if (d.flags & kDescFIndirect) {
         // §2.7.5.3.1: the driver MUST NOT set INDIRECT and NEXT together, nor nest tables.
         if (!cfg.indirect) return kIndirectNotNegotiated;

@@ -100,6 +100,15 @@ export interface NativeNetDevice {
   setThreads(threadOf: number[]): void;
   /** Busy-poll this many microseconds after the last frame before sleeping (0: never). */
   setPoll(us: number): void;
+  /**
+   * Observation rings, one per vring (capture: frames cut to snapLen; trace: ring steps);
+   * both false turns them off. Records are decoded by src/trace/observe.ts.
+   */
+  setObserve(o: { capture: boolean; trace: boolean; snapLen?: number; bytes?: number }): void;
+  /** Moves waiting records into `buf` ([u32 len][record]...); returns the bytes written. */
+  drainObserve(buf: Buffer): number;
+  /** Records dropped per vring because the drain fell behind. */
+  observeLost(): number[];
   startQueue(index: number, cfg: NativeQueueConfig): void;
   stopQueue(index: number): { lastAvailIdx: number; usedIdx: number; broken: boolean; error: number };
   setEnabled(index: number, enabled: boolean): void;
@@ -119,9 +128,13 @@ export interface RingModelConfig {
   notifyOnEmpty: boolean;
   lastAvailIdx: number;
   usedIdx: number;
+  /** Record ring trace steps (drainTrace). */
+  trace?: boolean;
 }
 
 export interface NativeRingModel {
+  /** The ring trace records written since the last call ([u32 len][record]...). */
+  drainTrace(): Buffer;
   popBurst(
     max: number,
   ): { head: number; out: [bigint, number][]; in: [bigint, number][]; outLen: number; inLen: number }[];

@@ -11,6 +11,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { GuestMemoryRef } from '../src/virtio/guest-memory.js';
 import { ringErrorNames } from '../src/virtio/ring-errors.js';
 import { type Element, SplitRingRef } from '../src/virtio/split-ring.js';
+import { records } from '../src/trace/observe.js';
+import type { RingEvent } from '../src/trace/ring-trace.js';
 import { native } from './helpers/harness.js';
 import { RingDriver, type DescSpec } from './helpers/ring-driver.js';
 
@@ -139,7 +141,7 @@ const strip = (elems: Element[]) =>
   }));
 
 /** Runs one sequence; throws on the first difference. */
-function runSequence(ops: Op[], feat: Features, startIdx: number): void {
+function runSequence(ops: Op[], feat: Features, startIdx: number, trace = false): void {
   for (const s of sides) for (const b of s.bytes) b.fill(0);
   const driver = new RingDriver(
     sides.flatMap((s) => [s.bytes[0] as Uint8Array]),
@@ -174,8 +176,13 @@ function runSequence(ops: Op[], feat: Features, startIdx: number): void {
       ...feat,
       lastAvailIdx: startIdx,
       usedIdx: startIdx,
+      trace,
     },
   );
+  // With `trace`, both rings also report every step; the C++ records must decode to the same
+  // events the reference emits (the ring trace reads the same on either data path).
+  const refEvents: RingEvent[] = [];
+  if (trace) ref.onEvent = (e) => refEvents.push(structuredClone(e));
   const outstanding: Element[] = [];
   let poppedNotFilled = 0;
   ops.forEach((o, step) => {
@@ -241,6 +248,10 @@ function runSequence(ops: Op[], feat: Features, startIdx: number): void {
         break;
     }
     expect(fast.state(), where).toEqual(ref.state());
+    if (trace) {
+      const got = [...records(fast.drainTrace())].map((r) => (r.kind === 'ring' ? r.event : r));
+      expect(got, `${where}: ring trace`).toEqual(refEvents.splice(0));
+    }
     for (let r = 0; r < 2; r++) {
       const x = s0.bytes[r] as Uint8Array;
       const y = s1.bytes[r] as Uint8Array;
@@ -266,8 +277,9 @@ describe('split ring: TS reference vs C++ fast path', () => {
         fc.array(opArb, { minLength: 1, maxLength: 40 }),
         features,
         fc.constantFrom(0, 7, 0xfffa),
-        (ops, feat, start) => {
-          runSequence(ops, feat, start);
+        fc.boolean(),
+        (ops, feat, start, trace) => {
+          runSequence(ops, feat, start, trace);
         },
       ),
       { numRuns: RUNS, seed: process.env.VUN_DIFF_SEED ? Number(process.env.VUN_DIFF_SEED) : undefined },
@@ -320,6 +332,7 @@ const regressions: Record<string, { ops: Op[]; feat?: Partial<Features>; start?:
 
 describe('split ring regressions', () => {
   it.each(Object.entries(regressions))('%s', (_name, r) => {
-    runSequence(r.ops, { eventIdx: false, indirect: false, notifyOnEmpty: false, ...r.feat }, r.start ?? 0);
+    for (const trace of [false, true])
+      runSequence(r.ops, { eventIdx: false, indirect: false, notifyOnEmpty: false, ...r.feat }, r.start ?? 0, trace);
   });
 });

@@ -34,6 +34,52 @@ export type RingEvent =
     }
   | { ev: 'kicks'; enabled: boolean; how: string };
 
+export type NotifyEvent = Extract<RingEvent, { ev: 'notify' }>;
+/** What decided a notification: the driver's flags, EVENT_IDX, NOTIFY_ON_EMPTY, or a first one. */
+export type NotifyReason = 'flags' | 'event-idx' | 'on-empty' | 'first';
+
+const u16 = (v: number) => v & 0xffff;
+
+/**
+ * One notification decision as a trace event, with the sentence that explains it. Both ring
+ * implementations report through this, so their traces read the same.
+ */
+export function notifyEvent(
+  sent: boolean,
+  reason: NotifyReason,
+  eventIdx: boolean,
+  n: { usedEvent?: number; newUsedIdx?: number; oldUsedIdx?: number; availFlags?: number } = {},
+): NotifyEvent {
+  const base = { ev: 'notify' as const, decision: sent ? ('sent' as const) : ('suppressed' as const), eventIdx };
+  switch (reason) {
+    case 'on-empty':
+      return { ...base, why: 'NOTIFY_ON_EMPTY and the available ring is empty' };
+    case 'flags':
+      return {
+        ...base,
+        why: sent ? 'VRING_AVAIL_F_NO_INTERRUPT clear' : 'VRING_AVAIL_F_NO_INTERRUPT set',
+        availFlags: n.availFlags ?? 0,
+      };
+    case 'first':
+      return {
+        ...base,
+        why: 'first notification since the ring started',
+        usedEvent: n.usedEvent ?? 0,
+        newUsedIdx: n.newUsedIdx ?? 0,
+      };
+    case 'event-idx': {
+      const [ue, nu, old] = [n.usedEvent ?? 0, n.newUsedIdx ?? 0, n.oldUsedIdx ?? 0];
+      return {
+        ...base,
+        why: `vring_need_event: (u16)(${nu} - ${ue} - 1) = ${u16(nu - ue - 1)} ${sent ? '<' : '>='} (u16)(${nu} - ${old}) = ${u16(nu - old)}`,
+        usedEvent: ue,
+        newUsedIdx: nu,
+        oldUsedIdx: old,
+      };
+    }
+  }
+}
+
 export class RingTrace {
   private readonly out: TraceOutput;
   private readonly t0 = Date.now();

@@ -16,7 +16,14 @@
  *   4. notify: decide, from used_event or the NO_INTERRUPT flag, whether to interrupt
  */
 import type { GuestMemoryRef, Segment } from './guest-memory.js';
-import { descFlags, type RingDesc, type RingEvent } from '../trace/ring-trace.js';
+import {
+  descFlags,
+  notifyEvent,
+  type NotifyEvent,
+  type NotifyReason,
+  type RingDesc,
+  type RingEvent,
+} from '../trace/ring-trace.js';
 import { RingError, ringErrorName } from './ring-errors.js';
 
 export const DESC_F_NEXT = 1;
@@ -195,42 +202,29 @@ export class SplitRingRef {
     return r.notify;
   }
 
-  private decideNotify(): { notify: boolean; event: Extract<RingEvent, { ev: 'notify' }> } {
-    const ev = (notify: boolean, why: string, extra: Record<string, number> = {}) => ({
+  private decideNotify(): { notify: boolean; event: NotifyEvent } {
+    const ev = (notify: boolean, reason: NotifyReason, n: Parameters<typeof notifyEvent>[3] = {}) => ({
       notify,
-      event: {
-        ev: 'notify' as const,
-        decision: notify ? ('sent' as const) : ('suppressed' as const),
-        why,
-        eventIdx: this.cfg.eventIdx,
-        ...extra,
-      },
+      event: notifyEvent(notify, reason, this.cfg.eventIdx, n),
     });
     // VIRTIO_F_NOTIFY_ON_EMPTY: interrupt when the ring ran empty, whatever the driver asked.
     if (this.cfg.notifyOnEmpty && this.availIdx() === this.lastAvailIdx) {
       this.markSignalled();
-      return ev(true, 'NOTIFY_ON_EMPTY and the available ring is empty');
+      return ev(true, 'on-empty');
     }
     // §2.7.7: without EVENT_IDX the driver's flags decide.
     if (!this.cfg.eventIdx) {
-      const flags = this.availFlags();
-      const notify = (flags & AVAIL_F_NO_INTERRUPT) === 0;
-      return ev(notify, notify ? 'VRING_AVAIL_F_NO_INTERRUPT clear' : 'VRING_AVAIL_F_NO_INTERRUPT set', {
-        availFlags: flags,
-      });
+      const availFlags = this.availFlags();
+      return ev((availFlags & AVAIL_F_NO_INTERRUPT) === 0, 'flags', { availFlags });
     }
     // §2.7.10: with EVENT_IDX, interrupt when used->idx passed used_event since the last one.
     const old = this.signalledUsed;
     const valid = this.signalledUsedValid;
     this.markSignalled();
     const usedEvent = this.usedEvent();
-    if (!valid) return ev(true, 'first notification since the ring started', { usedEvent, newUsedIdx: this.usedIdx });
+    if (!valid) return ev(true, 'first', { usedEvent, newUsedIdx: this.usedIdx });
     const notify = needEvent(usedEvent, this.usedIdx, old);
-    return ev(
-      notify,
-      `vring_need_event: (u16)(${this.usedIdx} - ${usedEvent} - 1) = ${u16(this.usedIdx - usedEvent - 1)} ${notify ? '<' : '>='} (u16)(${this.usedIdx} - ${old}) = ${u16(this.usedIdx - old)}`,
-      { usedEvent, newUsedIdx: this.usedIdx, oldUsedIdx: old },
-    );
+    return ev(notify, 'event-idx', { usedEvent, newUsedIdx: this.usedIdx, oldUsedIdx: old });
   }
 
   /** Enables or suppresses the driver's kicks (avail_event, or used->flags NO_NOTIFY). */

@@ -1,0 +1,186 @@
+// Observation records a vring's worker writes for JS to drain in bursts (no JS per packet):
+// captured frames (--pcap) and ring trace steps (--trace-rings). One ByteRing per vring, so
+// the vring's worker is the only producer. src/trace/observe.ts decodes the same layout.
+//
+// Every record: [u16 type][u16 vring][u32 zero][u64 CLOCK_REALTIME ns] then the body below.
+#pragma once
+
+#include <time.h>
+
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <vector>
+
+#include "byte_ring.h"
+
+namespace vun {
+
+enum ObserveType : uint16_t {
+  kObsFrame = 1,   // u32 origLen, u16 hdrLen, u8 dir (0 toGuest, 1 fromGuest), u8 0, hdr, frame
+  kObsAvail = 2,   // u16 availIdx, u16 lastAvailIdx
+  kObsChain = 3,   // u16 head, u16 ndesc, u32 error, u64 outLen, u64 inLen, ndesc x ObsDesc
+  kObsUsed = 4,    // u16 slot, u16 0, u32 id, u32 len
+  kObsFlush = 5,   // u16 usedIdx, u16 count
+  kObsNotify = 6,  // u8 sent, u8 why, u8 eventIdx, u8 0, u16 usedEvent, newUsed, oldUsed, flags
+  kObsKicks = 7,   // u8 enabled, u8 eventIdx, u16 avail_event value (EVENT_IDX)
+};
+
+// Why a notification was sent or suppressed (kObsNotify `why`).
+enum NotifyWhy : uint8_t { kWhyFlags = 0, kWhyEventIdx = 1, kWhyOnEmpty = 2, kWhyFirst = 3 };
+
+struct ObsDesc {
+  uint64_t addr;
+  uint32_t len;
+  uint16_t flags;
+  uint16_t next;
+  uint8_t indirect;  // 1: an entry of the indirect table the previous top-level entry points to
+  uint8_t pad[7];
+};
+static_assert(sizeof(ObsDesc) == 24, "ObsDesc layout is shared with src/trace/observe.ts");
+
+constexpr uint32_t kObsHeader = 16;
+constexpr uint32_t kObsMaxDescs = 256;  // descriptors kept per chain record (the rest counted)
+
+class VringObserver {
+ public:
+  VringObserver(uint16_t vring, uint32_t bytes, bool capture, bool trace, uint32_t snapLen)
+      : ring(bytes), vring_(vring), capture(capture), trace(trace), snapLen(snapLen) {
+    if (trace) descs.reserve(kObsMaxDescs);
+  }
+  ByteRing ring;
+
+ private:
+  uint16_t vring_;
+
+ public:
+  const bool capture;
+  const bool trace;
+  const uint32_t snapLen;  // frame bytes kept per captured frame (after the virtio-net header)
+  std::vector<ObsDesc> descs;  // the chain being walked (trace)
+  uint32_t descsSkipped = 0;
+
+  // Starts a record with `body` bytes after the common header; null when the ring is full.
+  uint8_t* Begin(uint16_t type, uint32_t body) {
+    uint8_t* p = ring.Reserve(kObsHeader + body);
+    if (!p) return nullptr;
+    timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    uint64_t ns = uint64_t(ts.tv_sec) * 1000000000ull + uint64_t(ts.tv_nsec);
+    uint32_t zero = 0;
+    std::memcpy(p, &type, 2);
+    std::memcpy(p + 2, &vring_, 2);
+    std::memcpy(p + 4, &zero, 4);
+    std::memcpy(p + 8, &ns, 8);
+    return p + kObsHeader;
+  }
+
+  // A frame as [header][frame] in `parts` (host pointers and lengths, in order).
+  template <typename Parts>
+  void Frame(uint8_t dir, uint32_t hdrLen, uint64_t total, const Parts& parts, uint32_t nparts,
+             const uint8_t* hdrOverride = nullptr) {
+    if (total < hdrLen) return;
+    const uint64_t origLen = total - hdrLen;
+    const uint32_t keep = origLen < snapLen ? static_cast<uint32_t>(origLen) : snapLen;
+    uint8_t* p = Begin(kObsFrame, 8 + hdrLen + keep);
+    if (!p) return;
+    uint32_t ol = static_cast<uint32_t>(origLen > 0xffffffffull ? 0xffffffffull : origLen);
+    uint16_t hl = static_cast<uint16_t>(hdrLen);
+    std::memcpy(p, &ol, 4);
+    std::memcpy(p + 4, &hl, 2);
+    p[6] = dir;
+    p[7] = 0;
+    uint8_t* dst = p + 8;
+    uint32_t want = hdrLen + keep, done = 0;
+    for (uint32_t i = 0; i < nparts && done < want; i++) {
+      uint32_t n = parts[i].len < want - done ? parts[i].len : want - done;
+      std::memcpy(dst + done, parts[i].host, n);
+      done += n;
+    }
+    if (hdrOverride) std::memcpy(dst, hdrOverride, hdrLen);
+    ring.Commit();
+  }
+
+  void Avail(uint16_t availIdx, uint16_t lastAvailIdx) {
+    uint8_t* p = Begin(kObsAvail, 4);
+    if (!p) return;
+    std::memcpy(p, &availIdx, 2);
+    std::memcpy(p + 2, &lastAvailIdx, 2);
+    ring.Commit();
+  }
+
+  void Desc(uint64_t addr, uint32_t len, uint16_t flags, uint16_t next, bool indirect) {
+    if (descs.size() >= kObsMaxDescs) {
+      descsSkipped++;
+      return;
+    }
+    ObsDesc d{};
+    d.addr = addr;
+    d.len = len;
+    d.flags = flags;
+    d.next = next;
+    d.indirect = indirect ? 1 : 0;
+    descs.push_back(d);
+  }
+
+  void Chain(uint16_t head, uint32_t error, uint64_t outLen, uint64_t inLen) {
+    const uint16_t n = static_cast<uint16_t>(descs.size());
+    uint8_t* p = Begin(kObsChain, 24 + 24 * uint32_t(n));
+    if (p) {
+      std::memcpy(p, &head, 2);
+      std::memcpy(p + 2, &n, 2);
+      std::memcpy(p + 4, &error, 4);
+      std::memcpy(p + 8, &outLen, 8);
+      std::memcpy(p + 16, &inLen, 8);
+      if (n) std::memcpy(p + 24, descs.data(), 24 * size_t(n));
+      ring.Commit();
+    }
+    descs.clear();
+    descsSkipped = 0;
+  }
+
+  void Used(uint16_t slot, uint32_t id, uint32_t len) {
+    uint8_t* p = Begin(kObsUsed, 12);
+    if (!p) return;
+    uint16_t zero = 0;
+    std::memcpy(p, &slot, 2);
+    std::memcpy(p + 2, &zero, 2);
+    std::memcpy(p + 4, &id, 4);
+    std::memcpy(p + 8, &len, 4);
+    ring.Commit();
+  }
+
+  void Flush(uint16_t usedIdx, uint16_t count) {
+    uint8_t* p = Begin(kObsFlush, 4);
+    if (!p) return;
+    std::memcpy(p, &usedIdx, 2);
+    std::memcpy(p + 2, &count, 2);
+    ring.Commit();
+  }
+
+  void Notify(bool sent, NotifyWhy why, bool eventIdx, uint16_t usedEvent, uint16_t newUsed,
+              uint16_t oldUsed, uint16_t availFlags) {
+    uint8_t* p = Begin(kObsNotify, 12);
+    if (!p) return;
+    p[0] = sent;
+    p[1] = why;
+    p[2] = eventIdx;
+    p[3] = 0;
+    std::memcpy(p + 4, &usedEvent, 2);
+    std::memcpy(p + 6, &newUsed, 2);
+    std::memcpy(p + 8, &oldUsed, 2);
+    std::memcpy(p + 10, &availFlags, 2);
+    ring.Commit();
+  }
+
+  void Kicks(bool enabled, bool eventIdx, uint16_t value) {
+    uint8_t* p = Begin(kObsKicks, 4);
+    if (!p) return;
+    p[0] = enabled;
+    p[1] = eventIdx;
+    std::memcpy(p + 2, &value, 2);
+    ring.Commit();
+  }
+};
+
+}  // namespace vun

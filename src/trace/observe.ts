@@ -1,0 +1,118 @@
+/**
+ * Decodes the observation records the C++ workers write (native/observe.h): captured frames
+ * for --pcap and ring trace steps for --trace-rings. JS drains them in bursts on a timer, so
+ * nothing here runs per packet on the worker threads.
+ *
+ * Every record: [u16 type][u16 vring][u32 0][u64 CLOCK_REALTIME ns], then a body by type.
+ */
+import { ringErrorName } from '../virtio/ring-errors.js';
+import { descFlags, notifyEvent, type NotifyReason, type RingDesc, type RingEvent } from './ring-trace.js';
+
+export const OBS = { frame: 1, avail: 2, chain: 3, used: 4, flush: 5, notify: 6, kicks: 7 } as const;
+const OBS_HEADER = 16;
+const DESC_F_NEXT = 1;
+const REASONS: NotifyReason[] = ['flags', 'event-idx', 'on-empty', 'first'];
+
+/** A frame on a vring as the guest wrote or read it: header and the first snapLen bytes. */
+export interface CapturedFrame {
+  vring: number;
+  /** Nanoseconds since the epoch. */
+  timeNs: bigint;
+  direction: 'toGuest' | 'fromGuest';
+  /** Frame length without the virtio-net header (the captured part may be shorter). */
+  origLen: number;
+  header: Buffer;
+  data: Buffer;
+}
+
+export type ObserveRecord =
+  | { kind: 'frame'; frame: CapturedFrame }
+  | { kind: 'ring'; vring: number; timeNs: bigint; event: RingEvent };
+
+/** Decodes one record body (after its u32 length prefix). Unknown types yield undefined. */
+export function decodeRecord(rec: Buffer): ObserveRecord | undefined {
+  if (rec.length < OBS_HEADER) return undefined;
+  const type = rec.readUInt16LE(0);
+  const vring = rec.readUInt16LE(2);
+  const timeNs = rec.readBigUInt64LE(8);
+  const b = rec.subarray(OBS_HEADER);
+  const ring = (event: RingEvent): ObserveRecord => ({ kind: 'ring', vring, timeNs, event });
+  switch (type) {
+    case OBS.frame: {
+      const hdrLen = b.readUInt16LE(4);
+      return {
+        kind: 'frame',
+        frame: {
+          vring,
+          timeNs,
+          direction: b[6] === 1 ? 'fromGuest' : 'toGuest',
+          origLen: b.readUInt32LE(0),
+          header: Buffer.from(b.subarray(8, 8 + hdrLen)),
+          data: Buffer.from(b.subarray(8 + hdrLen)),
+        },
+      };
+    }
+    case OBS.avail: {
+      const availIdx = b.readUInt16LE(0);
+      const lastAvailIdx = b.readUInt16LE(2);
+      return ring({ ev: 'avail', availIdx, lastAvailIdx, new: (availIdx - lastAvailIdx) & 0xffff });
+    }
+    case OBS.chain: {
+      const n = b.readUInt16LE(2);
+      const error = b.readUInt32LE(4);
+      const descs: RingDesc[] = [];
+      for (let i = 0; i < n; i++) {
+        const at = 24 + 24 * i;
+        const flags = b.readUInt16LE(at + 12);
+        const d: RingDesc = {
+          addr: `0x${b.readBigUInt64LE(at).toString(16)}`,
+          len: b.readUInt32LE(at + 8),
+          flags: descFlags(flags),
+          ...(flags & DESC_F_NEXT ? { next: b.readUInt16LE(at + 14) } : {}),
+        };
+        const parent = descs[descs.length - 1];
+        if (b[at + 16] === 1 && parent) (parent.indirect ??= []).push(d);
+        else descs.push(d);
+      }
+      return ring({
+        ev: 'chain',
+        head: b.readUInt16LE(0),
+        descs,
+        outLen: Number(b.readBigUInt64LE(8)),
+        inLen: Number(b.readBigUInt64LE(16)),
+        ...(error ? { error: ringErrorName(error) } : {}),
+      });
+    }
+    case OBS.used:
+      return ring({ ev: 'used', slot: b.readUInt16LE(0), id: b.readUInt32LE(4), len: b.readUInt32LE(8) });
+    case OBS.flush:
+      return ring({ ev: 'flush', usedIdx: b.readUInt16LE(0), count: b.readUInt16LE(2) });
+    case OBS.notify:
+      return ring(
+        notifyEvent(b[0] === 1, REASONS[b[1] ?? 0] ?? 'flags', b[2] === 1, {
+          usedEvent: b.readUInt16LE(4),
+          newUsedIdx: b.readUInt16LE(6),
+          oldUsedIdx: b.readUInt16LE(8),
+          availFlags: b.readUInt16LE(10),
+        }),
+      );
+    case OBS.kicks: {
+      const enabled = b[0] === 1;
+      const how = b[1] === 1 ? `avail_event = ${b.readUInt16LE(2)}` : `used->flags NO_NOTIFY ${enabled ? 'cleared' : 'set'}`;
+      return ring({ ev: 'kicks', enabled, how });
+    }
+    default:
+      return undefined;
+  }
+}
+
+/** Walks a drained buffer of [u32 len][record]... */
+export function* records(buf: Buffer, length = buf.length): Generator<ObserveRecord> {
+  let at = 0;
+  while (at + 4 <= length) {
+    const len = buf.readUInt32LE(at);
+    const r = decodeRecord(buf.subarray(at + 4, at + 4 + len));
+    at += 4 + len;
+    if (r) yield r;
+  }
+}
