@@ -1,5 +1,5 @@
 /**
- * The ring trace on the TS data path: avail reads, chains with their descriptors (indirect
+ * The ring trace on both data paths (the C++ one through its observation rings): avail reads, chains with their descriptors (indirect
  * tables nested), used elements, flushes, and notification decisions with the EVENT_IDX
  * arithmetic; a driver violation shows as a chain with its error; memory stays bounded.
  */
@@ -8,13 +8,23 @@ import { describe, expect, it } from 'vitest';
 import { VhostUserNetBackend } from '../src/backend.js';
 import { featureMask, VirtioFeature as F } from '../src/features.js';
 import { silentLogger } from '../src/log.js';
+import type { Logger } from 'pino';
+import { NativeDataPlane } from '../src/net/native-data-plane.js';
 import { TsDataPlane } from '../src/net/ts-data-plane.js';
+import type { NativeBinding } from '../src/native.js';
 import { RingTrace } from '../src/trace/ring-trace.js';
 import type { Session } from '../src/vhost-user/session.js';
 import { native, tempDir, waitFor } from './helpers/harness.js';
 import { type DriverPair, MockFrontend } from './helpers/mock-frontend.js';
 
-describe('ring trace (TS data path)', () => {
+const loopback = { spec: { kind: 'loopback' as const }, fds: [], close: () => {} };
+const planes = {
+  ts: (n: NativeBinding, l: Logger, trace: RingTrace) => new TsDataPlane(n, 1, loopback, l, undefined, { ringTrace: trace }),
+  native: (n: NativeBinding, l: Logger, trace: RingTrace) =>
+    new NativeDataPlane(n, 1, loopback, l, undefined, [], undefined, 0, { ringTrace: trace }),
+};
+
+describe.each(Object.keys(planes) as (keyof typeof planes)[])('ring trace (%s data path)', (datapath) => {
   it('records every step of a loopback exchange, with the numbers behind each decision', async () => {
     const sink = new PassThrough();
     let text = '';
@@ -25,7 +35,7 @@ describe('ring trace (TS data path)', () => {
     const backend = new VhostUserNetBackend(
       { socketPath: path, client: false, socketMode: 0o600, queuePairs: 1, reconnectMinMs: 20, reconnectMaxMs: 200 },
       silentLogger(),
-      (n, l) => new TsDataPlane(n, 1, { spec: { kind: 'loopback' }, fds: [], close: () => {} }, l, undefined, trace),
+      (n, l) => planes[datapath](n, l, trace),
     );
     backend.start();
     const next = new Promise<Session>((r) => backend.once('session', r));
@@ -58,7 +68,7 @@ describe('ring trace (TS data path)', () => {
     dtx.publish();
     native.eventfdWrite(tx.kick, 1n);
     await waitFor(() => session.vrings[1]?.broken === true, 5000, 'transmitq broken');
-    await new Promise((r) => setTimeout(r, 20));
+    await waitFor(() => text.includes('DESC_LOOP'), 5000, 'the broken chain in the trace');
     const recs = text
       .trim()
       .split('\n')
@@ -101,6 +111,9 @@ describe('ring trace (TS data path)', () => {
     tmp.cleanup();
   });
 
+});
+
+describe('ring trace output', () => {
   it('drops and counts events when the output falls behind', () => {
     const stuck = new Writable({ write: () => {} }); // never calls back: nothing drains
     const t = new RingTrace(stuck, 1000);

@@ -19,6 +19,8 @@ import { startHttp } from '../metrics/http.js';
 import { formatStatus } from '../metrics/status-text.js';
 import { explainFile } from '../trace/explain.js';
 import { MessageTrace } from '../trace/message-trace.js';
+import type { Observers } from '../trace/observe.js';
+import { PcapWriter } from '../trace/pcapng.js';
 import { RingTrace } from '../trace/ring-trace.js';
 import { OFFERED_FEATURES, OFFERED_PROTOCOL_FEATURES, offeredFeatures } from '../vhost-user/session.js';
 
@@ -45,7 +47,11 @@ Options:
   --cpus LIST            pin worker thread t to the t-th CPU of LIST (e.g. 2,3)
   --trace-messages FILE  write every vhost-user message, decoded, as JSON lines (- for stdout)
   --trace-rings FILE     every ring step (avail reads, chains, used, notify decisions) as JSON
-                         lines; needs --datapath ts
+                         lines (either data path; on the C++ one it costs throughput)
+  --pcap FILE            pcapng capture of every vring, virtio-net header in each packet comment
+  --pcap-snaplen N       frame bytes kept per packet (default 262144)
+  --pcap-max-mb N        start a new file (FILE.1.pcapng, ...) after N MiB
+  --pcap-files N         with --pcap-max-mb: keep only the newest N files
   --http HOST:PORT       serve /status (JSON) and /metrics (Prometheus); loopback only unless
                          http.allowRemote is set in the config file
   --tap-mac MAC          host-side MAC of a TAP we create (default: stable, derived from its name)
@@ -105,6 +111,10 @@ export function parseCommandLine(
         'poll-us': { type: 'string' },
         'trace-messages': { type: 'string' },
         'trace-rings': { type: 'string' },
+        pcap: { type: 'string' },
+        'pcap-snaplen': { type: 'string' },
+        'pcap-max-mb': { type: 'string' },
+        'pcap-files': { type: 'string' },
         http: { type: 'string' },
         'rss-key': { type: 'string' },
         'tap-mac': { type: 'string' },
@@ -158,8 +168,15 @@ export function parseCommandLine(
   if (v.datapath !== undefined) merged.datapath = v.datapath;
   if (v.threads !== undefined) merged.threads = int('threads', v.threads);
   if (v['poll-us'] !== undefined) merged.pollUs = int('poll-us', v['poll-us']);
-  if (v['trace-rings'] !== undefined && (v.datapath ?? (file.datapath as string | undefined)) !== 'ts') {
-    throw new ConfigError(ErrorCode.Usage, '--trace-rings records the TS reference ring: add --datapath ts');
+  const pcapFlags = ['pcap', 'pcap-snaplen', 'pcap-max-mb', 'pcap-files'] as const;
+  if (pcapFlags.some((f) => v[f] !== undefined)) {
+    const pc = { ...((file.pcap as Record<string, unknown> | undefined) ?? {}) };
+    if (v.pcap !== undefined) pc.file = v.pcap;
+    if (v['pcap-snaplen'] !== undefined) pc.snapLen = int('pcap-snaplen', v['pcap-snaplen']);
+    if (v['pcap-max-mb'] !== undefined) pc.maxMb = int('pcap-max-mb', v['pcap-max-mb']);
+    if (v['pcap-files'] !== undefined) pc.keepFiles = int('pcap-files', v['pcap-files']);
+    if (pc.file === undefined) throw new ConfigError(ErrorCode.Usage, '--pcap-* options need --pcap FILE');
+    merged.pcap = pc;
   }
   if (v.http !== undefined)
     merged.http = { ...((file.http as Record<string, unknown> | undefined) ?? {}), listen: v.http };
@@ -253,7 +270,17 @@ export async function main(argv: string[]): Promise<number> {
       },
       'starting vhost-user-net',
     );
-    const ringTrace = cmd.traceRings ? new RingTrace(cmd.traceRings) : undefined;
+    const observe: Observers = {
+      ringTrace: cmd.traceRings ? new RingTrace(cmd.traceRings) : undefined,
+      capture: config.pcap
+        ? new PcapWriter(config.pcap.file, config.queues * 2, {
+            snapLen: config.pcap.snapLen,
+            maxBytes: (config.pcap.maxMb ?? 0) * 1024 * 1024,
+            keepFiles: config.pcap.keepFiles,
+            application: `vhost-user-net ${version()}`,
+          })
+        : undefined,
+    };
     backend = new VhostUserNetBackend(
       {
         socketPath: config.socket.path,
@@ -268,7 +295,7 @@ export async function main(argv: string[]): Promise<number> {
       log,
       (n, l) =>
         config.datapath === 'ts'
-          ? new TsDataPlane(n, config.queues, host, l, steeringOf(config), ringTrace)
+          ? new TsDataPlane(n, config.queues, host, l, steeringOf(config), observe)
           : new NativeDataPlane(
               n,
               config.queues,
@@ -278,6 +305,7 @@ export async function main(argv: string[]): Promise<number> {
               config.cpus,
               threadMapOf(config),
               config.pollUs,
+              observe,
             ),
       native,
     );
@@ -297,6 +325,14 @@ export async function main(argv: string[]): Promise<number> {
       http?.close();
       backend.stop();
       host.close();
+      observe.ringTrace?.close();
+      if (observe.capture) {
+        observe.capture.close();
+        log.info(
+          { files: observe.capture.allFiles, frames: observe.capture.frames, lost: observe.capture.dropped },
+          'capture closed',
+        );
+      }
     };
     process.on('SIGUSR1', () => backend.logCounters());
     process.once('SIGINT', () => shutdown('SIGINT'));

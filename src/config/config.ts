@@ -66,6 +66,19 @@ export const configSchema = z
     threads: z.number().int().min(1).optional(),
     /** Or an explicit map: pair p runs on thread threadOf[p]. */
     threadOf: z.array(z.number().int().min(0)).optional(),
+    /** pcapng capture of every vring (`--pcap`): frames with their virtio-net headers. */
+    pcap: z
+      .object({
+        file: z.string().min(1),
+        /** Frame bytes kept after the virtio-net header. */
+        snapLen: z.number().int().min(64).max(262144).default(262144),
+        /** Start a new file when this many MiB are written. */
+        maxMb: z.number().int().min(1).max(1 << 20).optional(),
+        /** With maxMb: keep at most this many files (the oldest are removed). */
+        keepFiles: z.number().int().min(1).max(100_000).optional(),
+      })
+      .strict()
+      .optional(),
     /** Which ring implementation moves frames: the C++ workers, or the TS reference (slow). */
     datapath: z.enum(['native', 'ts']).default('native'),
     /** Host-side MAC of a TAP we create (default: derived from its name, stable). */

@@ -10,8 +10,12 @@ import { HostKindCode, type NativeBinding, type NativeNetDevice } from '../nativ
 import type { DataPlane, Vring } from '../vhost-user/data-plane.js';
 import type { MemoryTable } from '../vhost-user/memory-table.js';
 import { ringErrorName } from '../virtio/ring-errors.js';
+import { type CapturedFrame, type Observers, records } from '../trace/observe.js';
 import { DeviceCounters } from './counters.js';
 import { defaultRss, STEERING_CODE, type Steering } from './rss.js';
+
+/** How often the observation rings are drained (when capture or the ring trace is on). */
+const DRAIN_MS = 20;
 
 export class NativeDataPlane implements DataPlane {
   readonly counters: DeviceCounters;
@@ -30,6 +34,7 @@ export class NativeDataPlane implements DataPlane {
     cpus: number[] = [],
     threadOf?: number[],
     pollUs = 0,
+    private readonly observe: Observers = {},
   ) {
     this.counters = new DeviceCounters(queuePairs * 2);
     this.dev = new native.NetDevice(queuePairs, this.counters.array, (vring, _code, name) => {
@@ -48,6 +53,49 @@ export class NativeDataPlane implements DataPlane {
       host.fds,
       host.spec.kind === 'null' ? (host.spec.sourceLen ?? 0) : 0,
     );
+    if (observe.capture || observe.ringTrace) {
+      // Workers write records into per-vring rings; this thread drains them in bursts.
+      const vrings = queuePairs * 2;
+      this.dev.setObserve({
+        capture: !!observe.capture,
+        trace: !!observe.ringTrace,
+        snapLen: observe.capture?.snapLen,
+        bytes: Math.max(256 << 10, Math.min(4 << 20, Math.floor((128 << 20) / vrings))),
+      });
+      this.drainBuf = Buffer.allocUnsafe(1 << 20);
+      this.drainTimer = setInterval(() => this.drainObserve(), DRAIN_MS);
+      this.drainTimer.unref();
+    }
+  }
+
+  private drainBuf: Buffer | undefined;
+  private drainTimer: NodeJS.Timeout | undefined;
+  /** Observation records lost because the drain fell behind (capture and trace together). */
+  observeLost = 0;
+
+  /** Moves what the workers recorded to the capture file and the ring trace. */
+  drainObserve(): void {
+    const buf = this.drainBuf;
+    if (!buf) return;
+    const { capture, ringTrace } = this.observe;
+    for (let round = 0; round < 8; round++) {
+      const n = this.dev.drainObserve(buf);
+      if (n === 0) break;
+      const frames: CapturedFrame[] = [];
+      for (const r of records(buf, n)) {
+        if (r.kind === 'frame') frames.push(r.frame);
+        else ringTrace?.record(r.vring, r.event, Number(r.timeNs / 1000n) / 1000);
+      }
+      capture?.write(frames);
+      if (n < buf.length / 2) break;
+    }
+    const lost = this.dev.observeLost().reduce((a, b) => a + b, 0);
+    if (lost > this.observeLost) {
+      const delta = lost - this.observeLost;
+      if (capture) capture.dropped += delta;
+      if (ringTrace) ringTrace.dropped += delta;
+      this.observeLost = lost;
+    }
   }
 
   setFeatures(features: bigint): void {
@@ -109,5 +157,11 @@ export class NativeDataPlane implements DataPlane {
 
   close(): void {
     this.dev.close();
+    if (this.drainTimer) {
+      clearInterval(this.drainTimer);
+      this.drainObserve();
+      this.drainTimer = undefined;
+      if (this.observeLost) this.log.warn({ lost: this.observeLost }, 'observation records lost (capture or ring trace fell behind)');
+    }
   }
 }

@@ -12,7 +12,8 @@ import { hasFeature, VirtioFeature as F } from '../features.js';
 import { GuestMemoryRef } from '../virtio/guest-memory.js';
 import { ringErrorName } from '../virtio/ring-errors.js';
 import { type Element, SplitRingRef } from '../virtio/split-ring.js';
-import type { RingTrace } from '../trace/ring-trace.js';
+import type { CapturedFrame, Observers } from '../trace/observe.js';
+import type { PcapWriter } from '../trace/pcapng.js';
 import { DeviceCounters } from './counters.js';
 import { defaultRss, flowInput, reverseFlowInput, type Steering, toeplitz } from './rss.js';
 
@@ -49,7 +50,7 @@ export class TsDataPlane implements DataPlane {
     private readonly host: OpenHostBackend,
     private readonly log: Logger,
     private readonly steering: Steering = { policy: 'none', rss: defaultRss(queuePairs) },
-    private readonly ringTrace?: RingTrace,
+    private readonly observe: Observers = {},
   ) {
     this.counters = new DeviceCounters(queuePairs * 2);
   }
@@ -180,7 +181,7 @@ export class TsDataPlane implements DataPlane {
 
   private attach(vring: Vring, usedIdx: number): SplitRingRef {
     const ring = this.makeRing(vring, usedIdx);
-    const trace = this.ringTrace;
+    const trace = this.observe.ringTrace;
     if (trace) ring.onEvent = (e) => trace.record(vring.index, e);
     return ring;
   }
@@ -261,6 +262,8 @@ export class TsDataPlane implements DataPlane {
       elems.forEach((e, i) => {
         run.ring.fill(e.head, 0, i);
         if (e.outLen < this.hdrLen) return this.counters.add(index, 'dropMalformed');
+        // Captured as the guest sent it, before the enable check (as the C++ path does).
+        if (this.observe.capture) this.capture(index, 'fromGuest', this.gather(e), this.hdrLen);
         if (!this.isEnabled(run.vring)) return this.counters.add(index, 'dropDisabled');
         const frame = this.gather(e);
         if (this.steering.policy === 'flow-affinity') this.recordFlow(pair, frame);
@@ -391,9 +394,29 @@ export class TsDataPlane implements DataPlane {
     }
     // num_buffers (header bytes 10-11): chains holding this frame.
     if (this.hdrLen === 12) this.writeIn(chains[0] as Element, 10, [chains.length & 0xff, chains.length >> 8]);
+    if (this.observe.capture) {
+      const seen = Buffer.from(frame.subarray(0, this.hdrLen + this.observe.capture.snapLen));
+      if (this.hdrLen === 12) seen.writeUInt16LE(chains.length, 10);
+      this.capture(run.vring.index, 'toGuest', seen, this.hdrLen, frame.length - this.hdrLen);
+    }
     f.frames++;
     f.bytes += frame.length - this.hdrLen;
     return 1;
+  }
+
+  /** The TS path captures frame by frame (it is the learning path: per-packet JS is its nature). */
+  private capture(vring: number, direction: CapturedFrame['direction'], f: Buffer, hdrLen: number, origLen?: number): void {
+    const w = this.observe.capture as PcapWriter;
+    w.write([
+      {
+        vring,
+        timeNs: BigInt(Math.round((performance.timeOrigin + performance.now()) * 1000)) * 1000n,
+        direction,
+        origLen: origLen ?? f.length - hdrLen,
+        header: f.subarray(0, hdrLen),
+        data: f.subarray(hdrLen, hdrLen + w.snapLen),
+      },
+    ]);
   }
 
   private writeIn(e: Element, pos: number, bytes: number[]): void {

@@ -6,7 +6,15 @@
  * Every record: [u16 type][u16 vring][u32 0][u64 CLOCK_REALTIME ns], then a body by type.
  */
 import { ringErrorName } from '../virtio/ring-errors.js';
-import { descFlags, notifyEvent, type NotifyReason, type RingDesc, type RingEvent } from './ring-trace.js';
+import type { PcapWriter } from './pcapng.js';
+import {
+  descFlags,
+  notifyEvent,
+  type NotifyReason,
+  type RingDesc,
+  type RingEvent,
+  type RingTrace,
+} from './ring-trace.js';
 
 export const OBS = { frame: 1, avail: 2, chain: 3, used: 4, flush: 5, notify: 6, kicks: 7 } as const;
 const OBS_HEADER = 16;
@@ -115,4 +123,10 @@ export function* records(buf: Buffer, length = buf.length): Generator<ObserveRec
     at += 4 + len;
     if (r) yield r;
   }
+}
+
+/** Where observed frames and ring steps go; shared by every session of one process. */
+export interface Observers {
+  capture?: PcapWriter;
+  ringTrace?: RingTrace;
 }

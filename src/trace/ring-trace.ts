@@ -95,12 +95,13 @@ export class RingTrace {
     this.out = openTraceOutput(target);
   }
 
-  record(vring: number, e: RingEvent): void {
+  /** One event; `atMs` (epoch milliseconds) when it happened earlier than now (C++ records). */
+  record(vring: number, e: RingEvent, atMs = Date.now()): void {
     if (this.backlog > this.maxBacklog) {
       this.dropped++;
       return;
     }
-    const rec: Record<string, unknown> = { t: Date.now() - this.t0, vring, ...e };
+    const rec: Record<string, unknown> = { t: Math.max(0, Math.round((atMs - this.t0) * 1000) / 1000), vring, ...e };
     if (this.dropped > this.droppedReported) {
       rec.dropped = this.dropped - this.droppedReported;
       this.droppedReported = this.dropped;

@@ -9,6 +9,7 @@ import type { Session } from '../../src/vhost-user/session.js';
 import { MockFrontend } from './mock-frontend.js';
 import { NativeDataPlane } from '../../src/net/native-data-plane.js';
 import { TsDataPlane } from '../../src/net/ts-data-plane.js';
+import type { Observers } from '../../src/trace/observe.js';
 import type { HostBackendSpec } from '../../src/host/host-backend.js';
 import type { Steering } from '../../src/net/rss.js';
 
@@ -45,6 +46,7 @@ export function serve(
   datapath: DatapathKind = 'native',
   steering?: Steering,
   threadOf?: number[],
+  observe?: Observers,
 ): Served {
   const tmp = tempDir();
   const path = join(tmp.dir, 'vhost.sock');
@@ -60,8 +62,8 @@ export function serve(
   const backend = new VhostUserNetBackend(o, silentLogger(), (n, l) => {
     const h = { spec: host, fds: [], close: () => {} };
     return datapath === 'ts'
-      ? new TsDataPlane(n, o.queuePairs, h, l, steering)
-      : new NativeDataPlane(n, o.queuePairs, h, l, steering, [], threadOf);
+      ? new TsDataPlane(n, o.queuePairs, h, l, steering, observe)
+      : new NativeDataPlane(n, o.queuePairs, h, l, steering, [], threadOf, 0, observe);
   });
   backend.start();
   return {
