@@ -10,6 +10,7 @@ packages=(
   iproute2                  # network namespaces, veth, TAP set-up
   busybox-static iperf3 ethtool iputils-ping xz-utils  # the test guest's initramfs (and host ends)
   clang-format              # C++ formatting check (npm run lint)
+  chromium fonts-dejavu-core # renders the live ring page in the ring page test
   tshark                    # reads our pcapng captures back (capture tests)
 )
 

@@ -1,8 +1,9 @@
 /**
  * Live introspection over HTTP (off by default; loopback only unless allowed): `/status` as
  * JSON (features by name, memory regions, every vring's state and counters) and `/metrics` as
- * Prometheus text (prom-client), both read from the session and the shared counters at request
- * time: nothing is collected on the data path.
+ * Prometheus text (prom-client), `/rings` (every ring read from guest memory) and the page that
+ * draws them live (`/rings.html`), all read at request time: nothing is collected on the data
+ * path.
  */
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -11,6 +12,8 @@ import type { VhostUserNetBackend } from '../backend.js';
 import { featureNames, hex, ProtocolFeature, VirtioFeature } from '../features.js';
 import { COUNTER_NAMES, type DeviceCounters } from '../net/counters.js';
 import { statusNames } from '../trace/decode.js';
+import { RING_PAGE } from './ring-page.js';
+import { ringsOf } from './rings.js';
 
 /** The /status document. */
 export function statusOf(backend: VhostUserNetBackend): Record<string, unknown> {
@@ -174,13 +177,17 @@ export async function startHttp(
     }
     if (url === '/status') {
       res.writeHead(200, { 'content-type': 'application/json' }).end(`${JSON.stringify(statusOf(backend), null, 2)}\n`);
+    } else if (url === '/rings') {
+      res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(ringsOf(backend)));
+    } else if (url === '/rings.html' || url === '/') {
+      res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' }).end(RING_PAGE);
     } else if (url === '/metrics') {
       reg.metrics().then(
         (text) => res.writeHead(200, { 'content-type': reg.contentType }).end(text),
         (err: Error) => res.writeHead(500).end(err.message),
       );
     } else {
-      res.writeHead(404, { 'content-type': 'text/plain' }).end('try /status or /metrics\n');
+      res.writeHead(404, { 'content-type': 'text/plain' }).end('try /status, /metrics, /rings or /rings.html\n');
     }
   });
   await new Promise<void>((resolve, reject) => {
