@@ -75,12 +75,12 @@ export function steady(samples, skip = 2) {
   return { median: median(xs), min: Math.min(...xs), max: Math.max(...xs), n: xs.length };
 }
 
-export function ourBackend({ socket, backend, queues = 1, cores = '0', netns, extra = [] }) {
+export function ourBackend({ socket, backend, queues = 1, cores = '0', netns, extra = [], tree = root }) {
   const args = [
     '-c',
     cores,
     process.execPath,
-    join(root, 'bin', 'vhost-user-net.js'),
+    join(tree, 'bin', 'vhost-user-net.js'),
     '--socket',
     socket,
     '--backend',

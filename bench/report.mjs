@@ -11,6 +11,7 @@ const ring = load('ring-throughput');
 const tap = load('tap-forwarding');
 const tcp = load('guest-tcp');
 const mq = load('mq-scaling');
+const obs = load('observe-overhead');
 const m = (ring ?? tap ?? tcp ?? mq)?.machine;
 
 let md = `# Benchmarks
@@ -42,6 +43,10 @@ if (tcp) {
 if (mq) {
   md += `## 4. Multiqueue scaling (VM-free)\n\n${mq.description}.\n\n| queue pairs | Mpps (spread) |\n| --- | --- |\n| 1 | ${f2(mq.onePairMpps)} (${spread(mq.onePairRuns)}) |\n| 2 | ${f2(mq.twoPairsMpps)} (${spread(mq.twoPairsRuns)}) |\n| ratio | ${pct(mq.ratio)} |\n\n`;
 }
+if (obs) {
+  const s = obs.spreads;
+  md += `## 5. What observation costs the C++ data path\n\n${obs.description}.\n\n| build / setting | guest-TX 64 B Mpps (spread) | vs. observation off |\n| --- | --- | --- |\n| before observation (${obs.baselineRev.slice(0, 10)}) | ${f2(obs.mpps.baseline)} (${spread(s.baseline)}) | ${pct(obs.mpps.baseline / obs.mpps.off)} |\n| observation off | ${f2(obs.mpps.off)} (${spread(s.off)}) | 1.00x |\n| --pcap (snaplen 64) | ${f2(obs.mpps.pcap)} (${spread(s.pcap)}) | ${pct(obs.pcapVsOff)} |\n| --trace-rings | ${f2(obs.mpps.trace)} (${spread(s.trace)}) | ${pct(obs.traceVsOff)} |\n\n`;
+}
 const notes = join(root, 'bench', 'notes.md');
 md += `## Where we stand, and what limits us
 
@@ -50,7 +55,7 @@ ${existsSync(notes) ? readFileSync(notes, 'utf8').trim() : 'No reading written y
 ## Running
 
 \`\`\`sh
-npm run bench                      # all four, then this page (as root; about 10 minutes)
+npm run bench                      # all five, then this page (as root; about 15 minutes)
 node bench/ring-throughput.bench.mjs   # one of them: prints one number, writes bench/results/NAME.json
 VUN_BENCH_RUNS=5 VUN_BENCH_SECONDS=10 npm run bench
 \`\`\`

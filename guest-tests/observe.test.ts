@@ -73,7 +73,9 @@ describe('observing a Linux guest (C++ data path)', () => {
     const txDrops = [...drops].filter(([k]) => k.startsWith(txLabels)).reduce((s, [, v]) => s + v, 0);
     const fromGuest = (frames.get(txLabels) ?? -1) + txDrops;
     const toGuest = frames.get(rxLabels) ?? -1;
-    console.log(`guest counters before ${b.join(' ')} after ${a.join(' ')}; /metrics fromGuest ${fromGuest} toGuest ${toGuest}`);
+    console.log(
+      `guest counters before ${b.join(' ')} after ${a.join(' ')}; /metrics fromGuest ${fromGuest} toGuest ${toGuest}`,
+    );
     expect(fromGuest).toBeGreaterThanOrEqual(b[0] as number);
     expect(fromGuest).toBeLessThanOrEqual(a[0] as number);
     expect(toGuest).toBeGreaterThanOrEqual(b[1] as number);
@@ -87,7 +89,22 @@ describe('observing a Linux guest (C++ data path)', () => {
     // virtio-net header (Linux negotiates MRG_RXBUF: num_buffers is 1 on the receiveq).
     const rows = execFileSync(
       'tshark',
-      ['-r', cap, '-Y', 'icmp', '-T', 'fields', '-E', 'separator=\t', '-e', 'frame.interface_name', '-e', 'icmp.type', '-e', 'frame.comment'],
+      [
+        '-r',
+        cap,
+        '-Y',
+        'icmp',
+        '-T',
+        'fields',
+        '-E',
+        'separator=\t',
+        '-e',
+        'frame.interface_name',
+        '-e',
+        'icmp.type',
+        '-e',
+        'frame.comment',
+      ],
       { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] },
     )
       .split('\n')

@@ -1020,10 +1020,10 @@ Napi::Value NetDevice::SetObserve(const Napi::CallbackInfo& info) {
   Napi::Object o = info[0].As<Napi::Object>();
   bool capture = o.Get("capture").ToBoolean();
   bool trace = o.Get("trace").ToBoolean();
-  uint32_t snap = o.Get("snapLen").IsNumber() ? o.Get("snapLen").As<Napi::Number>().Uint32Value()
-                                              : 262144;
-  uint32_t bytes = o.Get("bytes").IsNumber() ? o.Get("bytes").As<Napi::Number>().Uint32Value()
-                                             : (4u << 20);
+  uint32_t snap =
+      o.Get("snapLen").IsNumber() ? o.Get("snapLen").As<Napi::Number>().Uint32Value() : 262144;
+  uint32_t bytes =
+      o.Get("bytes").IsNumber() ? o.Get("bytes").As<Napi::Number>().Uint32Value() : (4u << 20);
   if (bytes < 4096 || bytes > (1u << 30) || snap > (1u << 20)) {
     ThrowArg(env, "setObserve: bytes 4 KiB..1 GiB, snapLen <= 1 MiB");
     return env.Undefined();
@@ -1032,7 +1032,8 @@ Napi::Value NetDevice::SetObserve(const Napi::CallbackInfo& info) {
   observers.clear();
   if (capture || trace) {
     for (uint32_t v = 0; v < queues.size(); v++)
-      observers.emplace_back(new VringObserver(static_cast<uint16_t>(v), bytes, capture, trace, snap));
+      observers.emplace_back(
+          new VringObserver(static_cast<uint16_t>(v), bytes, capture, trace, snap));
   }
   for (uint32_t p = 0; p < workers_.size(); p++) MaybeStartPair(p);
   return env.Undefined();
@@ -1070,8 +1071,8 @@ Napi::Value NetDevice::ObserveLost(const Napi::CallbackInfo& info) {
   Napi::Array a = Napi::Array::New(env, observers.size());
   for (uint32_t v = 0; v < observers.size(); v++)
     a.Set(v, Napi::Number::New(env, observers[v] ? static_cast<double>(observers[v]->ring.lost.load(
-                                                      std::memory_order_relaxed))
-                                                : 0));
+                                                       std::memory_order_relaxed))
+                                                 : 0));
   return a;
 }
 

@@ -56,7 +56,7 @@ class VringObserver {
  public:
   const bool capture;
   const bool trace;
-  const uint32_t snapLen;  // frame bytes kept per captured frame (after the virtio-net header)
+  const uint32_t snapLen;      // frame bytes kept per captured frame (after the virtio-net header)
   std::vector<ObsDesc> descs;  // the chain being walked (trace)
   uint32_t descsSkipped = 0;
 

@@ -16,10 +16,14 @@ const HDR = 12;
 const DATA = 0x100000;
 
 function tshark(file: string, fields: string[]): string[][] {
-  const out = execFileSync('tshark', ['-r', file, '-T', 'fields', '-E', 'separator=\t', ...fields.flatMap((f) => ['-e', f])], {
-    encoding: 'utf8',
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
+  const out = execFileSync(
+    'tshark',
+    ['-r', file, '-T', 'fields', '-E', 'separator=\t', ...fields.flatMap((f) => ['-e', f])],
+    {
+      encoding: 'utf8',
+      stdio: ['ignore', 'pipe', 'pipe'],
+    },
+  );
   return out
     .split('\n')
     .filter((l) => l.length)
@@ -79,11 +83,7 @@ describe.each(['native', 'ts'] as const)('pcapng capture (%s data path)', (datap
 
     // Three frames: a partial checksum for the device to note, one longer than the snap
     // length, and a plain one.
-    const hdrs = [
-      Buffer.from([1, 0, 0, 0, 0, 0, 34, 0, 6, 0, 0, 0]),
-      Buffer.alloc(HDR),
-      Buffer.alloc(HDR),
-    ];
+    const hdrs = [Buffer.from([1, 0, 0, 0, 0, 0, 34, 0, 6, 0, 0, 0]), Buffer.alloc(HDR), Buffer.alloc(HDR)];
     const frames = [udpFrame(60, 7001), udpFrame(1000, 7002), udpFrame(80, 7003)];
     frames.forEach((f, i) => {
       const at = 0x200000 + i * 0x1000;
@@ -131,7 +131,10 @@ describe.each(['native', 'ts'] as const)('pcapng capture (%s data path)', (datap
         `virtio-net hdr: flags=0 gso_type=NONE hdr_len=0 gso_size=0 csum_start=0 csum_offset=0 num_buffers=${nb}`,
       );
     }
-    const ifaces = execFileSync('tshark', ['-r', file, '-q', '-z', 'io,phs'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+    const ifaces = execFileSync('tshark', ['-r', file, '-q', '-z', 'io,phs'], {
+      encoding: 'utf8',
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     expect(ifaces).toMatch(/udp/);
     tmp.cleanup();
   });
@@ -158,7 +161,9 @@ describe('pcapng writer', () => {
     const left = readdirSync(tmp.dir).sort();
     expect(left).toHaveLength(3);
     expect(existsSync(file)).toBe(false); // the first file was rotated away
-    expect(w.allFiles.map((f) => f.slice(tmp.dir.length + 1))).toEqual(left.slice().sort((a, b) => a.localeCompare(b, 'en', { numeric: true })));
+    expect(w.allFiles.map((f) => f.slice(tmp.dir.length + 1))).toEqual(
+      left.slice().sort((a, b) => a.localeCompare(b, 'en', { numeric: true })),
+    );
     const seen: number[] = [];
     for (const f of w.allFiles) {
       const rows = tshark(f, ['eth.src', 'frame.interface_name']);

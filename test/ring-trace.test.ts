@@ -19,7 +19,8 @@ import { type DriverPair, MockFrontend } from './helpers/mock-frontend.js';
 
 const loopback = { spec: { kind: 'loopback' as const }, fds: [], close: () => {} };
 const planes = {
-  ts: (n: NativeBinding, l: Logger, trace: RingTrace) => new TsDataPlane(n, 1, loopback, l, undefined, { ringTrace: trace }),
+  ts: (n: NativeBinding, l: Logger, trace: RingTrace) =>
+    new TsDataPlane(n, 1, loopback, l, undefined, { ringTrace: trace }),
   native: (n: NativeBinding, l: Logger, trace: RingTrace) =>
     new NativeDataPlane(n, 1, loopback, l, undefined, [], undefined, 0, { ringTrace: trace }),
 };
@@ -110,7 +111,6 @@ describe.each(Object.keys(planes) as (keyof typeof planes)[])('ring trace (%s da
     backend.stop();
     tmp.cleanup();
   });
-
 });
 
 describe('ring trace output', () => {

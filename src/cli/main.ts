@@ -316,7 +316,7 @@ export async function main(argv: string[]): Promise<number> {
         config.http.listen.replace(/:\d+$/, '').replace(/^\[|\]$/g, ''),
         Number(/:(\d+)$/.exec(config.http.listen)?.[1]),
       ];
-      const started = await startHttp(backend, h, p);
+      const started = await startHttp(backend, h, p, observe);
       http = started.server;
       log.info({ listen: `${h}:${started.port}` }, 'http: /status and /metrics');
     }

@@ -73,7 +73,12 @@ export const configSchema = z
         /** Frame bytes kept after the virtio-net header. */
         snapLen: z.number().int().min(64).max(262144).default(262144),
         /** Start a new file when this many MiB are written. */
-        maxMb: z.number().int().min(1).max(1 << 20).optional(),
+        maxMb: z
+          .number()
+          .int()
+          .min(1)
+          .max(1 << 20)
+          .optional(),
         /** With maxMb: keep at most this many files (the oldest are removed). */
         keepFiles: z.number().int().min(1).max(100_000).optional(),
       })

@@ -12,16 +12,19 @@ import type { VhostUserNetBackend } from '../backend.js';
 import { featureNames, hex, ProtocolFeature, VirtioFeature } from '../features.js';
 import { COUNTER_NAMES, type DeviceCounters } from '../net/counters.js';
 import { statusNames } from '../trace/decode.js';
+import type { Observers } from '../trace/observe.js';
 import { RING_PAGE } from './ring-page.js';
 import { ringsOf } from './rings.js';
 
 /** The /status document. */
-export function statusOf(backend: VhostUserNetBackend): Record<string, unknown> {
+export function statusOf(backend: VhostUserNetBackend, observe: Observers = {}): Record<string, unknown> {
   const s = backend.session;
-  if (!s) return { connected: false, sessions: backend.sessions };
+  const observation = observationOf(observe);
+  if (!s) return { connected: false, sessions: backend.sessions, observation };
   const acked = s.ackedFeatures ?? 0n;
   return {
     connected: true,
+    observation,
     session: backend.sessions,
     queuePairs: s.options.queuePairs,
     features: { offered: hex(s.options.features), acked: hex(acked), names: featureNames(acked, VirtioFeature) },
@@ -57,6 +60,22 @@ export function statusOf(backend: VhostUserNetBackend): Record<string, unknown> 
         counters: c,
       };
     }),
+  };
+}
+
+/** What is being captured and traced, and what was lost on the way. */
+function observationOf(o: Observers): Record<string, unknown> {
+  return {
+    capture: o.capture
+      ? {
+          file: o.capture.currentFile,
+          files: o.capture.allFiles.length,
+          frames: o.capture.frames,
+          lost: o.capture.dropped,
+          snapLen: o.capture.snapLen,
+        }
+      : null,
+    ringTrace: o.ringTrace ? { dropped: o.ringTrace.dropped } : null,
   };
 }
 
@@ -167,6 +186,7 @@ export async function startHttp(
   backend: VhostUserNetBackend,
   host: string,
   port: number,
+  observe: Observers = {},
 ): Promise<{ server: Server; port: number }> {
   const reg = metricsRegistry(backend);
   const server = createServer((req, res) => {
@@ -176,7 +196,9 @@ export async function startHttp(
       return;
     }
     if (url === '/status') {
-      res.writeHead(200, { 'content-type': 'application/json' }).end(`${JSON.stringify(statusOf(backend), null, 2)}\n`);
+      res
+        .writeHead(200, { 'content-type': 'application/json' })
+        .end(`${JSON.stringify(statusOf(backend, observe), null, 2)}\n`);
     } else if (url === '/rings') {
       res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(ringsOf(backend)));
     } else if (url === '/rings.html' || url === '/') {

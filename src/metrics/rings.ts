@@ -131,7 +131,10 @@ export function ringsOf(backend: VhostUserNetBackend): { connected: boolean; vri
       desc,
       availRing: small ? Array.from({ length: n }, (_, i) => av.getUint16(4 + 2 * i, true)) : [],
       usedRing: small
-        ? Array.from({ length: n }, (_, i) => ({ id: uv.getUint32(4 + 8 * i, true), len: uv.getUint32(8 + 8 * i, true) }))
+        ? Array.from({ length: n }, (_, i) => ({
+            id: uv.getUint32(4 + 8 * i, true),
+            len: uv.getUint32(8 + 8 * i, true),
+          }))
         : [],
       chains,
     });

@@ -26,5 +26,10 @@ export function formatStatus(st: Record<string, unknown>): string[] {
       `${String(v.index).padStart(5)} ${String(v.queue).padEnd(11)} ${String(v.size).padStart(5)} ${state.padEnd(19)} ${String(v.lastAvailIdx).padStart(5)} ${String(v.usedIdx).padStart(5)} ${String(c.frames).padStart(7)} ${String(c.bytes).padStart(11)} ${String(c.kicks).padStart(8)} ${String(c.notifySent).padStart(8)}/${String(c.notifySuppressed).padEnd(6)} ${drops}`,
     );
   }
+  const obs = st.observation as
+    | { capture: { file: string; frames: number; lost: number } | null; ringTrace: { dropped: number } | null }
+    | undefined;
+  if (obs?.capture) out.push(`capture ${obs.capture.file}: ${obs.capture.frames} frames, ${obs.capture.lost} lost`);
+  if (obs?.ringTrace) out.push(`ring trace: ${obs.ringTrace.dropped} events dropped`);
   return out;
 }

@@ -161,7 +161,8 @@ export class NativeDataPlane implements DataPlane {
       clearInterval(this.drainTimer);
       this.drainObserve();
       this.drainTimer = undefined;
-      if (this.observeLost) this.log.warn({ lost: this.observeLost }, 'observation records lost (capture or ring trace fell behind)');
+      if (this.observeLost)
+        this.log.warn({ lost: this.observeLost }, 'observation records lost (capture or ring trace fell behind)');
     }
   }
 }

@@ -405,7 +405,13 @@ export class TsDataPlane implements DataPlane {
   }
 
   /** The TS path captures frame by frame (it is the learning path: per-packet JS is its nature). */
-  private capture(vring: number, direction: CapturedFrame['direction'], f: Buffer, hdrLen: number, origLen?: number): void {
+  private capture(
+    vring: number,
+    direction: CapturedFrame['direction'],
+    f: Buffer,
+    hdrLen: number,
+    origLen?: number,
+  ): void {
     const w = this.observe.capture as PcapWriter;
     w.write([
       {

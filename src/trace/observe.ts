@@ -34,8 +34,7 @@ export interface CapturedFrame {
 }
 
 export type ObserveRecord =
-  | { kind: 'frame'; frame: CapturedFrame }
-  | { kind: 'ring'; vring: number; timeNs: bigint; event: RingEvent };
+  { kind: 'frame'; frame: CapturedFrame } | { kind: 'ring'; vring: number; timeNs: bigint; event: RingEvent };
 
 /** Decodes one record body (after its u32 length prefix). Unknown types yield undefined. */
 export function decodeRecord(rec: Buffer): ObserveRecord | undefined {
@@ -106,7 +105,8 @@ export function decodeRecord(rec: Buffer): ObserveRecord | undefined {
       );
     case OBS.kicks: {
       const enabled = b[0] === 1;
-      const how = b[1] === 1 ? `avail_event = ${b.readUInt16LE(2)}` : `used->flags NO_NOTIFY ${enabled ? 'cleared' : 'set'}`;
+      const how =
+        b[1] === 1 ? `avail_event = ${b.readUInt16LE(2)}` : `used->flags NO_NOTIFY ${enabled ? 'cleared' : 'set'}`;
       return ring({ ev: 'kicks', enabled, how });
     }
     default:

@@ -144,9 +144,7 @@ export class PcapWriter {
     shb.writeUInt16LE(1, 4);
     shb.writeUInt16LE(0, 6);
     shb.writeBigInt64LE(-1n, 8); // section length not given
-    const blocks = [
-      block(SHB, shb, [option(SHB_USERAPPL, Buffer.from(this.opts.application ?? 'vhost-user-net'))]),
-    ];
+    const blocks = [block(SHB, shb, [option(SHB_USERAPPL, Buffer.from(this.opts.application ?? 'vhost-user-net'))])];
     for (let v = 0; v < this.vrings; v++) {
       const body = Buffer.alloc(8);
       body.writeUInt16LE(LINKTYPE_ETHERNET, 0);

@@ -1,0 +1,97 @@
+// Benchmark 5: what observation costs the C++ data path. guest-TX 64 B through the null backend
+// (as benchmark 1), four builds/settings alternated in one invocation:
+//   baseline  - the tree before observation existed (git rev VUN_BASELINE_REV, built here in a
+//               temporary worktree),
+//   off       - this tree, capture and ring trace off (the target: no measurable drop),
+//   pcap      - this tree with --pcap (to a file on tmpfs when /dev/shm exists),
+//   trace     - this tree with --trace-rings (every ring step recorded).
+// Prints off/baseline.
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync, symlinkSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { ourBackend, ppsSamples, root, RUNS, save, SECONDS, sleep, steady, testpmd, tmp, waitForFile } from './lib.mjs';
+
+const BASELINE = process.env.VUN_BASELINE_REV ?? '71e58487d9d8d4904501da203585a4a43ce8c993';
+
+function buildBaseline() {
+  const dir = mkdtempSync(join(tmpdir(), 'vun-baseline-'));
+  execFileSync('git', ['-C', root, 'worktree', 'add', '--detach', dir, BASELINE], { stdio: 'ignore' });
+  symlinkSync(join(root, 'node_modules'), join(dir, 'node_modules'));
+  execFileSync(process.execPath, [join(dir, 'scripts', 'build-native.mjs')], { cwd: dir, stdio: 'ignore' });
+  execFileSync(
+    process.execPath,
+    [join(root, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', 'tsconfig.build.json'],
+    {
+      cwd: dir,
+      stdio: 'ignore',
+    },
+  );
+  return {
+    dir,
+    remove: () => {
+      execFileSync('git', ['-C', root, 'worktree', 'remove', '--force', dir], { stdio: 'ignore' });
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+async function one(impl, baseDir) {
+  const t = tmp();
+  const sock = join(t.dir, 'vhost.sock');
+  const capDir = existsSync('/dev/shm') ? mkdtempSync('/dev/shm/vun-bench-') : t.dir;
+  const extra =
+    impl === 'pcap'
+      ? ['--pcap', join(capDir, 'cap.pcapng'), '--pcap-snaplen', '64', '--pcap-max-mb', '64', '--pcap-files', '2']
+      : impl === 'trace'
+        ? ['--trace-rings', join(capDir, 'rings.jsonl')]
+        : [];
+  const backend = ourBackend({
+    socket: sock,
+    backend: 'null',
+    cores: '0',
+    extra,
+    tree: impl === 'baseline' ? baseDir : root,
+  });
+  await waitForFile(sock);
+  const fe = testpmd({
+    fwdCore: 1,
+    mainCore: 0,
+    vdevs: [`net_virtio_user0,path=${sock},queues=1`],
+    mode: 'txonly',
+    txpkts: 64,
+  });
+  await sleep((SECONDS + 2) * 1000);
+  await fe.stop();
+  await backend.stop();
+  t.cleanup();
+  if (capDir !== t.dir) rmSync(capDir, { recursive: true, force: true });
+  const s = steady(ppsSamples(fe.out, 'Tx'));
+  if (!s.n) throw new Error(`${impl}: no samples\n${fe.out.slice(-1500)}\n${backend.out.slice(-1500)}`);
+  return s.median;
+}
+
+const base = buildBaseline();
+const impls = ['baseline', 'off', 'pcap', 'trace'];
+const runs = Object.fromEntries(impls.map((i) => [i, []]));
+try {
+  for (let r = 0; r < RUNS; r++) for (const i of impls) runs[i].push(await one(i, base.dir));
+} finally {
+  base.remove();
+}
+const med = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+const m = Object.fromEntries(impls.map((i) => [i, med(runs[i]) / 1e6]));
+const r = save('observe-overhead', {
+  description: `testpmd virtio_user txonly 64 B (core 1) into vhost-user-net's null backend (core 0): the tree at ${BASELINE} (before observation) against this tree with observation off, with --pcap (snaplen 64, tmpfs), and with --trace-rings`,
+  baselineRev: BASELINE,
+  runs: RUNS,
+  mpps: m,
+  spreads: Object.fromEntries(impls.map((i) => [i, runs[i].map((x) => x / 1e6)])),
+  offVsBaseline: m.off / m.baseline,
+  pcapVsOff: m.pcap / m.off,
+  traceVsOff: m.trace / m.off,
+});
+console.error(
+  `observation: baseline ${m.baseline.toFixed(2)}, off ${m.off.toFixed(2)}, pcap ${m.pcap.toFixed(2)}, trace ${m.trace.toFixed(2)} Mpps`,
+);
+console.log(r.offVsBaseline.toFixed(3));
