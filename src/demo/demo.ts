@@ -2,8 +2,10 @@
  * `vhost-user-net demo`: the whole thing in one minute. Builds (or reuses) a tiny Linux guest,
  * creates a network namespace with a TAP served by the backend, boots the guest under QEMU
  * with -netdev vhost-user, shows ping both ways and iperf3 both ways, prints the per-queue
- * counters, and removes everything it made.
+ * counters and the first pings as captured (--pcap, read back by tshark), and removes
+ * everything it made but the capture.
  */
+import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { bootGuest, mbits, Netns, requireRoot, startBackend, waitForLink } from '../guest/guest.js';
@@ -28,7 +30,17 @@ export async function runDemo(opts: { datapath?: 'native' | 'ts'; seconds?: numb
     const dir = mkdtempSync(join(tmpdir(), 'vun-demo-'));
     cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
     const sock = join(dir, 'vhost-user.sock');
-    const backend: Proc = startBackend(ns, sock, ['--backend', 'tap:vun0', '--datapath', opts.datapath ?? 'native']);
+    const capture = join(tmpdir(), 'vun-demo.pcapng');
+    const backend: Proc = startBackend(ns, sock, [
+      '--backend',
+      'tap:vun0',
+      '--datapath',
+      opts.datapath ?? 'native',
+      '--pcap',
+      capture,
+      '--pcap-snaplen',
+      '128',
+    ]);
     cleanups.push(() => backend.stop().then(() => undefined));
     await waitForLink(ns, 'vun0');
     await waitFor(() => existsSync(sock), 15_000, 'the backend socket');
@@ -75,6 +87,35 @@ iperf3 -c ${HOST} -t ${secs} -f m -R > /tmp/i2 2>&1; res rx $? "$(grep receiver 
       say(
         `   ${String(c.queue).padEnd(11)} ${String(c.frames).padStart(7)} ${String(c.bytes).padStart(11)} ${String(c.kicks).padStart(7)}  ${String(c.notifySent).padStart(11)}/${String(c.notifySuppressed).padEnd(11)} ${c.dropNoBuffers}/${c.dropTooBig}/${c.dropHostError}`,
       );
+    }
+    await backend.stop(); // closes the capture
+    const shark = spawnSync(
+      'tshark',
+      [
+        '-r',
+        capture,
+        '-Y',
+        'icmp',
+        '-T',
+        'fields',
+        '-e',
+        'frame.interface_name',
+        '-e',
+        '_ws.col.Info',
+        '-e',
+        'frame.comment',
+      ],
+      { encoding: 'utf8' },
+    );
+    if (shark.status === 0) {
+      say(`7. the first pings as captured (${capture}; tshark -r it for the rest):`);
+      // (tshark's -c counts packets read, not matched: take the first four here.)
+      for (const l of shark.stdout.trim().split('\n').slice(0, 4)) {
+        const [iface, info, comment] = l.split('\t');
+        say(`   ${String(iface).padEnd(11)} ${String(info).slice(0, 58).padEnd(58)} ${comment ?? ''}`);
+      }
+    } else {
+      say(`7. capture written to ${capture} (tshark not available to show it)`);
     }
     const ok = r.get('guest-ping')?.rc === 0 && hp.status === 0 && tx?.rc === 0 && rx?.rc === 0;
     say(

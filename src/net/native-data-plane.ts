@@ -10,9 +10,11 @@ import { HostKindCode, type NativeBinding, type NativeNetDevice } from '../nativ
 import type { DataPlane, Vring } from '../vhost-user/data-plane.js';
 import type { MemoryTable } from '../vhost-user/memory-table.js';
 import { ringErrorName } from '../virtio/ring-errors.js';
-import { type CapturedFrame, type Observers, records } from '../trace/observe.js';
+import { type CapturedFrame, type ObserveRecord, type Observers, records } from '../trace/observe.js';
 import { DeviceCounters } from './counters.js';
 import { defaultRss, STEERING_CODE, type Steering } from './rss.js';
+
+const timeOf = (r: ObserveRecord): bigint => (r.kind === 'frame' ? r.frame.timeNs : r.timeNs);
 
 /** How often the observation rings are drained (when capture or the ring trace is on). */
 const DRAIN_MS = 20;
@@ -81,8 +83,10 @@ export class NativeDataPlane implements DataPlane {
     for (let round = 0; round < 8; round++) {
       const n = this.dev.drainObserve(buf);
       if (n === 0) break;
+      // The buffer holds vring after vring: put the batch back in time order (stable).
+      const batch = [...records(buf, n)].sort((a, b) => (timeOf(a) < timeOf(b) ? -1 : timeOf(a) > timeOf(b) ? 1 : 0));
       const frames: CapturedFrame[] = [];
-      for (const r of records(buf, n)) {
+      for (const r of batch) {
         if (r.kind === 'frame') frames.push(r.frame);
         else ringTrace?.record(r.vring, r.event, Number(r.timeNs / 1000n) / 1000);
       }
