@@ -108,6 +108,31 @@ describe('host backend details', () => {
       /threads: 3 threads for 2/,
     );
   });
+
+  it('takes the capture options, and the ring trace on either data path', () => {
+    const r = parseCommandLine([
+      '--socket',
+      '/tmp/x',
+      '--pcap',
+      '/tmp/c.pcapng',
+      '--pcap-snaplen',
+      '128',
+      '--pcap-max-mb',
+      '10',
+      '--pcap-files',
+      '3',
+      '--trace-rings',
+      '/tmp/r.jsonl',
+    ]);
+    if (r.action !== 'serve') throw new Error('not serve');
+    expect(r.config.pcap).toEqual({ file: '/tmp/c.pcapng', snapLen: 128, maxMb: 10, keepFiles: 3 });
+    expect(r.config.datapath).toBe('native');
+    expect(r.traceRings).toBe('/tmp/r.jsonl');
+    expect(configErrorOf(['--socket', '/tmp/x', '--pcap-snaplen', '128']).message).toMatch(/need --pcap FILE/);
+    expect(configErrorOf(['--socket', '/tmp/x', '--pcap', 'f', '--pcap-snaplen', '10']).message).toMatch(
+      /pcap.snapLen: /,
+    );
+  });
 });
 
 describe('the binary', () => {
