@@ -56,6 +56,23 @@ export function testpmd({ fwdCore, mainCore, vdevs, mode, txpkts = 64, queues = 
 }
 
 /** Per-second "Rx-pps"/"Tx-pps" samples of port `port` from testpmd's periodic stats. */
+/**
+ * The front-end of the VM-free benchmarks: testpmd with net_virtio_user (it plays QEMU and the
+ * guest driver) on `sock`, forwarding on core 1, in `mode` (txonly: the guest sends; rxonly:
+ * the guest receives) with `size`-byte frames.
+ */
+export function virtioUserFrontend(sock, mode, size = 64, { queues = 1, extra = [] } = {}) {
+  return testpmd({
+    fwdCore: 1,
+    mainCore: 0,
+    vdevs: [`net_virtio_user0,path=${sock},queues=${queues}`],
+    mode,
+    txpkts: size,
+    queues,
+    extra,
+  });
+}
+
 export function ppsSamples(out, which, port = 0) {
   const blocks = out
     .split('NIC statistics for port ')

@@ -2,7 +2,18 @@
 // (--txonly-multi-flow) on 1 and then 2 queue pairs against vhost-user-net (null backend, one
 // worker per pair). Prints the 2-pair/1-pair throughput ratio.
 import { join } from 'node:path';
-import { ourBackend, ppsSamples, RUNS, save, SECONDS, sleep, steady, testpmd, tmp, waitForFile } from './lib.mjs';
+import {
+  ourBackend,
+  ppsSamples,
+  RUNS,
+  save,
+  SECONDS,
+  sleep,
+  steady,
+  tmp,
+  virtioUserFrontend,
+  waitForFile,
+} from './lib.mjs';
 
 async function one(queues) {
   const t = tmp();
@@ -11,15 +22,7 @@ async function one(queues) {
   // worker would fight over one core (HOST-NOTES: two busy pollers on 2 cores collapse).
   const backend = ourBackend({ socket: sock, backend: 'null', queues, cores: process.env.VUN_BENCH_MQ_CORES ?? '0' });
   await waitForFile(sock);
-  const fe = testpmd({
-    fwdCore: 1,
-    mainCore: 0,
-    vdevs: [`net_virtio_user0,path=${sock},queues=${queues}`],
-    mode: 'txonly',
-    txpkts: 64,
-    queues,
-    extra: ['--txonly-multi-flow'],
-  });
+  const fe = virtioUserFrontend(sock, 'txonly', 64, { queues, extra: ['--txonly-multi-flow'] });
   await sleep((SECONDS + 2) * 1000);
   await fe.stop();
   await backend.stop();

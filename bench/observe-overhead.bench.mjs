@@ -10,7 +10,19 @@ import { execFileSync } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync, symlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ourBackend, ppsSamples, root, RUNS, save, SECONDS, sleep, steady, testpmd, tmp, waitForFile } from './lib.mjs';
+import {
+  ourBackend,
+  ppsSamples,
+  root,
+  RUNS,
+  save,
+  SECONDS,
+  sleep,
+  steady,
+  tmp,
+  virtioUserFrontend,
+  waitForFile,
+} from './lib.mjs';
 
 const BASELINE = process.env.VUN_BASELINE_REV ?? '71e58487d9d8d4904501da203585a4a43ce8c993';
 
@@ -54,13 +66,7 @@ async function one(impl, baseDir) {
     tree: impl === 'baseline' ? baseDir : root,
   });
   await waitForFile(sock);
-  const fe = testpmd({
-    fwdCore: 1,
-    mainCore: 0,
-    vdevs: [`net_virtio_user0,path=${sock},queues=1`],
-    mode: 'txonly',
-    txpkts: 64,
-  });
+  const fe = virtioUserFrontend(sock, 'txonly', 64);
   await sleep((SECONDS + 2) * 1000);
   await fe.stop();
   await backend.stop();

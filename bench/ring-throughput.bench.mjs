@@ -4,7 +4,19 @@
 // on core 0, event driven and with --poll-us 50; (b) dpdk-testpmd with net_vhost, forwarding
 // core 0. Prints our/DPDK guest-TX 64 B.
 import { join } from 'node:path';
-import { ourBackend, RUNS, save, SECONDS, sleep, steady, testpmd, tmp, waitForFile, ppsSamples } from './lib.mjs';
+import {
+  ourBackend,
+  RUNS,
+  save,
+  SECONDS,
+  sleep,
+  steady,
+  testpmd,
+  tmp,
+  waitForFile,
+  ppsSamples,
+  virtioUserFrontend,
+} from './lib.mjs';
 
 async function one(impl, dir, size) {
   const t = tmp();
@@ -29,13 +41,7 @@ async function one(impl, dir, size) {
     });
     await waitForFile(sock);
   }
-  const fe = testpmd({
-    fwdCore: 1,
-    mainCore: 0,
-    vdevs: [`net_virtio_user0,path=${sock},queues=1`],
-    mode: dir === 'guest-rx' ? 'rxonly' : 'txonly',
-    txpkts: size,
-  });
+  const fe = virtioUserFrontend(sock, dir === 'guest-rx' ? 'rxonly' : 'txonly', size);
   await sleep((SECONDS + 2) * 1000);
   await fe.stop();
   await backend.stop();

@@ -4,7 +4,7 @@
 // forwarding. Frames are counted on the TAP (its rx_packets) in a namespace we create.
 import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
-import { ourBackend, RUNS, save, SECONDS, sleep, testpmd, tmp, waitForFile } from './lib.mjs';
+import { ourBackend, RUNS, save, SECONDS, sleep, testpmd, tmp, virtioUserFrontend, waitForFile } from './lib.mjs';
 
 const ns = `vun-bench-${process.pid}`;
 const sh = (cmd) => spawnSync('ip', ['netns', 'exec', ns, 'sh', '-c', cmd], { encoding: 'utf8' });
@@ -29,13 +29,7 @@ async function one(impl, size) {
           mode: 'io',
         });
   await waitForFile(sock);
-  const fe = testpmd({
-    fwdCore: 1,
-    mainCore: 0,
-    vdevs: [`net_virtio_user0,path=${sock},queues=1`],
-    mode: 'txonly',
-    txpkts: size,
-  });
+  const fe = virtioUserFrontend(sock, 'txonly', size);
   await waitTap();
   await sleep(2000);
   const a = rxPackets();

@@ -9,8 +9,8 @@ import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { featureMask, VirtioFeature as F } from '../src/features.js';
 import { describeNetHeader, PcapWriter } from '../src/trace/pcapng.js';
-import { native, type Served, serve, tempDir, waitFor } from './helpers/harness.js';
-import type { MockFrontend } from './helpers/mock-frontend.js';
+import { bringUpDevice, native, type Served, serve, shutdown, tempDir, waitFor } from './helpers/harness.js';
+import { type MockFrontend, transmit } from './helpers/mock-frontend.js';
 
 const HDR = 12;
 const DATA = 0x100000;
@@ -48,12 +48,7 @@ function udpFrame(len: number, port: number, tag = 1): Buffer {
 let srv: Served | undefined;
 let fe: MockFrontend | undefined;
 afterEach(async () => {
-  if (srv) {
-    const closed = srv.sessionClosed();
-    fe?.close();
-    await closed;
-    srv.stop();
-  }
+  await shutdown(srv, fe);
   srv = fe = undefined;
 });
 
@@ -63,10 +58,6 @@ describe.each(['native', 'ts'] as const)('pcapng capture (%s data path)', (datap
     const file = join(tmp.dir, 'cap.pcapng');
     const capture = new PcapWriter(file, 2, { snapLen: 128 });
     srv = serve({ queuePairs: 1 }, { kind: 'loopback' }, datapath, undefined, undefined, { capture });
-    const next = srv.nextSession();
-    fe = srv.connect();
-    const session = await next;
-    await fe.handshake();
     const features = featureMask(
       F.F_VERSION_1,
       F.VHOST_USER_F_PROTOCOL_FEATURES,
@@ -74,7 +65,9 @@ describe.each(['native', 'ts'] as const)('pcapng capture (%s data path)', (datap
       F.NET_F_GUEST_CSUM,
       F.NET_F_MRG_RXBUF,
     );
-    const { ram, pairs } = await fe.bringUp(features, 1);
+    const d = await bringUpDevice(srv, features);
+    fe = d.fe;
+    const { session, ram, pairs } = d;
     const p = pairs[0] as NonNullable<(typeof pairs)[0]>;
     for (let i = 0; i < 4; i++) p.rx.offer(p.rx.addChain([{ addr: BigInt(DATA + i * 2048), len: 2048, write: true }]));
     p.rx.publish();
@@ -84,20 +77,10 @@ describe.each(['native', 'ts'] as const)('pcapng capture (%s data path)', (datap
     // Three frames: a partial checksum for the device to note, one longer than the snap
     // length, and a plain one.
     const hdrs = [Buffer.from([1, 0, 0, 0, 0, 0, 34, 0, 6, 0, 0, 0]), Buffer.alloc(HDR), Buffer.alloc(HDR)];
-    const frames = [udpFrame(60, 7001), udpFrame(1000, 7002), udpFrame(80, 7003)];
-    frames.forEach((f, i) => {
-      const at = 0x200000 + i * 0x1000;
-      ram.bytes.set(hdrs[i] as Buffer, at);
-      ram.bytes.set(f, at + HDR);
-      p.tx.offer(
-        p.tx.addChain([
-          { addr: BigInt(at), len: HDR, write: false },
-          { addr: BigInt(at + HDR), len: f.length, write: false },
-        ]),
-      );
+    transmit(native, ram, p, [udpFrame(60, 7001), udpFrame(1000, 7002), udpFrame(80, 7003)], {
+      headers: hdrs,
+      split: true,
     });
-    p.tx.publish();
-    native.eventfdWrite(p.kicks.tx, 1n);
     await waitFor(() => p.rx.usedIdx() === 3, 5000, 'frames looped back');
     // Closing the session closes its data plane, which drains what is left.
     const closed = srv.sessionClosed();

@@ -7,7 +7,7 @@ import { featureMask, VirtioFeature as F } from '../src/features.js';
 import type { DeviceCounters } from '../src/net/counters.js';
 import { defaultRss, rssPair, type Steering } from '../src/net/rss.js';
 import type { Session } from '../src/vhost-user/session.js';
-import { type DatapathKind, native, type Served, serve, waitFor } from './helpers/harness.js';
+import { bringUpDevice, type DatapathKind, native, type Served, serve, shutdown, waitFor } from './helpers/harness.js';
 import { type DriverPair, type GuestRam, MockFrontend } from './helpers/mock-frontend.js';
 import type { RingDriver } from './helpers/ring-driver.js';
 
@@ -15,12 +15,7 @@ let srv: Served | undefined;
 let fe: MockFrontend | undefined;
 
 afterEach(async () => {
-  if (srv) {
-    const closed = srv.sessionClosed();
-    fe?.close();
-    await closed;
-    srv.stop();
-  }
+  await shutdown(srv, fe);
   srv = fe = undefined;
 });
 
@@ -39,13 +34,10 @@ async function device(
   threadOf?: number[],
 ): Promise<{ session: Session; ram: GuestRam; pairs: Pair[] }> {
   srv = serve({ queuePairs }, { kind: 'loopback' }, datapath, steering, threadOf);
-  const next = srv.nextSession();
-  fe = srv.connect();
-  const session = await next;
-  await fe.handshake();
-  // bringUp throws when the backend refuses SET_FEATURES, SET_MEM_TABLE or SET_VRING_ENABLE.
-  const { ram, pairs } = await fe.bringUp(features, queuePairs);
-  return { session, ram, pairs };
+  // Throws when the backend refuses SET_FEATURES, SET_MEM_TABLE or SET_VRING_ENABLE.
+  const d = await bringUpDevice(srv, features, queuePairs);
+  fe = d.fe;
+  return d;
 }
 
 /**

@@ -12,8 +12,8 @@ import { featureMask, VirtioFeature as F } from '../src/features.js';
 import { startHttp } from '../src/metrics/http.js';
 import { packageRoot } from '../src/native.js';
 import type { DeviceCounters } from '../src/net/counters.js';
-import { native, serve, waitFor } from './helpers/harness.js';
-import type { DriverPair } from './helpers/mock-frontend.js';
+import { bringUpDevice, native, serve, waitFor } from './helpers/harness.js';
+import { type DriverPair, transmit } from './helpers/mock-frontend.js';
 
 /** Prometheus text exposition: `name{a="b",...} value` lines (comments skipped). */
 function parseProm(text: string): { name: string; labels: Record<string, string>; value: number }[] {
@@ -36,26 +36,17 @@ describe('http introspection', () => {
   it('/status and /metrics describe a session that moves frames, and agree with the counters', async () => {
     const srv = serve({ queuePairs: 1 }, { kind: 'loopback' });
     const { server, port } = await startHttp(srv.backend, '127.0.0.1', 0);
-    const next = srv.nextSession();
-    const fe = srv.connect();
-    const session = await next;
-    await fe.handshake();
-    const { ram, pairs } = await fe.bringUp(featureMask(F.F_VERSION_1, F.VHOST_USER_F_PROTOCOL_FEATURES), 1);
-    const { rx: drx, tx: dtx, kicks } = pairs[0] as DriverPair;
-    const [rx, tx] = [{ kick: kicks.rx }, { kick: kicks.tx }];
+    const { fe, session, ram, pairs } = await bringUpDevice(
+      srv,
+      featureMask(F.F_VERSION_1, F.VHOST_USER_F_PROTOCOL_FEATURES),
+    );
+    const { rx: drx, kicks } = pairs[0] as DriverPair;
     for (let i = 0; i < 8; i++)
       drx.offer(drx.addChain([{ addr: BigInt(0x100000 + i * 2048), len: 2048, write: true }]));
     drx.publish();
-    native.eventfdWrite(rx.kick, 1n);
+    native.eventfdWrite(kicks.rx, 1n);
     await waitFor(() => session.vrings[0]?.started === true);
-    for (let i = 0; i < 3; i++) {
-      const at = 0x200000 + i * 0x1000;
-      ram.bytes.fill(0, at, at + 12);
-      ram.bytes.fill(0xee, at + 12, at + 12 + 100);
-      dtx.offer(dtx.addChain([{ addr: BigInt(at), len: 112, write: false }]));
-    }
-    dtx.publish();
-    native.eventfdWrite(tx.kick, 1n);
+    transmit(native, ram, pairs[0] as DriverPair, Array(3).fill(Buffer.alloc(100, 0xee)));
     await waitFor(() => drx.usedIdx() === 3, 5000, 'frames looped back');
 
     const st = (await (await fetch(`http://127.0.0.1:${port}/status`)).json()) as {

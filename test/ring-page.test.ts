@@ -11,8 +11,8 @@ import { featureMask, VirtioFeature as F } from '../src/features.js';
 import { startHttp } from '../src/metrics/http.js';
 import type { RingSnapshot } from '../src/metrics/rings.js';
 import { packageRoot } from '../src/native.js';
-import { native, serve, tempDir, waitFor } from './helpers/harness.js';
-import type { DriverPair } from './helpers/mock-frontend.js';
+import { bringUpDevice, native, serve, tempDir, waitFor } from './helpers/harness.js';
+import { type DriverPair, transmit } from './helpers/mock-frontend.js';
 
 const CHROMIUM = '/usr/bin/chromium';
 
@@ -48,12 +48,11 @@ describe('live ring page', () => {
   it('serves ring snapshots from guest memory and renders them in headless Chromium', async () => {
     const srv = serve({ queuePairs: 1 }, { kind: 'loopback' });
     const { server, port } = await startHttp(srv.backend, '127.0.0.1', 0);
-    const next = srv.nextSession();
-    const fe = srv.connect();
-    const session = await next;
-    await fe.handshake();
-    const { ram, pairs } = await fe.bringUp(featureMask(F.F_VERSION_1, F.VHOST_USER_F_PROTOCOL_FEATURES), 1);
-    const { rx: drx, tx: dtx, kicks } = pairs[0] as DriverPair;
+    const { fe, session, ram, pairs } = await bringUpDevice(
+      srv,
+      featureMask(F.F_VERSION_1, F.VHOST_USER_F_PROTOCOL_FEATURES),
+    );
+    const { rx: drx, kicks } = pairs[0] as DriverPair;
     // Eight receive chains of two descriptors each; three frames use three of them.
     for (let i = 0; i < 8; i++) {
       const at = 0x100000 + i * 4096;
@@ -67,19 +66,10 @@ describe('live ring page', () => {
     drx.publish();
     native.eventfdWrite(kicks.rx, 1n);
     await waitFor(() => session.vrings[0]?.started === true);
-    for (let i = 0; i < 3; i++) {
-      const at = 0x200000 + i * 0x1000;
-      ram.bytes.fill(0, at, at + 12);
-      ram.bytes.fill(0xee, at + 12, at + 12 + 100);
-      dtx.offer(dtx.addChain([{ addr: BigInt(at), len: 112, write: false }]));
-    }
-    dtx.publish();
-    native.eventfdWrite(kicks.tx, 1n);
+    transmit(native, ram, pairs[0] as DriverPair, Array(3).fill(Buffer.alloc(100, 0xee)));
     await waitFor(() => drx.usedIdx() === 3, 5000, 'frames looped back');
     // Two more transmit chains offered without a kick: the device has not read them.
-    for (let i = 0; i < 2; i++)
-      dtx.offer(dtx.addChain([{ addr: BigInt(0x210000 + i * 0x1000), len: 112, write: false }]));
-    dtx.publish();
+    transmit(native, ram, pairs[0] as DriverPair, Array(2).fill(Buffer.alloc(100)), { base: 0x210000, kick: false });
 
     const base = `http://127.0.0.1:${port}`;
     const snap = (await (await fetch(`${base}/rings`)).json()) as { connected: boolean; vrings: RingSnapshot[] };

@@ -82,3 +82,25 @@ export function serve(
     },
   };
 }
+
+/** Ends a test's session (front-end closed, the session seen closed) and stops the backend. */
+export async function shutdown(srv: Served | undefined, fe: MockFrontend | undefined): Promise<void> {
+  if (!srv) return;
+  const closed = srv.sessionClosed();
+  fe?.close();
+  await closed;
+  srv.stop();
+}
+
+/**
+ * Connects the mock front-end to `srv` and brings a device up: handshake, `features`, guest
+ * RAM, every vring of `queuePairs` pairs set up and enabled (bringUp throws on any refusal).
+ */
+export async function bringUpDevice(srv: Served, features: bigint, queuePairs = 1) {
+  const next = srv.nextSession();
+  const fe = srv.connect();
+  const session = await next;
+  await fe.handshake();
+  const { ram, pairs } = await fe.bringUp(features, queuePairs);
+  return { fe, session, ram, pairs };
+}

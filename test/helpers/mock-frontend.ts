@@ -357,3 +357,35 @@ export class MockFrontend {
 
 export const VERSION_1 = featureMask(VirtioFeature.F_VERSION_1);
 export const PROTOCOL_FEATURES = featureMask(VirtioFeature.VHOST_USER_F_PROTOCOL_FEATURES);
+
+/**
+ * The guest sends frames: each as [virtio-net header][frame] at `base + i * 0x1000`, offered
+ * on the pair's transmitq (header and frame in one descriptor, or two with `split`); then one
+ * publish and one kick. Headers default to zeros (12 bytes).
+ */
+export function transmit(
+  native: NativeBinding,
+  ram: GuestRam,
+  p: DriverPair,
+  frames: Buffer[],
+  o: { base?: number; headers?: Buffer[]; split?: boolean; kick?: boolean } = {},
+): void {
+  frames.forEach((f, i) => {
+    const at = (o.base ?? 0x200000) + i * 0x1000;
+    const h = o.headers?.[i] ?? Buffer.alloc(12);
+    ram.bytes.set(h, at);
+    ram.bytes.set(f, at + h.length);
+    p.tx.offer(
+      p.tx.addChain(
+        o.split
+          ? [
+              { addr: BigInt(at), len: h.length, write: false },
+              { addr: BigInt(at + h.length), len: f.length, write: false },
+            ]
+          : [{ addr: BigInt(at), len: h.length + f.length, write: false }],
+      ),
+    );
+  });
+  p.tx.publish();
+  if (o.kick ?? true) native.eventfdWrite(p.kicks.tx, 1n);
+}
