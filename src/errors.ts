@@ -99,6 +99,7 @@ export const ErrorCode = {
   BadMtu: 'VUN_SESSION_BAD_MTU',
   // host
   HostIo: 'VUN_HOST_IO',
+  OutputFile: 'VUN_HOST_OUTPUT_FILE',
   // config
   ConfigInvalid: 'VUN_CONFIG_INVALID',
   ConfigFile: 'VUN_CONFIG_FILE',

@@ -161,6 +161,31 @@ describe('pcapng writer', () => {
     tmp.cleanup();
   });
 
+  it('stops cleanly when a write fails: told once, frames counted as lost, no exception', () => {
+    const tmp = tempDir();
+    const errors: string[] = [];
+    const w = new PcapWriter(join(tmp.dir, 'c.pcapng'), 2, { maxBytes: 2000, onError: (m) => errors.push(m) });
+    const f = {
+      vring: 0,
+      timeNs: 1n,
+      direction: 'toGuest' as const,
+      origLen: 200,
+      header: Buffer.alloc(12),
+      data: udpFrame(200, 1),
+    };
+    w.write([f]);
+    // The folder goes away: the next rotation cannot open its file.
+    tmp.cleanup();
+    expect(() => w.write(Array(20).fill(f))).not.toThrow();
+    expect(() => w.write([f])).not.toThrow();
+    expect(errors).toHaveLength(1);
+    expect(w.failed).toMatch(/cannot open .*c\.1\.pcapng/);
+    expect(w.frames + w.dropped).toBe(22);
+    expect(w.dropped).toBeGreaterThanOrEqual(1 + 20 - 8);
+    // A file that takes no bytes at all fails at start-up, with the coded error.
+    expect(() => new PcapWriter('/dev/full', 2)).toThrow(/cannot write \/dev\/full/);
+  });
+
   it('names every virtio-net header field', () => {
     const h = Buffer.from([0x03, 0x81, 66, 0, 0xa8, 0x05, 34, 0, 16, 0, 2, 0]);
     expect(describeNetHeader(h)).toBe(

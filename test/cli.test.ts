@@ -163,6 +163,23 @@ describe('the binary', () => {
     expect(r.stderr).toMatch(/queues: .*\n\[VUN_CONFIG_INVALID\]/);
   });
 
+  it.each([['--pcap'], ['--trace-rings'], ['--trace-messages']])(
+    'exits 1 with a coded message when %s names a file it cannot open',
+    (flag) => {
+      const tmp = tempDir();
+      const r = spawnSync(
+        process.execPath,
+        [bin, '--socket', join(tmp.dir, 's.sock'), flag, '/nonexistent-dir/out', '--log-level', 'info'],
+        { encoding: 'utf8', timeout: 10_000 },
+      );
+      tmp.cleanup();
+      expect(r.status, r.stderr).toBe(1);
+      expect(r.stdout).toMatch(/"code":"VUN_HOST_OUTPUT_FILE"/);
+      expect(r.stdout).toMatch(/cannot open \/nonexistent-dir\/out for writing/);
+      expect(r.stderr).not.toMatch(/at .*\.js:\d+/); // no stack trace
+    },
+  );
+
   it('serves on an inherited listening socket (--fd) and logs JSON lines', async () => {
     const tmp = tempDir();
     const path = join(tmp.dir, 'inherited.sock');

@@ -255,6 +255,19 @@ export async function main(argv: string[]): Promise<number> {
   let backend: VhostUserNetBackend;
   try {
     const native = loadNative();
+    const observe: Observers = {
+      ringTrace: cmd.traceRings ? new RingTrace(cmd.traceRings) : undefined,
+      capture: config.pcap
+        ? new PcapWriter(config.pcap.file, config.queues * 2, {
+            snapLen: config.pcap.snapLen,
+            maxBytes: (config.pcap.maxMb ?? 0) * 1024 * 1024,
+            keepFiles: config.pcap.keepFiles,
+            application: `vhost-user-net ${version()}`,
+            onError: (error) =>
+              log.error({ code: ErrorCode.OutputFile, error }, 'capture stopped: a write failed (frames keep flowing)'),
+          })
+        : undefined,
+    };
     const host = openHostBackend(native, config.hostBackend, { queuePairs: config.queues, tapMac: config.tapMac });
     log.info(
       {
@@ -270,17 +283,6 @@ export async function main(argv: string[]): Promise<number> {
       },
       'starting vhost-user-net',
     );
-    const observe: Observers = {
-      ringTrace: cmd.traceRings ? new RingTrace(cmd.traceRings) : undefined,
-      capture: config.pcap
-        ? new PcapWriter(config.pcap.file, config.queues * 2, {
-            snapLen: config.pcap.snapLen,
-            maxBytes: (config.pcap.maxMb ?? 0) * 1024 * 1024,
-            keepFiles: config.pcap.keepFiles,
-            application: `vhost-user-net ${version()}`,
-          })
-        : undefined,
-    };
     backend = new VhostUserNetBackend(
       {
         socketPath: config.socket.path,

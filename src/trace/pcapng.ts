@@ -12,9 +12,11 @@
  * (FILE, then FILE with .1, .2 ... before the extension), each a complete pcapng with its own
  * header and interfaces; with `keepFiles`, the oldest are removed.
  */
-import { closeSync, openSync, unlinkSync, writeSync } from 'node:fs';
+import { closeSync, unlinkSync, writeSync } from 'node:fs';
 import { extname } from 'node:path';
 import type { CapturedFrame } from './observe.js';
+import { ErrorCode, HostIoError } from '../errors.js';
+import { openOutputFile } from './output.js';
 
 const SHB = 0x0a0d0d0a;
 const IDB = 1;
@@ -86,6 +88,8 @@ export interface PcapOptions {
   keepFiles?: number;
   /** Written into the section header (shb_userappl). */
   application?: string;
+  /** Told once when a write fails and the capture stops. */
+  onError?: (message: string) => void;
 }
 
 export class PcapWriter {
@@ -98,6 +102,8 @@ export class PcapWriter {
   /** Frames written, and frames lost before they reached the writer (the drain fell behind). */
   frames = 0;
   dropped = 0;
+  /** Set when a write failed (disk full, file removed): the capture has stopped. */
+  failed: string | undefined;
 
   constructor(
     private readonly path: string,
@@ -126,7 +132,7 @@ export class PcapWriter {
 
   private open(): void {
     const name = this.fileName(this.index++);
-    this.fd = openSync(name, 'w');
+    this.fd = openOutputFile(name, 'w');
     this.files.push(name);
     this.written = 0;
     this.inFile = 0;
@@ -161,7 +167,12 @@ export class PcapWriter {
         ]),
       );
     }
-    this.put(Buffer.concat(blocks));
+    try {
+      this.put(Buffer.concat(blocks));
+    } catch (err) {
+      const e = err as NodeJS.ErrnoException;
+      throw new HostIoError(ErrorCode.OutputFile, `cannot write ${name}`, e.code ?? 'EIO', 'write', { path: name });
+    }
   }
 
   private put(b: Buffer): void {
@@ -170,13 +181,40 @@ export class PcapWriter {
     this.written += b.length;
   }
 
-  /** Appends frames (one write for the batch); rotates first when the file is full. */
+  /**
+   * Appends frames (one write for the batch); rotates first when the file is full. A failed
+   * write stops the capture (`failed`); what could not be written counts as dropped.
+   */
   write(frames: CapturedFrame[]): void {
-    if (this.fd < 0 || frames.length === 0) return;
+    if (frames.length === 0) return;
+    if (this.fd < 0) {
+      this.dropped += frames.length;
+      return;
+    }
+    const written = { n: 0 };
+    try {
+      this.append(frames, written);
+    } catch (err) {
+      this.failed = (err as Error).message;
+      this.dropped += frames.length - written.n;
+      this.opts.onError?.(this.failed);
+      try {
+        closeSync(this.fd);
+      } catch {
+        // already unusable
+      }
+      this.fd = -1;
+    }
+  }
+
+  /** Writes the frames; returns how many reached the file before a write failed (throws). */
+  private append(frames: CapturedFrame[], written: { n: number }): void {
     const blocks: Buffer[] = [];
     let size = 0;
     const flush = () => {
       if (blocks.length) this.put(Buffer.concat(blocks));
+      this.frames += blocks.length;
+      written.n += blocks.length;
       blocks.length = 0;
       size = 0;
     };
@@ -204,7 +242,6 @@ export class PcapWriter {
       }
       blocks.push(b);
       size += b.length;
-      this.frames++;
       this.inFile++;
     }
     flush();
