@@ -44,9 +44,9 @@ function chromium(profile: string, args: string[]): Promise<string> {
   );
 }
 
-describe('live ring page', () => {
+describe.each(['native', 'ts'] as const)('live ring page (%s data path)', (datapath) => {
   it('serves ring snapshots from guest memory and renders them in headless Chromium', async () => {
-    const srv = serve({ queuePairs: 1 }, { kind: 'loopback' });
+    const srv = serve({ queuePairs: 1 }, { kind: 'loopback' }, datapath);
     const { server, port } = await startHttp(srv.backend, '127.0.0.1', 0);
     const { fe, session, ram, pairs } = await bringUpDevice(
       srv,
@@ -107,7 +107,7 @@ describe('live ring page', () => {
 
       const dir = join(packageRoot, '.test-results');
       mkdirSync(dir, { recursive: true });
-      const png = join(dir, 'ring-page.png');
+      const png = join(dir, `ring-page-${datapath}.png`);
       await chromium(profile.dir, [`--screenshot=${png}`, `${base}/rings.html`]);
       const img = readFileSync(png);
       expect(img.subarray(1, 4).toString()).toBe('PNG');

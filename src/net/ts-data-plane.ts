@@ -246,6 +246,13 @@ export class TsDataPlane implements DataPlane {
       this.hostPollers.get(pair)?.start(READABLE);
       this.processRx(pair);
     }
+    // The ring positions, where /status and /rings read them (as the C++ workers publish them).
+    for (const index of [2 * pair, 2 * pair + 1]) {
+      const run = this.runs.get(index);
+      if (!run) continue;
+      this.counters.set(index, 'lastAvailIdx', run.ring.lastAvailIdx);
+      this.counters.set(index, 'usedIdx', run.ring.usedIdx);
+    }
   }
 
   private gather(e: Element): Buffer {
