@@ -1040,7 +1040,8 @@ Napi::Value NetDevice::SetObserve(const Napi::CallbackInfo& info) {
 }
 
 // drainObserve(buf): moves waiting records into `buf` as [u32 len][record] each, vring by
-// vring, until it is full. Returns the bytes written. Only the JS thread consumes.
+// vring, until it is full. Returns the bytes written. Only the JS thread consumes. Each call
+// starts one vring further on, so a busy vring cannot keep the others from being drained.
 Napi::Value NetDevice::DrainObserve(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (!info[0].IsBuffer()) {
@@ -1051,7 +1052,10 @@ Napi::Value NetDevice::DrainObserve(const Napi::CallbackInfo& info) {
   uint8_t* out = buf.Data();
   const size_t cap = buf.Length();
   size_t n = 0;
-  for (auto& o : observers) {
+  const size_t count = observers.size();
+  if (count) drainStart_ = (drainStart_ + 1) % count;
+  for (size_t k = 0; k < count; k++) {
+    auto& o = observers[(drainStart_ + k) % count];
     if (!o) continue;
     bool room = o->ring.Drain([&](const uint8_t* rec, uint32_t len) {
       if (cap - n < 4 + size_t(len)) return false;

@@ -246,6 +246,7 @@ class NetDevice : public Napi::ObjectWrap<NetDevice> {
   napi_env env_ = nullptr;
   bool paused_ = false;
   bool closed_ = false;
+  size_t drainStart_ = 0;  // the vring drainObserve starts with (round robin)
 };
 
 }  // namespace vun
