@@ -269,10 +269,10 @@ export class TsDataPlane implements DataPlane {
       elems.forEach((e, i) => {
         run.ring.fill(e.head, 0, i);
         if (e.outLen < this.hdrLen) return this.counters.add(index, 'dropMalformed');
-        // Captured as the guest sent it, before the enable check (as the C++ path does).
-        if (this.observe.capture) this.capture(index, 'fromGuest', this.gather(e), this.hdrLen);
-        if (!this.isEnabled(run.vring)) return this.counters.add(index, 'dropDisabled');
         const frame = this.gather(e);
+        // Captured as the guest sent it, before the enable check (as the C++ path does).
+        if (this.observe.capture) this.capture(index, 'fromGuest', frame, this.hdrLen);
+        if (!this.isEnabled(run.vring)) return this.counters.add(index, 'dropDisabled');
         if (this.steering.policy === 'flow-affinity') this.recordFlow(pair, frame);
         try {
           this.toHost(pair, frame);
