@@ -11,7 +11,7 @@
 import type { VhostUserNetBackend } from '../backend.js';
 import { hex } from '../features.js';
 import { descFlags } from '../trace/ring-trace.js';
-import { GuestMemoryRef } from '../virtio/guest-memory.js';
+import type { GuestMemoryRef } from '../virtio/guest-memory.js';
 
 export type DescState = 'free' | 'avail' | 'inflight';
 
@@ -50,14 +50,7 @@ export function ringsOf(backend: VhostUserNetBackend): { connected: boolean; vri
   if (!s) return { connected: false, vrings: [] };
   let mem: GuestMemoryRef;
   try {
-    mem = new GuestMemoryRef(
-      s.memory.regions.map((r) => ({
-        gpa: r.guestAddr,
-        size: r.size,
-        va: r.userAddr,
-        bytes: new Uint8Array(backend.native.mappingBuffer(r.mappingId)),
-      })),
-    );
+    mem = s.memory.refView();
   } catch {
     return { connected: true, vrings: [] };
   }

@@ -9,7 +9,7 @@ import type { NativeBinding, NativePoller } from '../native.js';
 import type { DataPlane, Vring } from '../vhost-user/data-plane.js';
 import type { MemoryTable } from '../vhost-user/memory-table.js';
 import { hasFeature, VirtioFeature as F } from '../features.js';
-import { GuestMemoryRef } from '../virtio/guest-memory.js';
+import type { GuestMemoryRef } from '../virtio/guest-memory.js';
 import { ringErrorName } from '../virtio/ring-errors.js';
 import { type Element, SplitRingRef } from '../virtio/split-ring.js';
 import type { CapturedFrame, Observers } from '../trace/observe.js';
@@ -155,14 +155,7 @@ export class TsDataPlane implements DataPlane {
   }
 
   resume(memory: MemoryTable): void {
-    this.mem = new GuestMemoryRef(
-      memory.regions.map((r) => ({
-        gpa: r.guestAddr,
-        size: r.size,
-        va: r.userAddr,
-        bytes: new Uint8Array(this.native.mappingBuffer(r.mappingId)),
-      })),
-    );
+    this.mem = memory.refView();
     for (const run of this.runs.values()) this.reattach(run);
   }
 

@@ -6,6 +6,7 @@
 import { ErrorCode, SessionError } from '../errors.js';
 import { hex } from '../features.js';
 import type { NativeBinding } from '../native.js';
+import { GuestMemoryRef } from '../virtio/guest-memory.js';
 import type { MemRegion } from './codec.js';
 
 /** Guest physical address. */
@@ -75,6 +76,18 @@ export class MemoryTable {
 
   get regions(): readonly MappedRegion[] {
     return this.list;
+  }
+
+  /** The mapped regions as the TS reference reads guest memory (views die with the mappings). */
+  refView(): GuestMemoryRef {
+    return new GuestMemoryRef(
+      this.list.map((r) => ({
+        gpa: r.guestAddr,
+        size: r.size,
+        va: r.userAddr,
+        bytes: new Uint8Array(this.native.mappingBuffer(r.mappingId)),
+      })),
+    );
   }
 
   /**
