@@ -11,7 +11,12 @@
         "native/eventfd.cc",
         "native/host.cc",
         "native/net_device.cc",
-        "native/ring_model.cc"
+        "native/net_device_observe.cc",
+        "native/queue_pair.cc",
+        "native/worker_thread.cc",
+        "native/steering.cc",
+        "native/host_port.cc",
+        "native/test_surface.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=9", "NAPI_DISABLE_CPP_EXCEPTIONS", "_GNU_SOURCE"],

@@ -52,7 +52,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   InitEventfd(env, exports);
   InitHost(env, exports);
   InitNetDevice(env, exports);
-  InitRingModel(env, exports);
+  InitTestSurface(env, exports);
   Napi::Function poller = Poller::Init(env);
   st->pollerCtor = Napi::Persistent(poller);
   exports.Set("Poller", poller);

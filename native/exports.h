@@ -9,5 +9,5 @@ void InitMemory(Napi::Env env, Napi::Object exports);
 void InitEventfd(Napi::Env env, Napi::Object exports);
 void InitHost(Napi::Env env, Napi::Object exports);
 void InitNetDevice(Napi::Env env, Napi::Object exports);
-void InitRingModel(Napi::Env env, Napi::Object exports);
+void InitTestSurface(Napi::Env env, Napi::Object exports);
 }  // namespace vun

@@ -21,8 +21,7 @@ enum RingError : uint32_t {
   kChainTooLong = 11,           // chain over 2^32 - 1 bytes
   kRingAddrInvalid = 12,        // desc/avail/used areas not mapped, or misaligned
   kTooManySegments = 13,        // more memory segments than one element can carry
-  kWritableOnTransmitq = 14,    // (net) a transmitq chain with writable descriptors
-  kRingErrorCount = 15,
+  kRingErrorCount = 14,
 };
 
 inline const char* RingErrorName(uint32_t e) {
@@ -41,7 +40,6 @@ inline const char* RingErrorName(uint32_t e) {
       "CHAIN_TOO_LONG",
       "RING_ADDR_INVALID",
       "TOO_MANY_SEGMENTS",
-      "WRITABLE_ON_TRANSMITQ",
   };
   return e < kRingErrorCount ? names[e] : "UNKNOWN";
 }

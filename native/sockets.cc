@@ -30,8 +30,19 @@ bool FillAddr(const Napi::Env& env, const std::string& path, sockaddr_un* addr) 
   return true;
 }
 
-// unixListen(path, mode, backlog) -> fd. A stale socket file is removed; any other file at
-// the path is an error (EEXIST), never deleted.
+// Whether something accepts connections on the unix socket at `addr` (another running backend).
+bool SocketIsLive(const sockaddr_un& addr) {
+  int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (probe < 0) return false;
+  bool live = connect(probe, reinterpret_cast<const sockaddr*>(&addr), sizeof(addr)) == 0 ||
+              errno == EAGAIN;  // a full backlog: still someone's listening socket
+  close(probe);
+  return live;
+}
+
+// unixListen(path, mode, backlog) -> fd. A stale socket file (nobody accepts on it) is
+// removed; a live one is an error (EADDRINUSE), as is any other file at the path (EEXIST):
+// neither is ever deleted.
 Napi::Value UnixListen(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   std::string path = info[0].As<Napi::String>().Utf8Value();
@@ -43,6 +54,10 @@ Napi::Value UnixListen(const Napi::CallbackInfo& info) {
   if (lstat(path.c_str(), &sb) == 0) {
     if (!S_ISSOCK(sb.st_mode)) {
       ThrowErrno(env, "bind", EEXIST, "not a socket: " + path);
+      return env.Undefined();
+    }
+    if (SocketIsLive(addr)) {
+      ThrowErrno(env, "bind", EADDRINUSE, "another process accepts connections on " + path);
       return env.Undefined();
     }
     if (unlink(path.c_str()) != 0) {

@@ -9,10 +9,16 @@ import type { Logger } from 'pino';
 import { hex } from './features.js';
 import { call, loadNative, type NativeBinding, type NativePoller } from './native.js';
 import { ControlConnection } from './transport/connection.js';
-import type { DataPlane } from './vhost-user/data-plane.js';
+import type { DataPlaneFactory } from './net/data-plane.js';
 import { NativeDataPlane } from './net/native-data-plane.js';
-import { dispatch } from './vhost-user/handlers.js';
-import { OFFERED_PROTOCOL_FEATURES, offeredFeatures, Session } from './vhost-user/session.js';
+import { type DispatchObserver, dispatch } from './vhost-user/handlers.js';
+import {
+  OFFERED_PROTOCOL_FEATURES,
+  offeredFeatures,
+  queueName,
+  Session,
+  type SessionView,
+} from './vhost-user/session.js';
 import { type Header, requestName } from './vhost-user/codec.js';
 import type { MessageTrace } from './trace/message-trace.js';
 
@@ -44,7 +50,15 @@ export interface BackendEvents {
 
 const READABLE = 1;
 
-export class VhostUserNetBackend extends EventEmitter<BackendEvents> {
+/** What status, metrics and the ring page read of a backend: values, not its objects. */
+export interface BackendView {
+  /** Sessions served so far (a reconnect makes a new one). */
+  readonly sessions: number;
+  /** The current session, or undefined while no front-end is connected. */
+  view(): SessionView | undefined;
+}
+
+export class VhostUserNetBackend extends EventEmitter<BackendEvents> implements BackendView {
   readonly native: NativeBinding;
   private listenFd = -1;
   private createdSocket: string | undefined;
@@ -62,8 +76,13 @@ export class VhostUserNetBackend extends EventEmitter<BackendEvents> {
     readonly options: BackendOptions,
     private readonly log: Logger,
     /** Makes each session's data plane; the default is the C++ one with the null host. */
-    private readonly makeDataPlane: (native: NativeBinding, log: Logger) => DataPlane = (n, l) =>
-      new NativeDataPlane(n, options.queuePairs, { spec: { kind: 'null' }, fds: [], close: () => {} }, l),
+    private readonly makeDataPlane: DataPlaneFactory = (n, l, events) =>
+      new NativeDataPlane(
+        n,
+        { queuePairs: options.queuePairs, host: { spec: { kind: 'null' }, fds: [], close: () => {} } },
+        l,
+        events,
+      ),
     native?: NativeBinding,
   ) {
     super();
@@ -73,6 +92,10 @@ export class VhostUserNetBackend extends EventEmitter<BackendEvents> {
 
   get session(): Session | undefined {
     return this.current;
+  }
+
+  view(): SessionView | undefined {
+    return this.current?.view();
   }
 
   start(): void {
@@ -124,12 +147,9 @@ export class VhostUserNetBackend extends EventEmitter<BackendEvents> {
   logCounters(session: Session | undefined = this.current, log: Logger = this.log): void {
     if (!session) return;
     session.vrings.forEach((v) => {
-      const c = session.dataPlane.counters.vring(v.index);
+      const c = session.counters(v.index);
       if (v.num === 0 && c.frames === 0 && c.kicks === 0) return;
-      log.info(
-        { vring: v.index, queue: `${v.index % 2 === 0 ? 'receiveq' : 'transmitq'}${v.index >> 1}`, ...c },
-        'vring counters',
-      );
+      log.info({ vring: v.index, queue: queueName(v.index), ...c }, 'vring counters');
     });
   }
 
@@ -179,7 +199,7 @@ export class VhostUserNetBackend extends EventEmitter<BackendEvents> {
         features: this.options.features ?? offeredFeatures(this.options.queuePairs),
         protocolFeatures: this.options.protocolFeatures ?? OFFERED_PROTOCOL_FEATURES,
       },
-      this.makeDataPlane(this.native, log.child({ component: 'dataplane' })),
+      this.makeDataPlane,
       log,
     );
     const trace = this.options.trace;
@@ -194,25 +214,16 @@ export class VhostUserNetBackend extends EventEmitter<BackendEvents> {
           'message',
         );
         this.emit('message', session, msg.header);
-        if (!trace) {
-          const reply = dispatch(session, msg, this.native, log);
-          if (reply) conn.send(reply.bytes);
-          return;
-        }
         const fds = msg.fds.length;
-        trace.requestStart();
-        let reply;
-        try {
-          reply = dispatch(session, msg, this.native, log);
-        } catch (err) {
-          trace.requestDone(id, msg.header, msg.payload, fds, err as Error);
-          throw err;
-        }
-        const seq = trace.requestDone(id, msg.header, msg.payload, fds);
-        if (reply) {
-          conn.send(reply.bytes);
-          trace.reply(id, seq, msg.header.request, reply.bytes, reply.ack);
-        }
+        const observer: DispatchObserver | undefined = trace && {
+          start: () => trace.requestStart(),
+          done: (err, reply) => {
+            const seq = trace.requestDone(id, msg.header, msg.payload, fds, err);
+            if (reply) trace.reply(id, seq, msg.header.request, reply.bytes, reply.ack);
+          },
+        };
+        const reply = dispatch(session, msg, this.native, log, observer);
+        if (reply) conn.send(reply.bytes);
       },
       onClose: (reason) => {
         this.logCounters(session, log);

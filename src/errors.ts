@@ -88,7 +88,6 @@ export const ErrorCode = {
   // session (meaning)
   FeatureNotOffered: 'VUN_FEATURE_NOT_OFFERED',
   ProtocolFeatureNotOffered: 'VUN_FEATURE_PROTOCOL_NOT_OFFERED',
-  RequestNeedsFeature: 'VUN_SESSION_NEEDS_FEATURE',
   BadRegion: 'VUN_SESSION_BAD_REGION',
   RegionOverlap: 'VUN_SESSION_REGION_OVERLAP',
   NoSuchRegion: 'VUN_SESSION_NO_SUCH_REGION',

@@ -51,11 +51,11 @@ export interface NativeBinding {
   fdWrite(fd: number, buf: Buffer): number;
   tapSetVnet(fd: number, hdrLen: number, offloads: number): void;
   Poller: new (fd: number, callback: (status: number, events: number) => void) => NativePoller;
-  /** The data plane of one device (see native/net_device.h). */
+  /** The data plane of one device (see native/net_device.h); `onEvent` hears its threads. */
   NetDevice: new (
     queuePairs: number,
     counters: BigUint64Array,
-    onBroken: (vring: number, error: number, name: string) => void,
+    onEvent: (event: NativeDeviceEvent) => void,
   ) => NativeNetDevice;
   /** One C++ split ring driven call by call: differential tests only. */
   RingModel: new (regions: NativeRegion[], cfg: RingModelConfig) => NativeRingModel;
@@ -63,7 +63,25 @@ export interface NativeBinding {
   /** The C++ RSS path (native/rss.h): tests hold it to src/net/rss.ts. */
   rssHash(key: Buffer, frame: Buffer, table: number[]): { hash: number; type: number; pair: number };
   toeplitz(key: Buffer, input: Buffer): number;
+  /** The virtio-net device rules of native/net_rules.h: tests hold them to src/net/rules.ts. */
+  netRules: NativeNetRules;
+  /** Counter slot names in slot order (native/device_config.h): src/net/counters.ts must match. */
+  counterNames: string[];
   countersPerVring: number;
+}
+
+/** What a data-plane thread reports (handed to the JS thread, never called on the worker). */
+export type NativeDeviceEvent =
+  | { kind: 'vringBroken'; vring: number; error: number; name: string }
+  | { kind: 'pinFailed'; thread: number; cpu: number; errno: string };
+
+export interface NativeNetRules {
+  headerLen(features: bigint): number;
+  numBuffersOffset(hdrLen: number): number;
+  receiveRule(features: bigint, flags: number, gsoType: number): number;
+  tapOffloads(features: bigint): number;
+  receiveChainRule(features: bigint, hdrLen: number, chainLen: number, frameLen: number, nth: number): number;
+  recordsFlow(flowAffinity: boolean, transmitqEnabled: boolean): boolean;
 }
 
 export interface NativeRegion {
@@ -85,7 +103,7 @@ export interface NativeQueueConfig {
   enabled: boolean;
 }
 
-/** Host kinds as numbers, as native/net_device.h HostKind. */
+/** Host kinds as numbers, as native/host_port.h HostKind. */
 export const HostKindCode = { null: 0, loopback: 1, tap: 2, 'af-packet': 3 } as const;
 
 export interface NativeNetDevice {
@@ -94,7 +112,7 @@ export interface NativeNetDevice {
   setHost(kind: number, fds: number[], sourceLen: number): void;
   /** policy 0 none, 1 toeplitz, 2 flow-affinity; a 40-byte key; an indirection table. */
   setSteering(policy: number, key: Buffer, table: number[]): void;
-  /** Pin thread t to cpus[t % length]; [] unpins. */
+  /** Pin thread t to cpus[t % length]; [] unpins. A CPU not in this process's set: EINVAL. */
   setCpus(cpus: number[]): void;
   /** Pair p runs on thread threadOf[p] (default: one thread per pair). */
   setThreads(threadOf: number[]): void;
@@ -111,6 +129,8 @@ export interface NativeNetDevice {
   observeLost(): number[];
   startQueue(index: number, cfg: NativeQueueConfig): void;
   stopQueue(index: number): { lastAvailIdx: number; usedIdx: number; broken: boolean; error: number };
+  /** Every vring's position (running rings as their thread last published it). */
+  positions(): { lastAvailIdx: number; usedIdx: number }[];
   setEnabled(index: number, enabled: boolean): void;
   setCall(index: number, fd: number): void;
   pause(): void;

@@ -4,7 +4,6 @@
  */
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { featureMask, VirtioFeature as F } from '../src/features.js';
-import type { DeviceCounters } from '../src/net/counters.js';
 import { defaultRss, rssPair, type Steering } from '../src/net/rss.js';
 import type { Session } from '../src/vhost-user/session.js';
 import { bringUpDevice, type DatapathKind, native, type Served, serve, shutdown, waitFor } from './helpers/harness.js';
@@ -25,7 +24,7 @@ const DATA = 0x100000; // buffers live from 1 MiB on
 type Pair = DriverPair;
 
 let datapath: DatapathKind = 'native';
-const countersOf = (s: Session): DeviceCounters => (s.dataPlane as unknown as { counters: DeviceCounters }).counters;
+const countersOf = (s: Session) => ({ vring: (i: number) => s.counters(i) });
 
 async function device(
   queuePairs: number,
@@ -247,6 +246,26 @@ describe.each(['native', 'ts'] as const)('%s data path', (kind) => {
       send(ram, p0, DATA + 0x41000, udp(sport, 80, 2, true));
       await waitFor(() => p0.rx.usedIdx() + p1.rx.usedIdx() === 2, 5000, 'reply');
       expect(idsOn(ram, p1, DATA + 0x20000, 2048)).toContain(2);
+    });
+
+    it('flow-affinity: a flow sent on a disabled transmitq is not learned (its frames never left)', async () => {
+      const steering: Steering = { policy: 'flow-affinity', rss: defaultRss(2) };
+      const { session, ram, pairs } = await device(2, BASE, steering);
+      const [p0, p1] = pairs as [Pair, Pair];
+      await postRxBuffers(session, p0, 64, 2048, DATA);
+      await postRxBuffers(session, p1, 64, 2048, DATA + 0x20000);
+      let sport = 1000;
+      while (rssPair(defaultRss(2), udp(sport, 80, 0, true)).pair !== 0) sport++;
+      // The flow goes out on transmitq 1 while it is disabled: drained and discarded ...
+      await fe?.acked('SET_VRING_ENABLE', MockFrontend.state({ index: 3, num: 0 }));
+      send(ram, p1, DATA + 0x40000, udp(sport, 80, 1));
+      await waitFor(() => p1.tx.usedIdx() === 1, 5000, 'transmitq 1 drained');
+      expect(countersOf(session).vring(3).dropDisabled).toBe(1);
+      // ... so its reply follows Toeplitz (pair 0), not the transmitq that discarded it.
+      send(ram, p0, DATA + 0x41000, udp(sport, 80, 2, true));
+      await waitFor(() => p0.rx.usedIdx() + p1.rx.usedIdx() === 1, 5000, 'reply');
+      expect(idsOn(ram, p0, DATA, 2048)).toEqual([2]);
+      expect(p1.rx.usedIdx()).toBe(0);
     });
 
     it('a disabled receiveq gets nothing: frames for it stay on the pair that has them', async () => {

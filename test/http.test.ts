@@ -11,7 +11,6 @@ import { ConfigError } from '../src/errors.js';
 import { featureMask, VirtioFeature as F } from '../src/features.js';
 import { startHttp } from '../src/metrics/http.js';
 import { packageRoot } from '../src/native.js';
-import type { DeviceCounters } from '../src/net/counters.js';
 import { bringUpDevice, native, serve, waitFor } from './helpers/harness.js';
 import { type DriverPair, transmit } from './helpers/mock-frontend.js';
 
@@ -78,7 +77,7 @@ describe('http introspection', () => {
     const res = await fetch(`http://127.0.0.1:${port}/metrics`);
     expect(res.headers.get('content-type')).toMatch(/text\/plain/);
     const samples = parseProm(await res.text());
-    const counters = (session.dataPlane as unknown as { counters: DeviceCounters }).counters;
+    const counters = { vring: (i: number) => session.counters(i) };
     const get = (name: string, labels: Record<string, string>) =>
       samples.find((s) => s.name === name && Object.entries(labels).every(([k, v]) => s.labels[k] === v))?.value;
     for (const v of [0, 1]) {

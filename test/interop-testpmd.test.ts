@@ -4,7 +4,6 @@
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import { hasFeature, ProtocolFeature, VirtioFeature } from '../src/features.js';
-import type { DeviceCounters } from '../src/net/counters.js';
 import { requestName } from '../src/vhost-user/codec.js';
 import { native, openFds, type Served, serve, waitFor } from './helpers/harness.js';
 import { Proc, requireCommand } from '../src/util/proc.js';
@@ -90,7 +89,10 @@ describe('dpdk-testpmd through the loopback backend', () => {
     ]);
     const session = await next;
     await waitFor(() => session.vrings.every((v) => v.started), 30_000, 'testpmd to start its vrings');
-    const counters = (session.dataPlane as unknown as { counters: DeviceCounters }).counters;
+    const counters = {
+      vring: (i: number) => session.counters(i),
+      all: () => session.vrings.map((v) => session.counters(v.index)),
+    };
     await waitFor(() => counters.vring(0).frames > 10_000, 30_000, 'frames looped back').catch((e) => {
       throw new Error(`${(e as Error).message}: ${JSON.stringify(counters.all())}\n${pmd?.tail(20)}`);
     });

@@ -9,6 +9,7 @@ import { VhostUserNetBackend } from '../src/backend.js';
 import { featureMask, VirtioFeature as F } from '../src/features.js';
 import { silentLogger } from '../src/log.js';
 import type { Logger } from 'pino';
+import type { DataPlaneEvents } from '../src/net/data-plane.js';
 import { NativeDataPlane } from '../src/net/native-data-plane.js';
 import { TsDataPlane } from '../src/net/ts-data-plane.js';
 import type { NativeBinding } from '../src/native.js';
@@ -19,10 +20,10 @@ import { type DriverPair, MockFrontend } from './helpers/mock-frontend.js';
 
 const loopback = { spec: { kind: 'loopback' as const }, fds: [], close: () => {} };
 const planes = {
-  ts: (n: NativeBinding, l: Logger, trace: RingTrace) =>
-    new TsDataPlane(n, 1, loopback, l, undefined, { ringTrace: trace }),
-  native: (n: NativeBinding, l: Logger, trace: RingTrace) =>
-    new NativeDataPlane(n, 1, loopback, l, undefined, [], undefined, 0, { ringTrace: trace }),
+  ts: (n: NativeBinding, l: Logger, events: DataPlaneEvents, trace: RingTrace) =>
+    new TsDataPlane(n, { queuePairs: 1, host: loopback, observe: { ringTrace: trace } }, l, events),
+  native: (n: NativeBinding, l: Logger, events: DataPlaneEvents, trace: RingTrace) =>
+    new NativeDataPlane(n, { queuePairs: 1, host: loopback, observe: { ringTrace: trace } }, l, events),
 };
 
 describe.each(Object.keys(planes) as (keyof typeof planes)[])('ring trace (%s data path)', (datapath) => {
@@ -36,7 +37,7 @@ describe.each(Object.keys(planes) as (keyof typeof planes)[])('ring trace (%s da
     const backend = new VhostUserNetBackend(
       { socketPath: path, client: false, socketMode: 0o600, queuePairs: 1, reconnectMinMs: 20, reconnectMaxMs: 200 },
       silentLogger(),
-      (n, l) => planes[datapath](n, l, trace),
+      (n, l, events) => planes[datapath](n, l, events, trace),
     );
     backend.start();
     const next = new Promise<Session>((r) => backend.once('session', r));

@@ -295,19 +295,22 @@ export async function main(argv: string[]): Promise<number> {
         trace: cmd.traceMessages ? new MessageTrace(cmd.traceMessages) : undefined,
       },
       log,
-      (n, l) =>
+      (n, l, events) =>
         config.datapath === 'ts'
-          ? new TsDataPlane(n, config.queues, host, l, steeringOf(config), observe)
+          ? new TsDataPlane(n, { queuePairs: config.queues, host, steering: steeringOf(config), observe }, l, events)
           : new NativeDataPlane(
               n,
-              config.queues,
-              host,
+              {
+                queuePairs: config.queues,
+                host,
+                steering: steeringOf(config),
+                cpus: config.cpus,
+                threadOf: threadMapOf(config),
+                pollUs: config.pollUs,
+                observe,
+              },
               l,
-              steeringOf(config),
-              config.cpus,
-              threadMapOf(config),
-              config.pollUs,
-              observe,
+              events,
             ),
       native,
     );

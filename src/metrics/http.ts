@@ -7,18 +7,19 @@
  */
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { Gauge, Registry } from 'prom-client';
-import type { VhostUserNetBackend } from '../backend.js';
+import { collectDefaultMetrics, Counter, Gauge, Registry } from 'prom-client';
+import type { BackendView } from '../backend.js';
 import { featureNames, hex, ProtocolFeature, VirtioFeature } from '../features.js';
-import { COUNTER_NAMES, type DeviceCounters } from '../net/counters.js';
+import type { CounterName, VringCounters } from '../net/counters.js';
+import type { SessionView } from '../vhost-user/session.js';
 import { statusNames } from '../trace/decode.js';
 import type { Observers } from '../trace/observe.js';
 import { RING_PAGE } from './ring-page.js';
 import { ringsOf } from './rings.js';
 
 /** The /status document. */
-export function statusOf(backend: VhostUserNetBackend, observe: Observers = {}): Record<string, unknown> {
-  const s = backend.session;
+export function statusOf(backend: BackendView, observe: Observers = {}): Record<string, unknown> {
+  const s = backend.view();
   const observation = observationOf(observe);
   if (!s) return { connected: false, sessions: backend.sessions, observation };
   const acked = s.ackedFeatures ?? 0n;
@@ -26,40 +27,36 @@ export function statusOf(backend: VhostUserNetBackend, observe: Observers = {}):
     connected: true,
     observation,
     session: backend.sessions,
-    queuePairs: s.options.queuePairs,
-    features: { offered: hex(s.options.features), acked: hex(acked), names: featureNames(acked, VirtioFeature) },
+    queuePairs: s.queuePairs,
+    features: { offered: hex(s.offeredFeatures), acked: hex(acked), names: featureNames(acked, VirtioFeature) },
     protocolFeatures: {
       acked: hex(s.ackedProtocolFeatures),
       names: featureNames(s.ackedProtocolFeatures, ProtocolFeature),
     },
     status: { value: hex(s.status), bits: statusNames(s.status) },
     mtu: s.mtu,
-    lint: Object.fromEntries(s.lint),
-    memory: s.memory.regions.map((r) => ({
+    lint: s.lint,
+    memory: s.memory.map((r) => ({
       guestAddr: hex(r.guestAddr),
       size: hex(r.size),
       userAddr: hex(r.userAddr),
       refs: r.refs,
     })),
-    vrings: s.vrings.map((v) => {
-      const c = s.dataPlane.counters.vring(v.index);
-      return {
-        index: v.index,
-        queue: `${v.index % 2 === 0 ? 'receiveq' : 'transmitq'}${v.index >> 1}`,
-        size: v.num,
-        started: v.started,
-        enabled: s.isEnabled(v),
-        broken: v.broken,
-        // While a ring runs the data plane owns its position: the counters carry it.
-        lastAvailIdx: v.started ? c.lastAvailIdx : v.lastAvailIdx,
-        usedIdx: c.usedIdx,
-        inFlight: v.started ? (c.lastAvailIdx - c.usedIdx) & 0xffff : 0,
-        addr: v.addr
-          ? { desc: hex(v.addr.descUserAddr), avail: hex(v.addr.availUserAddr), used: hex(v.addr.usedUserAddr) }
-          : undefined,
-        counters: c,
-      };
-    }),
+    vrings: s.vrings.map((v) => ({
+      index: v.index,
+      queue: v.queue,
+      size: v.num,
+      started: v.started,
+      enabled: v.enabled,
+      broken: v.broken,
+      lastAvailIdx: v.position.lastAvailIdx,
+      usedIdx: v.position.usedIdx,
+      inFlight: v.started ? (v.position.lastAvailIdx - v.position.usedIdx) & 0xffff : 0,
+      addr: v.addr
+        ? { desc: hex(v.addr.descUserAddr), avail: hex(v.addr.availUserAddr), used: hex(v.addr.usedUserAddr) }
+        : undefined,
+      counters: v.counters,
+    })),
   };
 }
 
@@ -79,12 +76,7 @@ function observationOf(o: Observers): Record<string, unknown> {
   };
 }
 
-const METRICS: {
-  name: string;
-  help: string;
-  counter: (typeof COUNTER_NAMES)[number];
-  labels?: Record<string, string>;
-}[] = [
+const METRICS: { name: string; help: string; counter: CounterName }[] = [
   { name: 'vhost_user_net_frames_total', help: 'Frames moved by the vring', counter: 'frames' },
   {
     name: 'vhost_user_net_bytes_total',
@@ -101,60 +93,110 @@ const METRICS: {
 ];
 const DROPS = ['dropNoBuffers', 'dropTooBig', 'dropHostError', 'dropDisabled', 'dropMalformed'] as const;
 
-/** A prom-client registry whose metrics read the backend's counters when scraped. */
-export function metricsRegistry(backend: VhostUserNetBackend): Registry {
+type Labels = Record<string, string>;
+
+/**
+ * Per-vring counters summed over every session of this process: each session's counters start
+ * at zero, so a `*_total` series would fall back at a reconnect. The sum is kept by the scrape:
+ * a new session (a session number not seen before) folds the last values read from the old one
+ * into the base. What the old session counted between the last scrape and its end is not seen.
+ */
+class ProcessTotals {
+  private session = 0;
+  private base = new Map<number, VringCounters>();
+  private last = new Map<number, VringCounters>();
+
+  read(backend: BackendView): { view: SessionView | undefined; totals: Map<number, VringCounters> } {
+    const view = backend.view();
+    if (backend.sessions !== this.session) {
+      for (const [i, c] of this.last) this.base.set(i, sum(this.base.get(i), c));
+      this.last.clear();
+      this.session = backend.sessions;
+    }
+    for (const v of view?.vrings ?? []) this.last.set(v.index, v.counters);
+    // Between sessions the last values read stay in: a total never falls back.
+    const totals = new Map<number, VringCounters>();
+    for (const i of new Set([...this.base.keys(), ...this.last.keys()])) {
+      const last = this.last.get(i);
+      const base = this.base.get(i);
+      totals.set(i, last ? sum(base, last) : (base as VringCounters));
+    }
+    return { view, totals };
+  }
+}
+
+function sum(a: VringCounters | undefined, b: VringCounters): VringCounters {
+  if (!a) return { ...b };
+  const out = { ...a };
+  for (const k of Object.keys(b) as CounterName[]) out[k] = a[k] + b[k];
+  return out;
+}
+
+/** Labels of vring `index` as /metrics names them. */
+const vringLabels = (index: number): Labels => ({
+  vring: String(index),
+  queue: `${index % 2 === 0 ? 'receiveq' : 'transmitq'}${index >> 1}`,
+});
+
+/**
+ * A prom-client registry whose metrics read the backend when scraped: `*_total` series are
+ * counters, monotonic for the life of the process; states are gauges; plus prom-client's
+ * default process metrics (CPU, memory, fds, event loop lag).
+ */
+export function metricsRegistry(backend: BackendView): Registry {
   const reg = new Registry();
-  const each = (fn: (labels: Record<string, string>, c: DeviceCounters, i: number) => void) => {
-    const s = backend.session;
-    if (!s) return;
-    s.vrings.forEach((v) =>
-      fn(
-        { vring: String(v.index), queue: `${v.index % 2 === 0 ? 'receiveq' : 'transmitq'}${v.index >> 1}` },
-        s.dataPlane.counters,
-        v.index,
-      ),
-    );
+  collectDefaultMetrics({ register: reg });
+  const totals = new ProcessTotals();
+  // One read per scrape, shared by the collectors (the first collector of a scrape reads).
+  let snapshot: ReturnType<ProcessTotals['read']> | undefined;
+  const each = (fn: (labels: Labels, c: VringCounters) => void) => {
+    snapshot ??= totals.read(backend);
+    for (const [i, c] of snapshot.totals) fn(vringLabels(i), c);
   };
-  for (const m of METRICS) {
-    new Gauge({
-      name: m.name,
-      help: m.help,
-      labelNames: ['vring', 'queue'],
+  // prom-client counters only go up: each scrape adds what is new since the value it holds.
+  const counter = (
+    name: string,
+    help: string,
+    labelNames: string[],
+    values: (add: (l: Labels, v: number) => void) => void,
+  ) => {
+    const seen = new Map<string, number>();
+    new Counter({
+      name,
+      help,
+      labelNames,
       registers: [reg],
       collect() {
-        this.reset();
-        each((labels, c, i) => this.set(labels, c.vring(i)[m.counter]));
+        values((l, v) => {
+          const key = JSON.stringify(l);
+          const delta = v - (seen.get(key) ?? 0);
+          if (delta >= 0) {
+            this.inc(l, delta); // 0 too: the series exists from the first scrape on
+            seen.set(key, v);
+          }
+        });
       },
     });
+  };
+  for (const m of METRICS) {
+    counter(m.name, m.help, ['vring', 'queue'], (add) => each((l, c) => add(l, c[m.counter])));
   }
-  new Gauge({
-    name: 'vhost_user_net_drops_total',
-    help: 'Frames dropped, by reason',
-    labelNames: ['vring', 'queue', 'reason'],
-    registers: [reg],
-    collect() {
-      this.reset();
-      each((labels, c, i) => {
-        const v = c.vring(i);
-        for (const d of DROPS)
-          this.set({ ...labels, reason: d.replace(/^drop/, '').replace(/^./, (x) => x.toLowerCase()) }, v[d]);
-      });
-    },
-  });
-  new Gauge({
-    name: 'vhost_user_net_notifications_total',
-    help: 'Interrupt decisions: sent or suppressed (EVENT_IDX / NO_INTERRUPT)',
-    labelNames: ['vring', 'queue', 'result'],
-    registers: [reg],
-    collect() {
-      this.reset();
-      each((labels, c, i) => {
-        const v = c.vring(i);
-        this.set({ ...labels, result: 'sent' }, v.notifySent);
-        this.set({ ...labels, result: 'suppressed' }, v.notifySuppressed);
-      });
-    },
-  });
+  counter('vhost_user_net_drops_total', 'Frames dropped, by reason', ['vring', 'queue', 'reason'], (add) =>
+    each((l, c) => {
+      for (const d of DROPS) add({ ...l, reason: d.replace(/^drop/, '').replace(/^./, (x) => x.toLowerCase()) }, c[d]);
+    }),
+  );
+  counter(
+    'vhost_user_net_notifications_total',
+    'Interrupt decisions: sent or suppressed (EVENT_IDX / NO_INTERRUPT)',
+    ['vring', 'queue', 'result'],
+    (add) =>
+      each((l, c) => {
+        add({ ...l, result: 'sent' }, c.notifySent);
+        add({ ...l, result: 'suppressed' }, c.notifySuppressed);
+      }),
+  );
+  counter('vhost_user_net_sessions_total', 'Front-end connections served', [], (add) => add({}, backend.sessions));
   new Gauge({
     name: 'vhost_user_net_vring_started',
     help: '1 when the vring is started',
@@ -162,18 +204,28 @@ export function metricsRegistry(backend: VhostUserNetBackend): Registry {
     registers: [reg],
     collect() {
       this.reset();
-      const s = backend.session;
-      each((labels, _c, i) => this.set(labels, s?.vrings[i]?.started ? 1 : 0));
+      snapshot ??= totals.read(backend);
+      for (const v of snapshot.view?.vrings ?? []) this.set(vringLabels(v.index), v.started ? 1 : 0);
     },
   });
   new Gauge({
-    name: 'vhost_user_net_sessions_total',
-    help: 'Front-end connections served',
+    name: 'vhost_user_net_connected',
+    help: '1 while a front-end is connected',
     registers: [reg],
     collect() {
-      this.set(backend.sessions);
+      snapshot ??= totals.read(backend);
+      this.set(snapshot.view ? 1 : 0);
     },
   });
+  const metrics = reg.metrics.bind(reg);
+  reg.metrics = async () => {
+    snapshot = undefined;
+    try {
+      return await metrics();
+    } finally {
+      snapshot = undefined;
+    }
+  };
   return reg;
 }
 
@@ -183,7 +235,7 @@ export function isLoopback(host: string): boolean {
 
 /** Starts the endpoint; resolves with the server and the port it listens on. */
 export async function startHttp(
-  backend: VhostUserNetBackend,
+  backend: BackendView,
   host: string,
   port: number,
   observe: Observers = {},
@@ -195,7 +247,12 @@ export async function startHttp(
       res.writeHead(405).end();
       return;
     }
-    if (url === '/status') {
+    if (url === '/healthz') {
+      // Alive and serving: the process answers; `connected` says whether a front-end is there.
+      res
+        .writeHead(200, { 'content-type': 'application/json' })
+        .end(`${JSON.stringify({ ok: true, connected: backend.view() !== undefined, sessions: backend.sessions })}\n`);
+    } else if (url === '/status') {
       res
         .writeHead(200, { 'content-type': 'application/json' })
         .end(`${JSON.stringify(statusOf(backend, observe), null, 2)}\n`);
@@ -209,7 +266,9 @@ export async function startHttp(
         (err: Error) => res.writeHead(500).end(err.message),
       );
     } else {
-      res.writeHead(404, { 'content-type': 'text/plain' }).end('try /status, /metrics, /rings or /rings.html\n');
+      res
+        .writeHead(404, { 'content-type': 'text/plain' })
+        .end('try /status, /metrics, /healthz, /rings or /rings.html\n');
     }
   });
   await new Promise<void>((resolve, reject) => {

@@ -8,9 +8,9 @@
  * an atomic one (an index may move while the snapshot is taken). Memory is never unmapped
  * meanwhile: SET_MEM_TABLE is handled on this same thread.
  */
-import type { VhostUserNetBackend } from '../backend.js';
+import type { BackendView } from '../backend.js';
 import { hex } from '../features.js';
-import { descFlags } from '../trace/ring-trace.js';
+import { descFlags } from '../virtio/ring-events.js';
 import type { GuestMemoryRef } from '../virtio/guest-memory.js';
 
 export type DescState = 'free' | 'avail' | 'inflight';
@@ -45,12 +45,12 @@ export interface RingSnapshot {
 const DESC_F_NEXT = 1;
 const MAX_SIZE = 1024; // larger rings are summarised (no per-descriptor arrays)
 
-export function ringsOf(backend: VhostUserNetBackend): { connected: boolean; vrings: RingSnapshot[] } {
-  const s = backend.session;
+export function ringsOf(backend: BackendView): { connected: boolean; vrings: RingSnapshot[] } {
+  const s = backend.view();
   if (!s) return { connected: false, vrings: [] };
   let mem: GuestMemoryRef;
   try {
-    mem = s.memory.refView();
+    mem = s.memoryView();
   } catch {
     return { connected: true, vrings: [] };
   }
@@ -65,9 +65,8 @@ export function ringsOf(backend: VhostUserNetBackend): { connected: boolean; vri
     const dv = new DataView(d.bytes.buffer, d.bytes.byteOffset + d.offset, 16 * n);
     const av = new DataView(a.bytes.buffer, a.bytes.byteOffset + a.offset, 6 + 2 * n);
     const uv = new DataView(u.bytes.buffer, u.bytes.byteOffset + u.offset, 6 + 8 * n);
-    const c = s.dataPlane.counters.vring(v.index);
     const usedIdx = uv.getUint16(2, true);
-    const lastAvailIdx = v.started ? c.lastAvailIdx : v.lastAvailIdx;
+    const lastAvailIdx = v.position.lastAvailIdx;
     const availIdx = av.getUint16(2, true);
     const inFlight = v.started ? (lastAvailIdx - usedIdx) & 0xffff : 0;
     const small = n <= MAX_SIZE;
@@ -108,10 +107,10 @@ export function ringsOf(backend: VhostUserNetBackend): { connected: boolean; vri
     }
     out.push({
       index: v.index,
-      queue: `${v.index % 2 === 0 ? 'receiveq' : 'transmitq'}${v.index >> 1}`,
+      queue: v.queue,
       size: n,
       started: v.started,
-      enabled: s.isEnabled(v),
+      enabled: v.enabled,
       broken: v.broken,
       availFlags: av.getUint16(0, true),
       availIdx,

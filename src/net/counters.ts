@@ -1,6 +1,7 @@
 /**
  * Per-vring counters, written by the C++ workers into a SharedArrayBuffer and read here with
- * no native call. Slot order mirrors native/net_device.h CounterSlot.
+ * no native call. Slot order is native/device_config.h VUN_COUNTER_SLOTS, the one definition;
+ * a test compares this list with the names the addon exports.
  */
 export const COUNTER_NAMES = [
   'frames',
@@ -15,9 +16,6 @@ export const COUNTER_NAMES = [
   'notifySuppressed',
   'ringErrors',
   'bursts',
-  'lastAvailIdx',
-  'usedIdx',
-  'hostWouldBlock',
   'handedOver',
 ] as const;
 export type CounterName = (typeof COUNTER_NAMES)[number];
@@ -43,10 +41,6 @@ export class DeviceCounters {
   add(index: number, name: CounterName, n = 1): void {
     const i = index * COUNTERS_PER_VRING + COUNTER_NAMES.indexOf(name);
     this.array[i] = (this.array[i] ?? 0n) + BigInt(n);
-  }
-
-  set(index: number, name: CounterName, v: number): void {
-    this.array[index * COUNTERS_PER_VRING + COUNTER_NAMES.indexOf(name)] = BigInt(v);
   }
 
   all(): VringCounters[] {

@@ -6,12 +6,11 @@
 import type { Logger } from 'pino';
 import { hex } from '../features.js';
 import type { OpenHostBackend } from '../host/host-backend.js';
-import { HostKindCode, type NativeBinding, type NativeNetDevice } from '../native.js';
-import type { DataPlane, Vring } from '../vhost-user/data-plane.js';
-import type { MemoryTable } from '../vhost-user/memory-table.js';
+import { call, HostKindCode, type NativeBinding, type NativeNetDevice } from '../native.js';
 import { ringErrorName } from '../virtio/ring-errors.js';
 import { type CapturedFrame, type ObserveRecord, type Observers, records } from '../trace/observe.js';
 import { DeviceCounters } from './counters.js';
+import type { DataPlane, DataPlaneEvents, GuestMemorySource, RingPosition, RingStart } from './data-plane.js';
 import { defaultRss, STEERING_CODE, type Steering } from './rss.js';
 
 const timeOf = (r: ObserveRecord): bigint => (r.kind === 'frame' ? r.frame.timeNs : r.timeNs);
@@ -19,36 +18,52 @@ const timeOf = (r: ObserveRecord): bigint => (r.kind === 'frame' ? r.frame.timeN
 /** How often the observation rings are drained (when capture or the ring trace is on). */
 const DRAIN_MS = 20;
 
+/** How the C++ data plane is built (everything but the session's events). */
+export interface NativeDataPlaneOptions {
+  queuePairs: number;
+  host: OpenHostBackend;
+  steering?: Steering;
+  /** Pin thread t to cpus[t % length]. */
+  cpus?: number[];
+  /** Pair p runs on thread threadOf[p] (default: one thread per pair). */
+  threadOf?: number[];
+  pollUs?: number;
+  observe?: Observers;
+}
+
 export class NativeDataPlane implements DataPlane {
   readonly counters: DeviceCounters;
   private readonly dev: NativeNetDevice;
   private readonly broken = new Set<number>();
-  /** Set by the session: the effective enable state of a ring. */
-  isEnabled: (ring: Vring) => boolean = (r) => r.enabled;
-  onBroken: (index: number, error: string) => void = () => {};
+  private readonly observe: Observers;
 
   constructor(
     native: NativeBinding,
-    queuePairs: number,
-    host: OpenHostBackend,
+    options: NativeDataPlaneOptions,
     private readonly log: Logger,
-    steering: Steering = { policy: 'none', rss: defaultRss(queuePairs) },
-    cpus: number[] = [],
-    threadOf?: number[],
-    pollUs = 0,
-    private readonly observe: Observers = {},
+    events: DataPlaneEvents,
   ) {
+    const { queuePairs, host } = options;
+    const steering = options.steering ?? { policy: 'none', rss: defaultRss(queuePairs) };
+    const observe = (this.observe = options.observe ?? {});
     this.counters = new DeviceCounters(queuePairs * 2);
-    this.dev = new native.NetDevice(queuePairs, this.counters.array, (vring, _code, name) => {
+    this.dev = new native.NetDevice(queuePairs, this.counters.array, (e) => {
+      if (e.kind === 'pinFailed') {
+        this.log.warn({ thread: e.thread, cpu: e.cpu, errno: e.errno }, 'worker thread not pinned: it runs on any CPU');
+        return;
+      }
       // A driver violation: the queue is marked broken; logged once, then only counted.
-      if (this.broken.has(vring)) return;
-      this.broken.add(vring);
-      this.log.error({ vring, error: name }, 'vring broken by a driver violation; this queue stops, the others go on');
-      this.onBroken(vring, name);
+      if (this.broken.has(e.vring)) return;
+      this.broken.add(e.vring);
+      this.log.error(
+        { vring: e.vring, error: e.name },
+        'vring broken by a driver violation; this queue stops, the others go on',
+      );
+      events.vringBroken(e.vring, e.name);
     });
-    if (cpus.length) this.dev.setCpus(cpus);
-    if (threadOf) this.dev.setThreads(threadOf);
-    if (pollUs) this.dev.setPoll(pollUs);
+    if (options.cpus?.length) call('pin worker threads (--cpus)', () => this.dev.setCpus(options.cpus as number[]));
+    if (options.threadOf) this.dev.setThreads(options.threadOf);
+    if (options.pollUs) this.dev.setPoll(options.pollUs);
     this.dev.setSteering(STEERING_CODE[steering.policy], Buffer.from(steering.rss.key), steering.rss.table);
     this.dev.setHost(
       HostKindCode[host.spec.kind],
@@ -106,49 +121,40 @@ export class NativeDataPlane implements DataPlane {
     this.dev.setFeatures(features);
   }
 
-  start(ring: Vring, memory: MemoryTable): void {
-    if (!ring.addr) {
-      this.log.error({ vring: ring.index }, 'vring started without SET_VRING_ADDR; not processed');
-      return;
-    }
+  start(ring: RingStart, memory: GuestMemorySource): void {
     this.resume(memory);
     this.broken.delete(ring.index);
-    this.dev.startQueue(ring.index, {
-      num: ring.num,
-      desc: ring.addr.descUserAddr,
-      avail: ring.addr.availUserAddr,
-      used: ring.addr.usedUserAddr,
-      lastAvailIdx: ring.lastAvailIdx,
-      usedIdx: -1,
-      kickFd: ring.kickPolling ? -1 : ring.kickFd,
-      callFd: ring.callFd,
-      enabled: this.isEnabled(ring),
-    });
+    // usedIdx -1: continue from used->idx in guest memory (what QEMU resumes from).
+    this.dev.startQueue(ring.index, { ...ring, usedIdx: -1 });
     this.log.info(
-      { vring: ring.index, num: ring.num, lastAvailIdx: ring.lastAvailIdx, desc: hex(ring.addr.descUserAddr) },
+      { vring: ring.index, num: ring.num, lastAvailIdx: ring.lastAvailIdx, desc: hex(ring.desc) },
       'vring processing',
     );
   }
 
-  stop(ring: Vring): number {
-    const r = this.dev.stopQueue(ring.index);
-    if (r.broken) this.log.warn({ vring: ring.index, error: ringErrorName(r.error) }, 'stopped a broken vring');
-    return r.lastAvailIdx;
+  stop(index: number): RingPosition {
+    const r = this.dev.stopQueue(index);
+    if (r.broken) this.log.warn({ vring: index, error: ringErrorName(r.error) }, 'stopped a broken vring');
+    return { lastAvailIdx: r.lastAvailIdx, usedIdx: r.usedIdx };
   }
 
-  setEnabled(ring: Vring, enabled: boolean): void {
-    this.dev.setEnabled(ring.index, enabled);
+  positions(): RingPosition[] {
+    return this.dev.positions();
   }
 
-  setCall(ring: Vring): void {
-    this.dev.setCall(ring.index, ring.callFd);
+  setEnabled(index: number, enabled: boolean): void {
+    this.dev.setEnabled(index, enabled);
+  }
+
+  setCall(index: number, callFd: number): void {
+    this.dev.setCall(index, callFd);
   }
 
   quiesce(): void {
     this.dev.pause();
   }
 
-  resume(memory: MemoryTable): void {
+  resume(memory: GuestMemorySource): void {
     this.dev.setMemory(
       memory.regions.map((r) => ({ mappingId: r.mappingId, gpa: r.guestAddr, size: r.size, va: r.userAddr })),
     );
@@ -156,7 +162,8 @@ export class NativeDataPlane implements DataPlane {
   }
 
   sendRarp(mac: string): void {
-    this.log.info({ mac }, 'RARP requested (announcing is left to the guest: GUEST_ANNOUNCE is not offered)');
+    // Not sent yet: the frame goes out with the migration work (the operators' issue).
+    this.log.info({ mac }, 'SEND_RARP received: logged only, no RARP frame is sent');
   }
 
   close(): void {

@@ -6,36 +6,53 @@
 import type { Logger } from 'pino';
 import type { OpenHostBackend } from '../host/host-backend.js';
 import type { NativeBinding, NativePoller } from '../native.js';
-import type { DataPlane, Vring } from '../vhost-user/data-plane.js';
-import type { MemoryTable } from '../vhost-user/memory-table.js';
 import { hasFeature, VirtioFeature as F } from '../features.js';
 import type { GuestMemoryRef } from '../virtio/guest-memory.js';
 import { ringErrorName } from '../virtio/ring-errors.js';
 import { type Element, SplitRingRef } from '../virtio/split-ring.js';
-import type { CapturedFrame, Observers } from '../trace/observe.js';
-import type { PcapWriter } from '../trace/pcapng.js';
+import type { Observers } from '../trace/observe.js';
+import type { CapturedFrame, PcapWriter } from '../trace/pcapng.js';
 import { DeviceCounters } from './counters.js';
+import type { DataPlane, DataPlaneEvents, GuestMemorySource, RingPosition, RingStart } from './data-plane.js';
 import { defaultRss, flowInput, reverseFlowInput, type Steering, toeplitz } from './rss.js';
+import {
+  ChainVerdict,
+  headerLen,
+  numBuffersOffset,
+  ReceiveVerdict,
+  receiveChainRule,
+  receiveRule,
+  recordsFlow,
+  tapOffloads,
+} from './rules.js';
 
-/** TUNSETOFFLOAD bits (linux/if_tun.h). */
-const TUN_F_CSUM = 0x01;
-const TUN_F_TSO4 = 0x02;
-const TUN_F_TSO6 = 0x04;
-const TUN_F_TSO_ECN = 0x08;
 const READABLE = 1;
 const MAX_FRAME = 65536 + 12 + 16;
 
 interface RingRun {
-  vring: Vring;
+  /** What the session started the ring with; `enabled` and `callFd` follow its later calls. */
+  vring: RingStart;
   ring: SplitRingRef;
   kick?: NativePoller;
   broken: boolean;
 }
 
+/** How the TS data plane is built (everything but the session's events). */
+export interface TsDataPlaneOptions {
+  queuePairs: number;
+  host: OpenHostBackend;
+  steering?: Steering;
+  observe?: Observers;
+}
+
 export class TsDataPlane implements DataPlane {
   readonly counters: DeviceCounters;
-  isEnabled: (ring: Vring) => boolean = (r) => r.enabled;
-  onBroken: (index: number, error: string) => void = () => {};
+  readonly queuePairs: number;
+  private readonly host: OpenHostBackend;
+  private readonly steering: Steering;
+  private readonly observe: Observers;
+  /** Positions of rings not running (where they stopped). */
+  private readonly stopped = new Map<number, RingPosition>();
   private features = 0n;
   private hdrLen = 12;
   private mem: GuestMemoryRef | undefined;
@@ -46,13 +63,15 @@ export class TsDataPlane implements DataPlane {
 
   constructor(
     private readonly native: NativeBinding,
-    readonly queuePairs: number,
-    private readonly host: OpenHostBackend,
+    options: TsDataPlaneOptions,
     private readonly log: Logger,
-    private readonly steering: Steering = { policy: 'none', rss: defaultRss(queuePairs) },
-    private readonly observe: Observers = {},
+    private readonly events: DataPlaneEvents,
   ) {
-    this.counters = new DeviceCounters(queuePairs * 2);
+    this.queuePairs = options.queuePairs;
+    this.host = options.host;
+    this.steering = options.steering ?? { policy: 'none', rss: defaultRss(options.queuePairs) };
+    this.observe = options.observe ?? {};
+    this.counters = new DeviceCounters(options.queuePairs * 2);
   }
 
   /** Flow affinity: the pair each flow was last sent on, by the hash of its replies. */
@@ -68,7 +87,7 @@ export class TsDataPlane implements DataPlane {
     let target = rss.table[h % rss.table.length] ?? pair;
     if (policy === 'flow-affinity') target = this.flows.get(h) ?? target;
     const run = this.runs.get(2 * target);
-    return run && this.isEnabled(run.vring) ? target : pair;
+    return run && run.vring.enabled ? target : pair;
   }
 
   private recordFlow(pair: number, frame: Buffer): void {
@@ -93,24 +112,17 @@ export class TsDataPlane implements DataPlane {
 
   setFeatures(features: bigint): void {
     this.features = features;
-    // virtio 1.2 §5.1.6: num_buffers is in the header with VERSION_1 or MRG_RXBUF.
-    this.hdrLen = this.has(F.F_VERSION_1) || this.has(F.NET_F_MRG_RXBUF) ? 12 : 10;
+    this.hdrLen = headerLen(features);
     if (this.host.spec.kind === 'tap') {
-      let off = 0;
-      if (this.has(F.NET_F_GUEST_CSUM)) {
-        off |= TUN_F_CSUM;
-        if (this.has(F.NET_F_GUEST_TSO4)) off |= TUN_F_TSO4;
-        if (this.has(F.NET_F_GUEST_TSO6)) off |= TUN_F_TSO6;
-        if (this.has(F.NET_F_GUEST_ECN)) off |= TUN_F_TSO_ECN;
-      }
-      for (const fd of this.host.fds) this.native.tapSetVnet(fd, this.hdrLen, off);
+      for (const fd of this.host.fds) this.native.tapSetVnet(fd, this.hdrLen, tapOffloads(features));
     }
     for (const run of this.runs.values()) this.reattach(run);
   }
 
-  start(vring: Vring, memory: MemoryTable): void {
-    if (!vring.addr) return;
+  start(start: RingStart, memory: GuestMemorySource): void {
     if (!this.mem) this.resume(memory);
+    const vring = { ...start };
+    this.stopped.delete(vring.index);
     const ring = this.attach(vring, -1);
     const run: RingRun = { vring, ring, broken: false };
     this.runs.set(vring.index, run);
@@ -134,33 +146,52 @@ export class TsDataPlane implements DataPlane {
     this.process(pair, true);
   }
 
-  stop(vring: Vring): number {
-    const run = this.runs.get(vring.index);
-    if (!run) return vring.lastAvailIdx;
+  stop(index: number): RingPosition {
+    const run = this.runs.get(index);
+    if (!run) return this.stopped.get(index) ?? { lastAvailIdx: 0, usedIdx: 0 };
     run.kick?.close();
-    this.runs.delete(vring.index);
-    if (vring.index % 2 === 0) {
-      this.hostPollers.get(vring.index >> 1)?.close();
-      this.hostPollers.delete(vring.index >> 1);
+    this.runs.delete(index);
+    if (index % 2 === 0) {
+      this.hostPollers.get(index >> 1)?.close();
+      this.hostPollers.delete(index >> 1);
     }
-    return run.ring.lastAvailIdx;
+    const at = { lastAvailIdx: run.ring.lastAvailIdx, usedIdx: run.ring.usedIdx };
+    this.stopped.set(index, at);
+    return at;
   }
 
-  setEnabled(): void {}
-  setCall(): void {}
+  positions(): RingPosition[] {
+    return Array.from({ length: this.queuePairs * 2 }, (_, i) => {
+      const run = this.runs.get(i);
+      if (run) return { lastAvailIdx: run.ring.lastAvailIdx, usedIdx: run.ring.usedIdx };
+      return this.stopped.get(i) ?? { lastAvailIdx: 0, usedIdx: 0 };
+    });
+  }
+
+  setEnabled(index: number, enabled: boolean): void {
+    const run = this.runs.get(index);
+    if (!run) return;
+    run.vring.enabled = enabled;
+    if (enabled) this.process(index >> 1, index % 2 === 0);
+  }
+
+  setCall(index: number, callFd: number): void {
+    const run = this.runs.get(index);
+    if (run) run.vring.callFd = callFd;
+  }
 
   quiesce(): void {
     // Single-threaded: nothing runs while the memory table changes. Views die with mappings.
     this.mem = undefined;
   }
 
-  resume(memory: MemoryTable): void {
+  resume(memory: GuestMemorySource): void {
     this.mem = memory.refView();
     for (const run of this.runs.values()) this.reattach(run);
   }
 
   sendRarp(mac: string): void {
-    this.log.info({ mac }, 'RARP requested (not sent: GUEST_ANNOUNCE is not offered)');
+    this.log.info({ mac }, 'SEND_RARP received: logged only, no RARP frame is sent');
   }
 
   close(): void {
@@ -172,28 +203,27 @@ export class TsDataPlane implements DataPlane {
 
   // --- rings ------------------------------------------------------------------------------
 
-  private attach(vring: Vring, usedIdx: number): SplitRingRef {
+  private attach(vring: RingStart, usedIdx: number): SplitRingRef {
     const ring = this.makeRing(vring, usedIdx);
     const trace = this.observe.ringTrace;
     if (trace) ring.onEvent = (e) => trace.record(vring.index, e);
     return ring;
   }
 
-  private makeRing(vring: Vring, usedIdx: number): SplitRingRef {
-    const addr = vring.addr as NonNullable<Vring['addr']>;
+  private makeRing(vring: RingStart, usedIdx: number): SplitRingRef {
     const mem = this.mem as GuestMemoryRef;
     if (usedIdx < 0) {
       // Continue from used->idx in guest memory (what QEMU resumes from after a restart).
-      const v = mem.vaView(addr.usedUserAddr, 4n);
+      const v = mem.vaView(vring.used, 4n);
       usedIdx = v ? new DataView(v.bytes.buffer, v.bytes.byteOffset).getUint16(v.offset + 2, true) : 0;
     }
     return new SplitRingRef(
       mem,
       {
         num: vring.num,
-        descVa: addr.descUserAddr,
-        availVa: addr.availUserAddr,
-        usedVa: addr.usedUserAddr,
+        descVa: vring.desc,
+        availVa: vring.avail,
+        usedVa: vring.used,
         eventIdx: this.has(F.RING_F_EVENT_IDX),
         indirect: this.has(F.RING_F_INDIRECT_DESC),
         notifyOnEmpty: this.has(F.F_NOTIFY_ON_EMPTY),
@@ -207,8 +237,7 @@ export class TsDataPlane implements DataPlane {
   private reattach(run: RingRun): void {
     if (!this.mem) return;
     const old = run.ring;
-    run.vring.lastAvailIdx = old.lastAvailIdx;
-    run.ring = this.attach(run.vring, old.usedIdx);
+    run.ring = this.attach({ ...run.vring, lastAvailIdx: old.lastAvailIdx }, old.usedIdx);
     run.ring.signalledUsed = old.signalledUsed;
     run.ring.signalledUsedValid = old.signalledUsedValid;
   }
@@ -222,7 +251,7 @@ export class TsDataPlane implements DataPlane {
       { vring: run.vring.index, error: name },
       'vring broken by a driver violation; this queue stops, the others go on',
     );
-    this.onBroken(run.vring.index, name);
+    this.events.vringBroken(run.vring.index, name);
   }
 
   private notify(run: RingRun): void {
@@ -238,13 +267,6 @@ export class TsDataPlane implements DataPlane {
     if (rx) {
       this.hostPollers.get(pair)?.start(READABLE);
       this.processRx(pair);
-    }
-    // The ring positions, where /status and /rings read them (as the C++ workers publish them).
-    for (const index of [2 * pair, 2 * pair + 1]) {
-      const run = this.runs.get(index);
-      if (!run) continue;
-      this.counters.set(index, 'lastAvailIdx', run.ring.lastAvailIdx);
-      this.counters.set(index, 'usedIdx', run.ring.usedIdx);
     }
   }
 
@@ -265,8 +287,8 @@ export class TsDataPlane implements DataPlane {
         const frame = this.gather(e);
         // Captured as the guest sent it, before the enable check (as the C++ path does).
         if (this.observe.capture) this.capture(index, 'fromGuest', frame, this.hdrLen);
-        if (!this.isEnabled(run.vring)) return this.counters.add(index, 'dropDisabled');
-        if (this.steering.policy === 'flow-affinity') this.recordFlow(pair, frame);
+        if (recordsFlow(this.steering.policy === 'flow-affinity', run.vring.enabled)) this.recordFlow(pair, frame);
+        if (!run.vring.enabled) return this.counters.add(index, 'dropDisabled');
         try {
           this.toHost(pair, frame);
         } catch {
@@ -344,22 +366,15 @@ export class TsDataPlane implements DataPlane {
     const run = this.runs.get(2 * pair);
     if (!run || run.broken) return 0;
     const index = run.vring.index;
-    if (!this.isEnabled(run.vring)) {
+    if (!run.vring.enabled) {
       this.counters.add(index, 'dropDisabled');
       return 1;
     }
-    const flags = frame[0] ?? 0;
-    const gso = (frame[1] ?? 0) & 0x7f;
-    if (
-      (flags & 1 && !this.has(F.NET_F_GUEST_CSUM)) ||
-      (gso === 1 && !this.has(F.NET_F_GUEST_TSO4)) ||
-      (gso === 4 && !this.has(F.NET_F_GUEST_TSO6)) ||
-      (gso !== 0 && gso !== 1 && gso !== 4)
-    ) {
+    const verdict = receiveRule(this.features, frame[0] ?? 0, frame[1] ?? 0);
+    if (verdict !== ReceiveVerdict.deliver && verdict !== ReceiveVerdict.clearFlags) {
       this.counters.add(index, 'dropMalformed');
       return 1;
     }
-    const mrg = this.has(F.NET_F_MRG_RXBUF);
     const f = this.filled.get(pair) ?? { count: 0, frames: 0, bytes: 0 };
     this.filled.set(pair, f);
     const chains: Element[] = [];
@@ -375,8 +390,8 @@ export class TsDataPlane implements DataPlane {
         f.count -= chains.length;
         return 0;
       }
-      if ((!mrg && e.inLen < frame.length) || (chains.length === 0 && e.inLen < this.hdrLen)) {
-        // Without MRG_RXBUF one chain must hold the whole frame: drop it, keep the chain.
+      if (receiveChainRule(this.features, this.hdrLen, e.inLen, frame.length, chains.length) !== ChainVerdict.take) {
+        // Drop the frame, keep the chain (only the first chain of a frame can be refused).
         run.ring.rewind(1);
         this.counters.add(index, 'dropTooBig');
         return 1;
@@ -392,11 +407,15 @@ export class TsDataPlane implements DataPlane {
       run.ring.fill(e.head, n, f.count++);
       copied += n;
     }
-    // num_buffers (header bytes 10-11): chains holding this frame.
-    if (this.hdrLen === 12) this.writeIn(chains[0] as Element, 10, [chains.length & 0xff, chains.length >> 8]);
+    // The header as the guest reads it: num_buffers = chains holding this frame; flags cleared
+    // when the guest cannot take them.
+    const nb = numBuffersOffset(this.hdrLen);
+    if (nb >= 0) this.writeIn(chains[0] as Element, nb, [chains.length & 0xff, chains.length >> 8]);
+    if (verdict === ReceiveVerdict.clearFlags) this.writeIn(chains[0] as Element, 0, [0]);
     if (this.observe.capture) {
       const seen = Buffer.from(frame.subarray(0, this.hdrLen + this.observe.capture.snapLen));
-      if (this.hdrLen === 12) seen.writeUInt16LE(chains.length, 10);
+      if (nb >= 0) seen.writeUInt16LE(chains.length, nb);
+      if (verdict === ReceiveVerdict.clearFlags) seen[0] = 0;
       this.capture(run.vring.index, 'toGuest', seen, this.hdrLen, frame.length - this.hdrLen);
     }
     f.frames++;

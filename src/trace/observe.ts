@@ -6,32 +6,16 @@
  * Every record: [u16 type][u16 vring][u32 0][u64 CLOCK_REALTIME ns], then a body by type.
  */
 import { ringErrorName } from '../virtio/ring-errors.js';
-import type { PcapWriter } from './pcapng.js';
-import {
-  descFlags,
-  notifyEvent,
-  type NotifyReason,
-  type RingDesc,
-  type RingEvent,
-  type RingTrace,
-} from './ring-trace.js';
+import type { CapturedFrame, PcapWriter } from './pcapng.js';
+import type { RingTrace } from './ring-trace.js';
+import { descFlags, notifyEvent, type NotifyReason, type RingDesc, type RingEvent } from '../virtio/ring-events.js';
+
+export type { CapturedFrame };
 
 export const OBS = { frame: 1, avail: 2, chain: 3, used: 4, flush: 5, notify: 6, kicks: 7 } as const;
 const OBS_HEADER = 16;
 const DESC_F_NEXT = 1;
 const REASONS: NotifyReason[] = ['flags', 'event-idx', 'on-empty', 'first'];
-
-/** A frame on a vring as the guest wrote or read it: header and the first snapLen bytes. */
-export interface CapturedFrame {
-  vring: number;
-  /** Nanoseconds since the epoch. */
-  timeNs: bigint;
-  direction: 'toGuest' | 'fromGuest';
-  /** Frame length without the virtio-net header (the captured part may be shorter). */
-  origLen: number;
-  header: Buffer;
-  data: Buffer;
-}
 
 export type ObserveRecord =
   { kind: 'frame'; frame: CapturedFrame } | { kind: 'ring'; vring: number; timeNs: bigint; event: RingEvent };

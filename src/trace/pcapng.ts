@@ -14,9 +14,20 @@
  */
 import { closeSync, unlinkSync, writeSync } from 'node:fs';
 import { extname } from 'node:path';
-import type { CapturedFrame } from './observe.js';
 import { ErrorCode, HostIoError } from '../errors.js';
 import { openOutputFile } from './output.js';
+
+/** A frame on a vring as the guest wrote or read it: header and the first snapLen bytes. */
+export interface CapturedFrame {
+  vring: number;
+  /** Nanoseconds since the epoch. */
+  timeNs: bigint;
+  direction: 'toGuest' | 'fromGuest';
+  /** Frame length without the virtio-net header (the captured part may be shorter). */
+  origLen: number;
+  header: Buffer;
+  data: Buffer;
+}
 
 const SHB = 0x0a0d0d0a;
 const IDB = 1;

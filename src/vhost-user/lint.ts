@@ -23,19 +23,6 @@ export const LINT_RULES = {
 } as const;
 export type LintRule = keyof typeof LINT_RULES;
 
-/** The protocol feature a request needs (vhost-user.rst, per request). */
-const NEEDS: Partial<Record<number, bigint>> = {
-  [Request.GET_QUEUE_NUM]: ProtocolFeature.MQ,
-  [Request.SEND_RARP]: ProtocolFeature.RARP,
-  [Request.NET_SET_MTU]: ProtocolFeature.NET_MTU,
-  [Request.GET_MAX_MEM_SLOTS]: ProtocolFeature.CONFIGURE_MEM_SLOTS,
-  [Request.ADD_MEM_REG]: ProtocolFeature.CONFIGURE_MEM_SLOTS,
-  [Request.REM_MEM_REG]: ProtocolFeature.CONFIGURE_MEM_SLOTS,
-  [Request.SET_STATUS]: ProtocolFeature.STATUS,
-  [Request.GET_STATUS]: ProtocolFeature.STATUS,
-  [Request.RESET_DEVICE]: ProtocolFeature.RESET_DEVICE,
-};
-
 export interface LintFinding {
   rule: LintRule;
   section: string;
@@ -43,15 +30,18 @@ export interface LintFinding {
   request: string;
 }
 
-/** The findings for one request, given what was negotiated before it. */
+/**
+ * The findings for one request, given what was negotiated before it and the protocol feature
+ * the request needs (the handler table's `needs` column).
+ */
 export function lintRequest(
   h: Header,
   s: { ackedProtocolFeatures: bigint; protocolFeaturesSet: boolean },
+  need: bigint | undefined,
 ): LintFinding[] {
   const out: LintFinding[] = [];
   const request = requestName(h.request);
   const add = (rule: LintRule) => out.push({ rule, ...LINT_RULES[rule], request });
-  const need = NEEDS[h.request];
   if (need !== undefined && !hasFeature(s.ackedProtocolFeatures, need)) add('request-without-protocol-feature');
   // SET_PROTOCOL_FEATURES itself may carry need_reply before REPLY_ACK is on; GET_* have replies.
   if (

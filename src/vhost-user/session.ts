@@ -7,10 +7,69 @@ import type { Logger } from 'pino';
 import { ErrorCode, FeatureError, SessionError } from '../errors.js';
 import { featureMask, featureNames, hasFeature, hex, ProtocolFeature, VirtioFeature } from '../features.js';
 import type { NativeBinding, NativePoller } from '../native.js';
+import type { VringCounters } from '../net/counters.js';
+import type { DataPlane, DataPlaneFactory, RingPosition } from '../net/data-plane.js';
 import type { MemRegion, MemTable, VringAddr, VringState } from './codec.js';
-import type { DataPlane, Vring } from './data-plane.js';
 import type { LintFinding } from './lint.js';
 import { MAX_MEM_SLOTS, MemoryTable } from './memory-table.js';
+
+/** One vring as the session knows it. Index: even = receiveq, odd = transmitq (virtio §5.1.2). */
+export interface Vring {
+  readonly index: number;
+  /** Queue size (SET_VRING_NUM). */
+  num: number;
+  addr: VringAddr | undefined;
+  /**
+   * Next avail index to read: set by SET_VRING_BASE, and from what the data plane returns when
+   * the ring stops (reported by GET_VRING_BASE). While the ring runs, the data plane owns it.
+   */
+  lastAvailIdx: number;
+  /** -1 when unset; `kickPolling` when the front-end said "no fd" (poll the ring). */
+  kickFd: number;
+  kickPolling: boolean;
+  callFd: number;
+  errFd: number;
+  started: boolean;
+  /** As set by SET_VRING_ENABLE; see Session.isEnabled for the effective value. */
+  enabled: boolean;
+  broken: boolean;
+}
+
+/** A vring as readers outside the session see it (status, metrics, the ring page). */
+export interface VringView {
+  index: number;
+  /** `receiveqN` or `transmitqN`. */
+  queue: string;
+  num: number;
+  addr: VringAddr | undefined;
+  started: boolean;
+  /** The effective enable state. */
+  enabled: boolean;
+  broken: boolean;
+  /** Where the ring is: the data plane's position while it runs, the stopped one otherwise. */
+  position: RingPosition;
+  counters: VringCounters;
+}
+
+/** The session as readers outside it see it: values, no handles on its objects. */
+export interface SessionView {
+  queuePairs: number;
+  offeredFeatures: bigint;
+  ackedFeatures: bigint | undefined;
+  ackedProtocolFeatures: bigint;
+  status: number;
+  mtu: number | undefined;
+  lint: Record<string, number>;
+  memory: { guestAddr: bigint; size: bigint; userAddr: bigint; refs: number }[];
+  vrings: VringView[];
+  /** The memory table as a TS view, for reading rings (the ring page); throws when unmapped. */
+  memoryView: MemoryTable['refView'];
+}
+
+/** `receiveqN` / `transmitqN` for vring `index` (virtio 1.2 §5.1.2). */
+export function queueName(index: number): string {
+  return `${index % 2 === 0 ? 'receiveq' : 'transmitq'}${index >> 1}`;
+}
 
 export interface SessionOptions {
   queuePairs: number;
@@ -67,8 +126,9 @@ export const OFFERED_FEATURES = featureMask(
 
 /**
  * Features for a device with `queuePairs` queue pairs: NET_F_MQ joins when there is more than
- * one. QEMU masks MQ out (it runs the control queue itself); DPDK's virtio_user reads it from
- * the backend to learn that it may use more than one pair.
+ * one. Front-ends take MQ from this offer: QEMU's vhost-user net keeps it only when the backend
+ * offers it (and runs the control queue itself), DPDK's virtio_user reads it to learn that it
+ * may use more than one pair.
  */
 export function offeredFeatures(queuePairs: number): bigint {
   return queuePairs > 1 ? OFFERED_FEATURES | featureMask(VirtioFeature.NET_F_MQ) : OFFERED_FEATURES;
@@ -106,20 +166,63 @@ export class Session {
   rarpMac: string | undefined;
   private readonly kickWatchers = new Map<number, NativePoller>();
   private readonly listeners: ((c: SessionChange) => void)[] = [];
+  private readonly dataPlane: DataPlane;
+  /** Vrings handed to the data plane (started with an address). */
+  private readonly running = new Set<number>();
 
   constructor(
     private readonly native: NativeBinding,
     readonly options: SessionOptions,
-    readonly dataPlane: DataPlane,
+    makeDataPlane: DataPlaneFactory,
     private readonly log: Logger,
   ) {
     this.memory = new MemoryTable(native);
     this.vrings = Array.from({ length: options.queuePairs * 2 }, (_, i) => newVring(i));
-    dataPlane.isEnabled = (r) => this.isEnabled(r);
-    dataPlane.onBroken = (index, error) => {
-      const v = this.vrings[index];
-      if (v) v.broken = true;
-      this.changed({ what: 'vring broken', vring: index, error });
+    this.dataPlane = makeDataPlane(native, log.child({ component: 'dataplane' }), {
+      vringBroken: (index, error) => {
+        const v = this.vrings[index];
+        if (v) v.broken = true;
+        this.changed({ what: 'vring broken', vring: index, error });
+      },
+    });
+  }
+
+  /** Counters of vring `index` (read from the data plane's shared counters, no native call). */
+  counters(index: number): VringCounters {
+    return this.dataPlane.counters.vring(index);
+  }
+
+  /** What readers outside the session may see of it. */
+  view(): SessionView {
+    const positions = this.dataPlane.positions();
+    return {
+      queuePairs: this.options.queuePairs,
+      offeredFeatures: this.options.features,
+      ackedFeatures: this.ackedFeatures,
+      ackedProtocolFeatures: this.ackedProtocolFeatures,
+      status: this.status,
+      mtu: this.mtu,
+      lint: Object.fromEntries(this.lint),
+      memory: this.memory.regions.map((r) => ({
+        guestAddr: r.guestAddr,
+        size: r.size,
+        userAddr: r.userAddr,
+        refs: r.refs,
+      })),
+      vrings: this.vrings.map((v) => ({
+        index: v.index,
+        queue: queueName(v.index),
+        num: v.num,
+        addr: v.addr,
+        started: v.started,
+        enabled: this.isEnabled(v),
+        broken: v.broken,
+        position: v.started
+          ? (positions[v.index] ?? { lastAvailIdx: v.lastAvailIdx, usedIdx: 0 })
+          : { lastAvailIdx: v.lastAvailIdx, usedIdx: positions[v.index]?.usedIdx ?? 0 },
+        counters: this.counters(v.index),
+      })),
+      memoryView: () => this.memory.refView(),
     };
   }
 
@@ -183,7 +286,7 @@ export class Session {
     }
     this.dataPlane.setFeatures(features);
     this.vrings.forEach((v, i) => {
-      if (v.started && before[i] !== this.isEnabled(v)) this.dataPlane.setEnabled(v, this.isEnabled(v));
+      if (v.started && before[i] !== this.isEnabled(v)) this.dataPlane.setEnabled(v.index, this.isEnabled(v));
     });
   }
 
@@ -233,13 +336,21 @@ export class Session {
 
   // --- memory ---------------------------------------------------------------------------
 
-  setMemTable(table: MemTable, fds: number[]): void {
+  /**
+   * Runs `fn` with the data plane kept off guest memory: the handler table's quiesce column
+   * (SET_MEM_TABLE, ADD_MEM_REG, REM_MEM_REG) wraps those handlers in this.
+   */
+  quiesced<T>(fn: () => T): T {
     this.dataPlane.quiesce();
     try {
-      this.memory.replace(table.regions, fds);
+      return fn();
     } finally {
       this.dataPlane.resume(this.memory);
     }
+  }
+
+  setMemTable(table: MemTable, fds: number[]): void {
+    this.memory.replace(table.regions, fds);
     this.changed({ what: 'memory table set', regions: table.nregions });
   }
 
@@ -248,22 +359,12 @@ export class Session {
   }
 
   addMemReg(region: MemRegion, fd: number): void {
-    this.dataPlane.quiesce();
-    try {
-      this.memory.add(region, fd);
-    } finally {
-      this.dataPlane.resume(this.memory);
-    }
+    this.memory.add(region, fd);
     this.changed({ what: 'memory region added', guestAddr: hex(region.guestAddr), size: hex(region.size) });
   }
 
   remMemReg(region: MemRegion): void {
-    this.dataPlane.quiesce();
-    try {
-      this.memory.remove(region);
-    } finally {
-      this.dataPlane.resume(this.memory);
-    }
+    this.memory.remove(region);
     this.changed({ what: 'memory region removed', guestAddr: hex(region.guestAddr), size: hex(region.size) });
   }
 
@@ -308,8 +409,7 @@ export class Session {
   getVringBase(index: number): VringState {
     const v = this.vring(index);
     if (v.started) {
-      v.lastAvailIdx = this.dataPlane.stop(v);
-      v.started = false;
+      this.stopVring(v);
       this.changed({ what: 'vring stopped', vring: index, lastAvailIdx: v.lastAvailIdx });
     }
     this.unwatchKick(index);
@@ -322,8 +422,7 @@ export class Session {
   setVringKick(index: number, fd: number | undefined): void {
     const v = this.vring(index);
     if (v.started) {
-      v.lastAvailIdx = this.dataPlane.stop(v);
-      v.started = false;
+      this.stopVring(v);
       this.changed({ what: 'vring stopped', vring: index, reason: 'new kick fd' });
     }
     this.unwatchKick(index);
@@ -350,7 +449,7 @@ export class Session {
     const v = this.vring(index);
     this.closeFd(v, 'callFd');
     if (fd !== undefined) v.callFd = fd;
-    if (v.started) this.dataPlane.setCall(v);
+    if (v.started) this.dataPlane.setCall(index, v.callFd);
   }
 
   setVringErr(index: number, fd: number | undefined): void {
@@ -371,7 +470,7 @@ export class Session {
     const after = this.isEnabled(v);
     if (before !== after) {
       this.changed({ what: after ? 'vring enabled' : 'vring disabled', vring: s.index });
-      if (v.started) this.dataPlane.setEnabled(v, after);
+      if (v.started) this.dataPlane.setEnabled(v.index, after);
     }
   }
 
@@ -424,14 +523,36 @@ export class Session {
   private startVring(v: Vring, reason: string): void {
     v.started = true;
     this.changed({ what: 'vring started', vring: v.index, reason, enabled: this.isEnabled(v) });
-    this.dataPlane.start(v, this.memory);
+    if (!v.addr) {
+      // Started as the protocol says, but there is nothing to process.
+      this.log.error({ vring: v.index }, 'vring started without SET_VRING_ADDR; not processed');
+      return;
+    }
+    this.running.add(v.index);
+    this.dataPlane.start(
+      {
+        index: v.index,
+        num: v.num,
+        desc: v.addr.descUserAddr,
+        avail: v.addr.availUserAddr,
+        used: v.addr.usedUserAddr,
+        lastAvailIdx: v.lastAvailIdx,
+        kickFd: v.kickPolling ? -1 : v.kickFd,
+        callFd: v.callFd,
+        enabled: this.isEnabled(v),
+      },
+      this.memory,
+    );
+  }
+
+  /** Stops a started ring; the position of one the data plane ran comes back from it. */
+  private stopVring(v: Vring): void {
+    if (this.running.delete(v.index)) v.lastAvailIdx = this.dataPlane.stop(v.index).lastAvailIdx;
+    v.started = false;
   }
 
   private resetVring(v: Vring): void {
-    if (v.started) {
-      this.dataPlane.stop(v);
-      v.started = false;
-    }
+    if (v.started) this.stopVring(v);
     this.unwatchKick(v.index);
     this.closeFd(v, 'kickFd');
     this.closeFd(v, 'callFd');

@@ -30,8 +30,6 @@ export const RingError = {
   RING_ADDR_INVALID: 12,
   /** More memory segments than one element may carry (1024). */
   TOO_MANY_SEGMENTS: 13,
-  /** (net) writable descriptors on a transmitq. */
-  WRITABLE_ON_TRANSMITQ: 14,
 } as const;
 
 export type RingErrorCode = (typeof RingError)[keyof typeof RingError];

@@ -23,7 +23,7 @@ import {
   type NotifyReason,
   type RingDesc,
   type RingEvent,
-} from '../trace/ring-trace.js';
+} from './ring-events.js';
 import { RingError, ringErrorName } from './ring-errors.js';
 
 export const DESC_F_NEXT = 1;
@@ -35,6 +35,8 @@ export const USED_F_NO_NOTIFY = 1;
 export const MAX_CHAIN_SEGS = 1024;
 export const BURST_SEGS = 4096;
 export const MAX_BURST = 64;
+/** Descriptors kept per chain in the ring trace; the rest of a longer chain is not listed. */
+export const TRACE_MAX_DESCS = 256;
 
 export interface RingConfig {
   num: number;
@@ -290,6 +292,7 @@ export class SplitRingRef {
     let count = 0;
     let inIndirect = false;
     let sawWritable = false;
+    let traced = 0;
     const segs: Segment[] = [];
     for (;;) {
       const at = table.offset + 16 * i;
@@ -297,7 +300,9 @@ export class SplitRingRef {
       const len = table.view.getUint32(at + 8, true);
       const flags = table.view.getUint16(at + 12, true);
       const next = table.view.getUint16(at + 14, true);
-      if (trail) {
+      // A chain event carries at most TRACE_MAX_DESCS descriptors, direct and indirect together
+      // (as native/observe.h kObsMaxDescs: a trace record has a bounded size).
+      if (trail && traced++ < TRACE_MAX_DESCS) {
         const d: RingDesc = {
           addr: `0x${addr.toString(16)}`,
           len,

@@ -59,11 +59,12 @@ export function serve(
     reconnectMaxMs: 200,
     ...opts,
   };
-  const backend = new VhostUserNetBackend(o, silentLogger(), (n, l) => {
+  const backend = new VhostUserNetBackend(o, silentLogger(), (n, l, events) => {
     const h = { spec: host, fds: [], close: () => {} };
+    const common = { queuePairs: o.queuePairs, host: h, steering, observe };
     return datapath === 'ts'
-      ? new TsDataPlane(n, o.queuePairs, h, l, steering, observe)
-      : new NativeDataPlane(n, o.queuePairs, h, l, steering, [], threadOf, 0, observe);
+      ? new TsDataPlane(n, common, l, events)
+      : new NativeDataPlane(n, { ...common, threadOf }, l, events);
   });
   backend.start();
   return {

@@ -1,5 +1,7 @@
-// RingModel: the C++ split ring driven one call at a time from JS. Only the differential tests
-// use it (one JS call per operation is fine there, never on the data path).
+// The test-only native surface: the C++ split ring driven one call at a time (RingModel), the
+// RSS path, and the virtio-net device rules (net_rules.h). Only tests use it, to hold the C++
+// code to known answers and to the TS reference; one JS call per operation is fine there,
+// never on the data path.
 #include <napi.h>
 
 #include <memory>
@@ -8,6 +10,7 @@
 #include "env_state.h"
 #include "errors.h"
 #include "exports.h"
+#include "net_rules.h"
 #include "rss.h"
 #include "split_ring.h"
 
@@ -189,7 +192,39 @@ Napi::Value ToeplitzJs(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), Toeplitz(key.Data(), key.Length(), in.Data(), in.Length()));
 }
 
-void InitRingModel(Napi::Env env, Napi::Object exports) {
+// netRules: the device rules of net_rules.h, one function each, for test/net-rules.test.ts.
+Napi::Object NetRules(Napi::Env env) {
+  Napi::Object o = Napi::Object::New(env);
+  auto u32 = [](const Napi::Value& v) { return v.As<Napi::Number>().Uint32Value(); };
+  auto f64 = [](const Napi::Value& v) {
+    return static_cast<uint64_t>(v.As<Napi::Number>().DoubleValue());
+  };
+  o.Set("headerLen", Napi::Function::New(env, [](const Napi::CallbackInfo& i) {
+          return Napi::Number::New(i.Env(), HeaderLen(BigU64(i[0])));
+        }));
+  o.Set("numBuffersOffset", Napi::Function::New(env, [u32](const Napi::CallbackInfo& i) {
+          return Napi::Number::New(i.Env(), NumBuffersOffset(u32(i[0])));
+        }));
+  o.Set("receiveRule", Napi::Function::New(env, [u32](const Napi::CallbackInfo& i) {
+          return Napi::Number::New(i.Env(),
+                                   ReceiveRule(BigU64(i[0]), static_cast<uint8_t>(u32(i[1])),
+                                               static_cast<uint8_t>(u32(i[2]))));
+        }));
+  o.Set("tapOffloads", Napi::Function::New(env, [](const Napi::CallbackInfo& i) {
+          return Napi::Number::New(i.Env(), TapOffloads(BigU64(i[0])));
+        }));
+  o.Set("receiveChainRule", Napi::Function::New(env, [u32, f64](const Napi::CallbackInfo& i) {
+          return Napi::Number::New(
+              i.Env(), ReceiveChainRule(BigU64(i[0]), u32(i[1]), f64(i[2]), f64(i[3]), u32(i[4])));
+        }));
+  o.Set("recordsFlow", Napi::Function::New(env, [](const Napi::CallbackInfo& i) {
+          return Napi::Boolean::New(i.Env(), RecordsFlow(i[0].ToBoolean(), i[1].ToBoolean()));
+        }));
+  return o;
+}
+
+void InitTestSurface(Napi::Env env, Napi::Object exports) {
+  exports.Set("netRules", NetRules(env));
   exports.Set("RingModel", RingModel::Init(env));
   exports.Set("rssHash", Napi::Function::New<RssHash>(env));
   exports.Set("toeplitz", Napi::Function::New<ToeplitzJs>(env));

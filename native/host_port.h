@@ -1,0 +1,44 @@
+// The host side of one queue pair: where a frame the guest sent goes (fromGuest) and where a
+// frame for the guest comes from (toGuest). One small class per kind of host backend; the queue
+// pair never asks which kind it has.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+
+#include "split_ring.h"
+
+namespace vun {
+
+enum class HostKind : uint32_t { kNull = 0, kLoopback = 1, kTap = 2, kAfPacket = 3 };
+
+class HostPort {
+ public:
+  virtual ~HostPort() = default;
+
+  enum class Sent {
+    kOk,      // handed to the host
+    kFailed,  // the host refused it (counted as a host error)
+    kTooBig,  // larger than the bounce buffer it had to go through
+    kLooped,  // copied into `scratch` for the guest's own receiveqs (loopback)
+  };
+  // Sends the frame in the readable segments of a transmitq chain, as [header][frame].
+  // `scratch` (cap bytes) is there for ports that must copy; `*len` is set for kLooped.
+  virtual Sent Send(const Element& e, uint32_t hdrLen, uint8_t* scratch, uint32_t cap,
+                    uint32_t* len) = 0;
+  // Reads one waiting frame into `buf` as [header (hdrLen)][frame]; 0 when none waits.
+  virtual uint32_t Receive(uint8_t* buf, uint32_t cap, uint32_t hdrLen) { return 0; }
+  // Whether Receive can ever return a frame.
+  virtual bool Produces() const { return false; }
+  // The fd that becomes readable when a frame waits, or -1 (a producing port without one is
+  // simply asked again on every pass).
+  virtual int Fd() const { return -1; }
+  // The header size and the offloads (TUN_F_*) the guest accepts, after SET_FEATURES.
+  virtual void Configure(uint32_t hdrLen, unsigned offloads) {}
+};
+
+// The port of one queue pair: `fd` is its TAP queue or AF_PACKET socket (-1 for the others);
+// `sourceLen` > 0 makes a null port offer broadcast frames of that length (null:source=LEN).
+std::unique_ptr<HostPort> MakeHostPort(HostKind kind, int fd, uint32_t sourceLen);
+
+}  // namespace vun

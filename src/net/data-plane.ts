@@ -1,0 +1,78 @@
+/**
+ * What the device layer offers the session. The session decides *when* a ring starts, stops,
+ * is enabled or sees new memory, and pushes each decision down; the data plane moves frames
+ * and reports back only through what its calls return and the events sink it was built with.
+ * Two implementations: the C++ workers (native-data-plane.ts) and the TS reference
+ * (ts-data-plane.ts).
+ *
+ *   session --start/stop/setEnabled/setCall/quiesce/resume--> DataPlane --> rings, host
+ *   session <--returned positions, DataPlaneEvents.vringBroken-- DataPlane
+ */
+import type { Logger } from 'pino';
+import type { NativeBinding } from '../native.js';
+import type { GuestMemoryRef } from '../virtio/guest-memory.js';
+import type { DeviceCounters } from './counters.js';
+
+/** A ring to run: everything the data plane needs, copied from the session's record. */
+export interface RingStart {
+  /** Vring index: even = receiveq, odd = transmitq (virtio 1.2 §5.1.2). */
+  index: number;
+  num: number;
+  /** Frontend virtual addresses of the descriptor table, avail ring and used ring. */
+  desc: bigint;
+  avail: bigint;
+  used: bigint;
+  /** Next avail index to read. */
+  lastAvailIdx: number;
+  /** -1: no kick fd, poll the ring. */
+  kickFd: number;
+  callFd: number;
+  /** The effective enable state (the session applies vhost-user.rst "Ring states"). */
+  enabled: boolean;
+}
+
+/** Where a ring is: the next avail entry to read, the next used entry to publish. */
+export interface RingPosition {
+  lastAvailIdx: number;
+  usedIdx: number;
+}
+
+/** What the data plane reports on its own (built in: no callbacks are written into it later). */
+export interface DataPlaneEvents {
+  /** A driver violation stopped this vring (a RingError name); reported once per start. */
+  vringBroken(index: number, error: string): void;
+}
+
+/** The memory table as the data plane reads it (the session's MemoryTable satisfies this). */
+export interface GuestMemorySource {
+  readonly regions: readonly { mappingId: number; guestAddr: bigint; size: bigint; userAddr: bigint }[];
+  /** A TS view of every region (the TS data plane's guest memory). */
+  refView(): GuestMemoryRef;
+}
+
+export interface DataPlane {
+  /** Per-vring counters (frames, bytes, drops by reason, kicks, notifications). */
+  readonly counters: DeviceCounters;
+  /** SET_FEATURES: the acked virtio features (header size, EVENT_IDX, offloads). */
+  setFeatures(features: bigint): void;
+  /** The ring got its first kick: process it from `lastAvailIdx` on. */
+  start(ring: RingStart, memory: GuestMemorySource): void;
+  /** GET_VRING_BASE and friends: stop the ring and return where it stopped. */
+  stop(index: number): RingPosition;
+  /** Where every ring is now (running rings as last published), by vring index. */
+  positions(): RingPosition[];
+  /** The effective enable state of a started ring changed. */
+  setEnabled(index: number, enabled: boolean): void;
+  /** SET_VRING_CALL while the ring may be running. */
+  setCall(index: number, callFd: number): void;
+  /** The memory table is about to change: stop touching guest memory until `resume`. */
+  quiesce(): void;
+  resume(memory: GuestMemorySource): void;
+  /** SEND_RARP: the guest moved (migration) and asks us to announce `mac`. */
+  sendRarp(mac: string): void;
+  /** Session over: stop everything, release what it holds. */
+  close(): void;
+}
+
+/** Builds a session's data plane; the session hands in its events sink. */
+export type DataPlaneFactory = (native: NativeBinding, log: Logger, events: DataPlaneEvents) => DataPlane;

@@ -1,0 +1,254 @@
+/**
+ * Two split rings over identical guest memory: the TS reference (SplitRingRef) and the C++
+ * ring (RingModel), each over its own copy of the same bytes. `runSequence` applies one list
+ * of driver and device operations to both, checks after every step that results, ring state,
+ * trace and every byte of memory agree, and returns what happened, so a test can also hold
+ * the outcome to a known answer (agreement alone cannot catch a misreading both share).
+ */
+import { expect } from 'vitest';
+import { GuestMemoryRef } from '../../src/virtio/guest-memory.js';
+import { type Element, SplitRingRef } from '../../src/virtio/split-ring.js';
+import { records } from '../../src/trace/observe.js';
+import type { RingEvent } from '../../src/virtio/ring-events.js';
+import { native } from './harness.js';
+import { RingDriver, type DescSpec } from './ring-driver.js';
+import { ringErrorNames } from '../../src/virtio/ring-errors.js';
+
+export const REGION = 32 * 1024;
+export const GPA_A = 0n;
+export const GPA_B = BigInt(REGION); // contiguous with A: buffers may cross the edge at 32 KiB
+export const VA_A = 0x7f00_0000_0000n;
+export const VA_B = VA_A + BigInt(REGION);
+export const HOLE = 0x10_0000n; // not guest memory
+export const NUM = 16;
+export const LAYOUT = { num: NUM, descOff: 0, availOff: 0x400, usedOff: 0x800, gpaBase: GPA_A, vaBase: VA_A };
+export const INDIRECT_OFF = 0x1000;
+export const DATA_LO = 0x2000n;
+export const DATA_HI = 2n * BigInt(REGION);
+
+export interface Side {
+  fd: number;
+  maps: number[];
+  bytes: Uint8Array[];
+}
+let sides: Side[] = [];
+
+function makeSide(): Side {
+  const fd = native.memfdCreate('diff', 2 * REGION);
+  const maps = [native.mmapFd(fd, REGION, 0), native.mmapFd(fd, REGION, REGION)];
+  return { fd, maps, bytes: maps.map((m) => new Uint8Array(native.mappingBuffer(m))) };
+}
+
+/** Maps the two memories (call from beforeAll). */
+export function openSides(): void {
+  sides = [makeSide(), makeSide()];
+}
+/** Unmaps them (call from afterAll). */
+export function closeSides(): void {
+  for (const s of sides) {
+    for (const m of s.maps) native.munmap(m);
+    native.close(s.fd);
+  }
+  sides = [];
+}
+
+export type Op =
+  | { op: 'chain'; descs: DescSpec[] }
+  | { op: 'indirect'; descs: DescSpec[]; tableLen?: number; extraFlags?: number }
+  | { op: 'raw'; addr: bigint; len: number; flags: number; next: number }
+  | { op: 'publish'; jump?: number }
+  /** Puts any head (in range or not) into the next avail slot. */
+  | { op: 'offer'; head: number }
+  | { op: 'pop'; max: number }
+  | { op: 'complete'; count: number; lens: number[] }
+  | { op: 'rewind' }
+  | { op: 'usedEvent'; v: number }
+  | { op: 'availFlags'; v: number }
+  | { op: 'notifyEnable'; on: boolean };
+
+export interface Features {
+  eventIdx: boolean;
+  indirect: boolean;
+  notifyOnEmpty: boolean;
+}
+
+const strip = (elems: Element[]) =>
+  elems.map((e) => ({
+    head: e.head,
+    out: e.out.map((s) => [s.gpa, s.len]),
+    in: e.in.map((s) => [s.gpa, s.len]),
+    outLen: e.outLen,
+    inLen: e.inLen,
+  }));
+
+/** What a sequence did, as both rings agreed it. */
+export interface Outcome {
+  /** Heads popped, pop by pop. */
+  popped: number[][];
+  /** The notification decision after each `complete`. */
+  notify: boolean[];
+  /** Used elements published, in order. */
+  used: { id: number; len: number }[];
+  /** Ring state at the end. */
+  state: ReturnType<SplitRingRef['state']>;
+  /** The error's name when the ring broke. */
+  error?: string;
+}
+
+/** Runs one sequence; throws on the first difference; returns what happened. */
+export function runSequence(
+  ops: Op[],
+  feat: Features,
+  startIdx: number,
+  trace = false,
+  opts: {
+    /** Moves the descriptor table by this many bytes (a misplaced ring). */
+    descShift?: number;
+    /**
+     * Declares region B this large (only its first 32 KiB are mapped): for chains whose
+     * lengths add up past 4 GiB. Safe only for sequences that pop and complete nothing with
+     * data: a pop computes addresses and reads no buffer byte.
+     */
+    regionBSize?: bigint;
+  } = {},
+): Outcome {
+  const descShift = opts.descShift ?? 0;
+  const sizeB = opts.regionBSize ?? BigInt(REGION);
+  const outcome: Outcome = { popped: [], notify: [], used: [], state: undefined as never };
+  for (const s of sides) for (const b of s.bytes) b.fill(0);
+  const driver = new RingDriver(
+    sides.flatMap((s) => [s.bytes[0] as Uint8Array]),
+    LAYOUT,
+    GPA_A + BigInt(INDIRECT_OFF),
+    INDIRECT_OFF,
+  );
+  driver.availIdx = startIdx;
+  driver.publish();
+  const cfg = {
+    num: NUM,
+    descVa: driver.descVa + BigInt(descShift),
+    availVa: driver.availVa,
+    usedVa: driver.usedVa,
+    ...feat,
+  };
+  const s0 = sides[0] as Side;
+  const s1 = sides[1] as Side;
+  const ref = new SplitRingRef(
+    new GuestMemoryRef([
+      { gpa: GPA_A, size: BigInt(REGION), va: VA_A, bytes: s0.bytes[0] as Uint8Array },
+      { gpa: GPA_B, size: sizeB, va: VA_B, bytes: s0.bytes[1] as Uint8Array },
+    ]),
+    cfg,
+    startIdx,
+    startIdx,
+  );
+  const fast = new native.RingModel(
+    [
+      { mappingId: s1.maps[0] as number, gpa: GPA_A, size: BigInt(REGION), va: VA_A },
+      { mappingId: s1.maps[1] as number, gpa: GPA_B, size: sizeB, va: VA_B },
+    ],
+    {
+      num: NUM,
+      desc: cfg.descVa,
+      avail: cfg.availVa,
+      used: cfg.usedVa,
+      ...feat,
+      lastAvailIdx: startIdx,
+      usedIdx: startIdx,
+      trace,
+    },
+  );
+  // With `trace`, both rings also report every step; the C++ records must decode to the same
+  // events the reference emits (the ring trace reads the same on either data path).
+  const refEvents: RingEvent[] = [];
+  if (trace) ref.onEvent = (e) => refEvents.push(structuredClone(e));
+  const outstanding: Element[] = [];
+  let poppedNotFilled = 0;
+  ops.forEach((o, step) => {
+    const where = `step ${step} ${JSON.stringify(o, (_k, v) => (typeof v === 'bigint' ? `0x${v.toString(16)}` : v))}`;
+    switch (o.op) {
+      case 'chain':
+        driver.offer(driver.addChain(o.descs));
+        break;
+      case 'indirect':
+        driver.offer(driver.addIndirect(o.descs, { tableLen: o.tableLen, extraFlags: o.extraFlags }));
+        break;
+      case 'raw': {
+        const [i] = driver.allocDescs(1);
+        driver.rawDesc(i as number, o.addr, o.len, o.flags, o.next);
+        driver.offer(i as number);
+        break;
+      }
+      case 'offer':
+        driver.offer(o.head);
+        break;
+      case 'publish':
+        driver.publish(o.jump !== undefined ? (driver.availIdx + o.jump) & 0xffff : driver.availIdx);
+        break;
+      case 'pop': {
+        const a = ref.popBurst(o.max);
+        const b = fast.popBurst(o.max);
+        expect(b, where).toEqual(strip(a));
+        outcome.popped.push(a.map((e) => e.head));
+        outstanding.push(...a);
+        poppedNotFilled = a.length;
+        break;
+      }
+      case 'complete': {
+        const n = Math.min(o.count, outstanding.length);
+        const done = outstanding.splice(0, n);
+        done.forEach((e, k) => {
+          const len = Math.min(o.lens[k] ?? 0, e.inLen);
+          ref.fill(e.head, len, k);
+          fast.fill(e.head, len, k);
+        });
+        const before = driver.usedIdx();
+        ref.flush(n);
+        fast.flush(n);
+        for (let k = 0; k < n; k++) outcome.used.push(driver.usedElem(before + k));
+        const notify = ref.needNotify();
+        expect(fast.needNotify(), where).toBe(notify);
+        outcome.notify.push(notify);
+        poppedNotFilled = 0;
+        break;
+      }
+      case 'rewind':
+        // Only chains popped by the last pop and not filled may be given back.
+        if (poppedNotFilled > 0 && outstanding.length >= poppedNotFilled) {
+          outstanding.splice(outstanding.length - poppedNotFilled);
+          ref.rewind(poppedNotFilled);
+          fast.rewind(poppedNotFilled);
+          poppedNotFilled = 0;
+        }
+        break;
+      case 'usedEvent':
+        driver.setUsedEvent(o.v);
+        break;
+      case 'availFlags':
+        driver.setAvailFlags(o.v);
+        break;
+      case 'notifyEnable':
+        if (!ref.broken) {
+          ref.setNotification(o.on);
+          fast.setNotification(o.on);
+        }
+        break;
+    }
+    expect(fast.state(), where).toEqual(ref.state());
+    if (trace) {
+      const got = [...records(fast.drainTrace())].map((r) => (r.kind === 'ring' ? r.event : r));
+      expect(got, `${where}: ring trace`).toEqual(refEvents.splice(0));
+    }
+    for (let r = 0; r < 2; r++) {
+      const x = s0.bytes[r] as Uint8Array;
+      const y = s1.bytes[r] as Uint8Array;
+      if (Buffer.compare(x, y) !== 0) {
+        const at = x.findIndex((v, i) => v !== y[i]);
+        throw new Error(`${where}: guest memory differs in region ${r} at offset 0x${at.toString(16)}`);
+      }
+    }
+  });
+  outcome.state = ref.state();
+  if (ref.broken) outcome.error = ringErrorNames[ref.error];
+  return outcome;
+}

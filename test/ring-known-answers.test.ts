@@ -1,0 +1,215 @@
+/**
+ * Known answers for the split ring: what the virtio spec says must happen, written down case
+ * by case, and checked against both ring implementations (each case runs the TS reference and
+ * the C++ ring over the same bytes; see helpers/ring-pair.ts). A differential test alone cannot
+ * catch a misreading both rings share; these can. One case per ring error code, and the
+ * notable outcomes: used entries, notification decisions (flags, NOTIFY_ON_EMPTY, EVENT_IDX
+ * at the 16-bit wrap), rewinding.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { RingError, ringErrorNames } from '../src/virtio/ring-errors.js';
+import type { DescSpec } from './helpers/ring-driver.js';
+import {
+  closeSides,
+  DATA_HI,
+  type Features,
+  GPA_B,
+  HOLE,
+  NUM,
+  type Op,
+  type Outcome,
+  openSides,
+  runSequence,
+} from './helpers/ring-pair.js';
+
+beforeAll(openSides);
+afterAll(closeSides);
+
+const d = (addr: bigint, len: number, write = false): DescSpec => ({ addr, len, write });
+const NEXT = 1;
+const pop: Op = { op: 'pop', max: 8 };
+const publish: Op = { op: 'publish' };
+
+interface Case {
+  ops: Op[];
+  feat?: Partial<Features>;
+  start?: number;
+  opts?: Parameters<typeof runSequence>[4];
+  expect: Partial<Omit<Outcome, 'state'>> & { state?: Partial<Outcome['state']> };
+}
+
+/** A case for an error: the ring breaks with `error` and returns nothing from that pop. */
+const breaks = (error: keyof typeof RingError, ops: Op[], more: Omit<Case, 'ops' | 'expect'> = {}): Case => ({
+  ops: [...ops, pop],
+  ...more,
+  expect: { error, popped: [[]], state: { broken: true, error: RingError[error] } },
+});
+
+const errorCases: Record<string, Case> = {
+  // §2.7.13.3: idx moves forward by at most the queue size past what the device read.
+  AVAIL_IDX_JUMP: breaks('AVAIL_IDX_JUMP', [
+    { op: 'chain', descs: [d(0x3000n, 10)] },
+    { op: 'publish', jump: NUM + 1 },
+  ]),
+  HEAD_OUT_OF_RANGE: breaks('HEAD_OUT_OF_RANGE', [{ op: 'offer', head: NUM }, publish]),
+  NEXT_OUT_OF_RANGE: breaks('NEXT_OUT_OF_RANGE', [
+    { op: 'raw', addr: 0x3000n, len: 10, flags: NEXT, next: NUM + 1 },
+    publish,
+  ]),
+  DESC_LOOP: breaks('DESC_LOOP', [{ op: 'raw', addr: 0x3000n, len: 10, flags: NEXT, next: 0 }, publish]),
+  // §2.7.5.3.1: an indirect table's length is a multiple of 16, and not 0.
+  INDIRECT_BAD_LEN: breaks('INDIRECT_BAD_LEN', [{ op: 'indirect', descs: [d(0x3000n, 10)], tableLen: 24 }, publish], {
+    feat: { indirect: true },
+  }),
+  INDIRECT_BAD_LEN_zero: breaks(
+    'INDIRECT_BAD_LEN',
+    [{ op: 'indirect', descs: [d(0x3000n, 10)], tableLen: 0 }, publish],
+    {
+      feat: { indirect: true },
+    },
+  ),
+  // §2.7.5.3.1: "The driver MUST NOT set the VIRTQ_DESC_F_INDIRECT flag and the
+  // VIRTQ_DESC_F_NEXT flag in one descriptor."
+  INDIRECT_NESTED: breaks('INDIRECT_NESTED', [{ op: 'indirect', descs: [d(0x3000n, 10)], extraFlags: NEXT }, publish], {
+    feat: { indirect: true },
+  }),
+  INDIRECT_NOT_NEGOTIATED: breaks('INDIRECT_NOT_NEGOTIATED', [{ op: 'indirect', descs: [d(0x3000n, 10)] }, publish]),
+  ADDR_OUT_OF_MEMORY: breaks('ADDR_OUT_OF_MEMORY', [{ op: 'chain', descs: [d(HOLE, 10)] }, publish]),
+  ADDR_OUT_OF_MEMORY_past_the_end: breaks('ADDR_OUT_OF_MEMORY', [
+    { op: 'chain', descs: [d(DATA_HI - 8n, 16)] },
+    publish,
+  ]),
+  ZERO_LEN: breaks('ZERO_LEN', [{ op: 'chain', descs: [d(0x3000n, 0)] }, publish]),
+  // §2.7.4.2: device-writable descriptors come after all device-readable ones.
+  READABLE_AFTER_WRITABLE: breaks('READABLE_AFTER_WRITABLE', [
+    { op: 'chain', descs: [d(0x3000n, 10, true), d(0x3100n, 10)] },
+    publish,
+  ]),
+  // 0xffffffff + 1 bytes: over what a used element's u32 len can report.
+  CHAIN_TOO_LONG: breaks(
+    'CHAIN_TOO_LONG',
+    [{ op: 'chain', descs: [d(GPA_B, 0xffffffff, true), d(GPA_B, 1, true)] }, publish],
+    { opts: { regionBSize: 1n << 33n } },
+  ),
+  // §2.7: the descriptor table is 16-byte aligned.
+  RING_ADDR_INVALID: breaks('RING_ADDR_INVALID', [], { opts: { descShift: 8 } }),
+  TOO_MANY_SEGMENTS: breaks(
+    'TOO_MANY_SEGMENTS',
+    [{ op: 'indirect', descs: Array.from({ length: 1025 }, () => d(0x6000n, 1)) }, publish],
+    { feat: { indirect: true } },
+  ),
+};
+
+const outcomeCases: Record<string, Case> = {
+  'a chain is popped, used with the length written, and the driver interrupted (flags clear)': {
+    ops: [
+      { op: 'chain', descs: [d(0x3000n, 100), d(0x3100n, 200, true)] },
+      publish,
+      pop,
+      { op: 'complete', count: 1, lens: [150] },
+    ],
+    expect: {
+      popped: [[0]],
+      used: [{ id: 0, len: 150 }],
+      notify: [true],
+      state: { lastAvailIdx: 1, usedIdx: 1, broken: false },
+    },
+  },
+  'a buffer crossing the region edge is one chain': {
+    ops: [
+      { op: 'chain', descs: [d(GPA_B - 100n, 300), d(0x3000n, 64, true)] },
+      publish,
+      pop,
+      { op: 'complete', count: 1, lens: [64] },
+    ],
+    expect: { popped: [[0]], used: [{ id: 0, len: 64 }], state: { broken: false } },
+  },
+  'an indirect chain is walked when negotiated': {
+    ops: [
+      { op: 'indirect', descs: [d(0x3000n, 10), d(0x3100n, 20, true)] },
+      publish,
+      pop,
+      { op: 'complete', count: 1, lens: [20] },
+    ],
+    feat: { indirect: true },
+    expect: { popped: [[0]], used: [{ id: 0, len: 20 }], state: { broken: false } },
+  },
+  // §2.7.7: with VIRTQ_AVAIL_F_NO_INTERRUPT set (no EVENT_IDX) the device need not interrupt.
+  'NO_INTERRUPT suppresses the interrupt': {
+    ops: [
+      { op: 'chain', descs: [d(0x3000n, 10, true)] },
+      publish,
+      { op: 'availFlags', v: 1 },
+      pop,
+      { op: 'complete', count: 1, lens: [10] },
+    ],
+    expect: { notify: [false] },
+  },
+  // VIRTIO_F_NOTIFY_ON_EMPTY: interrupt when the ring runs empty, whatever the flags say.
+  'NOTIFY_ON_EMPTY interrupts an empty ring despite NO_INTERRUPT': {
+    ops: [
+      { op: 'chain', descs: [d(0x3000n, 10, true)] },
+      publish,
+      { op: 'availFlags', v: 1 },
+      pop,
+      { op: 'complete', count: 1, lens: [10] },
+    ],
+    feat: { notifyOnEmpty: true },
+    expect: { notify: [true] },
+  },
+  // §2.7.10 vring_need_event across the u16 wrap: the first interrupt is always sent; then
+  // used_event 0xffff with used 0xffff -> 0x0000 is crossed (sent); used_event 5 with 0 -> 1
+  // is not (suppressed).
+  'EVENT_IDX decisions at the 16-bit wrap': {
+    ops: [
+      { op: 'chain', descs: [d(0x3000n, 10, true)] },
+      { op: 'chain', descs: [d(0x3100n, 10, true)] },
+      { op: 'chain', descs: [d(0x3200n, 10, true)] },
+      publish,
+      pop,
+      { op: 'complete', count: 1, lens: [10] },
+      { op: 'usedEvent', v: 0xffff },
+      { op: 'complete', count: 1, lens: [10] },
+      { op: 'usedEvent', v: 5 },
+      { op: 'complete', count: 1, lens: [10] },
+    ],
+    feat: { eventIdx: true },
+    start: 0xfffe,
+    expect: { popped: [[0, 1, 2]], notify: [true, true, false], state: { usedIdx: 1, lastAvailIdx: 1 } },
+  },
+  'rewind gives the last popped chains back, to be read again': {
+    ops: [
+      { op: 'chain', descs: [d(0x3000n, 10)] },
+      { op: 'chain', descs: [d(0x3100n, 10)] },
+      publish,
+      { op: 'pop', max: 2 },
+      { op: 'rewind' },
+      pop,
+    ],
+    expect: {
+      popped: [
+        [0, 1],
+        [0, 1],
+      ],
+      state: { lastAvailIdx: 2, broken: false },
+    },
+  },
+};
+
+const NO_FEATURES: Features = { eventIdx: false, indirect: false, notifyOnEmpty: false };
+
+describe('split ring known answers (TS reference and C++, each held to the answer)', () => {
+  it('covers every ring error code', () => {
+    const covered = new Set(Object.values(errorCases).map((c) => c.expect.error));
+    expect([...covered].sort()).toEqual(ringErrorNames.filter((n) => n !== 'OK').sort());
+  });
+  describe.each([false, true])('with the ring trace %s', (trace) => {
+    it.each(Object.entries({ ...errorCases, ...outcomeCases }))('%s', (_name, c) => {
+      const got = runSequence(c.ops, { ...NO_FEATURES, ...c.feat }, c.start ?? 0, trace, c.opts);
+      const { state, ...rest } = c.expect;
+      expect(got).toMatchObject(rest);
+      if (state) expect(got.state).toMatchObject(state);
+      if (!c.expect.error) expect(got.error).toBeUndefined();
+    });
+  });
+});
