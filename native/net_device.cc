@@ -412,8 +412,25 @@ Napi::Value NetDevice::Close(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// allowedCpus() -> number[]: the CPUs this process may run on (sched_getaffinity), for checking
+// --cpus at start-up.
+static Napi::Value AllowedCpus(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (sched_getaffinity(0, sizeof(set), &set) != 0) {
+    ThrowErrno(env, "sched_getaffinity", errno);
+    return env.Undefined();
+  }
+  Napi::Array a = Napi::Array::New(env);
+  for (int c = 0, n = 0; c < CPU_SETSIZE; c++)
+    if (CPU_ISSET(c, &set)) a.Set(n++, Napi::Number::New(env, c));
+  return a;
+}
+
 void InitNetDevice(Napi::Env env, Napi::Object exports) {
   exports.Set("NetDevice", NetDevice::Init(env));
+  exports.Set("allowedCpus", Napi::Function::New<AllowedCpus>(env));
   Napi::Array names = Napi::Array::New(env);
   for (uint32_t i = 0; i < kRingErrorCount; i++)
     names.Set(i, Napi::String::New(env, RingErrorName(i)));

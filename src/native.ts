@@ -65,6 +65,8 @@ export interface NativeBinding {
   toeplitz(key: Buffer, input: Buffer): number;
   /** The virtio-net device rules of native/net_rules.h: tests hold them to src/net/rules.ts. */
   netRules: NativeNetRules;
+  /** The CPUs this process may run on (sched_getaffinity): `--cpus` is checked against it. */
+  allowedCpus(): number[];
   /** Counter slot names in slot order (native/device_config.h): src/net/counters.ts must match. */
   counterNames: string[];
   countersPerVring: number;

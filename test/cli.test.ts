@@ -3,9 +3,10 @@ import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { parseCommandLine } from '../src/cli/main.js';
+import { FLAGS, mergeFlags } from '../src/cli/flags.js';
+import { parseCommandLine, USAGE } from '../src/cli/main.js';
 import { stableMac } from '../src/host/host-backend.js';
-import { threadMapOf } from '../src/config/config.js';
+import { configSchema, threadMapOf } from '../src/config/config.js';
 import { ConfigError } from '../src/errors.js';
 import { packageRoot } from '../src/native.js';
 import { native, openFds, tempDir, waitFor } from './helpers/harness.js';
@@ -128,7 +129,9 @@ describe('host backend details', () => {
     expect(r.config.pcap).toEqual({ file: '/tmp/c.pcapng', snapLen: 128, maxMb: 10, keepFiles: 3 });
     expect(r.config.datapath).toBe('native');
     expect(r.traceRings).toBe('/tmp/r.jsonl');
-    expect(configErrorOf(['--socket', '/tmp/x', '--pcap-snaplen', '128']).message).toMatch(/need --pcap FILE/);
+    expect(configErrorOf(['--socket', '/tmp/x', '--pcap-snaplen', '128']).message).toMatch(
+      /--pcap-snaplen needs --pcap FILE/,
+    );
     expect(configErrorOf(['--socket', '/tmp/x', '--pcap', 'f', '--pcap-snaplen', '10']).message).toMatch(
       /pcap.snapLen: /,
     );
@@ -155,6 +158,17 @@ describe('the binary', () => {
     expect(h.stdout).toMatch(/tap:NAME \| af-packet:IFACE \| loopback \| null/);
     const v = spawnSync(process.execPath, [bin, '--version'], { encoding: 'utf8' });
     expect(v.stdout).toMatch(/^vhost-user-net \d+\.\d+\.\d+/);
+  });
+
+  it('exits 2 when --cpus names a CPU this process may not use (checked at start, not at connect)', () => {
+    const tmp = tempDir();
+    const r = spawnSync(process.execPath, [bin, '--socket', join(tmp.dir, 's'), '--cpus', '1000'], {
+      encoding: 'utf8',
+      timeout: 10_000,
+    });
+    tmp.cleanup();
+    expect(r.status).toBe(2);
+    expect(r.stdout + r.stderr).toMatch(/cpus: 1000 not in this process's CPU set/);
   });
 
   it('exits 2 with a coded message on a bad argument', () => {
@@ -206,5 +220,30 @@ describe('the binary', () => {
     expect(lines.some((l) => l.msg === 'message' && l.request === 'GET_QUEUE_NUM')).toBe(true);
     expect(openFds()).toBe(before);
     tmp.cleanup();
+  });
+});
+
+describe('flags, declared once (src/cli/flags.ts)', () => {
+  it('every flag with a config path names a key of the config schema, and the merge writes it there', () => {
+    for (const f of FLAGS.filter((x) => x.config)) {
+      const path = (f.config as string).split('.');
+      let shape: Record<string, unknown> = configSchema.shape;
+      for (const k of path.slice(0, -1)) {
+        expect(shape, `${f.name}: ${f.config}`).toHaveProperty(k);
+        // Unwrap defaults/optionals down to the object's shape.
+        let inner = shape[k] as { def?: { innerType?: unknown }; shape?: Record<string, unknown> };
+        while (!inner.shape && inner.def?.innerType) inner = inner.def.innerType as typeof inner;
+        shape = inner.shape as Record<string, unknown>;
+      }
+      expect(shape, `${f.name}: ${f.config}`).toHaveProperty(path[path.length - 1] as string);
+      const sample = f.kind === 'boolean' ? true : f.kind === 'int' ? '7' : f.kind === 'list' ? '1,2' : 'x';
+      const merged = mergeFlags({ pcap: { file: 'f' } }, { [f.name]: sample });
+      const got = path.reduce<unknown>((o, k) => (o as Record<string, unknown>)[k], merged);
+      expect(got, f.name).toEqual(f.kind === 'int' ? 7 : f.kind === 'list' ? [1, 2] : sample);
+    }
+  });
+
+  it('the usage text lists every flag', () => {
+    for (const f of FLAGS) expect(USAGE).toContain(`--${f.name}`);
   });
 });

@@ -16,6 +16,7 @@ import {
   Request,
   requestName,
 } from '../src/vhost-user/codec.js';
+import { handlerTable } from '../src/vhost-user/handlers.js';
 
 function header(request: number, flags: number, size: number) {
   return decodeHeader(encodeMessage(request, flags, Buffer.alloc(size)));
@@ -135,5 +136,14 @@ describe('payloads', () => {
       encodeVringState({ index: 1, num: 7 }),
     );
     expect([...m.subarray(0, 12)]).toEqual([11, 0, 0, 0, 5, 0, 0, 0, 8, 0, 0, 0]);
+  });
+});
+
+describe('the handler table and the codec', () => {
+  it('agree on every row: the payload kind a row is typed for is the one the codec decodes', () => {
+    for (const [name, row] of Object.entries(handlerTable)) {
+      const request = Request[name as keyof typeof Request];
+      expect(payloadKind(request), name).toBe(row?.payload);
+    }
   });
 });

@@ -19,7 +19,7 @@ function parseProm(text: string): { name: string; labels: Record<string, string>
   const out = [];
   for (const line of text.split('\n')) {
     if (!line || line.startsWith('#')) continue;
-    const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{([^}]*)\})? (-?[0-9.e+]+|NaN)$/.exec(line);
+    const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{([^}]*)\})? (-?[0-9.]+(?:e[-+]?[0-9]+)?|NaN|[+-]Inf)$/i.exec(line);
     if (!m) throw new Error(`not Prometheus text: ${line}`);
     const labels: Record<string, string> = {};
     for (const kv of (m[2] ?? '').split(',').filter(Boolean)) {
@@ -110,6 +110,38 @@ describe('http introspection', () => {
     const closed = srv.sessionClosed();
     fe.close();
     await closed;
+    srv.stop();
+  });
+
+  it('/healthz answers, and *_total counters never fall back across reconnects', async () => {
+    const srv = serve({ queuePairs: 1 }, { kind: 'loopback' });
+    const { server, port } = await startHttp(srv.backend, '127.0.0.1', 0);
+    const health = async () =>
+      (await (await fetch(`http://127.0.0.1:${port}/healthz`)).json()) as Record<string, unknown>;
+    expect(await health()).toEqual({ ok: true, connected: false, sessions: 0 });
+    const frames = async () => {
+      const samples = parseProm(await (await fetch(`http://127.0.0.1:${port}/metrics`)).text());
+      expect(samples.some((s) => s.name === 'process_cpu_seconds_total')).toBe(true); // default metrics
+      return samples.find((s) => s.name === 'vhost_user_net_frames_total' && s.labels.vring === '1')?.value;
+    };
+    // Two sessions, each sending 2 frames: the counter reads 2, then 4 (never 2 again).
+    const seen: (number | undefined)[] = [];
+    for (let round = 0; round < 2; round++) {
+      const { fe, session, ram, pairs } = await bringUpDevice(
+        srv,
+        featureMask(F.F_VERSION_1, F.VHOST_USER_F_PROTOCOL_FEATURES),
+      );
+      expect(await health()).toMatchObject({ ok: true, connected: true, sessions: round + 1 });
+      transmit(native, ram, pairs[0] as DriverPair, Array(2).fill(Buffer.alloc(60, 1)));
+      await waitFor(() => session.counters(1).frames === 2, 5000, 'frames sent');
+      seen.push(await frames());
+      const closed = srv.sessionClosed();
+      fe.close();
+      await closed;
+      seen.push(await frames());
+    }
+    expect(seen).toEqual([2, 2, 4, 4]);
+    server.close();
     srv.stop();
   });
 

@@ -35,6 +35,25 @@ describe('server mode', () => {
     tmp.cleanup();
   });
 
+  it('refuses a live socket (another backend accepts on it) and leaves it in place', () => {
+    const other = serve();
+    const before = statSync(other.path).ino;
+    const b = new VhostUserNetBackend({ ...base, socketPath: other.path }, silentLogger());
+    let err: unknown;
+    try {
+      b.start();
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toBeInstanceOf(HostIoError);
+    expect((err as HostIoError).errno).toBe('EADDRINUSE');
+    // The other backend keeps its socket and still serves.
+    expect(statSync(other.path).ino).toBe(before);
+    const fe = MockFrontend.connect(native, other.path);
+    fe.close();
+    other.stop();
+  });
+
   it('never deletes a file that is not a socket', () => {
     const tmp = tempDir();
     const path = join(tmp.dir, 'precious');

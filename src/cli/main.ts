@@ -15,6 +15,7 @@ import { loadNative, packageRoot } from '../native.js';
 import { NativeDataPlane } from '../net/native-data-plane.js';
 import { TsDataPlane } from '../net/ts-data-plane.js';
 import { runDemo } from '../demo/demo.js';
+import { flagHelp, mergeFlags, parseArgsOptions } from './flags.js';
 import { startHttp } from '../metrics/http.js';
 import { formatStatus } from '../metrics/status-text.js';
 import { explainFile } from '../trace/explain.js';
@@ -32,34 +33,7 @@ export const USAGE = `Usage: vhost-user-net [serve] [options]
 A userspace virtio-net device for QEMU's -netdev vhost-user.
 
 Options:
-  --socket PATH, --socket-path PATH
-                         vhost-user socket (server mode: created; client mode: dialled)
-  --fd N                 serve on an inherited listening unix socket (instead of a path)
-  --client               dial the socket (QEMU runs it with server=on) and redial after loss
-  --socket-mode MODE     octal file mode of the created socket (default 0600)
-  --queues N             queue pairs offered (GET_QUEUE_NUM), 1..64 (default 1)
-  --backend SPEC         tap:NAME | af-packet:IFACE | loopback | null[:source=LEN] (default null)
-  --datapath KIND        native (C++ workers, default) | ts (the TS reference: slow, for learning)
-  --steering POLICY      toeplitz (default) | flow-affinity | none: which receiveq a host frame takes
-  --rss-key HEX          40-byte Toeplitz key as 80 hex digits (default: the standard key)
-  --threads N            worker threads, queue pairs spread round robin (default: one per pair)
-  --poll-us N            busy-poll N microseconds after the last frame before sleeping (default 0)
-  --cpus LIST            pin worker thread t to the t-th CPU of LIST (e.g. 2,3)
-  --trace-messages FILE  write every vhost-user message, decoded, as JSON lines (- for stdout)
-  --trace-rings FILE     every ring step (avail reads, chains, used, notify decisions) as JSON
-                         lines (either data path; on the C++ one it costs throughput)
-  --pcap FILE            pcapng capture of every vring, virtio-net header in each packet comment
-  --pcap-snaplen N       frame bytes kept per packet (default 262144)
-  --pcap-max-mb N        start a new file (FILE.1.pcapng, ...) after N MiB
-  --pcap-files N         with --pcap-max-mb: keep only the newest N files
-  --http HOST:PORT       serve /status (JSON) and /metrics (Prometheus); loopback only unless
-                         http.allowRemote is set in the config file
-  --tap-mac MAC          host-side MAC of a TAP we create (default: stable, derived from its name)
-  --config FILE          JSON configuration file; flags override it
-  --log-level LEVEL      trace|debug|info|warn|error|silent (default info)
-  --print-capabilities   print the backend capabilities as JSON and exit
-  -h, --help             this text
-  -V, --version          the version
+${flagHelp()}
 
 Example:
   vhost-user-net --socket /run/vun.sock --backend tap:vun0
@@ -96,51 +70,25 @@ export function parseCommandLine(
       args: argv,
       allowPositionals: true,
       strict: true,
-      options: {
-        socket: { type: 'string' },
-        'socket-path': { type: 'string' },
-        fd: { type: 'string' },
-        client: { type: 'boolean' },
-        'socket-mode': { type: 'string' },
-        queues: { type: 'string' },
-        backend: { type: 'string' },
-        datapath: { type: 'string' },
-        steering: { type: 'string' },
-        cpus: { type: 'string' },
-        threads: { type: 'string' },
-        'poll-us': { type: 'string' },
-        'trace-messages': { type: 'string' },
-        'trace-rings': { type: 'string' },
-        pcap: { type: 'string' },
-        'pcap-snaplen': { type: 'string' },
-        'pcap-max-mb': { type: 'string' },
-        'pcap-files': { type: 'string' },
-        http: { type: 'string' },
-        'rss-key': { type: 'string' },
-        'tap-mac': { type: 'string' },
-        config: { type: 'string' },
-        'log-level': { type: 'string' },
-        'print-capabilities': { type: 'boolean' },
-        help: { type: 'boolean', short: 'h' },
-        version: { type: 'boolean', short: 'V' },
-      },
+      options: parseArgsOptions(),
     });
   } catch (err) {
     throw new ConfigError(ErrorCode.Usage, (err as Error).message);
   }
   const { values: v, positionals } = parsed;
+  const str = (name: string): string | undefined => (typeof v[name] === 'string' ? (v[name] as string) : undefined);
   if (v.help) return { action: 'help' };
   if (v.version) return { action: 'version' };
   if (v['print-capabilities']) return { action: 'capabilities' };
   if (positionals[0] === 'status' && positionals.length === 1) {
-    return { action: 'status', http: v.http ?? '127.0.0.1:9180' };
+    return { action: 'status', http: str('http') ?? '127.0.0.1:9180' };
   }
   if (positionals[0] === 'explain') {
     if (positionals.length !== 2) throw new ConfigError(ErrorCode.Usage, 'explain takes one trace file');
     return { action: 'explain', file: positionals[1] as string };
   }
   if (positionals[0] === 'demo' && positionals.length === 1) {
-    const dp = v.datapath ?? 'native';
+    const dp = str('datapath') ?? 'native';
     if (dp !== 'native' && dp !== 'ts')
       throw new ConfigError(ErrorCode.Usage, `--datapath takes native or ts, not '${dp}'`);
     return { action: 'demo', datapath: dp };
@@ -148,58 +96,13 @@ export function parseCommandLine(
   if (positionals.length > 1 || (positionals[0] !== undefined && positionals[0] !== 'serve')) {
     throw new ConfigError(ErrorCode.Usage, `unknown command '${positionals.join(' ')}' (try --help)`);
   }
-  if (v.socket !== undefined && v['socket-path'] !== undefined && v.socket !== v['socket-path']) {
-    throw new ConfigError(ErrorCode.Usage, '--socket and --socket-path name different paths');
-  }
-  const file = v.config ? readConfigFile(v.config) : {};
-  const socket = { ...((file.socket as Record<string, unknown> | undefined) ?? {}) };
-  const path = v.socket ?? v['socket-path'];
-  if (path !== undefined) socket.path = path;
-  if (v.client) socket.client = true;
-  const int = (flag: string, s: string): number => {
-    if (!/^\d+$/.test(s)) throw new ConfigError(ErrorCode.Usage, `--${flag} takes a whole number, not '${s}'`);
-    return Number(s);
-  };
-  if (v.fd !== undefined) socket.fd = int('fd', v.fd);
-  if (v['socket-mode'] !== undefined) socket.mode = v['socket-mode'];
-  const merged: Record<string, unknown> = { ...file, socket };
-  if (v.queues !== undefined) merged.queues = int('queues', v.queues);
-  if (v.backend !== undefined) merged.backend = v.backend;
-  if (v.datapath !== undefined) merged.datapath = v.datapath;
-  if (v.threads !== undefined) merged.threads = int('threads', v.threads);
-  if (v['poll-us'] !== undefined) merged.pollUs = int('poll-us', v['poll-us']);
-  const pcapFlags = ['pcap', 'pcap-snaplen', 'pcap-max-mb', 'pcap-files'] as const;
-  if (pcapFlags.some((f) => v[f] !== undefined)) {
-    const pc = { ...((file.pcap as Record<string, unknown> | undefined) ?? {}) };
-    if (v.pcap !== undefined) pc.file = v.pcap;
-    if (v['pcap-snaplen'] !== undefined) pc.snapLen = int('pcap-snaplen', v['pcap-snaplen']);
-    if (v['pcap-max-mb'] !== undefined) pc.maxMb = int('pcap-max-mb', v['pcap-max-mb']);
-    if (v['pcap-files'] !== undefined) pc.keepFiles = int('pcap-files', v['pcap-files']);
-    if (pc.file === undefined) throw new ConfigError(ErrorCode.Usage, '--pcap-* options need --pcap FILE');
-    merged.pcap = pc;
-  }
-  if (v.http !== undefined)
-    merged.http = { ...((file.http as Record<string, unknown> | undefined) ?? {}), listen: v.http };
-  if (v.cpus !== undefined) {
-    if (!/^\d+(,\d+)*$/.test(v.cpus))
-      throw new ConfigError(ErrorCode.Usage, `--cpus takes a list like 0,1 not '${v.cpus}'`);
-    merged.cpus = v.cpus.split(',').map(Number);
-  }
-  if (v.steering !== undefined || v['rss-key'] !== undefined) {
-    const st = { ...((file.steering as Record<string, unknown> | undefined) ?? {}) };
-    if (v.steering !== undefined) st.policy = v.steering;
-    if (v['rss-key'] !== undefined) st.key = v['rss-key'];
-    merged.steering = st;
-  }
-  if (v['tap-mac'] !== undefined) merged.tapMac = v['tap-mac'];
-  if (v['log-level'] !== undefined) {
-    merged.log = { ...((file.log as Record<string, unknown> | undefined) ?? {}), level: v['log-level'] };
-  }
+  const configFile = str('config');
+  const merged = mergeFlags(configFile ? readConfigFile(configFile) : {}, v);
   return {
     action: 'serve',
-    config: parseConfig(merged, v.config ? `configuration (${v.config} and flags)` : 'arguments'),
-    traceMessages: v['trace-messages'],
-    traceRings: v['trace-rings'],
+    config: parseConfig(merged, configFile ? `configuration (${configFile} and flags)` : 'arguments'),
+    traceMessages: str('trace-messages'),
+    traceRings: str('trace-rings'),
   };
 }
 
@@ -255,6 +158,14 @@ export async function main(argv: string[]): Promise<number> {
   let backend: VhostUserNetBackend;
   try {
     const native = loadNative();
+    // --cpus is applied when a front-end connects: check it now, while an error can stop us.
+    const allowed = new Set(native.allowedCpus());
+    const notOurs = config.cpus.filter((c) => !allowed.has(c));
+    if (notOurs.length) {
+      throw new ConfigError(ErrorCode.ConfigInvalid, 'invalid arguments', [
+        `cpus: ${notOurs.join(',')} not in this process's CPU set (${[...allowed].join(',')})`,
+      ]);
+    }
     const observe: Observers = {
       ringTrace: cmd.traceRings ? new RingTrace(cmd.traceRings) : undefined,
       capture: config.pcap
