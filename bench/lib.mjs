@@ -1,7 +1,7 @@
 // Shared benchmark plumbing: start processes pinned to cores, read testpmd's per-second stats,
 // medians and spread, machine facts, JSON results in bench/results/. Never used by tests.
-import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, writeFileSync, mkdtempSync, rmSync } from 'node:fs';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync, writeFileSync, mkdtempSync, rmSync, symlinkSync } from 'node:fs';
 import { cpus, release, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -156,3 +156,29 @@ export function load(name) {
 
 export const RUNS = Number(process.env.VUN_BENCH_RUNS ?? 3);
 export const SECONDS = Number(process.env.VUN_BENCH_SECONDS ?? 6);
+
+/**
+ * An older tree of this repository (git rev), checked out in a temporary worktree and built
+ * (addon and dist/), to be measured against this one in the same run. `remove()` deletes it.
+ */
+export function buildTree(rev) {
+  const dir = mkdtempSync(join(tmpdir(), 'vun-baseline-'));
+  execFileSync('git', ['-C', root, 'worktree', 'add', '--detach', dir, rev], { stdio: 'ignore' });
+  symlinkSync(join(root, 'node_modules'), join(dir, 'node_modules'));
+  execFileSync(process.execPath, [join(dir, 'scripts', 'build-native.mjs')], { cwd: dir, stdio: 'ignore' });
+  execFileSync(
+    process.execPath,
+    [join(root, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', 'tsconfig.build.json'],
+    {
+      cwd: dir,
+      stdio: 'ignore',
+    },
+  );
+  return {
+    dir,
+    remove: () => {
+      execFileSync('git', ['-C', root, 'worktree', 'remove', '--force', dir], { stdio: 'ignore' });
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}

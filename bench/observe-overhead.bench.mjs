@@ -6,11 +6,10 @@
 //   pcap      - this tree with --pcap (to a file on tmpfs when /dev/shm exists),
 //   trace     - this tree with --trace-rings (every ring step recorded).
 // Prints off/baseline.
-import { execFileSync } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync, symlinkSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import {
+  buildTree,
   ourBackend,
   ppsSamples,
   root,
@@ -25,28 +24,6 @@ import {
 } from './lib.mjs';
 
 const BASELINE = process.env.VUN_BASELINE_REV ?? '71e58487d9d8d4904501da203585a4a43ce8c993';
-
-function buildBaseline() {
-  const dir = mkdtempSync(join(tmpdir(), 'vun-baseline-'));
-  execFileSync('git', ['-C', root, 'worktree', 'add', '--detach', dir, BASELINE], { stdio: 'ignore' });
-  symlinkSync(join(root, 'node_modules'), join(dir, 'node_modules'));
-  execFileSync(process.execPath, [join(dir, 'scripts', 'build-native.mjs')], { cwd: dir, stdio: 'ignore' });
-  execFileSync(
-    process.execPath,
-    [join(root, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', 'tsconfig.build.json'],
-    {
-      cwd: dir,
-      stdio: 'ignore',
-    },
-  );
-  return {
-    dir,
-    remove: () => {
-      execFileSync('git', ['-C', root, 'worktree', 'remove', '--force', dir], { stdio: 'ignore' });
-      rmSync(dir, { recursive: true, force: true });
-    },
-  };
-}
 
 async function one(impl, baseDir) {
   const t = tmp();
@@ -77,7 +54,7 @@ async function one(impl, baseDir) {
   return s.median;
 }
 
-const base = buildBaseline();
+const base = buildTree(BASELINE);
 const impls = ['baseline', 'off', 'pcap', 'trace'];
 const runs = Object.fromEntries(impls.map((i) => [i, []]));
 try {

@@ -12,6 +12,8 @@ const tap = load('tap-forwarding');
 const tcp = load('guest-tcp');
 const mq = load('mq-scaling');
 const obs = load('observe-overhead');
+const dev = load('device-layer');
+const devFocused = load('device-layer-focused');
 const m = (ring ?? tap ?? tcp ?? mq)?.machine;
 
 let md = `# Benchmarks
@@ -47,6 +49,28 @@ if (obs) {
   const s = obs.spreads;
   md += `## 5. What observation costs the C++ data path\n\n${obs.description}.\n\n| build / setting | guest-TX 64 B Mpps (spread) | vs. observation off |\n| --- | --- | --- |\n| before observation (${obs.baselineRev.slice(0, 10)}) | ${f2(obs.mpps.baseline)} (${spread(s.baseline)}) | ${pct(obs.mpps.baseline / obs.mpps.off)} |\n| observation off | ${f2(obs.mpps.off)} (${spread(s.off)}) | 1.00x |\n| --pcap (snaplen 64) | ${f2(obs.mpps.pcap)} (${spread(s.pcap)}) | ${pct(obs.pcapVsOff)} |\n| --trace-rings | ${f2(obs.mpps.trace)} (${spread(s.trace)}) | ${pct(obs.traceVsOff)} |\n\n`;
 }
+if (dev) {
+  const rows = [
+    ['ring guest-TX 64 B', 'Mpps', 'ringGuestTxMpps'],
+    ['ring guest-RX 64 B', 'Mpps', 'ringGuestRxMpps'],
+    ['TAP forwarding 64 B', 'Mpps', 'tapMpps'],
+    ['guest TCP guest -> host', 'Mbit/s', 'guestToHostMbits'],
+    ['guest TCP host -> guest', 'Mbit/s', 'hostToGuestMbits'],
+  ]
+    .filter(([, , k]) => dev.cases[k])
+    .map(([name, unit, k]) => {
+      const c = dev.cases[k];
+      return `| ${name} | ${unit} | ${f2(c.before)} (${spread(c.runs.before)}) | ${f2(c.after)} (${spread(c.runs.after)}) | ${pct(c.ratio)} |`;
+    });
+  md += `## 6. The device layer before and after its restructuring\n\n${dev.description}; ${dev.runs} runs of each, alternated.\n\n| measurement | unit | before (${dev.beforeRev.slice(0, 10)}) median (spread) | after median (spread) | after / before |\n| --- | --- | --- | --- | --- |\n${rows.join('\n')}\n\n`;
+  if (devFocused) {
+    const f = Object.entries(devFocused.cases).map(
+      ([k, c]) =>
+        `| ${k} | ${c.runs.before.length} | ${f2(c.before)} (${spread(c.runs.before)}) | ${f2(c.after)} (${spread(c.runs.after)}) | ${pct(c.ratio)} |`,
+    );
+    md += `Focused re-runs of single cells (\`VUN_BENCH_ONLY\`, more runs, still alternated):\n\n| measurement | runs each | before median (spread) | after median (spread) | after / before |\n| --- | --- | --- | --- | --- |\n${f.join('\n')}\n\n`;
+  }
+}
 const notes = join(root, 'bench', 'notes.md');
 md += `## Where we stand, and what limits us
 
@@ -55,7 +79,7 @@ ${existsSync(notes) ? readFileSync(notes, 'utf8').trim() : 'No reading written y
 ## Running
 
 \`\`\`sh
-npm run bench                      # all five, then this page (as root; about 15 minutes)
+npm run bench                      # all six, then this page (as root; about 25 minutes)
 node bench/ring-throughput.bench.mjs   # one of them: prints one number, writes bench/results/NAME.json
 VUN_BENCH_RUNS=5 VUN_BENCH_SECONDS=10 npm run bench
 \`\`\`

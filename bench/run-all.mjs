@@ -1,10 +1,10 @@
-// npm run bench: the five benchmarks one after another (each prints one number), then the report.
+// npm run bench: the six benchmarks one after another (each prints one number), then the report.
 import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { root } from './lib.mjs';
 
 const only = process.argv.slice(2);
-const all = ['ring-throughput', 'tap-forwarding', 'guest-tcp', 'mq-scaling', 'observe-overhead'].filter(
+const all = ['ring-throughput', 'tap-forwarding', 'guest-tcp', 'mq-scaling', 'observe-overhead', 'device-layer'].filter(
   (b) => !only.length || only.includes(b),
 );
 let failed = 0;

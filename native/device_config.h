@@ -8,6 +8,7 @@
 #include <memory>
 #include <vector>
 
+#include "faults.h"
 #include "guest_memory.h"
 #include "observe.h"
 #include "split_ring.h"
@@ -90,6 +91,9 @@ struct DeviceConfig {
   uint32_t pollUs = 0;    // busy-poll this long after the last frame before sleeping
   // Observation (capture, ring trace): one per vring when on, else empty.
   std::vector<std::unique_ptr<VringObserver>> observers;
+  // Fault plan: one rule table per vring (null: no rule), owned by the vring's thread while it
+  // runs. Faults are logged through the vring's observer (its `faults` flag).
+  std::vector<std::unique_ptr<VringFaults>> faults;
   // Counters, JS-owned: vring v's slots start at counters + v * kCountersPerVring.
   uint64_t* counters = nullptr;
   // Ring positions of running vrings, (usedIdx << 16) | lastAvailIdx, published by the
@@ -112,6 +116,13 @@ struct DeviceConfig {
   VringObserver* CaptureOf(uint32_t v) const {
     return v < observers.size() && observers[v] && observers[v]->capture ? observers[v].get()
                                                                          : nullptr;
+  }
+  VringFaults* FaultsOf(uint32_t v) const {
+    return v < faults.size() && faults[v] && faults[v]->Any() ? faults[v].get() : nullptr;
+  }
+  VringObserver* FaultLogOf(uint32_t v) const {
+    return v < observers.size() && observers[v] && observers[v]->faults ? observers[v].get()
+                                                                        : nullptr;
   }
   VringObserver* TraceOf(uint32_t v) const {
     return v < observers.size() && observers[v] && observers[v]->trace ? observers[v].get()

@@ -9,9 +9,7 @@
 #include <cstring>
 
 namespace vun {
-namespace {
 
-// Copies the readable segments of `e` into dst; UINT32_MAX when they exceed cap.
 uint32_t CopyChainOut(const Element& e, uint8_t* dst, uint32_t cap) {
   uint32_t n = 0;
   for (uint32_t i = 0; i < e.outNum; i++) {
@@ -23,12 +21,17 @@ uint32_t CopyChainOut(const Element& e, uint8_t* dst, uint32_t cap) {
   return n;
 }
 
+namespace {
+
 // null: discards what the guest sends; with a source length, offers broadcast frames of that
 // length (ethertype 0x88b5, local experimental) as fast as the guest takes them.
 class NullPort : public HostPort {
  public:
   explicit NullPort(uint32_t sourceLen) : sourceLen_(sourceLen) {}
   Sent Send(const Element&, uint32_t, uint8_t*, uint32_t, uint32_t*) override { return Sent::kOk; }
+  Sent SendFrame(const uint8_t*, uint32_t, uint8_t*, uint32_t, uint32_t*) override {
+    return Sent::kOk;
+  }
   bool Produces() const override { return sourceLen_ > 0; }
   uint32_t Receive(uint8_t* buf, uint32_t cap, uint32_t hdrLen) override {
     if (sourceLen_ == 0 || hdrLen + sourceLen_ > cap) return 0;
@@ -55,6 +58,13 @@ class LoopbackPort : public HostPort {
     *len = n;
     return Sent::kLooped;
   }
+  Sent SendFrame(const uint8_t* frame, uint32_t len, uint8_t* scratch, uint32_t cap,
+                 uint32_t* looped) override {
+    if (len > cap) return Sent::kTooBig;
+    if (frame != scratch) std::memcpy(scratch, frame, len);
+    *looped = len;
+    return Sent::kLooped;
+  }
 };
 
 // TAP with IFF_VNET_HDR: the virtio-net header passes straight through (TUNSETVNETHDRSZ is
@@ -71,6 +81,9 @@ class TapPort : public HostPort {
     uint32_t len = CopyChainOut(e, scratch, cap);
     if (len == UINT32_MAX) return Sent::kTooBig;
     return write(fd_, scratch, len) >= 0 ? Sent::kOk : Sent::kFailed;
+  }
+  Sent SendFrame(const uint8_t* frame, uint32_t len, uint8_t*, uint32_t, uint32_t*) override {
+    return write(fd_, frame, len) >= 0 ? Sent::kOk : Sent::kFailed;
   }
   bool Produces() const override { return true; }
   int Fd() const override { return fd_; }
@@ -99,9 +112,13 @@ class AfPacketPort : public HostPort {
   Sent Send(const Element& e, uint32_t, uint8_t* scratch, uint32_t cap, uint32_t*) override {
     uint32_t len = CopyChainOut(e, scratch, cap);
     if (len == UINT32_MAX) return Sent::kTooBig;
+    return SendFrame(scratch, len, nullptr, 0, nullptr);
+  }
+  Sent SendFrame(const uint8_t* frame, uint32_t len, uint8_t*, uint32_t, uint32_t*) override {
     if (len < 12) return Sent::kFailed;
     // Drop num_buffers (bytes 10-11).
-    iovec iov[2] = {{scratch, 10}, {scratch + 12, len - 12}};
+    iovec iov[2] = {{const_cast<uint8_t*>(frame), 10},
+                    {const_cast<uint8_t*>(frame) + 12, len - 12}};
     msghdr m{};
     m.msg_iov = iov;
     m.msg_iovlen = 2;

@@ -26,6 +26,9 @@ class HostPort {
   // `scratch` (cap bytes) is there for ports that must copy; `*len` is set for kLooped.
   virtual Sent Send(const Element& e, uint32_t hdrLen, uint8_t* scratch, uint32_t cap,
                     uint32_t* len) = 0;
+  // Sends a frame the device holds (a changed copy of a chain: fault injection), as Send does.
+  virtual Sent SendFrame(const uint8_t* frame, uint32_t len, uint8_t* scratch, uint32_t cap,
+                         uint32_t* looped) = 0;
   // Reads one waiting frame into `buf` as [header (hdrLen)][frame]; 0 when none waits.
   virtual uint32_t Receive(uint8_t* buf, uint32_t cap, uint32_t hdrLen) { return 0; }
   // Whether Receive can ever return a frame.
@@ -40,5 +43,8 @@ class HostPort {
 // The port of one queue pair: `fd` is its TAP queue or AF_PACKET socket (-1 for the others);
 // `sourceLen` > 0 makes a null port offer broadcast frames of that length (null:source=LEN).
 std::unique_ptr<HostPort> MakeHostPort(HostKind kind, int fd, uint32_t sourceLen);
+
+// Copies the readable segments of `e` into dst; UINT32_MAX when they exceed cap.
+uint32_t CopyChainOut(const Element& e, uint8_t* dst, uint32_t cap);
 
 }  // namespace vun

@@ -8,19 +8,11 @@
 
 #include "env_state.h"
 #include "errors.h"
+#include "napi_values.h"
 #include "net_rules.h"
 
 namespace vun {
 namespace {
-
-uint64_t BigU64(const Napi::Value& v) {
-  bool lossless;
-  return v.As<Napi::BigInt>().Uint64Value(&lossless);
-}
-
-uint32_t U32(const Napi::Value& v) {
-  return v.As<Napi::Number>().Uint32Value();
-}
 
 // A report from a data-plane thread on its way to the JS thread.
 struct Event {
@@ -44,6 +36,7 @@ Napi::Function NetDevice::Init(Napi::Env env) {
                          InstanceMethod<&NetDevice::SetPoll>("setPoll"),
                          InstanceMethod<&NetDevice::SetObserve>("setObserve"),
                          InstanceMethod<&NetDevice::DrainObserve>("drainObserve"),
+                         InstanceMethod<&NetDevice::SetFaults>("setFaults"),
                          InstanceMethod<&NetDevice::ObserveLost>("observeLost"),
                          InstanceMethod<&NetDevice::StartQueue>("startQueue"),
                          InstanceMethod<&NetDevice::StopQueue>("stopQueue"),
@@ -77,6 +70,7 @@ NetDevice::NetDevice(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NetDevic
     return;
   }
   cfg_.reset(new DeviceConfig(pairs));
+  startNs_ = MonotonicNs();
   cfg_->counters = static_cast<uint64_t*>(data);
   countersRef_ = Napi::Persistent(info[1]);
   steering_.reset(new Steering(pairs));
@@ -292,107 +286,6 @@ Napi::Value NetDevice::SetHost(const Napi::CallbackInfo& info) {
     ApplyHostConfig();
   });
   return env.Undefined();
-}
-
-// startQueue(index, {num, desc, avail, used: bigint VAs, lastAvailIdx, usedIdx, kickFd, callFd,
-// enabled})
-Napi::Value NetDevice::StartQueue(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  uint32_t index = U32(info[0]);
-  Napi::Object o = info[1].As<Napi::Object>();
-  if (index >= cfg_->queues.size()) {
-    ThrowArg(env, "startQueue: index out of range");
-    return env.Undefined();
-  }
-  const uint32_t pair = index / 2;
-  Reconfigure(static_cast<int32_t>(pair), [&] {
-    QueueState& q = cfg_->queues[index];
-    q.cfg.num = static_cast<uint16_t>(U32(o.Get("num")));
-    q.cfg.descVa = BigU64(o.Get("desc"));
-    q.cfg.availVa = BigU64(o.Get("avail"));
-    q.cfg.usedVa = BigU64(o.Get("used"));
-    q.cfg.eventIdx = cfg_->Has(kFEventIdx);
-    q.cfg.indirect = cfg_->Has(kFIndirect);
-    q.cfg.notifyOnEmpty = cfg_->Has(kFNotifyOnEmpty);
-    q.lastAvailIdx = static_cast<uint16_t>(U32(o.Get("lastAvailIdx")));
-    // usedIdx < 0: continue from used->idx in guest memory, as libvhost-user does. After a
-    // backend restart QEMU resumes the ring there (split rings only).
-    int64_t usedIdx = o.Get("usedIdx").As<Napi::Number>().Int64Value();
-    if (usedIdx < 0) {
-      const uint8_t* u = cfg_->mem.VaToHost(q.cfg.usedVa, 4);
-      // Acquire: pairs with the release-store of used->idx by whoever wrote it last.
-      usedIdx = u ? __atomic_load_n(reinterpret_cast<const uint16_t*>(u + 2), __ATOMIC_ACQUIRE) : 0;
-    }
-    q.usedIdx = static_cast<uint16_t>(usedIdx);
-    q.kickFd = o.Get("kickFd").As<Napi::Number>().Int32Value();
-    q.callFd = o.Get("callFd").As<Napi::Number>().Int32Value();
-    q.enabled = o.Get("enabled").ToBoolean();
-    q.broken = false;
-    q.error = 0;
-    q.started = true;
-    cfg_->Publish(index, q.lastAvailIdx, q.usedIdx);
-    if (index % 2 == 0) steering_->SetReceiveReady(pair, q.enabled);
-  });
-  return env.Undefined();
-}
-
-// stopQueue(index) -> {lastAvailIdx, usedIdx, broken, error}
-Napi::Value NetDevice::StopQueue(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  uint32_t index = U32(info[0]);
-  if (index >= cfg_->queues.size()) {
-    ThrowArg(env, "stopQueue: index out of range");
-    return env.Undefined();
-  }
-  QueueState& q = cfg_->queues[index];
-  Reconfigure(static_cast<int32_t>(index / 2), [&] {
-    q.started = false;
-    q.kickFd = q.callFd = -1;
-    if (index % 2 == 0) steering_->SetReceiveReady(index / 2, false);
-  });
-  Napi::Object r = Napi::Object::New(env);
-  r.Set("lastAvailIdx", q.lastAvailIdx);
-  r.Set("usedIdx", q.usedIdx);
-  r.Set("broken", q.broken);
-  r.Set("error", q.error);
-  return r;
-}
-
-// setEnabled(index, enabled): the effective enable state, pushed by the session.
-Napi::Value NetDevice::SetEnabled(const Napi::CallbackInfo& info) {
-  uint32_t index = U32(info[0]);
-  bool enabled = info[1].ToBoolean();
-  if (index < cfg_->queues.size()) {
-    Reconfigure(static_cast<int32_t>(index / 2), [&] {
-      QueueState& q = cfg_->queues[index];
-      q.enabled = enabled;
-      if (index % 2 == 0) steering_->SetReceiveReady(index / 2, q.started && enabled);
-    });
-  }
-  return info.Env().Undefined();
-}
-
-Napi::Value NetDevice::SetCall(const Napi::CallbackInfo& info) {
-  uint32_t index = U32(info[0]);
-  int fd = info[1].As<Napi::Number>().Int32Value();
-  if (index < cfg_->queues.size())
-    Reconfigure(static_cast<int32_t>(index / 2), [&] { cfg_->queues[index].callFd = fd; });
-  return info.Env().Undefined();
-}
-
-// positions() -> [{lastAvailIdx, usedIdx}] per vring: where each ring is (running rings as
-// their thread last published it).
-Napi::Value NetDevice::Positions(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  Napi::Array a = Napi::Array::New(env, cfg_->queues.size());
-  for (uint32_t v = 0; v < cfg_->queues.size(); v++) {
-    uint32_t p = cfg_->live[v].load(std::memory_order_relaxed);
-    Napi::Object o = Napi::Object::New(env);
-    o.Set("lastAvailIdx", p & 0xffff);
-    o.Set("usedIdx", p >> 16);
-    a.Set(v, o);
-  }
-  return a;
 }
 
 Napi::Value NetDevice::Pause(const Napi::CallbackInfo& info) {

@@ -72,6 +72,7 @@ class NetDevice : public Napi::ObjectWrap<NetDevice>, private DeviceEvents {
   Napi::Value Close(const Napi::CallbackInfo& info);
   Napi::Value SetObserve(const Napi::CallbackInfo& info);
   Napi::Value DrainObserve(const Napi::CallbackInfo& info);
+  Napi::Value SetFaults(const Napi::CallbackInfo& info);
   Napi::Value ObserveLost(const Napi::CallbackInfo& info);
 
   std::unique_ptr<DeviceConfig> cfg_;
@@ -88,6 +89,7 @@ class NetDevice : public Napi::ObjectWrap<NetDevice>, private DeviceEvents {
   bool paused_ = false;
   bool closed_ = false;
   size_t drainStart_ = 0;  // the vring drainObserve starts with (round robin)
+  int64_t startNs_ = 0;    // when the device (the session) began: fault time windows count from it
 };
 
 void InitNetDevice(Napi::Env env, Napi::Object exports);

@@ -1,14 +1,17 @@
-// The observation calls of the data plane's JS surface (capture and ring trace): the threads
-// write records into one SPSC ring per vring (observe.h); the JS thread drains them here.
+// The observation and fault calls of the data plane's JS surface: the threads write records
+// (captured frames, ring steps, injected faults) into one SPSC ring per vring (observe.h); the
+// JS thread drains them here. setFaults hands the threads a compiled fault plan (faults.h).
 #include <cstring>
 
 #include "errors.h"
+#include "napi_values.h"
 #include "net_device.h"
 
 namespace vun {
 
-// setObserve({capture, trace, snapLen, bytes}): per-vring observation rings of `bytes` each
-// (capture: frames cut to snapLen; trace: ring steps). Both false turns observation off.
+// setObserve({capture, trace, faults, snapLen, bytes}): per-vring observation rings of `bytes`
+// each (capture: frames cut to snapLen; trace: ring steps; faults: injected faults). All false
+// turns observation off.
 Napi::Value NetDevice::SetObserve(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (!info[0].IsObject()) {
@@ -18,6 +21,7 @@ Napi::Value NetDevice::SetObserve(const Napi::CallbackInfo& info) {
   Napi::Object o = info[0].As<Napi::Object>();
   bool capture = o.Get("capture").ToBoolean();
   bool trace = o.Get("trace").ToBoolean();
+  bool faults = o.Get("faults").ToBoolean();
   uint32_t snap =
       o.Get("snapLen").IsNumber() ? o.Get("snapLen").As<Napi::Number>().Uint32Value() : 262144;
   uint32_t bytes =
@@ -28,10 +32,10 @@ Napi::Value NetDevice::SetObserve(const Napi::CallbackInfo& info) {
   }
   Reconfigure(kAllPairs, [&] {
     cfg_->observers.clear();
-    if (!capture && !trace) return;
+    if (!capture && !trace && !faults) return;
     for (uint32_t v = 0; v < cfg_->queues.size(); v++)
       cfg_->observers.emplace_back(
-          new VringObserver(static_cast<uint16_t>(v), bytes, capture, trace, snap));
+          new VringObserver(static_cast<uint16_t>(v), bytes, capture, trace, snap, faults));
   });
   return env.Undefined();
 }
@@ -79,6 +83,55 @@ Napi::Value NetDevice::ObserveLost(const Napi::CallbackInfo& info) {
     a.Set(v, Napi::Number::New(env, lost));
   }
   return a;
+}
+
+// setFaults(seed, rules[{rule, vring, action, every, after, count, always, threshold, atNs,
+// untilNs, mode, field, value}]): a compiled plan (src/faults/plan.ts); [] clears it. Event counts
+// and firings start again from zero; time windows count from the device's start.
+Napi::Value NetDevice::SetFaults(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsNumber() || !info[1].IsArray()) {
+    ThrowArg(env, "setFaults(seed, rules[])");
+    return env.Undefined();
+  }
+  const uint32_t seed = U32(info[0]);
+  Napi::Array arr = info[1].As<Napi::Array>();
+  const uint32_t vrings = static_cast<uint32_t>(cfg_->queues.size());
+  std::vector<std::unique_ptr<VringFaults>> tables(vrings);
+  for (uint32_t i = 0; i < arr.Length(); i++) {
+    Napi::Object o = arr.Get(i).As<Napi::Object>();
+    const uint32_t v = U32(o.Get("vring"));
+    if (v >= vrings) {
+      ThrowArg(env, "setFaults: vring out of range");
+      return env.Undefined();
+    }
+    if (!tables[v]) {
+      tables[v].reset(new VringFaults());
+      tables[v]->seed = seed;
+      tables[v]->vring = v;
+      tables[v]->startNs = startNs_;
+    }
+    FaultRule r;
+    r.rule = static_cast<uint16_t>(U32(o.Get("rule")));
+    r.action = static_cast<uint8_t>(U32(o.Get("action")));
+    r.mode = static_cast<uint8_t>(U32(o.Get("mode")));
+    r.field = static_cast<uint8_t>(U32(o.Get("field")));
+    r.every = U32(o.Get("every"));
+    r.after = U32(o.Get("after"));
+    r.count = U32(o.Get("count"));
+    r.always = o.Get("always").ToBoolean();
+    r.threshold = r.always ? 0 : BigU64(o.Get("threshold"));
+    r.atNs = static_cast<int64_t>(BigU64(o.Get("atNs")));
+    r.untilNs = static_cast<int64_t>(BigU64(o.Get("untilNs")));
+    r.value = BigU64(o.Get("value"));
+    if (r.every == 0 || r.action < kFaultDrop || r.action > kFaultNotifyDrop) {
+      ThrowArg(env, "setFaults: a rule with every 0 or an unknown action");
+      return env.Undefined();
+    }
+    tables[v]->rules.push_back(r);
+  }
+  Reconfigure(kAllPairs, [&] { cfg_->faults = std::move(tables); });
+  return env.Undefined();
 }
 
 }  // namespace vun

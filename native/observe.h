@@ -24,6 +24,8 @@ enum ObserveType : uint16_t {
   kObsFlush = 5,   // u16 usedIdx, u16 count
   kObsNotify = 6,  // u8 sent, u8 why, u8 eventIdx, u8 0, u16 usedEvent, newUsed, oldUsed, flags
   kObsKicks = 7,   // u8 enabled, u8 eventIdx, u16 avail_event value (EVENT_IDX)
+  kObsFault = 8,   // u16 rule, u8 action, u8 field (0xff: none), u32 ringIdx (~0: none),
+                   // u64 event, u64 old, u64 new (an injected fault: faults.h)
 };
 
 // Why a notification was sent or suppressed (kObsNotify `why`).
@@ -44,8 +46,14 @@ constexpr uint32_t kObsMaxDescs = 256;  // descriptors kept per chain record (th
 
 class VringObserver {
  public:
-  VringObserver(uint16_t vring, uint32_t bytes, bool capture, bool trace, uint32_t snapLen)
-      : ring(bytes), vring_(vring), capture(capture), trace(trace), snapLen(snapLen) {
+  VringObserver(uint16_t vring, uint32_t bytes, bool capture, bool trace, uint32_t snapLen,
+                bool faults = false)
+      : ring(bytes),
+        vring_(vring),
+        capture(capture),
+        trace(trace),
+        snapLen(snapLen),
+        faults(faults) {
     if (trace) descs.reserve(kObsMaxDescs);
   }
   ByteRing ring;
@@ -57,6 +65,7 @@ class VringObserver {
   const bool capture;
   const bool trace;
   const uint32_t snapLen;      // frame bytes kept per captured frame (after the virtio-net header)
+  const bool faults;           // injected faults are recorded (the fault log)
   std::vector<ObsDesc> descs;  // the chain being walked (trace)
   uint32_t descsSkipped = 0;
 
@@ -170,6 +179,21 @@ class VringObserver {
     std::memcpy(p + 6, &newUsed, 2);
     std::memcpy(p + 8, &oldUsed, 2);
     std::memcpy(p + 10, &availFlags, 2);
+    ring.Commit();
+  }
+
+  // An injected fault. `field` 0xff: the fault changed no value (old and new are 0).
+  void Fault(uint16_t rule, uint8_t action, uint8_t field, uint32_t ringIdx, uint64_t event,
+             uint64_t oldValue, uint64_t newValue) {
+    uint8_t* p = Begin(kObsFault, 32);
+    if (!p) return;
+    std::memcpy(p, &rule, 2);
+    p[2] = action;
+    p[3] = field;
+    std::memcpy(p + 4, &ringIdx, 4);
+    std::memcpy(p + 8, &event, 8);
+    std::memcpy(p + 16, &oldValue, 8);
+    std::memcpy(p + 24, &newValue, 8);
     ring.Commit();
   }
 

@@ -67,7 +67,8 @@ QueuePair::QueuePair(DeviceConfig& cfg, Steering& steering, DeviceEvents& events
       toGuestSegs_(kBurstSegs),
       flowScratch_(128),
       fromGuestSegs_(kBurstSegs),
-      fromGuestBounce_(kBounceSize) {}
+      fromGuestBounce_(kBounceSize),
+      lieBuf_(kBounceSize) {}
 
 bool QueuePair::Active() const {
   return cfg_.queues[receiveq_].started || cfg_.queues[transmitq_].started;
@@ -82,7 +83,7 @@ void QueuePair::Broken(SplitRing& ring, uint32_t vring) {
 }
 
 void QueuePair::Notify(SplitRing& ring, uint32_t vring) {
-  if (ring.NeedNotify()) {
+  if (ring.NeedNotify() && !NotifyHeldBack(vring)) {
     const int fd = cfg_.queues[vring].callFd;
     if (fd >= 0) Wake(fd);
     cfg_.Count(vring, kCNotifySent, 1);
@@ -110,9 +111,27 @@ void QueuePair::ProcessTransmitq() {
   const uint32_t hdr = cfg_.hdrLen;
   for (;;) {
     uint32_t n = fromGuest_.PopBurst(fromGuestElems_, kMaxBurst, fromGuestSegs_.data());
+    uint16_t filled = 0;
     for (uint32_t i = 0; i < n; i++) {
       const Element& e = fromGuestElems_[i];
-      fromGuest_.Fill(e.head, 0, static_cast<uint16_t>(i));
+      // With a fault plan, each chain popped is an event (one predictable branch without).
+      Lies* l = nullptr;
+      if (faultsFromGuest_) {
+        l = &fromGuestLies_;
+        TakeLies(*faultsFromGuest_, vt, l);
+      }
+      if (!l) {
+        fromGuest_.Fill(e.head, 0, filled++);
+      } else if (l->withhold >= 0) {
+        // Never completed: the chain stays in flight for the guest (the device knows it is done).
+        Record(vt, l->withhold, kFaultWithhold, kFieldId, e.head, l->event, e.head, 0);
+      } else {
+        uint32_t id, len;
+        LieUsed(vt, *l, e.head, 0, &id, &len);
+        fromGuest_.Fill(id, len, filled++);
+        lastUsedId_[1] = id;  // used-id "repeat" tells this one again
+        usedAny_[1] = true;
+      }
       if (e.outLen < hdr) {
         cfg_.Count(vt, kCDropMalformed, 1);
         continue;
@@ -125,31 +144,37 @@ void QueuePair::ProcessTransmitq() {
         cfg_.Count(vt, kCDropDisabled, 1);
         continue;
       }
-      uint32_t looped = 0;
-      switch (port_->Send(e, hdr, fromGuestBounce_.data(), kBounceSize, &looped)) {
-        case HostPort::Sent::kOk:
-          break;
-        case HostPort::Sent::kFailed:
+      if (l && l->drop >= 0) continue;
+      const uint32_t copies = l && l->duplicate >= 0 ? 2 : 1;
+      for (uint32_t c = 0; c < copies; c++) {
+        uint32_t looped = 0;
+        HostPort::Sent sent = SendFromGuest(e, l, &looped);
+        if (sent == HostPort::Sent::kFailed) {
           cfg_.Count(vt, kCDropHostError, 1);
-          continue;
-        case HostPort::Sent::kTooBig:
-          cfg_.Count(vt, kCDropTooBig, 1);
-          continue;
-        case HostPort::Sent::kLooped:
-          // Back to the guest: on this pair's receiveq, or where steering says.
-          if (Route(fromGuestBounce_.data(), looped) == 0)
-            cfg_.Count(receiveq_, kCDropNoBuffers, 1);
           break;
+        }
+        if (sent == HostPort::Sent::kTooBig) {
+          cfg_.Count(vt, kCDropTooBig, 1);
+          break;
+        }
+        if (sent == HostPort::Sent::kLooped && Route(fromGuestBounce_.data(), looped) == 0) {
+          // Back to the guest: on this pair's receiveq, or where steering says.
+          cfg_.Count(receiveq_, kCDropNoBuffers, 1);
+        }
+        if (c == 1) Record(vt, l->duplicate, kFaultDuplicate, kFieldNone, e.head, l->event, 0, 0);
+        cfg_.Count(vt, kCFrames, 1);
+        cfg_.Count(vt, kCBytes, e.outLen - hdr);
       }
-      cfg_.Count(vt, kCFrames, 1);
-      cfg_.Count(vt, kCBytes, e.outLen - hdr);
+      if (l) RecordFrameLies(vt, *l);
     }
     if (n > 0) {
-      fromGuest_.Flush(static_cast<uint16_t>(n));
+      if (filled) {
+        fromGuest_.Flush(filled);
+        Notify(fromGuest_, vt);
+      }
       progress_ = true;
       cfg_.Count(vt, kCBursts, 1);
       cfg_.Publish(vt, fromGuest_.lastAvailIdx, fromGuest_.usedIdx);
-      Notify(fromGuest_, vt);
       FlushReceiveq();  // loopback frames delivered here
       SignalHandover();
     }
@@ -181,11 +206,28 @@ int QueuePair::Deliver(const uint8_t* frame, uint32_t len) {
     cfg_.Count(vr, kCDropMalformed, 1);
     return 1;
   }
+  // With a fault plan, each frame for the guest is an event, decided once: a frame that waits
+  // for buffers keeps its lies (one predictable branch without a plan).
+  Lies* l = nullptr;
+  if (faultsToGuest_ && !inDuplicate_) {
+    l = &toGuestLies_;
+    if (!l->pending) TakeLies(*faultsToGuest_, vr, l);
+    if (l->drop >= 0) {
+      l->pending = false;
+      return 1;
+    }
+    if (l->ChangesFrame()) {
+      len = LieFrame(*l, frame, len);
+      frame = lieBuf_.data();
+    }
+  }
+  uint16_t firstFill = filled_;
   // Where the first chain holds header bytes 0 and num_buffers: taken when it is popped, as a
   // later burst reuses the element array.
   const int nb = NumBuffersOffset(hdr);
   uint8_t* at[3] = {nullptr, nullptr, nullptr};
-  uint16_t taken = 0;
+  uint16_t taken = 0, firstHead = 0, lastHead = 0;
+  uint32_t firstLen = 0;
   uint32_t copied = 0;
   while (copied < len || taken == 0) {
     if (pos_ == cached_) {
@@ -207,9 +249,11 @@ int QueuePair::Deliver(const uint8_t* frame, uint32_t len) {
       // Drop the frame, keep the chain (only the first chain of a frame can be refused).
       pos_--;
       cfg_.Count(vr, kCDropTooBig, 1);
+      if (l) l->pending = false;
       return 1;
     }
     if (taken == 0) {
+      firstHead = e.head;
       at[0] = ByteAt(e, 0);
       if (nb >= 0) {
         at[1] = ByteAt(e, nb);
@@ -219,6 +263,8 @@ int QueuePair::Deliver(const uint8_t* frame, uint32_t len) {
     uint32_t n = ScatterIn(e, 0, frame + copied, len - copied);
     copied += n;
     toGuest_.Fill(e.head, n, filled_++);
+    if (taken == 0) firstLen = n;
+    lastHead = e.head;
     taken++;
   }
   // The header as the guest reads it: num_buffers = chains holding this frame (1 without
@@ -235,6 +281,27 @@ int QueuePair::Deliver(const uint8_t* frame, uint32_t len) {
     h[0] = 0;
     if (at[0]) *at[0] = 0;
   }
+  if (l) {
+    RecordFrameLies(vr, *l);
+    if (l->header[6] >= 0 && nb >= 0) {
+      // num_buffers (6): told after the device wrote the true count.
+      Record(vr, l->header[6], kFaultHeader, 6, kNoRing, l->event, taken, l->headerValue[6]);
+      h[nb] = static_cast<uint8_t>(l->headerValue[6]);
+      h[nb + 1] = static_cast<uint8_t>(l->headerValue[6] >> 8);
+      if (at[1]) *at[1] = h[nb];
+      if (at[2]) *at[2] = h[nb + 1];
+    }
+    uint32_t reported = firstHead;
+    if (l->usedId >= 0 || l->usedLen >= 0) {
+      // The first chain's used element, written again with the lie.
+      uint32_t usedLen;
+      LieUsed(vr, *l, firstHead, firstLen, &reported, &usedLen);
+      toGuest_.Fill(reported, usedLen, firstFill);
+    }
+    lastUsedId_[0] = taken > 1 ? lastHead : reported;  // used-id "repeat" tells this one again
+    usedAny_[0] = true;
+    l->pending = false;
+  }
   if (capToGuest_) {
     struct Part {
       const uint8_t* host;
@@ -245,6 +312,13 @@ int QueuePair::Deliver(const uint8_t* frame, uint32_t len) {
   burstFrames_++;
   burstBytes_ += len - hdr;
   progress_ = true;
+  if (l && l->duplicate >= 0) {
+    // The same frame once more (no event of its own); lost when no buffer is left for it.
+    inDuplicate_ = true;
+    if (Deliver(frame, len) > 0)
+      Record(vr, l->duplicate, kFaultDuplicate, kFieldNone, kNoRing, l->event, 0, 0);
+    inDuplicate_ = false;
+  }
   if (filled_ >= kFlushEvery) FlushReceiveq();
   return 1;
 }
@@ -369,6 +443,11 @@ bool QueuePair::Setup(int epfd, uint64_t tag) {
   }
   cached_ = pos_ = 0;
   filled_ = 0;
+  faultsToGuest_ = cfg_.FaultsOf(receiveq_);
+  faultsFromGuest_ = cfg_.FaultsOf(transmitq_);
+  faultLogToGuest_ = cfg_.FaultLogOf(receiveq_);
+  faultLogFromGuest_ = cfg_.FaultLogOf(transmitq_);
+  toGuestLies_.pending = false;
   toGuest_.trace = cfg_.TraceOf(receiveq_);
   fromGuest_.trace = cfg_.TraceOf(transmitq_);
   capToGuest_ = cfg_.CaptureOf(receiveq_);

@@ -9,12 +9,36 @@
 #include <vector>
 
 #include "device_config.h"
+#include "faults.h"
 #include "host_port.h"
 #include "observe.h"
 #include "split_ring.h"
 #include "steering.h"
 
 namespace vun {
+
+// What the faults of one event make the device do, collected when the event is taken
+// (VringFaults::Next) and recorded when each part is applied. Rule indexes, -1: not asked.
+struct Lies {
+  bool pending = false;  // receiveq: decided for the frame in progress, not applied yet
+  uint64_t event = 0;
+  int32_t drop = -1, duplicate = -1, corrupt = -1, withhold = -1, runt = -1;
+  int32_t usedLen = -1, usedId = -1;
+  uint8_t corruptBit = 0, lenMode = 0, idMode = 0;
+  uint64_t lenValue = 0, idValue = 0;
+  int32_t header[7] = {-1, -1, -1, -1, -1, -1, -1};  // rule per plan.ts HEADER_FIELDS index
+  uint64_t headerValue[7] = {};
+  // What LieFrame changed, recorded once the frame is delivered (it may wait for buffers).
+  uint64_t headerOld[7] = {};
+  uint8_t byteOld = 0, byteNew = 0;
+  uint32_t runtFrom = 0, runtTo = 0;
+  bool ChangesFrame() const {
+    if (corrupt >= 0 || runt >= 0) return true;
+    for (int f = 0; f < 6; f++)  // num_buffers (6) is written after delivery
+      if (header[f] >= 0) return true;
+    return false;
+  }
+};
 
 class QueuePair {
  public:
@@ -58,6 +82,19 @@ class QueuePair {
   void Notify(SplitRing& ring, uint32_t vring);
   void Broken(SplitRing& ring, uint32_t vring);
   void WatchHost(bool on);
+  // Faults (queue_pair_faults.cc): take the event's lies; apply and record them.
+  void TakeLies(VringFaults& f, uint32_t vring, Lies* lies);
+  void Record(uint32_t vring, int32_t rule, uint8_t action, uint8_t field, uint32_t ringIdx,
+              uint64_t event, uint64_t oldValue, uint64_t newValue);
+  // A copy of `frame` in lieBuf_ with the frame-changing lies applied (corrupt, header, runt);
+  // returns its length. RecordFrameLies logs them once the frame reached the guest.
+  uint32_t LieFrame(Lies& l, const uint8_t* frame, uint32_t len);
+  void RecordFrameLies(uint32_t vring, const Lies& l);
+  HostPort::Sent SendFromGuest(const Element& e, Lies* l, uint32_t* looped);
+  // The used element the device reports for chain `head` written `len` bytes: truth or lie.
+  void LieUsed(uint32_t vring, const Lies& l, uint16_t head, uint32_t len, uint32_t* id,
+               uint32_t* outLen);
+  bool NotifyHeldBack(uint32_t vring);
 
   DeviceConfig& cfg_;
   Steering& steering_;
@@ -87,6 +124,16 @@ class QueuePair {
   // Capture (--pcap): the observers of this pair's receiveq and transmitq, or null.
   VringObserver* capToGuest_ = nullptr;
   VringObserver* capFromGuest_ = nullptr;
+  // Fault plan: this pair's rules per vring (null: no rule for it), and where faults are logged.
+  VringFaults* faultsToGuest_ = nullptr;
+  VringFaults* faultsFromGuest_ = nullptr;
+  VringObserver* faultLogToGuest_ = nullptr;
+  VringObserver* faultLogFromGuest_ = nullptr;
+  Lies toGuestLies_, fromGuestLies_;
+  std::vector<uint8_t> lieBuf_;      // a frame changed by a lie (corrupt, header, runt)
+  uint32_t lastUsedId_[2] = {0, 0};  // the last id reported per vring (used-id "repeat")
+  bool usedAny_[2] = {false, false};
+  bool inDuplicate_ = false;
 };
 
 }  // namespace vun

@@ -136,8 +136,9 @@ class SplitRing {
   // Gives back the last `count` popped chains (not yet filled): they are read again later.
   void Rewind(uint16_t count) { lastAvailIdx -= count; }
 
-  // Writes used entry `idx` of the batch being filled: chain `head`, `len` bytes written.
-  void Fill(uint16_t head, uint32_t len, uint16_t idx) {
+  // Writes used entry `idx` of the batch being filled: chain `head` (virtq_used_elem.id is 32
+  // bits), `len` bytes written.
+  void Fill(uint32_t head, uint32_t len, uint16_t idx) {
     uint8_t* ent = used_ + 4 + 8 * static_cast<uint16_t>((usedIdx + idx) % cfg.num);
     uint32_t id = head;
     std::memcpy(ent, &id, 4);

@@ -10,17 +10,14 @@
 #include "env_state.h"
 #include "errors.h"
 #include "exports.h"
+#include "faults.h"
+#include "napi_values.h"
 #include "net_rules.h"
 #include "rss.h"
 #include "split_ring.h"
 
 namespace vun {
 namespace {
-
-uint64_t BigU64(const Napi::Value& v) {
-  bool lossless;
-  return v.As<Napi::BigInt>().Uint64Value(&lossless);
-}
 
 class RingModel : public Napi::ObjectWrap<RingModel> {
  public:
@@ -216,6 +213,9 @@ Napi::Object NetRules(Napi::Env env) {
   o.Set("receiveChainRule", Napi::Function::New(env, [u32, f64](const Napi::CallbackInfo& i) {
           return Napi::Number::New(
               i.Env(), ReceiveChainRule(BigU64(i[0]), u32(i[1]), f64(i[2]), f64(i[3]), u32(i[4])));
+        }));
+  o.Set("faultDraw", Napi::Function::New(env, [u32](const Napi::CallbackInfo& i) {
+          return Napi::BigInt::New(i.Env(), Draw(u32(i[0]), u32(i[1]), u32(i[2]), BigU64(i[3])));
         }));
   o.Set("recordsFlow", Napi::Function::New(env, [](const Napi::CallbackInfo& i) {
           return Napi::Boolean::New(i.Env(), RecordsFlow(i[0].ToBoolean(), i[1].ToBoolean()));

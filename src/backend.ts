@@ -21,6 +21,8 @@ import {
 } from './vhost-user/session.js';
 import { type Header, requestName } from './vhost-user/codec.js';
 import type { MessageTrace } from './trace/message-trace.js';
+import { FaultLog } from './faults/log.js';
+import { type CompiledPlan, compilePlan, type FaultPlan } from './faults/plan.js';
 
 export interface BackendOptions {
   /** Socket path (server mode: created; client mode: dialled). */
@@ -38,6 +40,8 @@ export interface BackendOptions {
   protocolFeatures?: bigint;
   /** Protocol trace: every message both ways, decoded (`--trace-messages`). */
   trace?: MessageTrace;
+  /** Where injected faults are written as JSON lines (`--fault-log`; '-' for stdout). */
+  faultLog?: string | NodeJS.WritableStream;
 }
 
 export interface BackendEvents {
@@ -56,6 +60,12 @@ export interface BackendView {
   readonly sessions: number;
   /** The current session, or undefined while no front-end is connected. */
   view(): SessionView | undefined;
+  /** The fault plan in force and what it injected. */
+  readonly faultPlan: FaultPlan | undefined;
+  readonly faultLog: FaultLog;
+  /** Loads a plan (throws on a bad one, keeping the plan in force); clears it. */
+  loadFaults(input: unknown, source?: string): FaultPlan;
+  clearFaults(): void;
 }
 
 export class VhostUserNetBackend extends EventEmitter<BackendEvents> implements BackendView {
@@ -71,6 +81,10 @@ export class VhostUserNetBackend extends EventEmitter<BackendEvents> implements 
   private stopped = false;
   /** Sessions served so far (a reconnect makes a new one). */
   sessions = 0;
+  /** The fault plan in force (applied to every session from its start), or undefined. */
+  private plan: CompiledPlan | undefined;
+  /** Every injected fault, logged and counted (one log for the life of the process). */
+  readonly faultLog: FaultLog;
 
   constructor(
     readonly options: BackendOptions,
@@ -88,6 +102,33 @@ export class VhostUserNetBackend extends EventEmitter<BackendEvents> implements 
     super();
     this.native = native ?? loadNative();
     this.reconnectDelay = options.reconnectMinMs;
+    this.faultLog = new FaultLog(options.faultLog);
+  }
+
+  /** The fault plan in force, as loaded (undefined: none). */
+  get faultPlan(): FaultPlan | undefined {
+    return this.plan?.plan;
+  }
+
+  /**
+   * Validates and loads a fault plan: it applies to the current session from now on and to
+   * every later session from its start. A bad plan throws (VUN_FAULT_PLAN_INVALID, every problem
+   * with its path) and the plan in force stays as it was.
+   */
+  loadFaults(input: unknown, source = 'plan'): FaultPlan {
+    const compiled = compilePlan(input, this.options.queuePairs * 2, source);
+    this.plan = compiled;
+    this.faultLog.use(compiled.plan);
+    this.current?.setFaults(compiled, this.faultLog);
+    this.log.info({ rules: compiled.plan.rules.length, seed: compiled.plan.seed }, 'fault plan loaded');
+    return compiled.plan;
+  }
+
+  /** No fault plan from now on. */
+  clearFaults(): void {
+    this.plan = undefined;
+    this.current?.setFaults(undefined, undefined);
+    this.log.info('fault plan cleared');
   }
 
   get session(): Session | undefined {
@@ -141,6 +182,8 @@ export class VhostUserNetBackend extends EventEmitter<BackendEvents> implements 
       }
       this.createdSocket = undefined;
     }
+    // Last: closing the connection above drained the session's last faults into it.
+    this.faultLog.close();
   }
 
   /** Logs every vring's counters (at session end, and on SIGUSR1 from the CLI). */
@@ -202,6 +245,10 @@ export class VhostUserNetBackend extends EventEmitter<BackendEvents> implements 
       this.makeDataPlane,
       log,
     );
+    if (this.plan) {
+      this.faultLog.use(this.plan.plan);
+      session.setFaults(this.plan, this.faultLog);
+    }
     const trace = this.options.trace;
     session.onChange((c) => {
       log.info(c, c.what);

@@ -102,5 +102,6 @@ export const ErrorCode = {
   // config
   ConfigInvalid: 'VUN_CONFIG_INVALID',
   ConfigFile: 'VUN_CONFIG_FILE',
+  FaultPlanInvalid: 'VUN_FAULT_PLAN_INVALID',
   Usage: 'VUN_USAGE',
 } as const;

@@ -84,6 +84,8 @@ export interface NativeNetRules {
   tapOffloads(features: bigint): number;
   receiveChainRule(features: bigint, hdrLen: number, chainLen: number, frameLen: number, nth: number): number;
   recordsFlow(flowAffinity: boolean, transmitqEnabled: boolean): boolean;
+  /** native/faults.h Draw: the u64 a fault rule's probability is decided by. */
+  faultDraw(seed: number, rule: number, vring: number, event: bigint): bigint;
 }
 
 export interface NativeRegion {
@@ -124,7 +126,9 @@ export interface NativeNetDevice {
    * Observation rings, one per vring (capture: frames cut to snapLen; trace: ring steps);
    * both false turns them off. Records are decoded by src/trace/observe.ts.
    */
-  setObserve(o: { capture: boolean; trace: boolean; snapLen?: number; bytes?: number }): void;
+  setObserve(o: { capture: boolean; trace: boolean; faults?: boolean; snapLen?: number; bytes?: number }): void;
+  /** A compiled fault plan (src/faults/plan.ts, native/faults.h); [] clears it. */
+  setFaults(seed: number, rules: NativeFaultRule[]): void;
   /** Moves waiting records into `buf` ([u32 len][record]...); returns the bytes written. */
   drainObserve(buf: Buffer): number;
   /** Records dropped per vring because the drain fell behind. */
@@ -138,6 +142,24 @@ export interface NativeNetDevice {
   pause(): void;
   resume(): void;
   close(): void;
+}
+
+/** One row of a compiled fault plan as native/faults.h FaultRule takes it. */
+export interface NativeFaultRule {
+  rule: number;
+  vring: number;
+  action: number;
+  every: number;
+  after: number;
+  count: number;
+  always: boolean;
+  threshold: bigint;
+  /** u64 two's complement: -1 (none) as 2^64 - 1. */
+  atNs: bigint;
+  untilNs: bigint;
+  mode: number;
+  field: number;
+  value: bigint;
 }
 
 export interface RingModelConfig {

@@ -171,6 +171,20 @@ describe('the binary', () => {
     expect(r.stdout + r.stderr).toMatch(/cpus: 1000 not in this process's CPU set/);
   });
 
+  it('exits 2 naming every problem when --faults gives a bad plan', () => {
+    const tmp = tempDir();
+    const plan = join(tmp.dir, 'plan.json');
+    writeFileSync(plan, JSON.stringify({ seed: 1, rules: [{ name: 'a', on: 'transmitq7', do: 'drop' }] }));
+    const r = spawnSync(process.execPath, [bin, '--socket', join(tmp.dir, 's'), '--faults', plan], {
+      encoding: 'utf8',
+      timeout: 10_000,
+    });
+    tmp.cleanup();
+    expect(r.status).toBe(2);
+    expect(r.stdout + r.stderr).toMatch(/VUN_FAULT_PLAN_INVALID/);
+    expect(r.stdout + r.stderr).toMatch(/rules.0.on: transmitq7 does not exist/);
+  });
+
   it('exits 2 with a coded message on a bad argument', () => {
     const r = spawnSync(process.execPath, [bin, '--socket', '/tmp/x', '--queues', '999'], { encoding: 'utf8' });
     expect(r.status).toBe(2);

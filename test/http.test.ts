@@ -151,3 +151,43 @@ describe('http introspection', () => {
     expect(r.action === 'serve' && r.config.http?.listen).toBe('127.0.0.1:9180');
   });
 });
+
+describe('/faults', () => {
+  it('PUT loads a plan, GET reads it back with counts, a bad plan is refused (400) and the plan in force stays, DELETE clears', async () => {
+    const srv = serve({ queuePairs: 1 }, { kind: 'loopback' });
+    const { server, port } = await startHttp(srv.backend, '127.0.0.1', 0);
+    const url = `http://127.0.0.1:${port}/faults`;
+    const put = (body: string) => fetch(url, { method: 'PUT', body });
+    const good = { seed: 5, rules: [{ name: 'lose', on: 'transmitq0', do: 'drop', every: 2 }] };
+    let r = await put(JSON.stringify(good));
+    expect(r.status).toBe(200);
+    expect(await r.json()).toMatchObject({ plan: good, rules: [{ rule: 'lose', injected: 0 }] });
+    r = await put(JSON.stringify({ seed: 5, rules: [{ name: 'x', on: 'receiveq4', do: 'explode' }] }));
+    expect(r.status).toBe(400);
+    const bad = (await r.json()) as { code: string; issues: string[] };
+    expect(bad.code).toBe('VUN_FAULT_PLAN_INVALID');
+    expect(bad.issues.join('\n')).toMatch(/rules.0.do: /);
+    expect((await put('{not json')).status).toBe(400);
+    // The plan in force is still the good one, and it acts: every 2nd transmitted frame is lost.
+    expect(((await (await fetch(url)).json()) as { plan: unknown }).plan).toEqual(good);
+    const { fe, session, ram, pairs } = await bringUpDevice(
+      srv,
+      featureMask(F.F_VERSION_1, F.VHOST_USER_F_PROTOCOL_FEATURES),
+    );
+    transmit(native, ram, pairs[0] as DriverPair, Array(4).fill(Buffer.alloc(60, 2)));
+    await waitFor(() => (pairs[0] as DriverPair).tx.usedIdx() === 4, 5000, 'chains used');
+    await waitFor(() => srv.backend.faultLog.perRule()[0]?.injected === 2, 2000, 'two drops counted');
+    expect(session.counters(1).frames).toBe(2);
+    const status = (await (await fetch(`http://127.0.0.1:${port}/status`)).json()) as { faults: unknown };
+    expect(status.faults).toMatchObject({ rules: [{ rule: 'lose', do: 'drop', injected: 2 }] });
+    const metrics = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+    expect(metrics).toMatch(/vhost_user_net_faults_injected_total\{rule="lose",do="drop",vring="1"\} 2/);
+    r = await fetch(url, { method: 'DELETE' });
+    expect(await r.json()).toEqual({ plan: null, rules: [] });
+    server.close();
+    const closed = srv.sessionClosed();
+    fe.close();
+    await closed;
+    srv.stop();
+  });
+});

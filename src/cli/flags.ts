@@ -171,6 +171,22 @@ export const FLAGS: readonly Flag[] = [
     config: 'tapMac',
     help: 'host-side MAC of a TAP we create (default: stable, derived from its name)',
   },
+  {
+    name: 'faults',
+    kind: 'string',
+    value: 'FILE',
+    help: [
+      'a fault plan (JSON: seed, rules) applied from the first session on;',
+      'overrides `faults` in the config file (docs/faults.md)',
+    ],
+  },
+  {
+    name: 'fault-log',
+    kind: 'string',
+    value: 'FILE',
+    config: 'faultLog',
+    help: 'every injected fault as a JSON line (- for stdout)',
+  },
   { name: 'config', kind: 'string', value: 'FILE', help: 'JSON configuration file; flags override it' },
   {
     name: 'log-level',

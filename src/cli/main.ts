@@ -63,7 +63,7 @@ export function parseCommandLine(
   | { action: 'demo'; datapath: 'native' | 'ts' }
   | { action: 'explain'; file: string }
   | { action: 'status'; http: string }
-  | { action: 'serve'; config: Config; traceMessages?: string; traceRings?: string } {
+  | { action: 'serve'; config: Config; traceMessages?: string; traceRings?: string; faultsFile?: string } {
   let parsed;
   try {
     parsed = parseArgs({
@@ -103,6 +103,7 @@ export function parseCommandLine(
     config: parseConfig(merged, configFile ? `configuration (${configFile} and flags)` : 'arguments'),
     traceMessages: str('trace-messages'),
     traceRings: str('trace-rings'),
+    faultsFile: str('faults'),
   };
 }
 
@@ -204,6 +205,7 @@ export async function main(argv: string[]): Promise<number> {
         reconnectMinMs: config.reconnect.minMs,
         reconnectMaxMs: config.reconnect.maxMs,
         trace: cmd.traceMessages ? new MessageTrace(cmd.traceMessages) : undefined,
+        faultLog: config.faultLog === '-' ? process.stdout : config.faultLog,
       },
       log,
       (n, l, events) =>
@@ -225,6 +227,9 @@ export async function main(argv: string[]): Promise<number> {
             ),
       native,
     );
+    // A fault plan from --faults FILE or the config file: a bad one stops start-up (exit 2).
+    if (cmd.faultsFile) backend.loadFaults(readConfigFile(cmd.faultsFile), cmd.faultsFile);
+    else if (config.faults !== undefined) backend.loadFaults(config.faults, 'config file: faults');
     backend.start();
     let http: { close(): void } | undefined;
     if (config.http) {

@@ -84,6 +84,10 @@ export const configSchema = z
       })
       .strict()
       .optional(),
+    /** A fault plan (validated by src/faults/plan.ts when the backend loads it). */
+    faults: z.unknown().optional(),
+    /** Where injected faults are written as JSON lines ('-': stdout). */
+    faultLog: z.string().min(1).optional(),
     /** Which ring implementation moves frames: the C++ workers, or the TS reference (slow). */
     datapath: z.enum(['native', 'ts']).default('native'),
     /** Host-side MAC of a TAP we create (default: derived from its name, stable). */

@@ -5,10 +5,11 @@
  * draws them live (`/rings.html`), all read at request time: nothing is collected on the data
  * path.
  */
-import { createServer, type Server } from 'node:http';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { collectDefaultMetrics, Counter, Gauge, Registry } from 'prom-client';
 import type { BackendView } from '../backend.js';
+import { ConfigError, ErrorCode } from '../errors.js';
 import { featureNames, hex, ProtocolFeature, VirtioFeature } from '../features.js';
 import type { CounterName, VringCounters } from '../net/counters.js';
 import type { SessionView } from '../vhost-user/session.js';
@@ -21,11 +22,12 @@ import { ringsOf } from './rings.js';
 export function statusOf(backend: BackendView, observe: Observers = {}): Record<string, unknown> {
   const s = backend.view();
   const observation = observationOf(observe);
-  if (!s) return { connected: false, sessions: backend.sessions, observation };
+  if (!s) return { connected: false, sessions: backend.sessions, observation, faults: faultsOf(backend) };
   const acked = s.ackedFeatures ?? 0n;
   return {
     connected: true,
     observation,
+    faults: faultsOf(backend),
     session: backend.sessions,
     queuePairs: s.queuePairs,
     features: { offered: hex(s.offeredFeatures), acked: hex(acked), names: featureNames(acked, VirtioFeature) },
@@ -58,6 +60,51 @@ export function statusOf(backend: BackendView, observe: Observers = {}): Record<
       counters: v.counters,
     })),
   };
+}
+
+/** The fault plan in force and what each rule injected (this plan, this session). */
+export function faultsOf(backend: BackendView): Record<string, unknown> {
+  const plan = backend.faultPlan;
+  return plan ? { plan, rules: backend.faultLog.perRule() } : { plan: null, rules: [] };
+}
+
+function json(res: ServerResponse, status: number, body: unknown): void {
+  res.writeHead(status, { 'content-type': 'application/json' }).end(`${JSON.stringify(body, null, 2)}\n`);
+}
+
+/** PUT /faults loads a plan (a bad one: 400 with every problem, the plan in force kept); DELETE clears. */
+function faultsRequest(backend: BackendView, req: IncomingMessage, res: ServerResponse): void {
+  if (req.method === 'DELETE') {
+    backend.clearFaults();
+    json(res, 200, faultsOf(backend));
+    return;
+  }
+  if (req.method !== 'PUT') {
+    res.writeHead(405).end();
+    return;
+  }
+  const chunks: Buffer[] = [];
+  let size = 0;
+  req.on('data', (c: Buffer) => {
+    size += c.length;
+    if (size <= 1 << 20) chunks.push(c);
+  });
+  req.on('end', () => {
+    if (size > 1 << 20) return json(res, 413, { error: 'a fault plan is at most 1 MiB' });
+    let input: unknown;
+    try {
+      input = JSON.parse(Buffer.concat(chunks).toString('utf8'));
+    } catch (err) {
+      return json(res, 400, { code: ErrorCode.FaultPlanInvalid, error: `not JSON: ${(err as Error).message}` });
+    }
+    try {
+      backend.loadFaults(input, 'PUT /faults');
+      json(res, 200, faultsOf(backend));
+    } catch (err) {
+      if (!(err instanceof ConfigError)) throw err;
+      json(res, 400, { code: err.code, error: err.message.split(':\n')[0], issues: err.issues });
+    }
+  });
 }
 
 /** What is being captured and traced, and what was lost on the way. */
@@ -197,6 +244,14 @@ export function metricsRegistry(backend: BackendView): Registry {
       }),
   );
   counter('vhost_user_net_sessions_total', 'Front-end connections served', [], (add) => add({}, backend.sessions));
+  counter(
+    'vhost_user_net_faults_injected_total',
+    'Faults injected by the fault plan, by rule, action and vring',
+    ['rule', 'do', 'vring'],
+    (add) => {
+      for (const t of backend.faultLog.totals.values()) add({ rule: t.rule, do: t.do, vring: String(t.vring) }, t.n);
+    },
+  );
   new Gauge({
     name: 'vhost_user_net_vring_started',
     help: '1 when the vring is started',
@@ -243,11 +298,17 @@ export async function startHttp(
   const reg = metricsRegistry(backend);
   const server = createServer((req, res) => {
     const url = (req.url ?? '/').split('?')[0];
+    if (url === '/faults' && req.method !== 'GET') {
+      faultsRequest(backend, req, res);
+      return;
+    }
     if (req.method !== 'GET') {
       res.writeHead(405).end();
       return;
     }
-    if (url === '/healthz') {
+    if (url === '/faults') {
+      json(res, 200, faultsOf(backend));
+    } else if (url === '/healthz') {
       // Alive and serving: the process answers; `connected` says whether a front-end is there.
       res
         .writeHead(200, { 'content-type': 'application/json' })

@@ -9,6 +9,8 @@
  *   session <--returned positions, DataPlaneEvents.vringBroken-- DataPlane
  */
 import type { Logger } from 'pino';
+import type { FaultSink } from '../faults/log.js';
+import type { CompiledPlan } from '../faults/plan.js';
 import type { NativeBinding } from '../native.js';
 import type { GuestMemoryRef } from '../virtio/guest-memory.js';
 import type { DeviceCounters } from './counters.js';
@@ -68,6 +70,11 @@ export interface DataPlane {
   /** The memory table is about to change: stop touching guest memory until `resume`. */
   quiesce(): void;
   resume(memory: GuestMemorySource): void;
+  /**
+   * A compiled fault plan to apply from now on (undefined: none), reporting every injected
+   * fault to `sink`. Event counts start again from zero.
+   */
+  setFaults(plan: CompiledPlan | undefined, sink: FaultSink | undefined): void;
   /** SEND_RARP: the guest moved (migration) and asks us to announce `mac`. */
   sendRarp(mac: string): void;
   /** Session over: stop everything, release what it holds. */

@@ -9,11 +9,14 @@ import type { OpenHostBackend } from '../host/host-backend.js';
 import { call, HostKindCode, type NativeBinding, type NativeNetDevice } from '../native.js';
 import { ringErrorName } from '../virtio/ring-errors.js';
 import { type CapturedFrame, type ObserveRecord, type Observers, records } from '../trace/observe.js';
+import type { FaultSink } from '../faults/log.js';
+import type { CompiledPlan } from '../faults/plan.js';
 import { DeviceCounters } from './counters.js';
 import type { DataPlane, DataPlaneEvents, GuestMemorySource, RingPosition, RingStart } from './data-plane.js';
 import { defaultRss, STEERING_CODE, type Steering } from './rss.js';
 
 const timeOf = (r: ObserveRecord): bigint => (r.kind === 'frame' ? r.frame.timeNs : r.timeNs);
+const ALWAYS = 1n << 64n;
 
 /** How often the observation rings are drained (when capture or the ring trace is on). */
 const DRAIN_MS = 20;
@@ -45,7 +48,7 @@ export class NativeDataPlane implements DataPlane {
   ) {
     const { queuePairs, host } = options;
     const steering = options.steering ?? { policy: 'none', rss: defaultRss(queuePairs) };
-    const observe = (this.observe = options.observe ?? {});
+    this.observe = options.observe ?? {};
     this.counters = new DeviceCounters(queuePairs * 2);
     this.dev = new native.NetDevice(queuePairs, this.counters.array, (e) => {
       if (e.kind === 'pinFailed') {
@@ -70,19 +73,49 @@ export class NativeDataPlane implements DataPlane {
       host.fds,
       host.spec.kind === 'null' ? (host.spec.sourceLen ?? 0) : 0,
     );
-    if (observe.capture || observe.ringTrace) {
-      // Workers write records into per-vring rings; this thread drains them in bursts.
-      const vrings = queuePairs * 2;
-      this.dev.setObserve({
-        capture: !!observe.capture,
-        trace: !!observe.ringTrace,
-        snapLen: observe.capture?.snapLen,
-        bytes: Math.max(256 << 10, Math.min(4 << 20, Math.floor((128 << 20) / vrings))),
-      });
-      this.drainBuf = Buffer.allocUnsafe(1 << 20);
+    this.vrings = queuePairs * 2;
+    this.configureObservation();
+  }
+
+  private readonly vrings: number;
+  /** Where injected faults are reported (a plan is loaded), or undefined. */
+  private faultSink: FaultSink | undefined;
+  /** The session's start on the clock the C++ records carry (CLOCK_REALTIME), for fault times. */
+  private readonly startNs = BigInt(Date.now()) * 1_000_000n;
+
+  /** Observation rings for what is on (capture, ring trace, fault log), drained on a timer. */
+  private configureObservation(): void {
+    const { capture, ringTrace } = this.observe;
+    const on = !!capture || !!ringTrace || !!this.faultSink;
+    this.drainObserve(); // what the old rings hold, before they are replaced
+    this.dev.setObserve({
+      capture: !!capture,
+      trace: !!ringTrace,
+      faults: !!this.faultSink,
+      snapLen: capture?.snapLen,
+      bytes: Math.max(256 << 10, Math.min(4 << 20, Math.floor((128 << 20) / this.vrings))),
+    });
+    if (on && !this.drainTimer) {
+      this.drainBuf ??= Buffer.allocUnsafe(1 << 20);
       this.drainTimer = setInterval(() => this.drainObserve(), DRAIN_MS);
       this.drainTimer.unref();
     }
+  }
+
+  setFaults(plan: CompiledPlan | undefined, sink: FaultSink | undefined): void {
+    const hadSink = !!this.faultSink;
+    this.faultSink = plan ? sink : undefined;
+    if (hadSink !== !!this.faultSink) this.configureObservation();
+    this.dev.setFaults(
+      plan?.seed ?? 0,
+      (plan?.rules ?? []).map((r) => ({
+        ...r,
+        always: r.threshold >= ALWAYS,
+        threshold: r.threshold >= ALWAYS ? 0n : r.threshold,
+        atNs: BigInt.asUintN(64, r.atNs),
+        untilNs: BigInt.asUintN(64, r.untilNs),
+      })),
+    );
   }
 
   private drainBuf: Buffer | undefined;
@@ -103,6 +136,7 @@ export class NativeDataPlane implements DataPlane {
       const frames: CapturedFrame[] = [];
       for (const r of batch) {
         if (r.kind === 'frame') frames.push(r.frame);
+        else if (r.kind === 'fault') this.faultSink?.record({ ...r.fault, t: Number(r.timeNs - this.startNs) / 1e6 });
         else ringTrace?.record(r.vring, r.event, Number(r.timeNs / 1000n) / 1000);
       }
       capture?.write(frames);
@@ -167,6 +201,7 @@ export class NativeDataPlane implements DataPlane {
   }
 
   close(): void {
+    this.drainObserve();
     this.dev.close();
     if (this.drainTimer) {
       clearInterval(this.drainTimer);

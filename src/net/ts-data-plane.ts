@@ -13,6 +13,10 @@ import { type Element, SplitRingRef } from '../virtio/split-ring.js';
 import type { Observers } from '../trace/observe.js';
 import type { CapturedFrame, PcapWriter } from '../trace/pcapng.js';
 import { DeviceCounters } from './counters.js';
+import { type HostPort, makeHostPort } from './host-ports.js';
+import { changesFrame, Liar, type Lies } from '../faults/lies.js';
+import type { FaultSink } from '../faults/log.js';
+import { type CompiledPlan, VRING_ACTIONS } from '../faults/plan.js';
 import type { DataPlane, DataPlaneEvents, GuestMemorySource, RingPosition, RingStart } from './data-plane.js';
 import { defaultRss, flowInput, reverseFlowInput, type Steering, toeplitz } from './rss.js';
 import {
@@ -27,7 +31,6 @@ import {
 } from './rules.js';
 
 const READABLE = 1;
-const MAX_FRAME = 65536 + 12 + 16;
 
 interface RingRun {
   /** What the session started the ring with; `enabled` and `callFd` follow its later calls. */
@@ -48,7 +51,8 @@ export interface TsDataPlaneOptions {
 export class TsDataPlane implements DataPlane {
   readonly counters: DeviceCounters;
   readonly queuePairs: number;
-  private readonly host: OpenHostBackend;
+  /** The host side of each queue pair. */
+  private readonly ports: HostPort[];
   private readonly steering: Steering;
   private readonly observe: Observers;
   /** Positions of rings not running (where they stopped). */
@@ -59,7 +63,6 @@ export class TsDataPlane implements DataPlane {
   private readonly runs = new Map<number, RingRun>();
   private readonly hostPollers = new Map<number, NativePoller>();
   private readonly pending = new Map<number, Buffer>();
-  private readonly bounce = Buffer.alloc(MAX_FRAME);
 
   constructor(
     private readonly native: NativeBinding,
@@ -68,7 +71,9 @@ export class TsDataPlane implements DataPlane {
     private readonly events: DataPlaneEvents,
   ) {
     this.queuePairs = options.queuePairs;
-    this.host = options.host;
+    this.ports = Array.from({ length: options.queuePairs }, (_, p) =>
+      makeHostPort(native, options.host.spec, options.host.fds[p]),
+    );
     this.steering = options.steering ?? { policy: 'none', rss: defaultRss(options.queuePairs) };
     this.observe = options.observe ?? {};
     this.counters = new DeviceCounters(options.queuePairs * 2);
@@ -106,6 +111,10 @@ export class TsDataPlane implements DataPlane {
     return 1;
   }
 
+  private port(pair: number): HostPort {
+    return this.ports[pair] as HostPort;
+  }
+
   private has(bit: bigint): boolean {
     return hasFeature(this.features, bit);
   }
@@ -113,9 +122,7 @@ export class TsDataPlane implements DataPlane {
   setFeatures(features: bigint): void {
     this.features = features;
     this.hdrLen = headerLen(features);
-    if (this.host.spec.kind === 'tap') {
-      for (const fd of this.host.fds) this.native.tapSetVnet(fd, this.hdrLen, tapOffloads(features));
-    }
+    for (const port of this.ports) port.configure(this.hdrLen, tapOffloads(features));
     for (const run of this.runs.values()) this.reattach(run);
   }
 
@@ -137,7 +144,7 @@ export class TsDataPlane implements DataPlane {
       run.kick.start(READABLE);
     }
     const pair = vring.index >> 1;
-    const hostFd = this.host.fds[pair];
+    const hostFd = this.port(pair).fd;
     if (vring.index % 2 === 0 && hostFd !== undefined && !this.hostPollers.has(pair)) {
       const p = new this.native.Poller(hostFd, () => this.processRx(pair));
       this.hostPollers.set(pair, p);
@@ -255,7 +262,7 @@ export class TsDataPlane implements DataPlane {
   }
 
   private notify(run: RingRun): void {
-    if (run.ring.needNotify()) {
+    if (run.ring.needNotify() && !this.liar?.notifyHeldBack(run.vring.index)) {
       if (run.vring.callFd >= 0) this.native.eventfdWrite(run.vring.callFd, 1n);
       this.counters.add(run.vring.index, 'notifySent');
     } else this.counters.add(run.vring.index, 'notifySuppressed');
@@ -281,26 +288,63 @@ export class TsDataPlane implements DataPlane {
     const index = run.vring.index;
     for (;;) {
       const elems = run.ring.popBurst(64);
-      elems.forEach((e, i) => {
-        run.ring.fill(e.head, 0, i);
-        if (e.outLen < this.hdrLen) return this.counters.add(index, 'dropMalformed');
+      let filled = 0;
+      for (const e of elems) {
+        // With a fault plan, each chain popped is an event (as native/queue_pair.cc).
+        const faults = this.liar?.of(index);
+        const l = faults ? this.liar?.take(faults, index) : undefined;
+        if (!l) run.ring.fill(e.head, 0, filled++);
+        else if (l.withhold >= 0)
+          this.liar?.record(index, l.withhold, VRING_ACTIONS.withhold, l.event, {
+            field: 8,
+            ringIdx: e.head,
+            old: BigInt(e.head),
+            new: 0n,
+          });
+        else {
+          const [id, len] = this.liar?.lieUsed(index, l, e.head, 0) ?? [e.head, 0];
+          run.ring.fill(id, len, filled++);
+          this.liar?.lastUsed.set(index, id);
+        }
+        if (e.outLen < this.hdrLen) {
+          this.counters.add(index, 'dropMalformed');
+          continue;
+        }
         const frame = this.gather(e);
         // Captured as the guest sent it, before the enable check (as the C++ path does).
         if (this.observe.capture) this.capture(index, 'fromGuest', frame, this.hdrLen);
         if (recordsFlow(this.steering.policy === 'flow-affinity', run.vring.enabled)) this.recordFlow(pair, frame);
-        if (!run.vring.enabled) return this.counters.add(index, 'dropDisabled');
-        try {
-          this.toHost(pair, frame);
-        } catch {
-          return this.counters.add(index, 'dropHostError');
+        if (!run.vring.enabled) {
+          this.counters.add(index, 'dropDisabled');
+          continue;
         }
-        this.counters.add(index, 'frames');
-        this.counters.add(index, 'bytes', frame.length - this.hdrLen);
-      });
+        if (l && l.drop >= 0) continue;
+        const out = l && l.corrupt >= 0 && this.liar ? this.liar.lieFrame(l, frame, this.hdrLen) : frame;
+        const copies = l && l.duplicate >= 0 ? 2 : 1;
+        for (let c = 0; c < copies; c++) {
+          try {
+            if (this.port(pair).send(out) === 'looped') {
+              // Back to the guest: on this pair's receiveq, or where steering says.
+              if (this.route(pair, Buffer.from(out)) === 0) this.counters.add(2 * pair, 'dropNoBuffers');
+              this.flushRx(pair);
+            }
+          } catch {
+            this.counters.add(index, 'dropHostError');
+            break;
+          }
+          if (c === 1 && l)
+            this.liar?.record(index, l.duplicate, VRING_ACTIONS.duplicate, l.event, { ringIdx: e.head });
+          this.counters.add(index, 'frames');
+          this.counters.add(index, 'bytes', frame.length - this.hdrLen);
+        }
+        if (l) this.liar?.recordFrame(index, l, this.hdrLen);
+      }
       if (elems.length > 0) {
-        run.ring.flush(elems.length);
+        if (filled) {
+          run.ring.flush(filled);
+          this.notify(run);
+        }
         this.counters.add(index, 'bursts');
-        this.notify(run);
       }
       if (run.ring.broken) return this.broken(run);
       if (elems.length === 0) {
@@ -311,58 +355,24 @@ export class TsDataPlane implements DataPlane {
     }
   }
 
-  private toHost(pair: number, frame: Buffer): void {
-    const fd = this.host.fds[pair];
-    switch (this.host.spec.kind) {
-      case 'tap':
-        this.native.fdWrite(fd as number, frame);
-        break;
-      case 'af-packet':
-        // PACKET_VNET_HDR takes the 10-byte header: num_buffers (bytes 10-11) is dropped.
-        this.native.fdWrite(fd as number, Buffer.concat([frame.subarray(0, 10), frame.subarray(12)]));
-        break;
-      case 'loopback':
-        if (this.route(pair, Buffer.from(frame)) === 0) this.counters.add(2 * pair, 'dropNoBuffers');
-        this.flushRx(pair);
-        break;
-      case 'null':
-        break;
-    }
-  }
-
-  private fromHost(pair: number): Buffer | undefined {
-    const fd = this.host.fds[pair];
-    switch (this.host.spec.kind) {
-      case 'tap': {
-        const n = this.native.fdRead(fd as number, this.bounce);
-        return n >= this.hdrLen ? Buffer.from(this.bounce.subarray(0, n)) : undefined;
-      }
-      case 'af-packet': {
-        const n = this.native.fdRead(fd as number, this.bounce.subarray(2));
-        if (n < 10) return undefined;
-        this.bounce.copy(this.bounce, 0, 2, 12);
-        return Buffer.from(this.bounce.subarray(0, n + 2));
-      }
-      case 'null': {
-        const len = this.host.spec.sourceLen;
-        if (!len) return undefined;
-        const f = Buffer.alloc(this.hdrLen + len);
-        f.fill(0xff, this.hdrLen, this.hdrLen + 6);
-        Buffer.from([0x02, 0, 0, 0, 0, 1, 0x88, 0xb5]).copy(f, this.hdrLen + 6);
-        return f;
-      }
-      default:
-        return undefined;
-    }
-  }
-
   private filled = new Map<number, { count: number; frames: number; bytes: number }>();
+  /** The fault plan's lies, when a plan is loaded. */
+  private liar: Liar | undefined;
+  private inDuplicate = false;
+  private readonly startMs = performance.now();
+
+  setFaults(plan: CompiledPlan | undefined, sink: FaultSink | undefined): void {
+    this.liar = plan
+      ? new Liar(plan, this.queuePairs * 2, sink, this.startMs, (v) => this.runs.get(v)?.vring.num ?? 256)
+      : undefined;
+  }
 
   /**
    * A frame into `pair`'s receiveq chains: 1 delivered (or dropped for good), 0 no buffers
    * (the caller keeps it), -1 ring broken.
    */
   private deliver(pair: number, frame: Buffer): number {
+    // (frame may be replaced by a changed copy: fault injection)
     const run = this.runs.get(2 * pair);
     if (!run || run.broken) return 0;
     const index = run.vring.index;
@@ -375,8 +385,26 @@ export class TsDataPlane implements DataPlane {
       this.counters.add(index, 'dropMalformed');
       return 1;
     }
+    // With a fault plan, each frame for the guest is an event, decided once: a frame that waits
+    // for buffers keeps its lies (as native/queue_pair.cc).
+    let l: Lies | undefined;
+    const faults = this.inDuplicate ? undefined : this.liar?.of(index);
+    if (faults && this.liar) {
+      l = this.liar.toGuest.get(index);
+      if (!l?.pending) {
+        l = this.liar.take(faults, index);
+        this.liar.toGuest.set(index, l);
+      }
+      if (l.drop >= 0) {
+        l.pending = false;
+        return 1;
+      }
+      if (changesFrame(l)) frame = this.liar.lieFrame(l, frame, this.hdrLen);
+    }
     const f = this.filled.get(pair) ?? { count: 0, frames: 0, bytes: 0 };
     this.filled.set(pair, f);
+    const firstFill = f.count;
+    let firstLen = 0;
     const chains: Element[] = [];
     let copied = 0;
     while (copied < frame.length || chains.length === 0) {
@@ -394,6 +422,7 @@ export class TsDataPlane implements DataPlane {
         // Drop the frame, keep the chain (only the first chain of a frame can be refused).
         run.ring.rewind(1);
         this.counters.add(index, 'dropTooBig');
+        if (l) l.pending = false;
         return 1;
       }
       chains.push(e);
@@ -405,6 +434,7 @@ export class TsDataPlane implements DataPlane {
         n += take;
       }
       run.ring.fill(e.head, n, f.count++);
+      if (chains.length === 1) firstLen = n;
       copied += n;
     }
     // The header as the guest reads it: num_buffers = chains holding this frame; flags cleared
@@ -412,14 +442,45 @@ export class TsDataPlane implements DataPlane {
     const nb = numBuffersOffset(this.hdrLen);
     if (nb >= 0) this.writeIn(chains[0] as Element, nb, [chains.length & 0xff, chains.length >> 8]);
     if (verdict === ReceiveVerdict.clearFlags) this.writeIn(chains[0] as Element, 0, [0]);
+    let numBuffers = chains.length;
+    if (l && this.liar) {
+      this.liar.recordFrame(index, l, this.hdrLen);
+      if ((l.header[6] as number) >= 0 && nb >= 0) {
+        // num_buffers (6): told after the device wrote the true count.
+        numBuffers = Number(l.headerValue[6]);
+        this.liar.record(index, l.header[6] as number, VRING_ACTIONS.header, l.event, {
+          field: 6,
+          old: BigInt(chains.length),
+          new: l.headerValue[6],
+        });
+        this.writeIn(chains[0] as Element, nb, [numBuffers & 0xff, (numBuffers >> 8) & 0xff]);
+      }
+      const head = (chains[0] as Element).head;
+      let reported = head;
+      if (l.usedId >= 0 || l.usedLen >= 0) {
+        // The first chain's used element, written again with the lie.
+        const [id, len] = this.liar.lieUsed(index, l, head, firstLen);
+        reported = id;
+        run.ring.fill(id, len, firstFill);
+      }
+      // used-id "repeat" tells this one again.
+      this.liar.lastUsed.set(index, chains.length > 1 ? (chains[chains.length - 1] as Element).head : reported);
+      l.pending = false;
+    }
     if (this.observe.capture) {
       const seen = Buffer.from(frame.subarray(0, this.hdrLen + this.observe.capture.snapLen));
-      if (nb >= 0) seen.writeUInt16LE(chains.length, nb);
+      if (nb >= 0) seen.writeUInt16LE(numBuffers & 0xffff, nb);
       if (verdict === ReceiveVerdict.clearFlags) seen[0] = 0;
       this.capture(run.vring.index, 'toGuest', seen, this.hdrLen, frame.length - this.hdrLen);
     }
     f.frames++;
     f.bytes += frame.length - this.hdrLen;
+    if (l && l.duplicate >= 0) {
+      // The same frame once more (no event of its own); lost when no buffer is left for it.
+      this.inDuplicate = true;
+      if (this.deliver(pair, frame) > 0) this.liar?.record(index, l.duplicate, VRING_ACTIONS.duplicate, l.event);
+      this.inDuplicate = false;
+    }
     return 1;
   }
 
@@ -472,10 +533,11 @@ export class TsDataPlane implements DataPlane {
   /** receiveq: host frames into guest buffers until either side runs dry. */
   private processRx(pair: number): void {
     const run = this.runs.get(2 * pair);
-    if (!run || run.broken || !this.mem || this.host.spec.kind === 'loopback') return;
+    const port = this.port(pair);
+    if (!run || run.broken || !this.mem || !port.produces) return;
     for (let budget = 256; budget > 0; budget--) {
       if (!this.pending.has(pair)) {
-        const frame = this.fromHost(pair);
+        const frame = this.port(pair).receive(this.hdrLen);
         if (!frame) break;
         this.pending.set(pair, frame);
       }
@@ -492,6 +554,7 @@ export class TsDataPlane implements DataPlane {
       this.pending.delete(pair);
     }
     this.flushRx(pair);
-    if (this.host.spec.kind === 'null' && this.host.spec.sourceLen) setImmediate(() => this.processRx(pair));
+    // A source without an fd (null:source) never runs dry: come back on the next turn.
+    if (port.fd === undefined) setImmediate(() => this.processRx(pair));
   }
 }

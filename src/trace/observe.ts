@@ -6,19 +6,22 @@
  * Every record: [u16 type][u16 vring][u32 0][u64 CLOCK_REALTIME ns], then a body by type.
  */
 import { ringErrorName } from '../virtio/ring-errors.js';
+import type { FaultEvent } from '../faults/log.js';
 import type { CapturedFrame, PcapWriter } from './pcapng.js';
 import type { RingTrace } from './ring-trace.js';
 import { descFlags, notifyEvent, type NotifyReason, type RingDesc, type RingEvent } from '../virtio/ring-events.js';
 
 export type { CapturedFrame };
 
-export const OBS = { frame: 1, avail: 2, chain: 3, used: 4, flush: 5, notify: 6, kicks: 7 } as const;
+export const OBS = { frame: 1, avail: 2, chain: 3, used: 4, flush: 5, notify: 6, kicks: 7, fault: 8 } as const;
 const OBS_HEADER = 16;
 const DESC_F_NEXT = 1;
 const REASONS: NotifyReason[] = ['flags', 'event-idx', 'on-empty', 'first'];
 
 export type ObserveRecord =
-  { kind: 'frame'; frame: CapturedFrame } | { kind: 'ring'; vring: number; timeNs: bigint; event: RingEvent };
+  | { kind: 'frame'; frame: CapturedFrame }
+  | { kind: 'ring'; vring: number; timeNs: bigint; event: RingEvent }
+  | { kind: 'fault'; vring: number; timeNs: bigint; fault: Omit<FaultEvent, 't'> };
 
 /** Decodes one record body (after its u32 length prefix). Unknown types yield undefined. */
 export function decodeRecord(rec: Buffer): ObserveRecord | undefined {
@@ -87,6 +90,24 @@ export function decodeRecord(rec: Buffer): ObserveRecord | undefined {
           availFlags: b.readUInt16LE(10),
         }),
       );
+    case OBS.fault: {
+      // u16 rule, u8 action, u8 field (0xff: none), u32 ringIdx (~0: none), u64 event, old, new
+      const field = b[3] as number;
+      const ringIdx = b.readUInt32LE(4);
+      return {
+        kind: 'fault',
+        vring,
+        timeNs,
+        fault: {
+          rule: b.readUInt16LE(0),
+          action: b[2] as number,
+          vring,
+          event: b.readBigUInt64LE(8),
+          ...(ringIdx !== 0xffffffff ? { ringIdx } : {}),
+          ...(field !== 0xff ? { field, old: b.readBigUInt64LE(16), new: b.readBigUInt64LE(24) } : {}),
+        },
+      };
+    }
     case OBS.kicks: {
       const enabled = b[0] === 1;
       const how =

@@ -6,6 +6,8 @@
 import type { Logger } from 'pino';
 import { ErrorCode, FeatureError, SessionError } from '../errors.js';
 import { featureMask, featureNames, hasFeature, hex, ProtocolFeature, VirtioFeature } from '../features.js';
+import type { FaultSink } from '../faults/log.js';
+import type { CompiledPlan } from '../faults/plan.js';
 import type { NativeBinding, NativePoller } from '../native.js';
 import type { VringCounters } from '../net/counters.js';
 import type { DataPlane, DataPlaneFactory, RingPosition } from '../net/data-plane.js';
@@ -185,6 +187,11 @@ export class Session {
         this.changed({ what: 'vring broken', vring: index, error });
       },
     });
+  }
+
+  /** A fault plan for this session's data plane from now on (undefined: none). */
+  setFaults(plan: CompiledPlan | undefined, sink: FaultSink | undefined): void {
+    this.dataPlane.setFaults(plan, sink);
   }
 
   /** Counters of vring `index` (read from the data plane's shared counters, no native call). */

@@ -1,0 +1,174 @@
+// The fault plan in the queue pair: taking an event's lies (faults.h), applying them where the
+// device acts (the frame, the used element, the interrupt) and recording each one in the fault
+// log. A fault is a lie told to the guest: the device's own state (which chains are in flight,
+// the ring positions) stays the truth.
+#include <cstring>
+
+#include "queue_pair.h"
+
+namespace vun {
+namespace {
+
+// HEADER_FIELDS: byte offset and size of flags, gso_type, hdr_len, gso_size, csum_start,
+// csum_offset, num_buffers (virtio 1.2 §5.1.6).
+constexpr uint8_t kHeaderAt[7] = {0, 1, 2, 4, 6, 8, 10};
+constexpr uint8_t kHeaderSize[7] = {1, 1, 2, 2, 2, 2, 2};
+
+uint64_t ReadLe(const uint8_t* p, uint8_t size) {
+  return size == 1 ? p[0] : uint64_t(p[0]) | (uint64_t(p[1]) << 8);
+}
+void WriteLe(uint8_t* p, uint8_t size, uint64_t v) {
+  p[0] = static_cast<uint8_t>(v);
+  if (size == 2) p[1] = static_cast<uint8_t>(v >> 8);
+}
+
+}  // namespace
+
+void QueuePair::Record(uint32_t vring, int32_t rule, uint8_t action, uint8_t field,
+                       uint32_t ringIdx, uint64_t event, uint64_t oldValue, uint64_t newValue) {
+  VringObserver* log = vring == receiveq_ ? faultLogToGuest_ : faultLogFromGuest_;
+  if (log)
+    log->Fault(static_cast<uint16_t>(rule), action, field, ringIdx, event, oldValue, newValue);
+}
+
+void QueuePair::TakeLies(VringFaults& f, uint32_t vring, Lies* l) {
+  *l = Lies{};
+  l->pending = true;
+  f.Next([&](const FaultRule& r, uint64_t e) {
+    l->event = e;
+    const int32_t rule = r.rule;
+    switch (r.action) {
+      case kFaultDrop:
+        l->drop = rule;
+        break;
+      case kFaultDuplicate:
+        l->duplicate = rule;
+        break;
+      case kFaultCorrupt:
+        l->corrupt = rule;
+        // Which bit of the last byte: the next draw of the same stream.
+        l->corruptBit = static_cast<uint8_t>(Mix64(Draw(f.seed, r.rule, vring, e)) & 7);
+        break;
+      case kFaultWithhold:
+        l->withhold = rule;
+        break;
+      case kFaultRunt:
+        l->runt = rule;
+        break;
+      case kFaultUsedLen:
+        l->usedLen = rule;
+        l->lenMode = r.mode;
+        l->lenValue = r.value;
+        break;
+      case kFaultUsedId:
+        l->usedId = rule;
+        l->idMode = r.mode;
+        l->idValue = r.value;
+        break;
+      case kFaultHeader:
+        if (r.field < 7) {
+          l->header[r.field] = rule;
+          l->headerValue[r.field] = r.value;
+        }
+        break;
+      default:
+        break;
+    }
+  });
+  // A drop is told when it is decided; the frame-changing lies of a dropped frame are never
+  // applied (a transmitq chain's used-element lies still are: they are about its completion).
+  if (l->drop >= 0) {
+    Record(vring, l->drop, kFaultDrop, kFieldNone, kNoRing, l->event, 0, 0);
+  }
+}
+
+uint32_t QueuePair::LieFrame(Lies& l, const uint8_t* frame, uint32_t len) {
+  const uint32_t hdr = cfg_.hdrLen;
+  uint32_t n = len <= lieBuf_.size() ? len : static_cast<uint32_t>(lieBuf_.size());
+  std::memcpy(lieBuf_.data(), frame, n);
+  uint8_t* f = lieBuf_.data();
+  for (int k = 0; k < 6; k++) {
+    if (l.header[k] < 0 || kHeaderAt[k] + kHeaderSize[k] > hdr) continue;
+    l.headerOld[k] = ReadLe(f + kHeaderAt[k], kHeaderSize[k]);
+    WriteLe(f + kHeaderAt[k], kHeaderSize[k], l.headerValue[k]);
+  }
+  if (l.corrupt >= 0 && n > hdr) {
+    l.byteOld = f[n - 1];
+    f[n - 1] = static_cast<uint8_t>(l.byteOld ^ (1u << l.corruptBit));
+    l.byteNew = f[n - 1];
+  }
+  l.runtFrom = l.runtTo = n;
+  if (l.runt >= 0 && n > hdr + 6) n = l.runtTo = hdr + 6;  // short of an Ethernet header (14)
+  return n;
+}
+
+void QueuePair::RecordFrameLies(uint32_t vring, const Lies& l) {
+  for (int k = 0; k < 6; k++) {
+    if (l.header[k] >= 0 && kHeaderAt[k] + kHeaderSize[k] <= cfg_.hdrLen)
+      Record(vring, l.header[k], kFaultHeader, static_cast<uint8_t>(k), kNoRing, l.event,
+             l.headerOld[k], l.headerValue[k]);
+  }
+  if (l.corrupt >= 0)
+    Record(vring, l.corrupt, kFaultCorrupt, kFieldByte, kNoRing, l.event, l.byteOld, l.byteNew);
+  if (l.runt >= 0)
+    Record(vring, l.runt, kFaultRunt, kFieldLen, kNoRing, l.event, l.runtFrom, l.runtTo);
+}
+
+// A transmitq chain to the host: as it is, or (corrupt) a changed copy of it.
+HostPort::Sent QueuePair::SendFromGuest(const Element& e, Lies* l, uint32_t* looped) {
+  const uint32_t hdr = cfg_.hdrLen;
+  if (!l || l->corrupt < 0)
+    return port_->Send(e, hdr, fromGuestBounce_.data(), fromGuestBounce_.size(), looped);
+  uint32_t len = CopyChainOut(e, fromGuestBounce_.data(), fromGuestBounce_.size());
+  if (len == UINT32_MAX) return HostPort::Sent::kTooBig;
+  len = LieFrame(*l, fromGuestBounce_.data(), len);
+  return port_->SendFrame(lieBuf_.data(), len, fromGuestBounce_.data(), fromGuestBounce_.size(),
+                          looped);
+}
+
+void QueuePair::LieUsed(uint32_t vring, const Lies& l, uint16_t head, uint32_t len, uint32_t* id,
+                        uint32_t* outLen) {
+  const int side = vring == receiveq_ ? 0 : 1;
+  uint32_t reportId = head;
+  uint32_t reportLen = len;
+  if (l.usedId >= 0) {
+    const uint16_t num = cfg_.queues[vring].cfg.num;
+    switch (l.idMode) {
+      case kIdOutOfRange:
+        reportId = num;  // the first id the driver's table does not have
+        break;
+      case kIdNotAHead:
+        reportId = (head + 1u) % num;  // the chain's next descriptor, when it has one
+        break;
+      case kIdRepeat:
+        reportId = usedAny_[side] ? lastUsedId_[side] : head;  // complete the last one again
+        break;
+      default:
+        reportId = static_cast<uint32_t>(l.idValue);
+    }
+    Record(vring, l.usedId, kFaultUsedId, kFieldId, head, l.event, head, reportId);
+  }
+  if (l.usedLen >= 0) {
+    uint64_t v = len;
+    if (l.lenMode == kLenPlus) v = len + l.lenValue;
+    if (l.lenMode == kLenMinus) v = l.lenValue > len ? 0 : len - l.lenValue;
+    if (l.lenMode == kLenSet) v = l.lenValue;
+    reportLen = v > 0xffffffffull ? 0xffffffffu : static_cast<uint32_t>(v);
+    Record(vring, l.usedLen, kFaultUsedLen, kFieldLen, head, l.event, len, reportLen);
+  }
+  *id = reportId;
+  *outLen = reportLen;
+}
+
+// notify-drop: an interrupt the ring decided to send is held back while a rule's window is open.
+bool QueuePair::NotifyHeldBack(uint32_t vring) {
+  VringFaults* f = vring == receiveq_ ? faultsToGuest_ : faultsFromGuest_;
+  if (!f) return false;
+  FaultRule* r = f->NotifyDropped();
+  if (!r) return false;
+  r->fired++;
+  Record(vring, r->rule, kFaultNotifyDrop, kFieldNone, kNoRing, f->events, 0, 0);
+  return true;
+}
+
+}  // namespace vun

@@ -1,0 +1,78 @@
+/**
+ * A compiled plan as the TS data plane applies it: the twin of native/faults.h VringFaults.
+ * One instance per vring, holding that vring's rules, its event count and each rule's firings.
+ */
+import { type CompiledPlan, type CompiledRule, draw, VRING_ACTIONS } from './plan.js';
+
+const ALWAYS = 1n << 64n;
+
+interface Live extends CompiledRule {
+  fired: number;
+}
+
+export class VringFaults {
+  private readonly rules: Live[];
+  /** Events seen on this vring (chains popped on a transmitq, frames for the guest on a receiveq). */
+  events = 0n;
+
+  constructor(
+    private readonly seed: number,
+    readonly vring: number,
+    rules: CompiledRule[],
+    /** Session start, ms (performance.now()). */
+    private readonly startMs: number,
+  ) {
+    this.rules = rules.map((r) => ({ ...r, fired: 0 }));
+  }
+
+  static forVrings(plan: CompiledPlan | undefined, vrings: number, startMs: number): VringFaults[] {
+    return Array.from(
+      { length: vrings },
+      (_, v) => new VringFaults(plan?.seed ?? 0, v, plan?.rules.filter((r) => r.vring === v) ?? [], startMs),
+    );
+  }
+
+  get any(): boolean {
+    return this.rules.length > 0;
+  }
+
+  private nowNs(): bigint {
+    return BigInt(Math.floor((performance.now() - this.startMs) * 1e6));
+  }
+
+  private fires(r: Live, e: bigint, now: bigint): boolean {
+    if (e < BigInt(r.after) || (e - BigInt(r.after) + 1n) % BigInt(r.every) !== 0n) return false;
+    if (r.count && r.fired >= r.count) return false;
+    if (r.atNs >= 0n && (now < r.atNs || (r.untilNs >= 0n && now >= r.untilNs))) return false;
+    return r.threshold === ALWAYS || draw(this.seed, r.rule, r.vring, e) < r.threshold;
+  }
+
+  /** Takes the next event; calls fn(rule, event) for each event rule that fires, in plan order. */
+  next(fn: (r: CompiledRule, event: bigint) => void): void {
+    const e = this.events++;
+    const now = this.nowNs();
+    for (const r of this.rules) {
+      if (r.action === VRING_ACTIONS['notify-drop'] || !this.fires(r, e, now)) continue;
+      r.fired++;
+      fn(r, e);
+    }
+  }
+
+  /** notify-drop: the rule whose window holds interrupts back now, or undefined. */
+  notifyDropped(): CompiledRule | undefined {
+    const now = this.nowNs();
+    return this.rules.find(
+      (r) =>
+        r.action === VRING_ACTIONS['notify-drop'] &&
+        now >= r.atNs &&
+        (r.untilNs < 0n || now < r.untilNs) &&
+        (!r.count || r.fired < r.count),
+    );
+  }
+
+  /** A notify-drop rule held an interrupt back (counts toward its `count`). */
+  firedOutsideEvents(r: CompiledRule): void {
+    const live = this.rules.find((x) => x.rule === r.rule);
+    if (live) live.fired++;
+  }
+}

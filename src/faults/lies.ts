@@ -1,0 +1,227 @@
+/**
+ * The fault plan in the TS data plane: the twin of native/queue_pair_faults.cc. Takes an
+ * event's lies, applies them where the device acts (the frame, the used element, the interrupt)
+ * and records each one, in the same order and with the same values as the C++ queue pair, so
+ * both data planes write the same fault log for the same plan and operations.
+ */
+import { VringFaults } from './engine.js';
+import type { FaultSink } from './log.js';
+import { type CompiledPlan, draw, HEADER_FIELDS, mix64, USED_ID_MODES, USED_LEN_MODES, VRING_ACTIONS } from './plan.js';
+
+const A = VRING_ACTIONS;
+/** Field codes of a fault record (log.ts FIELD_NAMES): header fields 0-6, then these. */
+const FIELD = { len: 7, id: 8, byte: 9 } as const;
+const HEADER = Object.values(HEADER_FIELDS);
+
+/** What the faults of one event make the device do (native/queue_pair.h Lies). */
+export interface Lies {
+  pending: boolean;
+  event: bigint;
+  drop: number;
+  duplicate: number;
+  corrupt: number;
+  withhold: number;
+  runt: number;
+  usedLen: number;
+  usedId: number;
+  corruptBit: number;
+  lenMode: number;
+  idMode: number;
+  lenValue: bigint;
+  idValue: bigint;
+  header: number[];
+  headerValue: bigint[];
+  headerOld: bigint[];
+  byteOld: number;
+  byteNew: number;
+  runtFrom: number;
+  runtTo: number;
+}
+
+const noLies = (): Lies => ({
+  pending: false,
+  event: 0n,
+  drop: -1,
+  duplicate: -1,
+  corrupt: -1,
+  withhold: -1,
+  runt: -1,
+  usedLen: -1,
+  usedId: -1,
+  corruptBit: 0,
+  lenMode: 0,
+  idMode: 0,
+  lenValue: 0n,
+  idValue: 0n,
+  header: [-1, -1, -1, -1, -1, -1, -1],
+  headerValue: [0n, 0n, 0n, 0n, 0n, 0n, 0n],
+  headerOld: [0n, 0n, 0n, 0n, 0n, 0n, 0n],
+  byteOld: 0,
+  byteNew: 0,
+  runtFrom: 0,
+  runtTo: 0,
+});
+
+/** Whether the frame itself changes (num_buffers is told after delivery). */
+export function changesFrame(l: Lies): boolean {
+  return l.corrupt >= 0 || l.runt >= 0 || l.header.slice(0, 6).some((r) => r >= 0);
+}
+
+/** The lies of one device (all its vrings) for one session. */
+export class Liar {
+  private readonly faults: VringFaults[];
+  /** Per receiveq: the lies decided for the frame in progress. */
+  readonly toGuest = new Map<number, Lies>();
+  /** The last id reported per vring (used-id "repeat"). */
+  readonly lastUsed = new Map<number, number>();
+
+  constructor(
+    readonly plan: CompiledPlan,
+    vrings: number,
+    private readonly sink: FaultSink | undefined,
+    private readonly startMs: number,
+    /** Queue sizes, for used-id "out-of-range" and "not-a-head". */
+    private readonly queueSize: (vring: number) => number,
+  ) {
+    this.faults = VringFaults.forVrings(plan, vrings, startMs);
+  }
+
+  /** The vring's rules, or undefined when the plan has none for it. */
+  of(vring: number): VringFaults | undefined {
+    const f = this.faults[vring];
+    return f?.any ? f : undefined;
+  }
+
+  record(
+    vring: number,
+    rule: number,
+    action: number,
+    event: bigint,
+    o: { field?: number; ringIdx?: number; old?: bigint; new?: bigint } = {},
+  ): void {
+    this.sink?.record({ rule, action, vring, event, ...o, t: performance.now() - this.startMs });
+  }
+
+  take(f: VringFaults, vring: number): Lies {
+    const l = noLies();
+    l.pending = true;
+    f.next((r, e) => {
+      l.event = e;
+      switch (r.action) {
+        case A.drop:
+          l.drop = r.rule;
+          break;
+        case A.duplicate:
+          l.duplicate = r.rule;
+          break;
+        case A.corrupt:
+          l.corrupt = r.rule;
+          l.corruptBit = Number(mix64(draw(this.plan.seed, r.rule, vring, e)) & 7n);
+          break;
+        case A.withhold:
+          l.withhold = r.rule;
+          break;
+        case A.runt:
+          l.runt = r.rule;
+          break;
+        case A['used-len']:
+          l.usedLen = r.rule;
+          l.lenMode = r.mode;
+          l.lenValue = r.value;
+          break;
+        case A['used-id']:
+          l.usedId = r.rule;
+          l.idMode = r.mode;
+          l.idValue = r.value;
+          break;
+        case A.header:
+          l.header[r.field] = r.rule;
+          l.headerValue[r.field] = r.value;
+          break;
+      }
+    });
+    if (l.drop >= 0) this.record(vring, l.drop, A.drop, l.event);
+    return l;
+  }
+
+  /** A copy of `frame` with corrupt, header and runt applied (recorded later: recordFrame). */
+  lieFrame(l: Lies, frame: Buffer, hdrLen: number): Buffer {
+    const f = Buffer.from(frame);
+    HEADER.slice(0, 6).forEach(([at, size], k) => {
+      if (l.header[k] === undefined || (l.header[k] as number) < 0 || at + size > hdrLen) return;
+      l.headerOld[k] = BigInt(size === 1 ? (f[at] as number) : f.readUInt16LE(at));
+      if (size === 1) f[at] = Number(l.headerValue[k]);
+      else f.writeUInt16LE(Number(l.headerValue[k]), at);
+    });
+    if (l.corrupt >= 0 && f.length > hdrLen) {
+      l.byteOld = f[f.length - 1] as number;
+      l.byteNew = l.byteOld ^ (1 << l.corruptBit);
+      f[f.length - 1] = l.byteNew;
+    }
+    l.runtFrom = l.runtTo = f.length;
+    if (l.runt >= 0 && f.length > hdrLen + 6) {
+      l.runtTo = hdrLen + 6; // short of an Ethernet header (14)
+      return f.subarray(0, l.runtTo);
+    }
+    return f;
+  }
+
+  recordFrame(vring: number, l: Lies, hdrLen: number): void {
+    HEADER.slice(0, 6).forEach(([at, size], k) => {
+      const rule = l.header[k] as number;
+      if (rule >= 0 && at + size <= hdrLen)
+        this.record(vring, rule, A.header, l.event, { field: k, old: l.headerOld[k], new: l.headerValue[k] });
+    });
+    if (l.corrupt >= 0)
+      this.record(vring, l.corrupt, A.corrupt, l.event, {
+        field: FIELD.byte,
+        old: BigInt(l.byteOld),
+        new: BigInt(l.byteNew),
+      });
+    if (l.runt >= 0)
+      this.record(vring, l.runt, A.runt, l.event, { field: FIELD.len, old: BigInt(l.runtFrom), new: BigInt(l.runtTo) });
+  }
+
+  /** The used element told for chain `head` that had `len` bytes written: [id, len]. */
+  lieUsed(vring: number, l: Lies, head: number, len: number): [number, number] {
+    let id = head;
+    let out = len;
+    if (l.usedId >= 0) {
+      const num = this.queueSize(vring);
+      if (l.idMode === USED_ID_MODES['out-of-range']) id = num;
+      else if (l.idMode === USED_ID_MODES['not-a-head']) id = (head + 1) % num;
+      else if (l.idMode === USED_ID_MODES.repeat) id = this.lastUsed.get(vring) ?? head;
+      else id = Number(l.idValue);
+      this.record(vring, l.usedId, A['used-id'], l.event, {
+        field: FIELD.id,
+        ringIdx: head,
+        old: BigInt(head),
+        new: BigInt(id),
+      });
+    }
+    if (l.usedLen >= 0) {
+      let v = BigInt(len);
+      if (l.lenMode === USED_LEN_MODES['+']) v += l.lenValue;
+      if (l.lenMode === USED_LEN_MODES['-']) v = l.lenValue > v ? 0n : v - l.lenValue;
+      if (l.lenMode === USED_LEN_MODES['=']) v = l.lenValue;
+      out = Number(v > 0xffffffffn ? 0xffffffffn : v);
+      this.record(vring, l.usedLen, A['used-len'], l.event, {
+        field: FIELD.len,
+        ringIdx: head,
+        old: BigInt(len),
+        new: BigInt(out),
+      });
+    }
+    return [id, out];
+  }
+
+  /** notify-drop: whether an interrupt the ring decided to send is held back now. */
+  notifyHeldBack(vring: number): boolean {
+    const f = this.of(vring);
+    const r = f?.notifyDropped();
+    if (!f || !r) return false;
+    f.firedOutsideEvents(r);
+    this.record(vring, r.rule, A['notify-drop'], f.events);
+    return true;
+  }
+}
