@@ -14,6 +14,7 @@
         "native/net_device_observe.cc",
         "native/net_device_vrings.cc",
         "native/queue_pair.cc",
+        "native/queue_pair_receive.cc",
         "native/queue_pair_faults.cc",
         "native/worker_thread.cc",
         "native/steering.cc",

@@ -24,13 +24,16 @@ export interface HostEnd {
 
 export async function hostEnd(
   cleanups: Cleanups,
-  o: { kind?: 'tap' | 'af-packet'; mtu?: number; args?: string[]; iperf?: boolean } = {},
+  o: { kind?: 'tap' | 'af-packet'; mtu?: number; args?: string[]; iperf?: boolean; quiet?: boolean } = {},
 ): Promise<HostEnd> {
   requireRoot();
   const kind = o.kind ?? 'tap';
   const mtu = o.mtu ?? 1500;
   const ns = new Netns();
   cleanups.push(() => ns.delete());
+  // quiet: no IPv6 at all, so the host end sends the guest nothing of its own (its link-up
+  // chatter would otherwise wait in the TAP's queue and reach the guest first).
+  if (o.quiet) ns.sh('sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1');
   const tmp = tempDir();
   cleanups.push(tmp.cleanup);
   const sock = join(tmp.dir, 'vhost.sock');

@@ -12,17 +12,6 @@
 #include "net_rules.h"
 
 namespace vun {
-namespace {
-
-// A report from a data-plane thread on its way to the JS thread.
-struct Event {
-  const char* kind;  // "vringBroken" | "pinFailed"
-  uint32_t a;        // vring | thread
-  int64_t b;         // error code | cpu
-  int64_t c;         // - | errno
-};
-
-}  // namespace
 
 Napi::Function NetDevice::Init(Napi::Env env) {
   return DefineClass(env, "NetDevice",
@@ -104,15 +93,22 @@ void NetDevice::Shutdown() {
   steering_.reset();
 }
 
-void NetDevice::VringBroken(uint32_t vring, uint32_t error) {
-  auto* ev = new Event{"vringBroken", vring, error, 0};
+// Hands a report from a data-plane thread to the JS thread (never blocks; dropped if the
+// environment is going away).
+void NetDevice::Post(Event* ev) {
   napi_status s = events_.NonBlockingCall(ev, [](Napi::Env env, Napi::Function fn, Event* e) {
     if (env != nullptr && fn != nullptr) {
       Napi::Object o = Napi::Object::New(env);
       o.Set("kind", e->kind);
-      o.Set("vring", e->a);
-      o.Set("error", static_cast<double>(e->b));
-      o.Set("name", RingErrorName(static_cast<uint32_t>(e->b)));
+      if (std::strcmp(e->kind, "vringBroken") == 0) {
+        o.Set("vring", e->a);
+        o.Set("error", static_cast<double>(e->b));
+        o.Set("name", RingErrorName(static_cast<uint32_t>(e->b)));
+      } else {
+        o.Set("thread", e->a);
+        o.Set("cpu", static_cast<double>(e->b));
+        o.Set("errno", ErrnoName(static_cast<int>(e->c)));
+      }
       fn.Call({o});
     }
     delete e;
@@ -120,20 +116,12 @@ void NetDevice::VringBroken(uint32_t vring, uint32_t error) {
   if (s != napi_ok) delete ev;
 }
 
+void NetDevice::VringBroken(uint32_t vring, uint32_t error) {
+  Post(new Event{"vringBroken", vring, error, 0});
+}
+
 void NetDevice::PinFailed(uint32_t thread, int cpu, int err) {
-  auto* ev = new Event{"pinFailed", thread, cpu, err};
-  napi_status s = events_.NonBlockingCall(ev, [](Napi::Env env, Napi::Function fn, Event* e) {
-    if (env != nullptr && fn != nullptr) {
-      Napi::Object o = Napi::Object::New(env);
-      o.Set("kind", e->kind);
-      o.Set("thread", e->a);
-      o.Set("cpu", static_cast<double>(e->b));
-      o.Set("errno", ErrnoName(static_cast<int>(e->c)));
-      fn.Call({o});
-    }
-    delete e;
-  });
-  if (s != napi_ok) delete ev;
+  Post(new Event{"pinFailed", thread, cpu, err});
 }
 
 // Groups pairs into threads: pair p runs on thread threadOf[p].

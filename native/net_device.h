@@ -21,6 +21,14 @@
 namespace vun {
 
 class NetDevice : public Napi::ObjectWrap<NetDevice>, private DeviceEvents {
+  // A report from a data-plane thread on its way to the JS thread.
+  struct Event {
+    const char* kind;  // "vringBroken" | "pinFailed"
+    uint32_t a;        // vring | thread
+    int64_t b;         // error code | cpu
+    int64_t c;         // - | errno
+  };
+
  public:
   static Napi::Function Init(Napi::Env env);
   explicit NetDevice(const Napi::CallbackInfo& info);
@@ -54,6 +62,7 @@ class NetDevice : public Napi::ObjectWrap<NetDevice>, private DeviceEvents {
   // DeviceEvents: called on data-plane threads, handed to JS through `events_`.
   void VringBroken(uint32_t vring, uint32_t error) override;
   void PinFailed(uint32_t thread, int cpu, int err) override;
+  void Post(Event* ev);
 
   Napi::Value SetMemory(const Napi::CallbackInfo& info);
   Napi::Value SetFeatures(const Napi::CallbackInfo& info);

@@ -1,9 +1,13 @@
 // One queue pair's data path: receiveq 2n (toGuest) and transmitq 2n+1 (fromGuest), its two
 // split rings, its host port and its bounce buffers. A WorkerThread runs one or more pairs.
+// queue_pair.cc: set-up, events, the transmitq; queue_pair_receive.cc: the receiveq;
+// queue_pair_faults.cc: the fault plan's lies.
 //
 //   transmitq --pop--> HostPort::Send (or loopback: Route) --fill/flush/notify--> used ring
 //   HostPort::Receive / handover ring --Route--> Deliver --fill--> receiveq --flush/notify-->
 #pragma once
+
+#include <unistd.h>
 
 #include <cstdint>
 #include <vector>
@@ -24,6 +28,7 @@ struct Lies {
   uint64_t event = 0;
   int32_t drop = -1, duplicate = -1, corrupt = -1, withhold = -1, runt = -1;
   int32_t usedLen = -1, usedId = -1;
+  bool Twice() const { return usedId >= 0 && idMode == kIdRepeat; }  // used-id "repeat"
   uint8_t corruptBit = 0, lenMode = 0, idMode = 0;
   uint64_t lenValue = 0, idValue = 0;
   int32_t header[7] = {-1, -1, -1, -1, -1, -1, -1};  // rule per plan.ts HEADER_FIELDS index
@@ -40,8 +45,17 @@ struct Lies {
   }
 };
 
+// Signals an eventfd (a guest's call fd, another pair's handover wake-up).
+inline void Wake(int fd) {
+  uint64_t one = 1;
+  ssize_t w = write(fd, &one, sizeof(one));
+  (void)w;
+}
+
 class QueuePair {
  public:
+  static constexpr uint32_t kBounceSize = 65536 + 12 + 16;  // a 64 KiB GSO frame and its header
+  static constexpr uint16_t kFlushEvery = 32;               // receiveq fills per flush
   QueuePair(DeviceConfig& cfg, Steering& steering, DeviceEvents& events, uint32_t pair);
 
   // epoll event kinds of a pair (the thread tags each fd with (pair slot << 8) | kind).
@@ -130,9 +144,7 @@ class QueuePair {
   VringObserver* faultLogToGuest_ = nullptr;
   VringObserver* faultLogFromGuest_ = nullptr;
   Lies toGuestLies_, fromGuestLies_;
-  std::vector<uint8_t> lieBuf_;      // a frame changed by a lie (corrupt, header, runt)
-  uint32_t lastUsedId_[2] = {0, 0};  // the last id reported per vring (used-id "repeat")
-  bool usedAny_[2] = {false, false};
+  std::vector<uint8_t> lieBuf_;  // a frame changed by a lie (corrupt, header, runt)
   bool inDuplicate_ = false;
 };
 

@@ -128,7 +128,6 @@ HostPort::Sent QueuePair::SendFromGuest(const Element& e, Lies* l, uint32_t* loo
 
 void QueuePair::LieUsed(uint32_t vring, const Lies& l, uint16_t head, uint32_t len, uint32_t* id,
                         uint32_t* outLen) {
-  const int side = vring == receiveq_ ? 0 : 1;
   uint32_t reportId = head;
   uint32_t reportLen = len;
   if (l.usedId >= 0) {
@@ -141,7 +140,7 @@ void QueuePair::LieUsed(uint32_t vring, const Lies& l, uint16_t head, uint32_t l
         reportId = (head + 1u) % num;  // the chain's next descriptor, when it has one
         break;
       case kIdRepeat:
-        reportId = usedAny_[side] ? lastUsedId_[side] : head;  // complete the last one again
+        reportId = head;  // the true id, told twice: the caller writes a second used element
         break;
       default:
         reportId = static_cast<uint32_t>(l.idValue);

@@ -62,6 +62,11 @@ const noLies = (): Lies => ({
   runtTo: 0,
 });
 
+/** used-id "repeat": the chain is completed twice (a second used element, same id). */
+export function twice(l: Lies): boolean {
+  return l.usedId >= 0 && l.idMode === USED_ID_MODES.repeat;
+}
+
 /** Whether the frame itself changes (num_buffers is told after delivery). */
 export function changesFrame(l: Lies): boolean {
   return l.corrupt >= 0 || l.runt >= 0 || l.header.slice(0, 6).some((r) => r >= 0);
@@ -72,8 +77,6 @@ export class Liar {
   private readonly faults: VringFaults[];
   /** Per receiveq: the lies decided for the frame in progress. */
   readonly toGuest = new Map<number, Lies>();
-  /** The last id reported per vring (used-id "repeat"). */
-  readonly lastUsed = new Map<number, number>();
 
   constructor(
     readonly plan: CompiledPlan,
@@ -190,7 +193,8 @@ export class Liar {
       const num = this.queueSize(vring);
       if (l.idMode === USED_ID_MODES['out-of-range']) id = num;
       else if (l.idMode === USED_ID_MODES['not-a-head']) id = (head + 1) % num;
-      else if (l.idMode === USED_ID_MODES.repeat) id = this.lastUsed.get(vring) ?? head;
+      else if (l.idMode === USED_ID_MODES.repeat)
+        id = head; // told twice: the caller fills again
       else id = Number(l.idValue);
       this.record(vring, l.usedId, A['used-id'], l.event, {
         field: FIELD.id,

@@ -14,7 +14,7 @@ import type { Observers } from '../trace/observe.js';
 import type { CapturedFrame, PcapWriter } from '../trace/pcapng.js';
 import { DeviceCounters } from './counters.js';
 import { type HostPort, makeHostPort } from './host-ports.js';
-import { changesFrame, Liar, type Lies } from '../faults/lies.js';
+import { changesFrame, Liar, type Lies, twice } from '../faults/lies.js';
 import type { FaultSink } from '../faults/log.js';
 import { type CompiledPlan, VRING_ACTIONS } from '../faults/plan.js';
 import type { DataPlane, DataPlaneEvents, GuestMemorySource, RingPosition, RingStart } from './data-plane.js';
@@ -304,7 +304,7 @@ export class TsDataPlane implements DataPlane {
         else {
           const [id, len] = this.liar?.lieUsed(index, l, e.head, 0) ?? [e.head, 0];
           run.ring.fill(id, len, filled++);
-          this.liar?.lastUsed.set(index, id);
+          if (twice(l)) run.ring.fill(id, len, filled++); // completed a second time
         }
         if (e.outLen < this.hdrLen) {
           this.counters.add(index, 'dropMalformed');
@@ -463,8 +463,8 @@ export class TsDataPlane implements DataPlane {
         reported = id;
         run.ring.fill(id, len, firstFill);
       }
-      // used-id "repeat" tells this one again.
-      this.liar.lastUsed.set(index, chains.length > 1 ? (chains[chains.length - 1] as Element).head : reported);
+      // used-id "repeat": a second used element for the same head.
+      if (twice(l)) run.ring.fill(reported, firstLen, f.count++);
       l.pending = false;
     }
     if (this.observe.capture) {

@@ -1,0 +1,254 @@
+/**
+ * The fault suite on a real Linux guest: one condition of ../shared/reference/fault-conditions.md
+ * per case (the row number is in the title). Each loads a plan with --faults, lets the guest
+ * drive traffic, and asserts the guest's own reaction (kernel log line, counter delta, watchdog)
+ * and that the guest did not oops. Each plan skips the first events (`after`), and the guest
+ * measures a clean phase first, so the reaction is seen to start with the fault. Results are
+ * appended to .test-results/fault-scorecard.jsonl (scripts/fault-scorecard.mjs writes
+ * docs/fault-scorecard.md from them).
+ *
+ * VUN_FAULTS_CONTROL=1 runs every scenario with an empty plan: each reaction check must then
+ * fail (the run shows the assertions are caused by the faults; it writes no scorecard).
+ */
+import { appendFileSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import type { FaultPlan } from '../../src/faults/plan.js';
+import { bootGuest, CACHE } from '../../src/guest/guest.js';
+import { packageRoot } from '../../src/native.js';
+import { tempDir } from '../../test/helpers/harness.js';
+import { GUEST_IP, HOST_IP, hostEnd } from '../host-end.js';
+
+const cleanups: (() => void | Promise<void>)[] = [];
+afterEach(async () => {
+  for (const c of cleanups.splice(0).reverse()) await c();
+});
+
+/** Shell helpers for the guest: counters, /proc/net/snmp fields, kernel log counts. */
+const HELPERS = `
+echo 1 > /proc/sys/net/ipv6/conf/all/disable_ipv6
+mount -t debugfs none /sys/kernel/debug 2>/dev/null
+echo 'module virtio_net +p' > /sys/kernel/debug/dynamic_debug/control 2>/dev/null
+st() { cat /sys/class/net/eth0/statistics/$1; }
+snmp() { awk -v p="$1:" -v f="$2" '$1==p && !h {for(i=2;i<=NF;i++) n[i]=$i; h=1; next} $1==p && h {for(i=2;i<=NF;i++) if(n[i]==f) print $i}' /proc/net/snmp; }
+klog() { dmesg | grep -c "$1"; }
+oops() { dmesg | grep -cE 'Oops|BUG:|kernel panic'; }
+`;
+
+interface Condition {
+  row: number;
+  what: string;
+  expected: string;
+  plan: FaultPlan;
+  script: string;
+  iperf?: boolean;
+  /** Run on the host end once the guest reaches `phase serve`; its output goes to `check`. */
+  host?: string;
+  /** Asserts the reaction; returns what was observed, for the scorecard. */
+  check(r: Map<string, { rc: number; text: string }>, hostOut: string): string;
+}
+
+const num = (r: Map<string, { rc: number; text: string }>, k: string): number => Number(r.get(k)?.text ?? NaN);
+
+const CONDITIONS: Condition[] = [
+  {
+    row: 1,
+    what: 'a receiveq used id >= the queue size',
+    expected: 'dmesg "input.0:id 256 out of range"; no oops',
+    plan: {
+      seed: 1,
+      rules: [{ name: 'bad-id', on: 'receiveq0', do: 'used-id', value: 'out-of-range', after: 3, count: 1 }],
+    },
+    script: `
+ping -c 1 -W 3 ${HOST_IP} >/dev/null 2>&1; res clean $? "$(klog 'out of range')"
+ping -c 4 -W 2 ${HOST_IP} >/dev/null 2>&1; res faulted $?
+res log 0 "$(klog 'input.0:id 256 out of range')"
+res oops 0 "$(oops)"`,
+    check: (r) => {
+      expect(r.get('clean')?.rc).toBe(0);
+      expect(num(r, 'clean')).toBe(0);
+      expect(num(r, 'log')).toBeGreaterThanOrEqual(1);
+      return `input.0:id 256 out of range x${num(r, 'log')}`;
+    },
+  },
+  {
+    row: 6,
+    what: 'mergeable mode: a used len larger than the buffer (+ rows 7, 8, 9 in the same guest)',
+    expected:
+      'rx_length_errors +1 each for len > truesize (6), num_buffers missing (7), a runt (8); rx_frame_errors +1 for a bad csum_start (9); link keeps working',
+    plan: {
+      seed: 1,
+      rules: [
+        { name: 'long', on: 'receiveq0', do: 'used-len', value: '+4096', after: 8, count: 1 },
+        { name: 'missing', on: 'receiveq0', do: 'header', field: 'num_buffers', value: 60000, after: 12, count: 1 },
+        { name: 'runt', on: 'receiveq0', do: 'runt', after: 16, count: 1 },
+        { name: 'csum', on: 'receiveq0', do: 'header', field: 'flags', value: 1, after: 20, count: 1 },
+        { name: 'csum-start', on: 'receiveq0', do: 'header', field: 'csum_start', value: 4000, after: 20, count: 1 },
+      ],
+    },
+    script: `
+ping -c 1 -W 3 ${HOST_IP} >/dev/null 2>&1; res clean $? "$(st rx_length_errors) $(st rx_frame_errors)"
+for i in $(seq 30); do ping -c 1 -W 1 ${HOST_IP} >/dev/null 2>&1; done
+ping -c 3 -W 2 ${HOST_IP} >/dev/null 2>&1; res after $? "$(st rx_length_errors) $(st rx_frame_errors)"
+res truesize 0 "$(klog 'exceeds truesize')"
+res missing 0 "$(klog 'buffers out of')"
+res short 0 "$(klog 'short packet')"
+res badgso 0 "$(klog 'bad gso')"
+res oops 0 "$(oops)"`,
+    check: (r) => {
+      const [len0, frame0] = (r.get('clean')?.text ?? '').split(' ').map(Number);
+      const [len1, frame1] = (r.get('after')?.text ?? '').split(' ').map(Number);
+      expect(r.get('clean')?.rc).toBe(0);
+      expect([len0, frame0]).toEqual([0, 0]);
+      expect(len1).toBeGreaterThanOrEqual(3);
+      expect(frame1).toBeGreaterThanOrEqual(1);
+      expect(r.get('after')?.rc, 'the link keeps working').toBe(0);
+      return `rx_length_errors 0 -> ${len1}, rx_frame_errors 0 -> ${frame1}; dmesg: exceeds truesize x${num(r, 'truesize')}, buffers out of ... missing x${num(r, 'missing')}, short packet x${num(r, 'short')}, bad gso x${num(r, 'badgso')}`;
+    },
+  },
+  {
+    row: 11,
+    what: 'transmit chains never completed',
+    expected: 'dmesg "NETDEV WATCHDOG: eth0 ... transmit queue 0 timed out"; no oops',
+    plan: { seed: 1, rules: [{ name: 'keep', on: 'transmitq0', do: 'withhold', after: 4 }] },
+    script: `
+ping -c 1 -W 3 ${HOST_IP} >/dev/null 2>&1; res clean $? "$(klog 'NETDEV WATCHDOG')"
+# One socket stalls on its send buffer once completions stop; many fill the ring.
+for i in $(seq 300); do ping -c 1 -W 1 ${HOST_IP} >/dev/null 2>&1 & done
+sleep 15
+res log 0 "$(klog 'NETDEV WATCHDOG')"
+res timeouts 0 "$(ethtool -S eth0 2>/dev/null | grep -i timeout | tr -s ' ' | tr '\\n' ' ')"
+res oops 0 "$(oops)"`,
+    check: (r) => {
+      expect(r.get('clean')?.rc).toBe(0);
+      expect(num(r, 'clean')).toBe(0);
+      expect(num(r, 'log')).toBeGreaterThanOrEqual(1);
+      return `NETDEV WATCHDOG x${num(r, 'log')}; ethtool -S: ${r.get('timeouts')?.text.trim() || '(no timeout counter)'}`;
+    },
+  },
+  {
+    row: 13,
+    what: 'a fraction of frames dropped, both directions',
+    expected: 'iperf3 completes; Tcp RetransSegs grows',
+    iperf: true,
+    plan: { seed: 13, rules: [{ name: 'lose', on: '*', do: 'drop', probability: 0.05, after: 4 }] },
+    script: `
+ping -c 1 -W 3 ${HOST_IP} >/dev/null 2>&1; res clean $? "$(snmp Tcp RetransSegs)"
+iperf3 -c ${HOST_IP} -t 4 > /tmp/i 2>&1; res iperf $? "$(grep receiver /tmp/i | tail -1)"
+res after 0 "$(snmp Tcp RetransSegs)"
+res oops 0 "$(oops)"`,
+    check: (r) => {
+      expect(r.get('iperf')?.rc, r.get('iperf')?.text).toBe(0);
+      const before = num(r, 'clean');
+      const after = num(r, 'after');
+      expect(after).toBeGreaterThan(before);
+      return `iperf3 completed (${r.get('iperf')?.text.replace(/\s+/g, ' ').trim()}); RetransSegs ${before} -> ${after}`;
+    },
+  },
+  {
+    row: 14,
+    what: 'payload bits flipped, no DATA_VALID',
+    expected:
+      'Icmp InCsumErrors grows by each corrupted reply (the raw socket of ping is given packets before the ICMP layer checks them)',
+    plan: { seed: 14, rules: [{ name: 'flip', on: 'receiveq0', do: 'corrupt', after: 2 }] },
+    script: `
+ping -c 1 -W 3 ${HOST_IP} >/dev/null 2>&1; res clean $? "$(snmp Icmp InCsumErrors)"
+ping -c 4 -W 1 ${HOST_IP} > /tmp/p 2>&1; res faulted $? "$(grep -o '[0-9]* packets received' /tmp/p)"
+res after 0 "$(snmp Icmp InCsumErrors)"
+res oops 0 "$(oops)"`,
+    check: (r) => {
+      expect(r.get('clean')?.rc).toBe(0);
+      const before = num(r, 'clean');
+      const after = num(r, 'after');
+      expect(after - before).toBeGreaterThanOrEqual(3);
+      return `Icmp InCsumErrors ${before} -> ${after}; ping: ${r.get('faulted')?.text}`;
+    },
+  },
+  {
+    row: 15,
+    what: 'payload bits flipped, with VIRTIO_NET_HDR_F_DATA_VALID set',
+    expected:
+      'the guest trusts the device: it accepts the corrupted echo requests (InCsumErrors unchanged) and echoes the corrupted data back; the host sees "wrong data byte"',
+    plan: {
+      seed: 15,
+      rules: [
+        { name: 'flip', on: 'receiveq0', do: 'corrupt', after: 2 },
+        { name: 'valid', on: 'receiveq0', do: 'header', field: 'flags', value: 2, after: 2 },
+      ],
+    },
+    script: `
+ping -c 1 -W 3 ${HOST_IP} >/dev/null 2>&1; res clean $? "$(snmp Icmp InCsumErrors)"
+phase serve
+sleep 8
+res after 0 "$(snmp Icmp InCsumErrors)"
+res oops 0 "$(oops)"`,
+    host: `ping -c 3 -W 2 ${GUEST_IP} 2>&1`,
+    check: (r, hostOut) => {
+      expect(r.get('clean')?.rc).toBe(0);
+      expect(num(r, 'after')).toBe(num(r, 'clean'));
+      expect(hostOut).toMatch(/wrong data byte/);
+      const line = /wrong data byte[^\n]*/.exec(hostOut)?.[0] ?? '';
+      return `accepted: host ping says "${line.trim()}"; Icmp InCsumErrors ${num(r, 'clean')} -> ${num(r, 'after')}`;
+    },
+  },
+];
+
+function kernelVersion(): string {
+  try {
+    return readFileSync(join(CACHE, 'guest', 'kernel-version'), 'utf8').trim();
+  } catch {
+    return 'Debian 12 cloud kernel (6.1)';
+  }
+}
+
+describe('fault conditions on a Linux guest (C++ data path, TAP)', () => {
+  it.each(CONDITIONS)(
+    'row $row: $what',
+    async (c) => {
+      const tmp = tempDir();
+      cleanups.push(tmp.cleanup);
+      const planFile = join(tmp.dir, 'plan.json');
+      const logFile = join(tmp.dir, 'faults.jsonl');
+      const control = process.env.VUN_FAULTS_CONTROL === '1';
+      writeFileSync(planFile, JSON.stringify(control ? { seed: c.plan.seed, rules: [] } : c.plan));
+      const { ns, sock, backend } = await hostEnd(cleanups, {
+        args: ['--faults', planFile, '--fault-log', logFile],
+        iperf: c.iperf,
+        quiet: true,
+      });
+      const g = bootGuest({ socketPath: sock, script: HELPERS + c.script, ip: `${GUEST_IP}/24` });
+      cleanups.push(() => g.cleanup());
+      let hostOut = '';
+      if (c.host) {
+        await g.phase('serve');
+        hostOut = ns.try(c.host).out;
+      }
+      const r = await g.done(180_000);
+      await backend.stop();
+      const log = control ? [] : readFileSync(logFile, 'utf8').trim().split('\n').filter(Boolean);
+      const ctx = `results ${JSON.stringify([...r])}\nfault log ${log.slice(0, 8).join('\n')}\nguest console:\n${g.qemu.tail(40)}\nbackend:\n${backend.tail(15)}`;
+      if (control) {
+        expect(() => c.check(r, hostOut), `without the plan the reaction check still passed\n${ctx}`).toThrow();
+        return;
+      }
+      let observed = '';
+      let pass = false;
+      try {
+        expect(log.length, `the plan injected nothing\n${ctx}`).toBeGreaterThan(0);
+        expect(num(r, 'oops'), `the guest oopsed\n${ctx}`).toBe(0);
+        observed = c.check(r, hostOut);
+        pass = true;
+      } catch (err) {
+        observed = `${(err as Error).message.split('\n')[0]}`;
+        throw new Error(`${(err as Error).message}\n${ctx}`);
+      } finally {
+        mkdirSync(join(packageRoot, '.test-results'), { recursive: true });
+        appendFileSync(
+          join(packageRoot, '.test-results', 'fault-scorecard.jsonl'),
+          `${JSON.stringify({ row: c.row, what: c.what, plan: c.plan, expected: c.expected, observed, pass, faults: log.length, kernel: kernelVersion() })}\n`,
+        );
+      }
+    },
+    240_000,
+  );
+});

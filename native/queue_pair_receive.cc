@@ -1,0 +1,253 @@
+// The receive side of a queue pair (receiveq, `toGuest`): frames from the host port or handed
+// over by other pairs, routed by steering, placed into the guest's buffers (MRG_RXBUF,
+// num_buffers), flushed and notified once per burst; with a fault plan, told lies on the way.
+#include <cstring>
+
+#include "net_rules.h"
+#include "queue_pair.h"
+
+namespace vun {
+namespace {
+
+// Copies `len` bytes from `src` into the writable segments of `e` starting at byte `off`.
+uint32_t ScatterIn(const Element& e, uint32_t off, const uint8_t* src, uint32_t len) {
+  uint32_t done = 0;
+  const Segment* s = e.segs + e.outNum;
+  for (uint32_t i = 0; i < e.inNum && done < len; i++) {
+    if (off >= s[i].len) {
+      off -= s[i].len;
+      continue;
+    }
+    uint32_t n = s[i].len - off;
+    if (n > len - done) n = len - done;
+    std::memcpy(s[i].host + off, src + done, n);
+    done += n;
+    off = 0;
+  }
+  return done;
+}
+
+// Host address of byte `pos` of the writable part of `e`, or null.
+uint8_t* ByteAt(const Element& e, uint32_t pos) {
+  const Segment* s = e.segs + e.outNum;
+  for (uint32_t i = 0; i < e.inNum; i++) {
+    if (pos < s[i].len) return s[i].host + pos;
+    pos -= s[i].len;
+  }
+  return nullptr;
+}
+
+}  // namespace
+
+int QueuePair::Deliver(const uint8_t* frame, uint32_t len) {
+  const uint32_t vr = receiveq_;
+  QueueState& q = cfg_.queues[vr];
+  const uint32_t hdr = cfg_.hdrLen;
+  if (!q.started || q.broken) return 0;
+  if (!q.enabled) {
+    // A disabled receiveq gets nothing.
+    cfg_.Count(vr, kCDropDisabled, 1);
+    return 1;
+  }
+  const ReceiveVerdict verdict = ReceiveRule(cfg_.features, frame[0], frame[1]);
+  if (verdict != kReceiveDeliver && verdict != kReceiveClearFlags) {
+    cfg_.Count(vr, kCDropMalformed, 1);
+    return 1;
+  }
+  // With a fault plan, each frame for the guest is an event, decided once: a frame that waits
+  // for buffers keeps its lies (one predictable branch without a plan).
+  Lies* l = nullptr;
+  if (faultsToGuest_ && !inDuplicate_) {
+    l = &toGuestLies_;
+    if (!l->pending) TakeLies(*faultsToGuest_, vr, l);
+    if (l->drop >= 0) {
+      l->pending = false;
+      return 1;
+    }
+    if (l->ChangesFrame()) {
+      len = LieFrame(*l, frame, len);
+      frame = lieBuf_.data();
+    }
+  }
+  uint16_t firstFill = filled_;
+  // Where the first chain holds header bytes 0 and num_buffers: taken when it is popped, as a
+  // later burst reuses the element array.
+  const int nb = NumBuffersOffset(hdr);
+  uint8_t* at[3] = {nullptr, nullptr, nullptr};
+  uint16_t taken = 0, firstHead = 0;
+  uint32_t firstLen = 0;
+  uint32_t copied = 0;
+  while (copied < len || taken == 0) {
+    if (pos_ == cached_) {
+      pos_ = cached_ = 0;
+      cached_ = toGuest_.PopBurst(toGuestElems_, kMaxBurst, toGuestSegs_.data());
+      if (toGuest_.broken) {
+        Broken(toGuest_, vr);
+        return -1;
+      }
+      if (cached_ == 0) {
+        // Out of buffers: un-take this frame's chains (they are the last popped).
+        toGuest_.Rewind(taken);
+        filled_ -= taken;
+        return 0;
+      }
+    }
+    const Element& e = toGuestElems_[pos_++];
+    if (ReceiveChainRule(cfg_.features, hdr, e.inLen, len, taken) != kChainTake) {
+      // Drop the frame, keep the chain (only the first chain of a frame can be refused).
+      pos_--;
+      cfg_.Count(vr, kCDropTooBig, 1);
+      if (l) l->pending = false;
+      return 1;
+    }
+    if (taken == 0) {
+      firstHead = e.head;
+      at[0] = ByteAt(e, 0);
+      if (nb >= 0) {
+        at[1] = ByteAt(e, nb);
+        at[2] = ByteAt(e, nb + 1);
+      }
+    }
+    uint32_t n = ScatterIn(e, 0, frame + copied, len - copied);
+    copied += n;
+    toGuest_.Fill(e.head, n, filled_++);
+    if (taken == 0) firstLen = n;
+    taken++;
+  }
+  // The header as the guest reads it: num_buffers = chains holding this frame (1 without
+  // MRG_RXBUF), little-endian; flags cleared when the guest cannot take them.
+  uint8_t h[12];
+  std::memcpy(h, frame, hdr);
+  if (nb >= 0) {
+    h[nb] = static_cast<uint8_t>(taken & 0xff);
+    h[nb + 1] = static_cast<uint8_t>(taken >> 8);
+    if (at[1]) *at[1] = h[nb];
+    if (at[2]) *at[2] = h[nb + 1];
+  }
+  if (verdict == kReceiveClearFlags) {
+    h[0] = 0;
+    if (at[0]) *at[0] = 0;
+  }
+  if (l) {
+    RecordFrameLies(vr, *l);
+    if (l->header[6] >= 0 && nb >= 0) {
+      // num_buffers (6): told after the device wrote the true count.
+      Record(vr, l->header[6], kFaultHeader, 6, kNoRing, l->event, taken, l->headerValue[6]);
+      h[nb] = static_cast<uint8_t>(l->headerValue[6]);
+      h[nb + 1] = static_cast<uint8_t>(l->headerValue[6] >> 8);
+      if (at[1]) *at[1] = h[nb];
+      if (at[2]) *at[2] = h[nb + 1];
+    }
+    uint32_t reported = firstHead;
+    if (l->usedId >= 0 || l->usedLen >= 0) {
+      // The first chain's used element, written again with the lie.
+      uint32_t usedLen;
+      LieUsed(vr, *l, firstHead, firstLen, &reported, &usedLen);
+      toGuest_.Fill(reported, usedLen, firstFill);
+    }
+    // used-id "repeat": a second used element for the same head.
+    if (l->Twice()) toGuest_.Fill(reported, firstLen, filled_++);
+    l->pending = false;
+  }
+  if (capToGuest_) {
+    struct Part {
+      const uint8_t* host;
+      uint32_t len;
+    } part{frame, len};
+    capToGuest_->Frame(0, hdr, len, &part, 1, h);
+  }
+  burstFrames_++;
+  burstBytes_ += len - hdr;
+  progress_ = true;
+  if (l && l->duplicate >= 0) {
+    // The same frame once more (no event of its own); lost when no buffer is left for it.
+    inDuplicate_ = true;
+    if (Deliver(frame, len) > 0)
+      Record(vr, l->duplicate, kFaultDuplicate, kFieldNone, kNoRing, l->event, 0, 0);
+    inDuplicate_ = false;
+  }
+  if (filled_ >= kFlushEvery) FlushReceiveq();
+  return 1;
+}
+
+void QueuePair::FlushReceiveq() {
+  if (filled_ == 0) return;
+  const uint32_t vr = receiveq_;
+  toGuest_.Flush(filled_);
+  filled_ = 0;
+  cfg_.Publish(vr, toGuest_.lastAvailIdx, toGuest_.usedIdx);
+  cfg_.Count(vr, kCFrames, burstFrames_);
+  cfg_.Count(vr, kCBytes, burstBytes_);
+  cfg_.Count(vr, kCBursts, 1);
+  burstFrames_ = burstBytes_ = 0;
+  Notify(toGuest_, vr);
+}
+
+int QueuePair::Route(const uint8_t* frame, uint32_t len) {
+  uint32_t target = steering_.Target(pair_, frame, len, cfg_.hdrLen);
+  if (target == pair_) return Deliver(frame, len);
+  HandoverRing* ring = steering_.RingForProducer(pair_, target);
+  if (!ring) return Deliver(frame, len);
+  if (!ring->Push(frame, len)) {
+    cfg_.Count(2 * target, kCDropNoBuffers, 1);  // the target is not keeping up
+    return 1;
+  }
+  dirtyTargets_ |= uint64_t(1) << target;
+  cfg_.Count(receiveq_, kCHandover, 1);
+  return 1;
+}
+
+void QueuePair::SignalHandover() {
+  for (uint32_t t = 0; dirtyTargets_ != 0; t++, dirtyTargets_ >>= 1)
+    if (dirtyTargets_ & 1) Wake(steering_.WakeFd(t));
+}
+
+// Frames other pairs handed to this receiveq. False when the guest ran out of buffers.
+bool QueuePair::DrainHandover() {
+  for (uint32_t src = 0; src < steering_.pairs(); src++) {
+    HandoverRing* ring = src == pair_ ? nullptr : steering_.Ring(src, pair_);
+    if (!ring) continue;
+    if (!ring->Drain([this](const uint8_t* f, uint32_t len) { return Deliver(f, len) > 0; }))
+      return false;
+  }
+  return true;
+}
+
+// receiveq: frames handed over by other pairs, then frames from the host, into guest buffers
+// until there are none or the guest has no buffers left; then wait for one or the other.
+void QueuePair::ProcessReceiveq() {
+  const uint32_t vr = receiveq_;
+  QueueState& q = cfg_.queues[vr];
+  if (!q.started || q.broken) return;
+  const bool hostFrames = port_->Produces();
+  for (;;) {
+    bool blocked = !DrainHandover();
+    while (!blocked && hostFrames) {
+      if (pendingLen_ == 0) pendingLen_ = port_->Receive(bounce_.data(), kBounceSize, cfg_.hdrLen);
+      if (pendingLen_ == 0) break;
+      int r = Route(bounce_.data(), pendingLen_);
+      if (r < 0) return;
+      if (r == 0)
+        blocked = true;
+      else
+        pendingLen_ = 0;
+    }
+    FlushReceiveq();
+    SignalHandover();
+    if (q.broken || toGuest_.broken) return;
+    if (!blocked) break;
+    // No guest buffers: stop reading the host, ask for a kick, and look once more.
+    WatchHost(false);
+    toGuest_.SetNotification(true);
+    if (toGuest_.Empty()) return;
+  }
+  // Give back chains popped for frames that did not come.
+  if (cached_ > pos_) {
+    toGuest_.Rewind(static_cast<uint16_t>(cached_ - pos_));
+    cfg_.Publish(vr, toGuest_.lastAvailIdx, toGuest_.usedIdx);
+  }
+  cached_ = pos_ = 0;
+  WatchHost(true);
+}
+
+}  // namespace vun
