@@ -201,6 +201,23 @@ describe.each(['native', 'ts'] as const)('fault actions on the %s data path', (d
     expect(status?.map((r) => r.injected)).toEqual([1, 1, 1, 1, 1, 1]);
   });
 
+  it('notify-drop: while its window is open the guest is not interrupted, and every held-back interrupt is logged', async () => {
+    const plan: FaultPlan = {
+      seed: 3,
+      rules: [{ name: 'quiet', on: 'receiveq0', do: 'notify-drop', atMs: 0, forMs: 600_000 }],
+    };
+    const { session, ram, pair, lines } = await device(datapath, 'loopback', plan);
+    await postRx(session, pair, 16);
+    native.eventfdRead(pair.calls.rx); // whatever start-up signalled
+    transmit(native, ram, pair, [frameOf(1), frameOf(2), frameOf(3)]);
+    await waitFor(() => pair.rx.usedIdx() === 3, 5000, 'frames in the receiveq');
+    await waitFor(() => lines.length > 0, 2000, 'held-back interrupts logged');
+    expect(native.eventfdRead(pair.calls.rx), 'the receiveq call fd was signalled').toBeNull();
+    expect(lines.every((l) => l.rule === 'quiet' && l.do === 'notify-drop' && l.vring === 0)).toBe(true);
+    // The transmitq has no rule: its interrupts still go out.
+    await waitFor(() => native.eventfdRead(pair.calls.tx) !== null, 2000, 'transmitq interrupt');
+  });
+
   it('drop and duplicate land within 5 standard deviations of p over 100,000 frames', async () => {
     const p = 0.1;
     const plan: FaultPlan = {
