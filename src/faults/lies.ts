@@ -147,6 +147,16 @@ export class Liar {
     return l;
   }
 
+  /** A transmitq chain never completed: the head the device keeps back from the guest. */
+  recordWithheld(vring: number, l: Lies, head: number): void {
+    this.record(vring, l.withhold, A.withhold, l.event, {
+      field: FIELD.id,
+      ringIdx: head,
+      old: BigInt(head),
+      new: 0n,
+    });
+  }
+
   /** A copy of `frame` with corrupt, header and runt applied (recorded later: recordFrame). */
   lieFrame(l: Lies, frame: Buffer, hdrLen: number): Buffer {
     const f = Buffer.from(frame);

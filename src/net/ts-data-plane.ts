@@ -294,13 +294,7 @@ export class TsDataPlane implements DataPlane {
         const faults = this.liar?.of(index);
         const l = faults ? this.liar?.take(faults, index) : undefined;
         if (!l) run.ring.fill(e.head, 0, filled++);
-        else if (l.withhold >= 0)
-          this.liar?.record(index, l.withhold, VRING_ACTIONS.withhold, l.event, {
-            field: 8,
-            ringIdx: e.head,
-            old: BigInt(e.head),
-            new: 0n,
-          });
+        else if (l.withhold >= 0) this.liar?.recordWithheld(index, l, e.head);
         else {
           const [id, len] = this.liar?.lieUsed(index, l, e.head, 0) ?? [e.head, 0];
           run.ring.fill(id, len, filled++);
