@@ -23,10 +23,12 @@ enum FaultAction : uint8_t {
   kFaultHeader = 7,
   kFaultRunt = 8,
   kFaultNotifyDrop = 9,
+  kFaultDescRewrite = 10,
 };
 // Field codes of a fault record: plan.ts HEADER_FIELDS indexes (0-6), then these
-// (src/faults/log.ts FIELD_NAMES); kFieldNone: the fault changed no value.
-constexpr uint8_t kFieldLen = 7, kFieldId = 8, kFieldByte = 9, kFieldNone = 0xff;
+// (src/faults/plan.ts FIELD_NAMES); kFieldNone: the fault changed no value.
+constexpr uint8_t kFieldLen = 7, kFieldId = 8, kFieldByte = 9, kFieldAddr = 10, kFieldFlags = 11,
+                  kFieldNone = 0xff;
 // A fault record's ringIdx when no descriptor was involved.
 constexpr uint32_t kNoRing = 0xffffffffu;
 
@@ -38,7 +40,7 @@ struct FaultRule {
   uint16_t rule = 0;  // index in the plan
   uint8_t action = 0;
   uint8_t mode = 0;
-  uint8_t field = 0;  // header: index into plan.ts HEADER_FIELDS
+  uint8_t field = 0;  // header: HEADER_FIELDS index; desc-rewrite: kFieldAddr/Len/Flags
   bool always = true;
   uint64_t every = 1, after = 0, count = 0;  // count 0: no limit
   uint64_t threshold = 0;                    // fires when Draw() < threshold (unless always)

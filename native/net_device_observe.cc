@@ -124,7 +124,7 @@ Napi::Value NetDevice::SetFaults(const Napi::CallbackInfo& info) {
     r.atNs = static_cast<int64_t>(BigU64(o.Get("atNs")));
     r.untilNs = static_cast<int64_t>(BigU64(o.Get("untilNs")));
     r.value = BigU64(o.Get("value"));
-    if (r.every == 0 || r.action < kFaultDrop || r.action > kFaultNotifyDrop) {
+    if (r.every == 0 || r.action < kFaultDrop || r.action > kFaultDescRewrite) {
       ThrowArg(env, "setFaults: a rule with every 0 or an unknown action");
       return env.Undefined();
     }

@@ -27,7 +27,10 @@ struct Lies {
   bool pending = false;  // receiveq: decided for the frame in progress, not applied yet
   uint64_t event = 0;
   int32_t drop = -1, duplicate = -1, corrupt = -1, withhold = -1, runt = -1;
-  int32_t usedLen = -1, usedId = -1;
+  int32_t usedLen = -1, usedId = -1, descRewrite = -1;
+  uint8_t descField = 0;  // kFieldAddr, kFieldLen or kFieldFlags
+  uint64_t descValue = 0;
+  bool AboutUsed() const { return usedLen >= 0 || usedId >= 0 || descRewrite >= 0; }
   bool Twice() const { return usedId >= 0 && idMode == kIdRepeat; }  // used-id "repeat"
   uint8_t corruptBit = 0, lenMode = 0, idMode = 0;
   uint64_t lenValue = 0, idValue = 0;

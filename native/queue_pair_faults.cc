@@ -65,6 +65,11 @@ void QueuePair::TakeLies(VringFaults& f, uint32_t vring, Lies* l) {
         l->idMode = r.mode;
         l->idValue = r.value;
         break;
+      case kFaultDescRewrite:
+        l->descRewrite = rule;
+        l->descField = r.field;
+        l->descValue = r.value;
+        break;
       case kFaultHeader:
         if (r.field < 7) {
           l->header[r.field] = rule;
@@ -130,6 +135,15 @@ void QueuePair::LieUsed(uint32_t vring, const Lies& l, uint16_t head, uint32_t l
                         uint32_t* outLen) {
   uint32_t reportId = head;
   uint32_t reportLen = len;
+  SplitRing& ring = vring == receiveq_ ? toGuest_ : fromGuest_;
+  if (l.descRewrite >= 0) {
+    // desc-rewrite: the head descriptor changes in guest memory before the chain is completed.
+    const auto field = l.descField == kFieldAddr  ? SplitRing::kDescAddr
+                       : l.descField == kFieldLen ? SplitRing::kDescLen
+                                                  : SplitRing::kDescFlags;
+    const uint64_t old = ring.RewriteDesc(head, field, l.descValue);
+    Record(vring, l.descRewrite, kFaultDescRewrite, l.descField, head, l.event, old, l.descValue);
+  }
   if (l.usedId >= 0) {
     const uint16_t num = cfg_.queues[vring].cfg.num;
     switch (l.idMode) {
@@ -137,7 +151,7 @@ void QueuePair::LieUsed(uint32_t vring, const Lies& l, uint16_t head, uint32_t l
         reportId = num;  // the first id the driver's table does not have
         break;
       case kIdNotAHead:
-        reportId = (head + 1u) % num;  // the chain's next descriptor, when it has one
+        reportId = ring.NextOf(head);  // the chain's second descriptor (head+1 without one)
         break;
       case kIdRepeat:
         reportId = head;  // the true id, told twice: the caller writes a second used element

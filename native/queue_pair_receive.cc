@@ -139,7 +139,7 @@ int QueuePair::Deliver(const uint8_t* frame, uint32_t len) {
       if (at[2]) *at[2] = h[nb + 1];
     }
     uint32_t reported = firstHead;
-    if (l->usedId >= 0 || l->usedLen >= 0) {
+    if (l->AboutUsed()) {
       // The first chain's used element, written again with the lie.
       uint32_t usedLen;
       LieUsed(vr, *l, firstHead, firstLen, &reported, &usedLen);

@@ -201,6 +201,27 @@ class SplitRing {
 
   bool Empty() { return AvailIdx() == lastAvailIdx; }
 
+  // The fault plan's view of the descriptor table (used-id "not-a-head", desc-rewrite); the
+  // device itself reads a chain once, in ReadChain.
+  // The descriptor after `head` in its chain (§2.7.5 VIRTQ_DESC_F_NEXT), or head+1 without one.
+  uint16_t NextOf(uint16_t head) const {
+    VringDesc d;
+    std::memcpy(&d, desc_ + 16 * (head % cfg.num), 16);
+    return (d.flags & kDescFNext) && d.next < cfg.num ? d.next : static_cast<uint16_t>((head + 1u) % cfg.num);
+  }
+  // Writes `field` (kDescAddr/kDescLen/kDescFlags) of descriptor `i` in guest memory; returns
+  // the old value.
+  enum DescField : uint8_t { kDescAddr, kDescLen, kDescFlags };
+  uint64_t RewriteDesc(uint16_t i, DescField field, uint64_t v) {
+    uint8_t* d = desc_ + 16 * (i % cfg.num);
+    const size_t at = field == kDescAddr ? 0 : field == kDescLen ? 8 : 12;
+    const size_t size = field == kDescAddr ? 8 : field == kDescLen ? 4 : 2;
+    uint64_t old = 0;
+    std::memcpy(&old, d + at, size);  // little-endian host (virtio 1.x rings are LE)
+    std::memcpy(d + at, &v, size);
+    return old;
+  }
+
   // vring_need_event() from the virtio spec §2.7.10.
   static bool NeedEvent(uint16_t event, uint16_t newIdx, uint16_t old) {
     return static_cast<uint16_t>(newIdx - event - 1) < static_cast<uint16_t>(newIdx - old);

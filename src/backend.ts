@@ -8,7 +8,7 @@ import { lstatSync, rmSync } from 'node:fs';
 import type { Logger } from 'pino';
 import { hex } from './features.js';
 import { call, loadNative, type NativeBinding, type NativePoller } from './native.js';
-import { ControlConnection } from './transport/connection.js';
+import { ControlConnection, type RawMessage } from './transport/connection.js';
 import type { DataPlaneFactory } from './net/data-plane.js';
 import { NativeDataPlane } from './net/native-data-plane.js';
 import { type DispatchObserver, dispatch } from './vhost-user/handlers.js';
@@ -19,10 +19,13 @@ import {
   Session,
   type SessionView,
 } from './vhost-user/session.js';
-import { type Header, requestName } from './vhost-user/codec.js';
+import { encodeMessage, encodeU64, Flags, type Header, HEADER_SIZE, Request, requestName } from './vhost-user/codec.js';
 import type { MessageTrace } from './trace/message-trace.js';
+import { ErrorCode, InjectedFault } from './errors.js';
+import { ProtocolFeature } from './features.js';
 import { FaultLog } from './faults/log.js';
 import { type CompiledPlan, compilePlan, type FaultPlan } from './faults/plan.js';
+import { SessionFaults } from './faults/session-faults.js';
 
 export interface BackendOptions {
   /** Socket path (server mode: created; client mode: dialled). */
@@ -63,6 +66,8 @@ export interface BackendView {
   /** The fault plan in force and what it injected. */
   readonly faultPlan: FaultPlan | undefined;
   readonly faultLog: FaultLog;
+  /** Ms since the current session started (fault windows count from there). */
+  sessionMs(): number | undefined;
   /** Loads a plan (throws on a bad one, keeping the plan in force); clears it. */
   loadFaults(input: unknown, source?: string): FaultPlan;
   clearFaults(): void;
@@ -83,6 +88,10 @@ export class VhostUserNetBackend extends EventEmitter<BackendEvents> implements 
   sessions = 0;
   /** The fault plan in force (applied to every session from its start), or undefined. */
   private plan: CompiledPlan | undefined;
+  /** The plan's session rules (undefined: none), and the current session's disconnect timers. */
+  private sessionFaults: SessionFaults | undefined;
+  private faultTimers: NodeJS.Timeout[] = [];
+  private sessionStartMs = 0;
   /** Every injected fault, logged and counted (one log for the life of the process). */
   readonly faultLog: FaultLog;
 
@@ -120,6 +129,11 @@ export class VhostUserNetBackend extends EventEmitter<BackendEvents> implements 
     this.plan = compiled;
     this.faultLog.use(compiled.plan);
     this.current?.setFaults(compiled, this.faultLog);
+    this.useSessionFaults(compiled);
+    if (this.sessionFaults && this.connection) {
+      this.sessionFaults.begin(this.sessionStartMs);
+      this.armDisconnects(this.connection);
+    }
     this.log.info({ rules: compiled.plan.rules.length, seed: compiled.plan.seed }, 'fault plan loaded');
     return compiled.plan;
   }
@@ -128,11 +142,117 @@ export class VhostUserNetBackend extends EventEmitter<BackendEvents> implements 
   clearFaults(): void {
     this.plan = undefined;
     this.current?.setFaults(undefined, undefined);
+    this.useSessionFaults(undefined);
     this.log.info('fault plan cleared');
   }
 
   get session(): Session | undefined {
     return this.current;
+  }
+
+  /** Ms since the current session started (undefined without one): where plan windows count from. */
+  sessionMs(): number | undefined {
+    return this.current ? performance.now() - this.sessionStartMs : undefined;
+  }
+
+  private useSessionFaults(plan: CompiledPlan | undefined): void {
+    for (const t of this.faultTimers.splice(0)) clearTimeout(t);
+    this.sessionFaults = plan?.session.length ? new SessionFaults(plan, this.faultLog) : undefined;
+  }
+
+  /** Timers for the plan's disconnects in this session (those still ahead). */
+  private armDisconnects(conn: ControlConnection): void {
+    const sf = this.sessionFaults;
+    if (!sf) return;
+    for (const d of sf.disconnects()) {
+      const inMs = d.atMs - sf.elapsedMs();
+      if (inMs < 0) continue;
+      const timer = setTimeout(() => {
+        if (conn.isClosed || this.sessionFaults !== sf || !sf.takeDisconnect(d.index)) return;
+        this.log.warn({ atMs: d.atMs }, 'fault plan: disconnecting the front-end');
+        conn.close(new InjectedFault(ErrorCode.FaultDisconnect, 'fault plan: disconnect', { atMs: d.atMs }));
+      }, inMs);
+      this.faultTimers.push(timer);
+    }
+  }
+
+  /**
+   * Handles one request: what the session fault rules decide (close, NACK, delay), then the
+   * handler table, then the offer masks on the reply.
+   */
+  private handle(
+    session: Session,
+    conn: ControlConnection,
+    msg: RawMessage,
+    log: Logger,
+    observer?: DispatchObserver,
+  ): void {
+    const sf = this.sessionFaults;
+    const name = requestName(msg.header.request);
+    const canNack = msg.header.needReply && session.hasProtocolFeature(ProtocolFeature.REPLY_ACK);
+    const verdict = sf?.verdict(name, canNack) ?? { kind: 'handle' };
+    const closeFds = () => {
+      for (const fd of msg.fds) this.native.close(fd);
+    };
+    switch (verdict.kind) {
+      case 'close': {
+        closeFds();
+        const err = new InjectedFault(ErrorCode.FaultDisconnect, `fault plan: close-at (${verdict.rule})`, {
+          request: name,
+        });
+        observer?.start();
+        observer?.done(err, undefined);
+        log.warn({ request: name }, 'fault plan: closing the connection at this message');
+        conn.close(err);
+        return;
+      }
+      case 'nack': {
+        closeFds();
+        const bytes = encodeMessage(msg.header.request, Flags.VERSION | Flags.REPLY, encodeU64(1n));
+        observer?.start();
+        observer?.done(undefined, { bytes, ack: true, nack: true });
+        log.warn({ request: name }, 'fault plan: NACK');
+        conn.send(bytes);
+        return;
+      }
+      case 'delay':
+        log.warn({ request: name, ms: verdict.ms }, 'fault plan: delaying the reply');
+        conn.hold(verdict.ms, () => this.reply(session, conn, msg, log, sf, observer));
+        return;
+      case 'handle':
+        this.reply(session, conn, msg, log, sf, observer);
+    }
+  }
+
+  /** Dispatches and sends the reply, feature offers masked first (so the trace shows what was sent). */
+  private reply(
+    session: Session,
+    conn: ControlConnection,
+    msg: RawMessage,
+    log: Logger,
+    sf: SessionFaults | undefined,
+    observer?: DispatchObserver,
+  ): void {
+    const r = msg.header.request;
+    const offer =
+      r === Request.GET_FEATURES
+        ? 'GET_FEATURES'
+        : r === Request.GET_PROTOCOL_FEATURES
+          ? 'GET_PROTOCOL_FEATURES'
+          : undefined;
+    const masking: DispatchObserver | undefined =
+      sf && offer
+        ? {
+            start: () => observer?.start(),
+            done: (err, reply) => {
+              if (reply && !reply.ack)
+                reply.bytes.writeBigUInt64LE(sf.offer(offer, reply.bytes.readBigUInt64LE(HEADER_SIZE)), HEADER_SIZE);
+              observer?.done(err, reply);
+            },
+          }
+        : observer;
+    const reply = dispatch(session, msg, this.native, log, masking);
+    if (reply) conn.send(reply.bytes);
   }
 
   view(): SessionView | undefined {
@@ -269,10 +389,10 @@ export class VhostUserNetBackend extends EventEmitter<BackendEvents> implements 
             if (reply) trace.reply(id, seq, msg.header.request, reply.bytes, reply.ack);
           },
         };
-        const reply = dispatch(session, msg, this.native, log, observer);
-        if (reply) conn.send(reply.bytes);
+        this.handle(session, conn, msg, log, observer);
       },
       onClose: (reason) => {
+        for (const t of this.faultTimers.splice(0)) clearTimeout(t);
         this.logCounters(session, log);
         session.close();
         this.connection = undefined;
@@ -290,6 +410,9 @@ export class VhostUserNetBackend extends EventEmitter<BackendEvents> implements 
     });
     this.connection = conn;
     this.current = session;
+    this.sessionStartMs = performance.now();
+    this.sessionFaults?.begin(this.sessionStartMs);
+    this.armDisconnects(conn);
     log.info({ fd }, 'session started');
     trace?.session(id, 'connected');
     this.emit('session', session);

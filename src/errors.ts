@@ -45,6 +45,11 @@ export class SessionError extends VunError {
   }
 }
 
+/** The fault plan closed the connection on purpose (disconnect, close-at). */
+export class InjectedFault extends VunError {
+  readonly recovery = 'close-connection' as const;
+}
+
 /** Feature negotiation: a bit set that was never offered, or a missing requirement. */
 export class FeatureError extends VunError {
   readonly recovery = 'close-connection' as const;
@@ -103,5 +108,7 @@ export const ErrorCode = {
   ConfigInvalid: 'VUN_CONFIG_INVALID',
   ConfigFile: 'VUN_CONFIG_FILE',
   FaultPlanInvalid: 'VUN_FAULT_PLAN_INVALID',
+  // fault plan, on purpose
+  FaultDisconnect: 'VUN_FAULT_DISCONNECT',
   Usage: 'VUN_USAGE',
 } as const;

@@ -3,6 +3,7 @@ import { ErrorCode, ProtocolError } from '../src/errors.js';
 import { featureMask, featureNames, hasFeature, ProtocolFeature, VirtioFeature } from '../src/features.js';
 import {
   checkHeader,
+  OWN_REPLY,
   decodeHeader,
   decodePayload,
   encodeMemTable,
@@ -144,6 +145,11 @@ describe('the handler table and the codec', () => {
     for (const [name, row] of Object.entries(handlerTable)) {
       const request = Request[name as keyof typeof Request];
       expect(payloadKind(request), name).toBe(row?.payload);
+    }
+  });
+  it('agree on which requests answer with a reply of their own (and so cannot be NACKed)', () => {
+    for (const [name, row] of Object.entries(handlerTable)) {
+      expect(OWN_REPLY.has(name as keyof typeof Request), name).toBe(row?.reply !== 'ack');
     }
   });
 });

@@ -9,7 +9,8 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { ConfigError, ErrorCode } from '../src/errors.js';
 import { featureMask, VirtioFeature as F } from '../src/features.js';
 import type { FaultLine } from '../src/faults/log.js';
-import { compilePlan, draw, type FaultPlan } from '../src/faults/plan.js';
+import { compilePlan, draw, FIELD, FIELD_NAMES, type FaultPlan } from '../src/faults/plan.js';
+import { DESC_F_NEXT, DESC_F_WRITE } from '../src/virtio/split-ring.js';
 import { bringUpDevice, type DatapathKind, native, serve, waitFor } from './helpers/harness.js';
 import { type DriverPair, type MockFrontend, transmit } from './helpers/mock-frontend.js';
 
@@ -29,6 +30,11 @@ function refusal(input: unknown, vrings = 2): ConfigError {
 }
 
 describe('fault plans: validation', () => {
+  it('field codes name one field each (the log and native/faults.h kField* read them by number)', () => {
+    expect(new Set(FIELD_NAMES).size).toBe(FIELD_NAMES.length);
+    expect([FIELD.len, FIELD.id, FIELD.byte, FIELD.addr, FIELD.desc_flags]).toEqual([7, 8, 9, 10, 11]);
+  });
+
   it.each([
     [{ seed: 1, rules: [{ name: 'a', on: 'transmitq0', do: 'explode' }] }, /rules.0.do: /],
     [{ seed: 1, rules: [{ name: 'a', on: 'receiveq3', do: 'drop' }] }, /rules.0.on: receiveq3 does not exist/],
@@ -127,7 +133,7 @@ afterEach(async () => {
 async function device(datapath: DatapathKind, host: 'loopback' | 'null', plan: FaultPlan) {
   srv = serve({ queuePairs: 1 }, { kind: host }, datapath);
   const lines: FaultLine[] = [];
-  srv.backend.faultLog.onLine = (l) => lines.push(l);
+  srv.backend.faultLog.on('line', (l) => lines.push(l));
   srv.backend.loadFaults(plan);
   const d = await bringUpDevice(srv, BASE);
   fe = d.fe;
@@ -199,6 +205,46 @@ describe.each(['native', 'ts'] as const)('fault actions on the %s data path', (d
     ]);
     const status = srv?.backend.faultLog.perRule();
     expect(status?.map((r) => r.injected)).toEqual([1, 1, 1, 1, 1, 1]);
+  });
+
+  it("not-a-head names the chain's second descriptor; desc-rewrite changes a posted descriptor in guest memory", async () => {
+    const plan: FaultPlan = {
+      seed: 4,
+      rules: [
+        { name: 'second', on: 'receiveq0', do: 'used-id', value: 'not-a-head', count: 1 },
+        { name: 'addr', on: 'receiveq0', do: 'desc-rewrite', field: 'addr', value: '0xdead0000', after: 1, count: 1 },
+        { name: 'len', on: 'transmitq0', do: 'desc-rewrite', field: 'len', value: 7, count: 1 },
+      ],
+    };
+    const { session, ram, pair, lines } = await device(datapath, 'loopback', plan);
+    // Two receive chains of two descriptors, each second descriptor far from its head: 40 -> 90, 41 -> 91.
+    for (const [h, n] of [
+      [40, 90],
+      [41, 91],
+    ] as const) {
+      const at = BigInt(RX_BASE + (h - 40) * RX_SIZE);
+      pair.rx.rawDesc(h, at, 8, DESC_F_WRITE | DESC_F_NEXT, n);
+      pair.rx.rawDesc(n, at + 8n, RX_SIZE - 8, DESC_F_WRITE, 0);
+      pair.rx.offer(h);
+    }
+    pair.rx.publish();
+    native.eventfdWrite(pair.kicks.rx, 1n);
+    await waitFor(() => session.vrings[0]?.started === true, 2000, 'receiveq started');
+    transmit(native, ram, pair, [frameOf(1), frameOf(2)]);
+    await waitFor(() => pair.rx.usedIdx() === 2, 5000, 'two frames back');
+    await waitFor(() => lines.length === 3, 2000, 'three faults logged');
+    expect(pair.rx.usedElem(0).id, "the first chain's second descriptor").toBe(90);
+    expect(pair.rx.usedElem(1).id).toBe(41);
+    expect(pair.rx.readDesc(41).addr).toBe(0xdead0000n);
+    const tx = lines.find((l) => l.rule === 'len');
+    expect(pair.tx.readDesc(tx?.ringIdx as number).len).toBe(7);
+    expect(timeless(lines).map((l) => [l.rule, l.ringIdx, l.field, l.new])).toEqual(
+      expect.arrayContaining([
+        ['second', 40, 'id', 90],
+        ['addr', 41, 'addr', 0xdead0000],
+        ['len', tx?.ringIdx, 'len', 7],
+      ]),
+    );
   });
 
   it('notify-drop: while its window is open the guest is not interrupted, and every held-back interrupt is logged', async () => {
@@ -294,7 +340,7 @@ describe('determinism', () => {
     expect(JSON.stringify(native2)).toBe(JSON.stringify(native1));
     expect(JSON.stringify(ts2)).toBe(JSON.stringify(ts1));
     // Across paths: each line is the same; only how the two vrings' lines interleave may differ.
-    const byVring = (ls: typeof ts1) => [...ls].sort((a, b) => a.vring - b.vring || a.seq - b.seq);
+    const byVring = (ls: typeof ts1) => [...ls].sort((a, b) => Number(a.vring) - Number(b.vring) || a.seq - b.seq);
     expect(JSON.stringify(byVring(ts1))).toBe(JSON.stringify(byVring(native1)));
   }, 60_000);
 });

@@ -180,10 +180,14 @@ describe('/faults', () => {
     expect(session.counters(1).frames).toBe(2);
     const status = (await (await fetch(`http://127.0.0.1:${port}/status`)).json()) as { faults: unknown };
     expect(status.faults).toMatchObject({ rules: [{ rule: 'lose', do: 'drop', injected: 2 }] });
+    // With a session, GET tells its age: a client places an atMs window ahead of it.
+    const age = ((await (await fetch(url)).json()) as { sessionMs: number }).sessionMs;
+    expect(age).toBeGreaterThan(0);
+    expect(age).toBeLessThan(60_000);
     const metrics = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
     expect(metrics).toMatch(/vhost_user_net_faults_injected_total\{rule="lose",do="drop",vring="1"\} 2/);
     r = await fetch(url, { method: 'DELETE' });
-    expect(await r.json()).toEqual({ plan: null, rules: [] });
+    expect(await r.json()).toMatchObject({ plan: null, rules: [] });
     server.close();
     const closed = srv.sessionClosed();
     fe.close();

@@ -6,11 +6,29 @@
  */
 import { VringFaults } from './engine.js';
 import type { FaultSink } from './log.js';
-import { type CompiledPlan, draw, HEADER_FIELDS, mix64, USED_ID_MODES, USED_LEN_MODES, VRING_ACTIONS } from './plan.js';
+import {
+  type CompiledPlan,
+  draw,
+  FIELD,
+  HEADER_FIELDS,
+  mix64,
+  USED_ID_MODES,
+  USED_LEN_MODES,
+  VRING_ACTIONS,
+} from './plan.js';
+
+/** What the lies need of a ring's descriptor table (src/virtio/split-ring.ts). */
+export interface DescTable {
+  nextOf(head: number): number;
+  rewriteDesc(i: number, field: 'addr' | 'len' | 'flags', v: bigint): bigint;
+}
+const DESC_FIELD_NAMES: Record<number, 'addr' | 'len' | 'flags'> = {
+  [FIELD.addr]: 'addr',
+  [FIELD.len]: 'len',
+  [FIELD.desc_flags]: 'flags',
+};
 
 const A = VRING_ACTIONS;
-/** Field codes of a fault record (log.ts FIELD_NAMES): header fields 0-6, then these. */
-const FIELD = { len: 7, id: 8, byte: 9 } as const;
 const HEADER = Object.values(HEADER_FIELDS);
 
 /** What the faults of one event make the device do (native/queue_pair.h Lies). */
@@ -24,6 +42,9 @@ export interface Lies {
   runt: number;
   usedLen: number;
   usedId: number;
+  descRewrite: number;
+  descField: number;
+  descValue: bigint;
   corruptBit: number;
   lenMode: number;
   idMode: number;
@@ -48,6 +69,9 @@ const noLies = (): Lies => ({
   runt: -1,
   usedLen: -1,
   usedId: -1,
+  descRewrite: -1,
+  descField: 0,
+  descValue: 0n,
   corruptBit: 0,
   lenMode: 0,
   idMode: 0,
@@ -141,6 +165,11 @@ export class Liar {
           l.header[r.field] = r.rule;
           l.headerValue[r.field] = r.value;
           break;
+        case A['desc-rewrite']:
+          l.descRewrite = r.rule;
+          l.descField = r.field;
+          l.descValue = r.value;
+          break;
       }
     });
     if (l.drop >= 0) this.record(vring, l.drop, A.drop, l.event);
@@ -195,14 +224,32 @@ export class Liar {
       this.record(vring, l.runt, A.runt, l.event, { field: FIELD.len, old: BigInt(l.runtFrom), new: BigInt(l.runtTo) });
   }
 
-  /** The used element told for chain `head` that had `len` bytes written: [id, len]. */
-  lieUsed(vring: number, l: Lies, head: number, len: number): [number, number] {
+  /** Whether the used element of the chain (or its descriptor) is lied about. */
+  static aboutUsed(l: Lies): boolean {
+    return l.usedId >= 0 || l.usedLen >= 0 || l.descRewrite >= 0;
+  }
+
+  /**
+   * The used element told for chain `head` that had `len` bytes written: [id, len]. A
+   * desc-rewrite lands here too: the head descriptor changes in guest memory before the chain
+   * is completed.
+   */
+  lieUsed(vring: number, l: Lies, head: number, len: number, ring: DescTable): [number, number] {
     let id = head;
     let out = len;
+    if (l.descRewrite >= 0) {
+      const old = ring.rewriteDesc(head, DESC_FIELD_NAMES[l.descField] ?? 'len', l.descValue);
+      this.record(vring, l.descRewrite, A['desc-rewrite'], l.event, {
+        field: l.descField,
+        ringIdx: head,
+        old,
+        new: l.descValue,
+      });
+    }
     if (l.usedId >= 0) {
       const num = this.queueSize(vring);
       if (l.idMode === USED_ID_MODES['out-of-range']) id = num;
-      else if (l.idMode === USED_ID_MODES['not-a-head']) id = (head + 1) % num;
+      else if (l.idMode === USED_ID_MODES['not-a-head']) id = ring.nextOf(head);
       else if (l.idMode === USED_ID_MODES.repeat)
         id = head; // told twice: the caller fills again
       else id = Number(l.idValue);

@@ -7,15 +7,19 @@
  * the faults of that vring (1, 2, ...), so a line depends only on the plan and the operations,
  * never on how the vrings' work interleaved; `t` is milliseconds since the session started.
  */
+import { EventEmitter } from 'node:events';
 import { closeTraceOutput, openTraceOutput, type TraceOutput } from '../trace/output.js';
-import { type FaultPlan, HEADER_FIELDS, VRING_ACTIONS, type VringAction } from './plan.js';
+import { ACTION_CODES, type FaultAction, type FaultPlan, FIELD_NAMES } from './plan.js';
 
-/** Field codes of a fault record (native/faults.h kField*): header fields, then these. */
-export const FIELD_NAMES = [...Object.keys(HEADER_FIELDS), 'len', 'id', 'byte'] as const;
-const ACTION_NAMES = Object.fromEntries(Object.entries(VRING_ACTIONS).map(([k, v]) => [v, k])) as Record<
+export { FIELD_NAMES };
+
+const HEX_FIELDS = new Set(['features', 'protocol_features']);
+const ACTION_NAMES = Object.fromEntries(Object.entries(ACTION_CODES).map(([k, v]) => [v, k])) as Record<
   number,
-  VringAction
+  FaultAction
 >;
+/** The `vring` of a session fault (its line says "session"). */
+export const SESSION_VRING = -1;
 
 /** One injected fault, as both data planes report it. */
 export interface FaultEvent {
@@ -31,6 +35,8 @@ export interface FaultEvent {
   field?: number;
   old?: bigint;
   new?: bigint;
+  /** Session faults: the request the fault acted on. */
+  request?: string;
   /** Milliseconds since the session started. */
   t: number;
 }
@@ -38,14 +44,20 @@ export interface FaultEvent {
 export interface FaultLine {
   seq: number;
   rule: string;
-  do: VringAction;
-  vring: number;
+  do: FaultAction;
+  vring: number | 'session';
   event: number;
   ringIdx?: number;
+  request?: string;
   field?: string;
-  old?: number;
-  new?: number;
+  old?: number | string;
+  new?: number | string;
   t: number;
+}
+
+export interface FaultLogEvents {
+  /** Every fault line, as written (subscribers of the programmatic API, tests). */
+  line: [FaultLine];
 }
 
 /** Receives the faults a data plane injects. */
@@ -58,18 +70,17 @@ export interface FaultSink {
  * process: `use(plan)` starts counting for a plan (at load, and for each new session); the
  * totals by rule, action and vring only grow (they feed /metrics).
  */
-export class FaultLog implements FaultSink {
+export class FaultLog extends EventEmitter<FaultLogEvents> implements FaultSink {
   private readonly out: TraceOutput | undefined;
   private plan: FaultPlan = { seed: 0, rules: [] };
   private seq = new Map<number, number>();
   /** Faults per rule name and vring, for the current plan and session (/status). */
   counts = new Map<string, Map<number, number>>();
   /** Faults per rule, action and vring since the process started (/metrics). */
-  readonly totals = new Map<string, { rule: string; do: VringAction; vring: number; n: number }>();
-  /** Called with every line (tests, subscribers of the programmatic API). */
-  onLine: ((l: FaultLine) => void) | undefined;
+  readonly totals = new Map<string, { rule: string; do: FaultAction; vring: number | 'session'; n: number }>();
 
   constructor(target?: string | NodeJS.WritableStream) {
+    super();
     this.out = target === undefined ? undefined : openTraceOutput(target);
   }
 
@@ -85,31 +96,35 @@ export class FaultLog implements FaultSink {
     this.seq.set(e.vring, seq);
     const name = this.plan.rules[e.rule]?.name ?? `rule${e.rule}`;
     const action = ACTION_NAMES[e.action] ?? 'drop';
+    const vring = e.vring === SESSION_VRING ? 'session' : e.vring;
+    const field = e.field === undefined ? undefined : FIELD_NAMES[e.field];
+    const value = (v: bigint) => (field && HEX_FIELDS.has(field) ? `0x${v.toString(16)}` : Number(v));
     const byVring = this.counts.get(name) ?? new Map<number, number>();
     byVring.set(e.vring, (byVring.get(e.vring) ?? 0) + 1);
     this.counts.set(name, byVring);
     const key = `${name}|${action}|${e.vring}`;
-    const total = this.totals.get(key) ?? { rule: name, do: action, vring: e.vring, n: 0 };
+    const total = this.totals.get(key) ?? { rule: name, do: action, vring, n: 0 };
     total.n++;
     this.totals.set(key, total);
     const line: FaultLine = {
       seq,
       rule: name,
       do: action,
-      vring: e.vring,
+      vring,
       event: Number(e.event),
       ...(e.ringIdx !== undefined ? { ringIdx: e.ringIdx } : {}),
-      ...(e.field !== undefined ? { field: FIELD_NAMES[e.field] } : {}),
-      ...(e.old !== undefined ? { old: Number(e.old) } : {}),
-      ...(e.new !== undefined ? { new: Number(e.new) } : {}),
+      ...(e.request !== undefined ? { request: e.request } : {}),
+      ...(field !== undefined ? { field } : {}),
+      ...(e.old !== undefined ? { old: value(e.old) } : {}),
+      ...(e.new !== undefined ? { new: value(e.new) } : {}),
       t: Math.round(e.t * 1000) / 1000,
     };
-    this.onLine?.(line);
+    this.emit('line', line);
     this.out?.write(`${JSON.stringify(line)}\n`);
   }
 
   /** Faults injected per rule of the current plan (all vrings), in plan order. */
-  perRule(): { rule: string; do: VringAction; on: string; injected: number }[] {
+  perRule(): { rule: string; do: FaultAction; on: string; injected: number }[] {
     return this.plan.rules.map((r) => ({
       rule: r.name,
       do: r.do,

@@ -10,6 +10,8 @@
  */
 import { z } from 'zod';
 import { ConfigError, ErrorCode } from '../errors.js';
+import { featureMask, ProtocolFeature, VirtioFeature } from '../features.js';
+import { OWN_REPLY, Request, type RequestName } from '../vhost-user/codec.js';
 
 /** Actions on a vring, with the code the native table uses (native/faults.h FaultAction). */
 export const VRING_ACTIONS = {
@@ -31,8 +33,50 @@ export const VRING_ACTIONS = {
   runt: 8,
   /** No interrupt for this vring while the rule is active (a time window: atMs/forMs). */
   'notify-drop': 9,
+  /** A field (`field`: addr, len or flags) of a chain's head descriptor rewritten in guest memory, before the chain is completed. */
+  'desc-rewrite': 10,
 } as const;
 export type VringAction = keyof typeof VRING_ACTIONS;
+
+/**
+ * Actions on the vhost-user session (`on: "session"`), applied by the backend between the
+ * connection and the handler table (src/faults/session-faults.ts). Codes continue the vring ones.
+ */
+export const SESSION_ACTIONS = {
+  /** Close the connection `atMs` after the session started; the reconnect is served. */
+  disconnect: 20,
+  /** Refuse a named request with a REPLY_ACK failure, without applying it. */
+  nack: 21,
+  /** Answer a named request `value` ms late (nothing else is read meanwhile). */
+  'delay-reply': 22,
+  /** Remove bits (`value`: names or a hex mask) from GET_FEATURES or GET_PROTOCOL_FEATURES. */
+  'offer-mask': 23,
+  /** Close the connection when message number `value` (1-based, this session) arrives. */
+  'close-at': 24,
+  /** Offer features that put the guest in a receive mode: small, big or mergeable buffers. */
+  'receive-mode': 25,
+} as const;
+export type SessionAction = keyof typeof SESSION_ACTIONS;
+export type FaultAction = VringAction | SessionAction;
+export const ACTION_CODES: Record<FaultAction, number> = { ...VRING_ACTIONS, ...SESSION_ACTIONS };
+
+/**
+ * Feature bits each receive mode removes from the offer (virtio 1.2 §5.1.6.3.1: without
+ * MRG_RXBUF and without GUEST_TSO4/TSO6/UFO the driver posts small buffers; with a GUEST_TSO
+ * bit but no MRG_RXBUF, big chained buffers; with MRG_RXBUF, mergeable ones).
+ */
+export const RECEIVE_MODES = {
+  small: featureMask(
+    VirtioFeature.NET_F_MRG_RXBUF,
+    VirtioFeature.NET_F_GUEST_TSO4,
+    VirtioFeature.NET_F_GUEST_TSO6,
+    VirtioFeature.NET_F_GUEST_UFO,
+    VirtioFeature.NET_F_GUEST_USO4,
+    VirtioFeature.NET_F_GUEST_USO6,
+  ),
+  big: featureMask(VirtioFeature.NET_F_MRG_RXBUF),
+  mergeable: 0n,
+} as const;
 
 /** Header fields `header` may set, with their byte offset and size (virtio 1.2 §5.1.6). */
 export const HEADER_FIELDS = {
@@ -46,20 +90,44 @@ export const HEADER_FIELDS = {
 } as const;
 export type HeaderField = keyof typeof HEADER_FIELDS;
 
+/**
+ * Field codes of a fault record (native/faults.h kField*): the header fields (0-6), then the
+ * used element's and descriptor's fields, then the session's. Feature masks are written as hex
+ * strings in the log (they do not fit a JSON number).
+ */
+export const FIELD_NAMES = [
+  ...(Object.keys(HEADER_FIELDS) as HeaderField[]),
+  'len',
+  'id',
+  'byte',
+  'addr',
+  'desc_flags',
+  'features',
+  'protocol_features',
+  'message',
+] as const;
+export const FIELD = Object.fromEntries(FIELD_NAMES.map((n, i) => [n, i])) as Record<
+  (typeof FIELD_NAMES)[number],
+  number
+>;
+/** Descriptor fields desc-rewrite may set, with their field codes. */
+export const DESC_FIELDS = { addr: FIELD.addr, len: FIELD.len, flags: FIELD.desc_flags } as const;
+
 /** used-id modes (a number is an exact id). */
 export const USED_ID_MODES = { 'out-of-range': 1, 'not-a-head': 2, repeat: 3 } as const;
 /** used-len modes. */
 export const USED_LEN_MODES = { '+': 1, '-': 2, '=': 3 } as const;
 
-const TARGET = /^(?:(receiveq|transmitq)(\d+|\*)|\*)$/;
+const TARGET = /^(?:(receiveq|transmitq)(\d+|\*)|\*|session)$/;
+const ALL_ACTIONS = [...Object.keys(VRING_ACTIONS), ...Object.keys(SESSION_ACTIONS)] as [FaultAction, ...FaultAction[]];
 
 const ruleSchema = z
   .object({
     /** A name for the log, metrics and status (unique in the plan). */
     name: z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/, 'must be 1-64 letters, digits, "_", "." or "-"'),
-    /** receiveqN, transmitqN, receiveq*, transmitq* or *. */
-    on: z.string().regex(TARGET, 'must be receiveqN, transmitqN, receiveq*, transmitq* or *'),
-    do: z.enum(Object.keys(VRING_ACTIONS) as [VringAction, ...VringAction[]]),
+    /** receiveqN, transmitqN, receiveq*, transmitq*, * or session. */
+    on: z.string().regex(TARGET, 'must be receiveqN, transmitqN, receiveq*, transmitq*, * or session'),
+    do: z.enum(ALL_ACTIONS),
     /** Each Nth event (after `after`). */
     every: z.number().int().min(1).optional(),
     /** Seeded probability per event. */
@@ -72,9 +140,11 @@ const ruleSchema = z
     atMs: z.number().int().min(0).optional(),
     forMs: z.number().int().min(1).optional(),
     /** The action's argument (used-len "+N"/"-N"/"=N", used-id mode or number, header value). */
-    value: z.union([z.string(), z.number().int()]).optional(),
-    /** header: the field to set. */
-    field: z.enum(Object.keys(HEADER_FIELDS) as [HeaderField, ...HeaderField[]]).optional(),
+    value: z.union([z.string(), z.number().int(), z.array(z.string())]).optional(),
+    /** Session actions: the vhost-user request (nack, delay-reply, offer-mask), as the spec names it. */
+    request: z.string().optional(),
+    /** header: the header field to set; desc-rewrite: the descriptor field (addr, len, flags). */
+    field: z.string().optional(),
   })
   .strict();
 
@@ -110,10 +180,29 @@ export interface CompiledRule {
   value: bigint;
 }
 
+/** One session rule (src/faults/session-faults.ts applies them). */
+export interface CompiledSessionRule {
+  rule: number;
+  action: SessionAction;
+  every: number;
+  after: number;
+  count: number;
+  threshold: bigint;
+  atNs: bigint;
+  untilNs: bigint;
+  /** nack, delay-reply, offer-mask, receive-mode: the request the rule applies to. */
+  request?: RequestName;
+  /** offer-mask, receive-mode: the bits removed. */
+  mask: bigint;
+  /** delay-reply: ms; close-at: the message number. */
+  value: number;
+}
+
 export interface CompiledPlan {
   seed: number;
   plan: FaultPlan;
   rules: CompiledRule[];
+  session: CompiledSessionRule[];
 }
 
 const ALWAYS = 1n << 64n;
@@ -145,11 +234,25 @@ function argsOf(r: FaultRuleSpec): [number, number, bigint] | string {
         return [USED_ID_MODES[r.value as keyof typeof USED_ID_MODES], 0, 0n];
       return 'used-id takes value "out-of-range", "not-a-head", "repeat" or an id (0..2^32-1)';
     case 'header': {
-      if (!r.field) return `header needs field (${Object.keys(HEADER_FIELDS).join(', ')})`;
-      const [, size] = HEADER_FIELDS[r.field];
+      if (!r.field || !(r.field in HEADER_FIELDS))
+        return `header needs field (${Object.keys(HEADER_FIELDS).join(', ')})`;
+      const [, size] = HEADER_FIELDS[r.field as HeaderField];
       if (typeof r.value !== 'number' || r.value < 0 || r.value >= 2 ** (8 * size))
         return `header ${r.field} takes a value 0..${2 ** (8 * size) - 1}`;
-      return [0, Object.keys(HEADER_FIELDS).indexOf(r.field), BigInt(r.value)];
+      return [0, FIELD[r.field as HeaderField], BigInt(r.value)];
+    }
+    case 'desc-rewrite': {
+      if (!r.field || !(r.field in DESC_FIELDS)) return 'desc-rewrite needs field: addr, len or flags';
+      const bits = r.field === 'addr' ? 64 : r.field === 'len' ? 32 : 16;
+      const v =
+        typeof r.value === 'number' && r.value >= 0
+          ? BigInt(r.value)
+          : typeof r.value === 'string' && /^0x[0-9a-f]{1,16}$/i.test(r.value)
+            ? BigInt(r.value)
+            : undefined;
+      if (v === undefined || v >= 1n << BigInt(bits))
+        return `desc-rewrite ${r.field} takes a value below 2^${bits} (a number or "0x..." hex)`;
+      return [0, DESC_FIELDS[r.field as keyof typeof DESC_FIELDS], v];
     }
     case 'notify-drop':
       if (r.atMs === undefined) return 'notify-drop needs a window: atMs (and forMs)';
@@ -157,6 +260,59 @@ function argsOf(r: FaultRuleSpec): [number, number, bigint] | string {
     default:
       if (r.value !== undefined || r.field !== undefined) return `${r.do} takes no value or field`;
       return [0, 0, 0n];
+  }
+}
+
+function isSessionAction(a: FaultAction): a is SessionAction {
+  return a in SESSION_ACTIONS;
+}
+
+/** A feature name as the spec spells it, with or without its NET_F_/F_ prefix. */
+function bitOf(name: string, table: Record<string, bigint>): bigint | undefined {
+  for (const k of [name, `NET_F_${name}`, `F_${name}`, `RING_F_${name}`]) if (k in table) return table[k];
+  return undefined;
+}
+
+/** Session rule arguments: [request, mask, value] or a problem. */
+function sessionArgsOf(r: FaultRuleSpec): [RequestName | undefined, bigint, number] | string {
+  const known = (q: string | undefined): q is RequestName => q !== undefined && q in Request;
+  switch (r.do) {
+    case 'disconnect':
+      if (r.atMs === undefined) return 'disconnect needs atMs (ms after the session started)';
+      return [undefined, 0n, 0];
+    case 'nack':
+      if (!known(r.request)) return `nack needs request: a vhost-user request name (got ${r.request ?? 'none'})`;
+      if (OWN_REPLY.has(r.request))
+        return `${r.request} answers with its own reply, not a REPLY_ACK: it cannot be NACKed`;
+      return [r.request, 0n, 0];
+    case 'delay-reply':
+      if (!known(r.request)) return `delay-reply needs request: a vhost-user request name (got ${r.request ?? 'none'})`;
+      if (typeof r.value !== 'number' || r.value < 1 || r.value > 600_000)
+        return 'delay-reply takes value: ms (1..600000)';
+      return [r.request, 0n, r.value];
+    case 'offer-mask': {
+      const request = r.request ?? 'GET_FEATURES';
+      if (request !== 'GET_FEATURES' && request !== 'GET_PROTOCOL_FEATURES')
+        return 'offer-mask applies to request GET_FEATURES or GET_PROTOCOL_FEATURES';
+      const table = request === 'GET_FEATURES' ? VirtioFeature : ProtocolFeature;
+      if (typeof r.value === 'string' && /^0x[0-9a-f]{1,16}$/i.test(r.value)) return [request, BigInt(r.value), 0];
+      if (!Array.isArray(r.value) || r.value.length === 0)
+        return 'offer-mask takes value: a hex mask ("0x8000") or a list of feature names';
+      const bits = r.value.map((n) => bitOf(n, table));
+      const unknown = r.value.filter((_, i) => bits[i] === undefined);
+      if (unknown.length)
+        return `offer-mask: unknown ${request === 'GET_FEATURES' ? 'feature' : 'protocol feature'} ${unknown.join(', ')}`;
+      return [request, featureMask(...(bits as bigint[])), 0];
+    }
+    case 'close-at':
+      if (typeof r.value !== 'number' || r.value < 1) return 'close-at takes value: a message number (1 = the first)';
+      return [undefined, 0n, r.value];
+    case 'receive-mode':
+      if (typeof r.value !== 'string' || !(r.value in RECEIVE_MODES))
+        return `receive-mode takes value: ${Object.keys(RECEIVE_MODES).join(', ')}`;
+      return ['GET_FEATURES', RECEIVE_MODES[r.value as keyof typeof RECEIVE_MODES], 0];
+    default:
+      return `${r.do} is not a session action`;
   }
 }
 
@@ -175,16 +331,52 @@ export function compilePlan(input: unknown, vrings: number, source = 'plan'): Co
   const plan = parsed.data;
   const problems: string[] = [];
   const rules: CompiledRule[] = [];
+  const session: CompiledSessionRule[] = [];
   const names = new Set<string>();
+  const ns = (ms: number | undefined) => (ms === undefined ? -1n : BigInt(ms) * 1_000_000n);
   plan.rules.forEach((r, i) => {
     const at = `rules.${i}`;
     if (names.has(r.name)) problems.push(`${at}.name: '${r.name}' is used twice`);
     names.add(r.name);
+    if (r.forMs !== undefined && r.atMs === undefined) problems.push(`${at}.forMs: needs atMs`);
+    if (isSessionAction(r.do) !== (r.on === 'session')) {
+      problems.push(
+        isSessionAction(r.do)
+          ? `${at}.on: ${r.do} is a session action: on must be "session"`
+          : `${at}.on: ${r.do} acts on a vring: on must be a vring, not "session"`,
+      );
+      return;
+    }
+    if (r.request !== undefined && !(r.request in Request))
+      problems.push(`${at}.request: unknown vhost-user request '${r.request}'`);
+    if (isSessionAction(r.do)) {
+      const args = sessionArgsOf(r);
+      if (typeof args === 'string') {
+        problems.push(`${at}.${/request/.test(args) ? 'request' : 'value'}: ${args}`);
+        return;
+      }
+      session.push({
+        rule: i,
+        action: r.do,
+        every: r.every ?? 1,
+        after: r.after ?? 0,
+        count: r.count ?? 0,
+        threshold: r.probability === undefined || r.probability >= 1 ? ALWAYS : thresholdOf(r.probability),
+        atNs: ns(r.atMs),
+        untilNs: r.atMs === undefined || r.forMs === undefined ? -1n : ns(r.atMs + r.forMs),
+        ...(args[0] ? { request: args[0] } : {}),
+        mask: args[1],
+        value: args[2],
+      });
+      return;
+    }
+    if (r.request !== undefined) problems.push(`${at}.request: only session actions name a request`);
     const targets = vringsOf(r.on, vrings);
     if (!targets) problems.push(`${at}.on: ${r.on} does not exist (the device has ${vrings / 2} queue pairs)`);
-    if (r.forMs !== undefined && r.atMs === undefined) problems.push(`${at}.forMs: needs atMs`);
     if (r.do === 'withhold' && r.on.startsWith('receiveq'))
       problems.push(`${at}.do: withhold applies to transmitqs (a receiveq without buffers is just full)`);
+    if (r.field !== undefined && r.do !== 'header' && r.do !== 'desc-rewrite')
+      problems.push(`${at}.field: only header and desc-rewrite take a field`);
     if ((r.do === 'header' || r.do === 'runt') && r.on.startsWith('transmitq'))
       problems.push(`${at}.do: ${r.do} changes what the guest receives: on receiveqs only`);
     const args = argsOf(r);
@@ -193,11 +385,10 @@ export function compilePlan(input: unknown, vrings: number, source = 'plan'): Co
     for (const v of targets) {
       if (r.do === 'withhold' && v % 2 === 0) continue;
       if ((r.do === 'header' || r.do === 'runt') && v % 2 === 1) continue;
-      const ns = (ms: number | undefined) => (ms === undefined ? -1n : BigInt(ms) * 1_000_000n);
       rules.push({
         rule: i,
         vring: v,
-        action: VRING_ACTIONS[r.do],
+        action: VRING_ACTIONS[r.do as VringAction],
         every: r.every ?? 1,
         after: r.after ?? 0,
         count: r.count ?? 0,
@@ -211,7 +402,7 @@ export function compilePlan(input: unknown, vrings: number, source = 'plan'): Co
     }
   });
   if (problems.length) throw refusal(source, problems);
-  return { seed: plan.seed, plan, rules };
+  return { seed: plan.seed, plan, rules, session };
 }
 
 /** p as a u64 threshold: a draw below it fires (p in 53-bit steps, as a double holds it). */
@@ -235,11 +426,20 @@ export function draw(seed: number, rule: number, vring: number, event: bigint): 
   return mix64(h ^ event);
 }
 
+/** The `vring` a session rule's draws use (no vring has this index). */
+export const SESSION_STREAM = 0xffff;
+
 /** What a rule's trigger says for event `event` (0-based) with `fired` firings so far. */
-export function fires(seed: number, r: CompiledRule, event: bigint, fired: number, nowNs: bigint): boolean {
+export function fires(
+  seed: number,
+  r: Pick<CompiledRule, 'rule' | 'every' | 'after' | 'count' | 'threshold' | 'atNs' | 'untilNs'> & { vring?: number },
+  event: bigint,
+  fired: number,
+  nowNs: bigint,
+): boolean {
   if (event < BigInt(r.after)) return false;
   if ((event - BigInt(r.after) + 1n) % BigInt(r.every) !== 0n) return false;
   if (r.count && fired >= r.count) return false;
   if (r.atNs >= 0n && (nowNs < r.atNs || (r.untilNs >= 0n && nowNs >= r.untilNs))) return false;
-  return r.threshold === ALWAYS || draw(seed, r.rule, r.vring, event) < r.threshold;
+  return r.threshold === ALWAYS || draw(seed, r.rule, r.vring ?? SESSION_STREAM, event) < r.threshold;
 }

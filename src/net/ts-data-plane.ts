@@ -296,7 +296,7 @@ export class TsDataPlane implements DataPlane {
         if (!l) run.ring.fill(e.head, 0, filled++);
         else if (l.withhold >= 0) this.liar?.recordWithheld(index, l, e.head);
         else {
-          const [id, len] = this.liar?.lieUsed(index, l, e.head, 0) ?? [e.head, 0];
+          const [id, len] = this.liar?.lieUsed(index, l, e.head, 0, run.ring) ?? [e.head, 0];
           run.ring.fill(id, len, filled++);
           if (twice(l)) run.ring.fill(id, len, filled++); // completed a second time
         }
@@ -451,9 +451,9 @@ export class TsDataPlane implements DataPlane {
       }
       const head = (chains[0] as Element).head;
       let reported = head;
-      if (l.usedId >= 0 || l.usedLen >= 0) {
+      if (Liar.aboutUsed(l)) {
         // The first chain's used element, written again with the lie.
-        const [id, len] = this.liar.lieUsed(index, l, head, firstLen);
+        const [id, len] = this.liar.lieUsed(index, l, head, firstLen, run.ring);
         reported = id;
         run.ring.fill(id, len, firstFill);
       }

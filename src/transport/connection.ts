@@ -34,6 +34,8 @@ export class ControlConnection {
   private payloadGot = 0;
   private pendingFds: number[] = [];
   private closed = false;
+  /** Reading stopped while a held message waits (`hold`). */
+  private held = false;
 
   constructor(
     private readonly native: NativeBinding,
@@ -74,11 +76,35 @@ export class ControlConnection {
     for (const fd of fds) this.native.close(fd);
   }
 
+  /**
+   * Runs `fn` in `ms`, reading nothing meanwhile (a delayed reply keeps the order of
+   * messages); errors thrown by `fn` are handled as a message's are. Then reading resumes.
+   */
+  hold(ms: number, fn: () => void): void {
+    this.held = true;
+    this.poller.stop();
+    setTimeout(() => {
+      if (this.closed) return;
+      this.held = false;
+      this.guarded(fn);
+      if (!this.closed) {
+        this.poller.start(READABLE);
+        this.guarded(() => this.readAvailable());
+      }
+    }, ms);
+  }
+
   private onReadable(status: number): void {
     if (this.closed) return;
-    try {
+    this.guarded(() => {
       if (status < 0) throw new ProtocolError(ErrorCode.PeerClosedMidMessage, `poll error ${status}`);
       this.readAvailable();
+    });
+  }
+
+  private guarded(fn: () => void): void {
+    try {
+      fn();
     } catch (err) {
       const e = err as VunError;
       if (e.recovery === 'close-connection' || e.code === ErrorCode.HostIo) {
@@ -94,7 +120,7 @@ export class ControlConnection {
 
   private readAvailable(): void {
     for (;;) {
-      if (this.closed) return;
+      if (this.closed || this.held) return;
       if (!this.header) {
         const r = call('recvmsg', () =>
           this.native.recvMsg(this.fd, this.headerBuf, this.headerGot, HEADER_SIZE - this.headerGot, MAX_FDS),

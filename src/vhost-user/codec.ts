@@ -70,6 +70,27 @@ export const Request = {
 } as const;
 export type RequestName = keyof typeof Request;
 
+/**
+ * Requests answered by a payload of their own (vhost-user.rst lists a reply for each), not by
+ * a REPLY_ACK: a back-end cannot NACK them.
+ */
+export const OWN_REPLY: ReadonlySet<RequestName> = new Set<RequestName>([
+  'GET_FEATURES',
+  'GET_PROTOCOL_FEATURES',
+  'GET_VRING_BASE',
+  'GET_QUEUE_NUM',
+  'GET_CONFIG',
+  'GET_INFLIGHT_FD',
+  'GET_MAX_MEM_SLOTS',
+  'GET_STATUS',
+  'GET_SHARED_OBJECT',
+  'SET_LOG_BASE',
+  'POSTCOPY_ADVISE',
+  'CHECK_DEVICE_STATE',
+  'SET_DEVICE_STATE_FD',
+  'CREATE_CRYPTO_SESSION',
+]);
+
 const names = new Map<number, RequestName>(Object.entries(Request).map(([k, v]) => [v, k as RequestName]));
 
 /** The spec's name without the VHOST_USER_ prefix, or `UNKNOWN(n)`. */

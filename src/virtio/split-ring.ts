@@ -281,6 +281,36 @@ export class SplitRingRef {
   }
 
   /** Walks the chain at the current avail slot (§2.7.5; indirect tables §2.7.5.3). */
+  // The fault plan's view of the descriptor table (used-id "not-a-head", desc-rewrite); the
+  // device itself reads a chain once, in readChain.
+
+  /** The descriptor after `head` in its chain (§2.7.5 VIRTQ_DESC_F_NEXT), or head+1 without one. */
+  nextOf(head: number): number {
+    const t = this.desc as Area;
+    const at = t.offset + 16 * (head % this.cfg.num);
+    const next = t.view.getUint16(at + 14, true);
+    return t.view.getUint16(at + 12, true) & DESC_F_NEXT && next < this.cfg.num ? next : (head + 1) % this.cfg.num;
+  }
+
+  /** Writes one field of descriptor `i` in guest memory; returns the old value. */
+  rewriteDesc(i: number, field: 'addr' | 'len' | 'flags', v: bigint): bigint {
+    const t = this.desc as Area;
+    const at = t.offset + 16 * (i % this.cfg.num);
+    if (field === 'addr') {
+      const old = t.view.getBigUint64(at, true);
+      t.view.setBigUint64(at, BigInt.asUintN(64, v), true);
+      return old;
+    }
+    if (field === 'len') {
+      const old = t.view.getUint32(at + 8, true);
+      t.view.setUint32(at + 8, Number(BigInt.asUintN(32, v)), true);
+      return BigInt(old);
+    }
+    const old = t.view.getUint16(at + 12, true);
+    t.view.setUint16(at + 12, Number(BigInt.asUintN(16, v)), true);
+    return BigInt(old);
+  }
+
   private readChain(trail?: RingDesc[]): Element | number {
     const a = this.avail as Area;
     const head = a.view.getUint16(a.offset + 4 + 2 * (this.lastAvailIdx % this.cfg.num), true);

@@ -13,6 +13,7 @@ import {
   Flags,
   HEADER_SIZE,
   type MemRegion,
+  OWN_REPLY,
   Request,
   type RequestName,
   VRING_NOFD_MASK,
@@ -50,14 +51,7 @@ interface Waiter {
 }
 
 /** Requests that answer with a payload of their own (no REPLY_ACK needed). */
-const HAS_REPLY = new Set<number>([
-  Request.GET_FEATURES,
-  Request.GET_PROTOCOL_FEATURES,
-  Request.GET_QUEUE_NUM,
-  Request.GET_VRING_BASE,
-  Request.GET_MAX_MEM_SLOTS,
-  Request.GET_STATUS,
-]);
+const HAS_REPLY = new Set<number>([...OWN_REPLY].map((n) => Request[n]));
 
 export class MockFrontend {
   private readonly poller: NativePoller;

@@ -109,6 +109,18 @@ export class RingDriver {
     return head as number;
   }
 
+  /** Reads descriptor `i` of the main table back (what the device may have changed). */
+  readDesc(i: number): { addr: bigint; len: number; flags: number; next: number } {
+    const d = this.views[0] as DataView;
+    const at = this.layout.descOff + 16 * (i % this.layout.num);
+    return {
+      addr: d.getBigUint64(at, true),
+      len: d.getUint32(at + 8, true),
+      flags: d.getUint16(at + 12, true),
+      next: d.getUint16(at + 14, true),
+    };
+  }
+
   /** Raw descriptor write into the main table (for broken shapes). */
   rawDesc(i: number, addr: bigint, len: number, flags: number, next: number): void {
     this.writeDesc(this.layout.descOff, i % this.layout.num, addr, len, flags, next);
