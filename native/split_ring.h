@@ -207,7 +207,9 @@ class SplitRing {
   uint16_t NextOf(uint16_t head) const {
     VringDesc d;
     std::memcpy(&d, desc_ + 16 * (head % cfg.num), 16);
-    return (d.flags & kDescFNext) && d.next < cfg.num ? d.next : static_cast<uint16_t>((head + 1u) % cfg.num);
+    return (d.flags & kDescFNext) && d.next < cfg.num
+               ? d.next
+               : static_cast<uint16_t>((head + 1u) % cfg.num);
   }
   // Writes `field` (kDescAddr/kDescLen/kDescFlags) of descriptor `i` in guest memory; returns
   // the old value.
