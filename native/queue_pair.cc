@@ -46,7 +46,18 @@ void QueuePair::Broken(SplitRing& ring, uint32_t vring) {
 }
 
 void QueuePair::Notify(SplitRing& ring, uint32_t vring) {
-  if (ring.NeedNotify() && !NotifyHeldBack(vring)) {
+  const uint16_t signalled = ring.signalledUsed;
+  const bool signalledValid = ring.signalledUsedValid;
+  bool send = ring.NeedNotify();
+  if (send && NotifyHeldBack(vring)) {
+    // notify-drop: the interrupt is owed, not sent. The ring forgets it was decided, so the
+    // first decision after the window (EVENT_IDX compares used_event with the last one sent)
+    // interrupts the driver for everything that piled up.
+    ring.signalledUsed = signalled;
+    ring.signalledUsedValid = signalledValid;
+    send = false;
+  }
+  if (send) {
     const int fd = cfg_.queues[vring].callFd;
     if (fd >= 0) Wake(fd);
     cfg_.Count(vring, kCNotifySent, 1);

@@ -130,12 +130,12 @@ afterEach(async () => {
   srv = fe = undefined;
 });
 
-async function device(datapath: DatapathKind, host: 'loopback' | 'null', plan: FaultPlan) {
+async function device(datapath: DatapathKind, host: 'loopback' | 'null', plan: FaultPlan, features = BASE) {
   srv = serve({ queuePairs: 1 }, { kind: host }, datapath);
   const lines: FaultLine[] = [];
   srv.backend.faultLog.on('line', (l) => lines.push(l));
   srv.backend.loadFaults(plan);
-  const d = await bringUpDevice(srv, BASE);
+  const d = await bringUpDevice(srv, features);
   fe = d.fe;
   return { ...d, lines, pair: d.pairs[0] as DriverPair };
 }
@@ -262,6 +262,31 @@ describe.each(['native', 'ts'] as const)('fault actions on the %s data path', (d
     expect(lines.every((l) => l.rule === 'quiet' && l.do === 'notify-drop' && l.vring === 0)).toBe(true);
     // The transmitq has no rule: its interrupts still go out.
     await waitFor(() => native.eventfdRead(pair.calls.tx) !== null, 2000, 'transmitq interrupt');
+  });
+
+  it('notify-drop: the interrupt held back is owed, so the first one after the window goes out (EVENT_IDX)', async () => {
+    const plan: FaultPlan = {
+      seed: 3,
+      rules: [{ name: 'quiet', on: 'receiveq0', do: 'notify-drop', atMs: 0, forMs: 700 }],
+    };
+    const { session, ram, pair, lines } = await device(
+      datapath,
+      'loopback',
+      plan,
+      BASE | featureMask(F.RING_F_EVENT_IDX),
+    );
+    const t0 = performance.now();
+    await postRx(session, pair, 16);
+    pair.rx.setUsedEvent(0); // the driver wants an interrupt for the first used entry
+    native.eventfdRead(pair.calls.rx);
+    transmit(native, ram, pair, [frameOf(1)]);
+    await waitFor(() => pair.rx.usedIdx() === 1 && lines.length > 0, 5000, 'a frame used, its interrupt held back');
+    expect(native.eventfdRead(pair.calls.rx)).toBeNull();
+    expect(performance.now() - t0, 'still inside the window').toBeLessThan(700);
+    await new Promise((r) => setTimeout(r, 750 - (performance.now() - t0)));
+    transmit(native, ram, pair, [frameOf(2)]);
+    await waitFor(() => pair.rx.usedIdx() === 2, 5000, 'the second frame used');
+    await waitFor(() => native.eventfdRead(pair.calls.rx) !== null, 2000, 'the owed interrupt after the window');
   });
 
   it('drop and duplicate land within 5 standard deviations of p over 100,000 frames', async () => {

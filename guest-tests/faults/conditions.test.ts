@@ -14,7 +14,7 @@ import { appendFileSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { FaultPlan } from '../../src/faults/plan.js';
-import { bootGuest, CACHE } from '../../src/guest/guest.js';
+import { bootGuest, CACHE, type Netns } from '../../src/guest/guest.js';
 import { packageRoot } from '../../src/native.js';
 import { tempDir } from '../../test/helpers/harness.js';
 import { GUEST_IP, HOST_IP, hostEnd } from '../host-end.js';
@@ -44,8 +44,25 @@ interface Condition {
   iperf?: boolean;
   /** Run on the host end once the guest reaches `phase serve`; its output goes to `check`. */
   host?: string;
+  /**
+   * A plan loaded over HTTP (PUT /faults) when the guest reaches `phase serve`, made from the
+   * session's age then (GET /faults `sessionMs`): how a test places a timed fault.
+   */
+  midPlan?: (sessionMs: number) => FaultPlan;
+  /** QEMU redials the backend (reconnect=1): for faults that close the connection. */
+  reconnect?: boolean;
   /** Asserts the reaction; returns what was observed, for the scorecard. */
-  check(r: Map<string, { rc: number; text: string }>, hostOut: string): string;
+  check(r: Map<string, { rc: number; text: string }>, hostOut: string, faults: string[]): string;
+}
+
+const HTTP_PORT = 9478;
+
+/** GET or PUT /faults on the backend's HTTP endpoint inside the namespace (node's fetch). */
+function faultsRequest(ns: Netns, method: 'GET' | 'PUT', body?: unknown): string {
+  const js = `fetch('http://127.0.0.1:${HTTP_PORT}/faults',{method:'${method}'${body ? `,body:process.argv[1]` : ''}}).then(async r=>{const t=await r.text();process.stdout.write(t);process.exit(r.ok?0:1)})`;
+  const r = ns.try(`${process.execPath} -e "${js}" '${body ? JSON.stringify(body) : ''}'`);
+  if (r.status !== 0) throw new Error(`${method} /faults failed: ${r.out}`);
+  return r.out;
 }
 
 const num = (r: Map<string, { rc: number; text: string }>, k: string): number => Number(r.get(k)?.text ?? NaN);
@@ -69,6 +86,63 @@ res oops 0 "$(oops)"`,
       expect(num(r, 'clean')).toBe(0);
       expect(num(r, 'log')).toBeGreaterThanOrEqual(1);
       return `input.0:id 256 out of range x${num(r, 'log')}`;
+    },
+  },
+  {
+    row: 3,
+    what: "big-buffer mode: a receiveq used id that is a chain's second descriptor, not a head",
+    expected: 'dmesg "input.0:id N is not a head!"; receive on that queue stops; no oops',
+    plan: {
+      seed: 3,
+      rules: [
+        { name: 'big', on: 'session', do: 'receive-mode', value: 'big' },
+        // Direct chains: an indirect one is one descriptor in the ring, with no second.
+        { name: 'direct', on: 'session', do: 'offer-mask', value: ['INDIRECT_DESC'] },
+        { name: 'second', on: 'receiveq0', do: 'used-id', value: 'not-a-head', after: 3, count: 1 },
+      ],
+    },
+    script: `
+f=$(cat /sys/class/net/eth0/device/features); res mode 0 "$(echo $f | cut -c16)$(echo $f | cut -c8)"
+ping -c 1 -W 3 ${HOST_IP} >/dev/null 2>&1; res clean $? "$(klog 'is not a head')"
+ping -c 4 -W 2 ${HOST_IP} >/dev/null 2>&1
+ping -c 2 -W 2 ${HOST_IP} >/dev/null 2>&1; res broken $?
+res log 0 "$(klog 'is not a head')"
+res line 0 "$(dmesg | grep -m1 'is not a head' | sed 's/^\\[[^]]*\\] //')"
+res oops 0 "$(oops)"`,
+    check: (r) => {
+      expect(r.get('mode')?.text, 'big mode: no MRG_RXBUF (bit 15), GUEST_TSO4 (bit 7)').toBe('01');
+      expect(r.get('clean')?.rc).toBe(0);
+      expect(num(r, 'clean')).toBe(0);
+      expect(num(r, 'log')).toBeGreaterThanOrEqual(1);
+      expect(r.get('broken')?.rc, 'receive stopped on the broken queue').not.toBe(0);
+      return `${r.get('line')?.text.trim()} (x${num(r, 'log')}); pings after it unanswered`;
+    },
+  },
+  {
+    row: 5,
+    what: 'small-buffer mode: a used len larger than 1518 + the header',
+    expected: 'rx_length_errors +1 per frame; frame dropped; link keeps working',
+    plan: {
+      seed: 5,
+      rules: [
+        { name: 'small', on: 'session', do: 'receive-mode', value: 'small' },
+        { name: 'long', on: 'receiveq0', do: 'used-len', value: '+4096', after: 3, count: 2 },
+      ],
+    },
+    script: `
+f=$(cat /sys/class/net/eth0/device/features); res mode 0 "$(echo $f | cut -c16)$(echo $f | cut -c8)$(echo $f | cut -c9)$(echo $f | cut -c10)"
+ping -c 1 -W 3 ${HOST_IP} >/dev/null 2>&1; res clean $? "$(st rx_length_errors)"
+for i in $(seq 6); do ping -c 1 -W 1 ${HOST_IP} >/dev/null 2>&1; done
+ping -c 3 -W 2 ${HOST_IP} >/dev/null 2>&1; res after $? "$(st rx_length_errors)"
+res log 0 "$(klog 'exceeds max size')"
+res oops 0 "$(oops)"`,
+    check: (r) => {
+      expect(r.get('mode')?.text, 'small mode: no MRG_RXBUF, GUEST_TSO4, GUEST_TSO6, GUEST_ECN').toBe('0000');
+      expect(r.get('clean')?.rc).toBe(0);
+      expect(num(r, 'clean')).toBe(0);
+      expect(num(r, 'after')).toBe(2);
+      expect(r.get('after')?.rc, 'the link keeps working').toBe(0);
+      return `rx_length_errors 0 -> ${num(r, 'after')} (2 long frames); dmesg "exceeds max size" x${num(r, 'log')}; pings after answered`;
     },
   },
   {
@@ -124,6 +198,71 @@ res oops 0 "$(oops)"`,
       expect(num(r, 'clean')).toBe(0);
       expect(num(r, 'log')).toBeGreaterThanOrEqual(1);
       return `NETDEV WATCHDOG x${num(r, 'log')}; ethtool -S: ${r.get('timeouts')?.text.trim() || '(no timeout counter)'}`;
+    },
+  },
+  {
+    row: 10,
+    what: 'descriptors the driver posted rewritten in guest memory (addr and len) before completion',
+    expected: 'no oops; traffic continues (the driver unmaps from its own copy, desc_extra)',
+    plan: {
+      seed: 10,
+      rules: [
+        {
+          name: 'rx-addr',
+          on: 'receiveq0',
+          do: 'desc-rewrite',
+          field: 'addr',
+          value: '0xdead0000',
+          after: 3,
+          every: 2,
+          count: 10,
+        },
+        { name: 'rx-len', on: 'receiveq0', do: 'desc-rewrite', field: 'len', value: 1, after: 4, every: 2, count: 10 },
+        { name: 'tx-len', on: 'transmitq0', do: 'desc-rewrite', field: 'len', value: 1, after: 3, every: 2, count: 10 },
+      ],
+    },
+    script: `
+ping -c 1 -W 3 ${HOST_IP} >/dev/null 2>&1; res clean $?
+for i in $(seq 20); do ping -c 1 -W 1 ${HOST_IP} >/dev/null 2>&1; done
+ping -c 5 -W 2 ${HOST_IP} > /tmp/p 2>&1; res after $? "$(grep -o '[0-9]* packets received' /tmp/p)"
+res oops 0 "$(oops)"`,
+    check: (r, _host, faults) => {
+      const rewrites = faults.filter((l) => l.includes('"desc-rewrite"')).length;
+      expect(rewrites, 'descriptors rewritten').toBeGreaterThanOrEqual(20);
+      expect(r.get('after')?.rc, 'traffic continues').toBe(0);
+      return `${rewrites} descriptors rewritten (addr, len); ping after: ${r.get('after')?.text}; no oops`;
+    },
+  },
+  {
+    row: 12,
+    what: 'the vhost-user connection closed (a link flap), then the reconnect served',
+    expected: 'carrier goes 0 then 1; carrier_changes grows; traffic resumes',
+    plan: { seed: 12, rules: [] },
+    reconnect: true,
+    midPlan: (ms) => ({
+      seed: 12,
+      rules: [{ name: 'flap', on: 'session', do: 'disconnect', atMs: Math.round(ms) + 1000, count: 1 }],
+    }),
+    script: `
+ping -c 1 -W 3 ${HOST_IP} >/dev/null 2>&1; res clean $? "$(cat /sys/class/net/eth0/carrier_changes)"
+phase serve
+down=0; up=0
+for i in $(seq 200); do
+  c=$(cat /sys/class/net/eth0/carrier 2>/dev/null || echo 0)
+  if [ "$c" = 0 ]; then down=1; elif [ $down = 1 ]; then up=1; break; fi
+  sleep 0.1
+done
+res flap 0 "$down$up"
+res changes 0 "$(cat /sys/class/net/eth0/carrier_changes)"
+ok=1; for i in $(seq 30); do ping -c 1 -W 1 ${HOST_IP} >/dev/null 2>&1 && { ok=0; break; }; done
+res resumed $ok
+res oops 0 "$(oops)"`,
+    check: (r) => {
+      expect(r.get('clean')?.rc).toBe(0);
+      expect(r.get('flap')?.text, 'carrier seen 0, then 1').toBe('11');
+      expect(num(r, 'changes') - num(r, 'clean')).toBeGreaterThanOrEqual(2);
+      expect(r.get('resumed')?.rc, 'traffic resumes').toBe(0);
+      return `carrier 1 -> 0 -> 1; carrier_changes ${num(r, 'clean')} -> ${num(r, 'changes')}; ping after the reconnect answered`;
     },
   },
   {
@@ -191,6 +330,31 @@ res oops 0 "$(oops)"`,
       return `accepted: host ping says "${line.trim()}"; Icmp InCsumErrors ${num(r, 'clean')} -> ${num(r, 'after')}`;
     },
   },
+  {
+    row: 16,
+    // Every vring: this guest's virtqueues share one interrupt under TCG, so a transmitq
+    // interrupt alone would have the driver poll the receiveq too.
+    what: 'no interrupts (every vring) for a 2 s window while used entries pile up',
+    expected: 'the ping RTT during the window is at least most of the window; no frame lost; traffic resumes',
+    plan: { seed: 16, rules: [] },
+    midPlan: (ms) => ({
+      seed: 16,
+      rules: [{ name: 'quiet', on: '*', do: 'notify-drop', atMs: Math.round(ms) + 1500, forMs: 2000 }],
+    }),
+    script: `
+ping -c 1 -W 3 ${HOST_IP} >/dev/null 2>&1; res clean $?
+phase serve
+ping -c 30 -i 0.2 -W 8 ${HOST_IP} > /tmp/p 2>&1; res ping $? "$(grep -o '[0-9]* packets received' /tmp/p | cut -d' ' -f1) $(grep -o 'time=[0-9.]*' /tmp/p | cut -d= -f2 | sort -n | tail -1)"
+ping -c 3 -W 2 ${HOST_IP} >/dev/null 2>&1; res after $?
+res oops 0 "$(oops)"`,
+    check: (r) => {
+      const [received, maxRtt] = (r.get('ping')?.text ?? '').split(' ').map(Number);
+      expect(received, 'no frame lost').toBe(30);
+      expect(maxRtt, 'the longest RTT spans most of the window').toBeGreaterThanOrEqual(1500);
+      expect(r.get('after')?.rc, 'traffic resumes').toBe(0);
+      return `30/30 replies; longest RTT ${maxRtt} ms (window 2000 ms); pings after answered`;
+    },
+  },
 ];
 
 function kernelVersion(): string {
@@ -212,23 +376,33 @@ describe('fault conditions on a Linux guest (C++ data path, TAP)', () => {
       const control = process.env.VUN_FAULTS_CONTROL === '1';
       writeFileSync(planFile, JSON.stringify(control ? { seed: c.plan.seed, rules: [] } : c.plan));
       const { ns, sock, backend } = await hostEnd(cleanups, {
-        args: ['--faults', planFile, '--fault-log', logFile],
+        args: ['--faults', planFile, '--fault-log', logFile, '--http', `127.0.0.1:${HTTP_PORT}`],
         iperf: c.iperf,
         quiet: true,
       });
-      const g = bootGuest({ socketPath: sock, script: HELPERS + c.script, ip: `${GUEST_IP}/24` });
+      const g = bootGuest({
+        socketPath: sock,
+        script: HELPERS + c.script,
+        ip: `${GUEST_IP}/24`,
+        reconnect: c.reconnect,
+        kernelLog: true,
+      });
       cleanups.push(() => g.cleanup());
       let hostOut = '';
-      if (c.host) {
-        await g.phase('serve');
-        hostOut = ns.try(c.host).out;
+      let midPlan: FaultPlan | undefined;
+      if (c.host || c.midPlan) await g.phase('serve');
+      if (c.midPlan) {
+        const { sessionMs } = JSON.parse(faultsRequest(ns, 'GET')) as { sessionMs: number };
+        midPlan = c.midPlan(sessionMs);
+        faultsRequest(ns, 'PUT', control ? { seed: midPlan.seed, rules: [] } : midPlan);
       }
+      if (c.host) hostOut = ns.try(c.host).out;
       const r = await g.done(180_000);
       await backend.stop();
       const log = control ? [] : readFileSync(logFile, 'utf8').trim().split('\n').filter(Boolean);
-      const ctx = `results ${JSON.stringify([...r])}\nfault log ${log.slice(0, 8).join('\n')}\nguest console:\n${g.qemu.tail(40)}\nbackend:\n${backend.tail(15)}`;
+      const ctx = `results ${JSON.stringify([...r])}\nfault log ${log.slice(0, 8).join('\n')}\nguest console:\n${g.qemu.tail(40)}\nbackend:\n${backend.tail(80)}`;
       if (control) {
-        expect(() => c.check(r, hostOut), `without the plan the reaction check still passed\n${ctx}`).toThrow();
+        expect(() => c.check(r, hostOut, log), `without the plan the reaction check still passed\n${ctx}`).toThrow();
         return;
       }
       let observed = '';
@@ -236,7 +410,7 @@ describe('fault conditions on a Linux guest (C++ data path, TAP)', () => {
       try {
         expect(log.length, `the plan injected nothing\n${ctx}`).toBeGreaterThan(0);
         expect(num(r, 'oops'), `the guest oopsed\n${ctx}`).toBe(0);
-        observed = c.check(r, hostOut);
+        observed = c.check(r, hostOut, log);
         pass = true;
       } catch (err) {
         observed = `${(err as Error).message.split('\n')[0]}`;
@@ -245,7 +419,7 @@ describe('fault conditions on a Linux guest (C++ data path, TAP)', () => {
         mkdirSync(join(packageRoot, '.test-results'), { recursive: true });
         appendFileSync(
           join(packageRoot, '.test-results', 'fault-scorecard.jsonl'),
-          `${JSON.stringify({ row: c.row, what: c.what, plan: c.plan, expected: c.expected, observed, pass, faults: log.length, kernel: kernelVersion() })}\n`,
+          `${JSON.stringify({ row: c.row, what: c.what, plan: midPlan ?? c.plan, expected: c.expected, observed, pass, faults: log.length, kernel: kernelVersion() })}\n`,
         );
       }
     },

@@ -63,13 +63,16 @@ export const ACTION_CODES: Record<FaultAction, number> = { ...VRING_ACTIONS, ...
 /**
  * Feature bits each receive mode removes from the offer (virtio 1.2 §5.1.6.3.1: without
  * MRG_RXBUF and without GUEST_TSO4/TSO6/UFO the driver posts small buffers; with a GUEST_TSO
- * bit but no MRG_RXBUF, big chained buffers; with MRG_RXBUF, mergeable ones).
+ * bit but no MRG_RXBUF, big chained buffers; with MRG_RXBUF, mergeable ones). Linux also
+ * counts GUEST_ECN (and GUEST_USO4/6) as "guest GSO" (virtnet_check_guest_gso), so small
+ * removes those too.
  */
 export const RECEIVE_MODES = {
   small: featureMask(
     VirtioFeature.NET_F_MRG_RXBUF,
     VirtioFeature.NET_F_GUEST_TSO4,
     VirtioFeature.NET_F_GUEST_TSO6,
+    VirtioFeature.NET_F_GUEST_ECN,
     VirtioFeature.NET_F_GUEST_UFO,
     VirtioFeature.NET_F_GUEST_USO4,
     VirtioFeature.NET_F_GUEST_USO6,

@@ -89,7 +89,17 @@ export interface GuestRun {
 }
 
 /** Boots the guest with `script` as /scenario.sh (a second cpio archive after the base one). */
-export function bootGuest(o: Omit<QemuOptions, 'guest'> & { script: string; ip: string; mtu?: number }): GuestRun {
+export function bootGuest(
+  o: Omit<QemuOptions, 'guest'> & {
+    script: string;
+    ip: string;
+    mtu?: number;
+    /** The guest kernel's warnings and errors on the console (QEMU's output), not only in dmesg. */
+    kernelLog?: boolean;
+    /** virtio_net's pr_debug lines on (dynamic debug from the command line). */
+    dyndbg?: boolean;
+  },
+): GuestRun {
   const img = guestImage();
   const dir = mkdtempSync(join(tmpdir(), 'vun-guest-'));
   const sdir = join(dir, 'root');
@@ -101,7 +111,14 @@ export function bootGuest(o: Omit<QemuOptions, 'guest'> & { script: string; ip: 
   });
   const initrd = join(dir, 'initrd.img');
   writeFileSync(initrd, Buffer.concat([readFileSync(img.initramfs), cpio.stdout]));
-  const append = `console=ttyS0 quiet panic=-1 vun.ip=${o.ip}${o.mtu ? ` vun.mtu=${o.mtu}` : ''}`;
+  const append = [
+    'console=ttyS0',
+    o.kernelLog ? 'loglevel=5' : 'quiet',
+    'panic=-1',
+    `vun.ip=${o.ip}`,
+    ...(o.mtu ? [`vun.mtu=${o.mtu}`] : []),
+    ...(o.dyndbg ? ['virtio_net.dyndbg=+p'] : []),
+  ].join(' ');
   const qemu = startQemu({ ...o, guest: { kernel: img.kernel, initrd, append } });
   const results = (): Map<string, { rc: number; text: string }> => {
     const m = new Map<string, { rc: number; text: string }>();

@@ -262,7 +262,16 @@ export class TsDataPlane implements DataPlane {
   }
 
   private notify(run: RingRun): void {
-    if (run.ring.needNotify() && !this.liar?.notifyHeldBack(run.vring.index)) {
+    const { signalledUsed, signalledUsedValid } = run.ring;
+    let send = run.ring.needNotify();
+    if (send && this.liar?.notifyHeldBack(run.vring.index)) {
+      // notify-drop: owed, not sent; the next decision after the window interrupts the driver
+      // for everything that piled up (as native/queue_pair.cc Notify).
+      run.ring.signalledUsed = signalledUsed;
+      run.ring.signalledUsedValid = signalledUsedValid;
+      send = false;
+    }
+    if (send) {
       if (run.vring.callFd >= 0) this.native.eventfdWrite(run.vring.callFd, 1n);
       this.counters.add(run.vring.index, 'notifySent');
     } else this.counters.add(run.vring.index, 'notifySuppressed');
