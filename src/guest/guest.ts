@@ -98,6 +98,8 @@ export function bootGuest(
     kernelLog?: boolean;
     /** virtio_net's pr_debug lines on (dynamic debug from the command line). */
     dyndbg?: boolean;
+    /** More kernel command-line arguments. */
+    append?: string[];
   },
 ): GuestRun {
   const img = guestImage();
@@ -118,6 +120,7 @@ export function bootGuest(
     `vun.ip=${o.ip}`,
     ...(o.mtu ? [`vun.mtu=${o.mtu}`] : []),
     ...(o.dyndbg ? ['virtio_net.dyndbg=+p'] : []),
+    ...(o.append ?? []),
   ].join(' ');
   const qemu = startQemu({ ...o, guest: { kernel: img.kernel, initrd, append } });
   const results = (): Map<string, { rc: number; text: string }> => {
