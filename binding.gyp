@@ -16,6 +16,7 @@
         "native/queue_pair.cc",
         "native/queue_pair_receive.cc",
         "native/queue_pair_faults.cc",
+        "native/queue_pair_hold.cc",
         "native/worker_thread.cc",
         "native/steering.cc",
         "native/host_port.cc",

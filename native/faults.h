@@ -24,11 +24,15 @@ enum FaultAction : uint8_t {
   kFaultRunt = 8,
   kFaultNotifyDrop = 9,
   kFaultDescRewrite = 10,
+  kFaultDelay = 11,
+  kFaultRate = 12,
+  kFaultReorder = 13,
+  kFaultLossGilbert = 14,
 };
 // Field codes of a fault record: plan.ts HEADER_FIELDS indexes (0-6), then these
 // (src/faults/plan.ts FIELD_NAMES); kFieldNone: the fault changed no value.
 constexpr uint8_t kFieldLen = 7, kFieldId = 8, kFieldByte = 9, kFieldAddr = 10, kFieldFlags = 11,
-                  kFieldNone = 0xff;
+                  kFieldDelayUs = 15, kFieldNone = 0xff;
 // A fault record's ringIdx when no descriptor was involved.
 constexpr uint32_t kNoRing = 0xffffffffu;
 
@@ -45,8 +49,16 @@ struct FaultRule {
   uint64_t every = 1, after = 0, count = 0;  // count 0: no limit
   uint64_t threshold = 0;                    // fires when Draw() < threshold (unless always)
   int64_t atNs = -1, untilNs = -1;           // window from session start; -1: none
-  uint64_t value = 0;
+  uint64_t value = 0;                        // delay: ns; rate: bit/s; reorder: the gap in frames
   uint64_t fired = 0;
+  // delay: jitter (ns) and its distribution (mode 0 uniform, 1 normal).
+  uint64_t jitterNs = 0;
+  // loss-gilbert: the chances (as u64 thresholds) of good->bad (p), bad->good (r), and of a
+  // frame getting through in the bad (h) and good (k) states; the state, per vring.
+  uint64_t gP = 0, gR = 0, gH = 0, gK = 0;
+  bool gBad = false;
+  // rate: when the emulated link is free again (CLOCK_MONOTONIC ns).
+  int64_t linkFreeNs = 0;
 };
 
 // splitmix64's finalizer: a bijection of u64 that scatters every input bit.
@@ -80,12 +92,25 @@ class VringFaults {
 
   bool Any() const { return !rules.empty(); }
 
-  // Whether `r` fires on event `e` (0-based) at time `now` (ns since session start).
-  bool Fires(const FaultRule& r, uint64_t e, int64_t now) const {
+  // Whether `r` applies to event `e` (0-based) at time `now` (ns since session start): after,
+  // every, count and the window; Fires adds the probability.
+  bool Gated(const FaultRule& r, uint64_t e, int64_t now) const {
     if (e < r.after || (e - r.after + 1) % r.every != 0) return false;
     if (r.count && r.fired >= r.count) return false;
     if (r.atNs >= 0 && (now < r.atNs || (r.untilNs >= 0 && now >= r.untilNs))) return false;
-    return r.always || Draw(seed, r.rule, vring, e) < r.threshold;
+    return true;
+  }
+  bool Fires(const FaultRule& r, uint64_t e, int64_t now) const {
+    return Gated(r, e, now) && (r.always || Draw(seed, r.rule, vring, e) < r.threshold);
+  }
+
+  // loss-gilbert (Gilbert-Elliott): whether event e is lost in the current state, then the
+  // state's move. Two draws of the rule's stream per event: loss, transition.
+  bool GilbertLoses(FaultRule& r, uint64_t e) const {
+    const uint64_t d = Draw(seed, r.rule, vring, e);
+    const bool lost = Mix64(d) >= (r.gBad ? r.gH : r.gK);
+    r.gBad = r.gBad ? !(d < r.gR) : d < r.gP;
+    return lost;
   }
 
   // Takes the next event; calls fn(rule, event) for each event rule that fires, in plan order.
@@ -94,7 +119,12 @@ class VringFaults {
     const uint64_t e = events++;
     const int64_t now = MonotonicNs() - startNs;
     for (FaultRule& r : rules) {
-      if (r.action == kFaultNotifyDrop || !Fires(r, e, now)) continue;
+      if (r.action == kFaultNotifyDrop) continue;
+      if (r.action == kFaultLossGilbert) {
+        if (!Gated(r, e, now) || !GilbertLoses(r, e)) continue;
+      } else if (!Fires(r, e, now)) {
+        continue;
+      }
       r.fired++;
       fn(r, e);
     }

@@ -86,8 +86,9 @@ Napi::Value NetDevice::ObserveLost(const Napi::CallbackInfo& info) {
 }
 
 // setFaults(seed, rules[{rule, vring, action, every, after, count, always, threshold, atNs,
-// untilNs, mode, field, value}]): a compiled plan (src/faults/plan.ts); [] clears it. Event counts
-// and firings start again from zero; time windows count from the device's start.
+// untilNs, mode, field, value, jitterNs, gP, gR, gH, gK}]): a compiled plan (src/faults/plan.ts);
+// [] clears it. Event counts and firings start again from zero; time windows count from the
+// device's start.
 Napi::Value NetDevice::SetFaults(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (!info[0].IsNumber() || !info[1].IsArray()) {
@@ -124,7 +125,12 @@ Napi::Value NetDevice::SetFaults(const Napi::CallbackInfo& info) {
     r.atNs = static_cast<int64_t>(BigU64(o.Get("atNs")));
     r.untilNs = static_cast<int64_t>(BigU64(o.Get("untilNs")));
     r.value = BigU64(o.Get("value"));
-    if (r.every == 0 || r.action < kFaultDrop || r.action > kFaultDescRewrite) {
+    r.jitterNs = BigU64(o.Get("jitterNs"));
+    r.gP = BigU64(o.Get("gP"));
+    r.gR = BigU64(o.Get("gR"));
+    r.gH = BigU64(o.Get("gH"));
+    r.gK = BigU64(o.Get("gK"));
+    if (r.every == 0 || r.action < kFaultDrop || r.action > kFaultLossGilbert) {
       ThrowArg(env, "setFaults: a rule with every 0 or an unknown action");
       return env.Undefined();
     }

@@ -1,6 +1,7 @@
 #include "queue_pair.h"
 
 #include <sys/epoll.h>
+#include <sys/timerfd.h>
 #include <unistd.h>
 
 #include <cstring>
@@ -31,7 +32,12 @@ QueuePair::QueuePair(DeviceConfig& cfg, Steering& steering, DeviceEvents& events
       flowScratch_(128),
       fromGuestSegs_(kBurstSegs),
       fromGuestBounce_(kBounceSize),
-      lieBuf_(kBounceSize) {}
+      lieBuf_(kBounceSize),
+      timerFd_(timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC)) {}
+
+QueuePair::~QueuePair() {
+  if (timerFd_ >= 0) close(timerFd_);
+}
 
 bool QueuePair::Active() const {
   return cfg_.queues[receiveq_].started || cfg_.queues[transmitq_].started;
@@ -118,6 +124,29 @@ void QueuePair::ProcessTransmitq() {
         continue;
       }
       if (l && l->drop >= 0) continue;
+      if (l && l->Holds()) {
+        // delay, rate, reorder: a copy leaves later; the chain is completed now, as a NIC
+        // completes a frame once it is in its own queue.
+        uint32_t len = CopyChainOut(e, fromGuestBounce_.data(), fromGuestBounce_.size());
+        if (len == UINT32_MAX) {
+          cfg_.Count(vt, kCDropTooBig, 1);
+          continue;
+        }
+        const uint8_t* f = fromGuestBounce_.data();
+        if (l->ChangesFrame()) {
+          len = LieFrame(*l, f, len);
+          f = lieBuf_.data();
+        }
+        HoldFrame(vt, *l, f, len);
+        if (l->duplicate >= 0) {
+          HoldFrame(vt, *l, f, len);
+          Record(vt, l->duplicate, kFaultDuplicate, kFieldNone, e.head, l->event, 0, 0);
+        }
+        RecordHeld(vt, *l);
+        RecordFrameLies(vt, *l);
+        continue;
+      }
+      if (holdFromGuest_.size()) holdFromGuest_.Passed();
       const uint32_t copies = l && l->duplicate >= 0 ? 2 : 1;
       for (uint32_t c = 0; c < copies; c++) {
         uint32_t looped = 0;
@@ -176,6 +205,8 @@ bool QueuePair::Setup(int epfd, uint64_t tag) {
     epoll_ctl(epfd_, EPOLL_CTL_ADD, fd, &ev);
   };
   add(steering_.WakeFd(pair_), kHandover);
+  if (timerFd_ >= 0) add(timerFd_, kHoldTimer);
+  timerArmedNs_ = 0;  // re-armed (or disarmed) by the first pass
   bool polled = false;
   if (qr.started && !qr.broken) {
     if (!toGuest_.Attach(cfg_.mem, qr.cfg, qr.lastAvailIdx, qr.usedIdx))
@@ -229,6 +260,9 @@ void QueuePair::OnEvent(uint32_t kind) {
       break;
     case kHandover:
       DrainEventfd(steering_.WakeFd(pair_));
+      break;
+    case kHoldTimer:
+      DrainEventfd(timerFd_);  // a timerfd reads as a u64 count, like an eventfd
       break;
     default:
       break;

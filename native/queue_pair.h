@@ -14,6 +14,7 @@
 
 #include "device_config.h"
 #include "faults.h"
+#include "frame_hold.h"
 #include "host_port.h"
 #include "observe.h"
 #include "split_ring.h"
@@ -28,6 +29,13 @@ struct Lies {
   uint64_t event = 0;
   int32_t drop = -1, duplicate = -1, corrupt = -1, withhold = -1, runt = -1;
   int32_t usedLen = -1, usedId = -1, descRewrite = -1;
+  uint8_t dropAction = kFaultDrop;  // drop or loss-gilbert
+  // delay, rate, reorder: the frame is held and leaves later (frame_hold.h).
+  int32_t delay = -1, rate = -1, reorder = -1;
+  int64_t delayNs = 0;
+  FaultRule* rateRule = nullptr;  // its link state
+  int32_t gap = 0;
+  bool Holds() const { return delay >= 0 || rate >= 0 || reorder >= 0; }
   uint8_t descField = 0;  // kFieldAddr, kFieldLen or kFieldFlags
   uint64_t descValue = 0;
   bool AboutUsed() const { return usedLen >= 0 || usedId >= 0 || descRewrite >= 0; }
@@ -62,7 +70,14 @@ class QueuePair {
   QueuePair(DeviceConfig& cfg, Steering& steering, DeviceEvents& events, uint32_t pair);
 
   // epoll event kinds of a pair (the thread tags each fd with (pair slot << 8) | kind).
-  enum EventKind : uint32_t { kReceiveqKick = 1, kTransmitqKick = 2, kHost = 3, kHandover = 4 };
+  enum EventKind : uint32_t {
+    kReceiveqKick = 1,
+    kTransmitqKick = 2,
+    kHost = 3,
+    kHandover = 4,
+    kHoldTimer = 5,  // a held frame's release time (delay, rate, reorder)
+  };
+  ~QueuePair();
 
   uint32_t pair() const { return pair_; }
   // Whether either vring of the pair is started.
@@ -79,6 +94,8 @@ class QueuePair {
     progress_ = false;
     ProcessTransmitq();
     ProcessReceiveq();
+    if (holdToGuest_.size() || holdFromGuest_.size() || timerArmedNs_ != FrameHold::kNever)
+      ReleaseHeld();
     return progress_;
   }
   // Hands the ring positions back to the device config (the next start and stopQueue use them).
@@ -112,6 +129,12 @@ class QueuePair {
   void LieUsed(uint32_t vring, const Lies& l, uint16_t head, uint32_t len, uint32_t* id,
                uint32_t* outLen);
   bool NotifyHeldBack(uint32_t vring);
+  // Held frames (queue_pair_hold.cc): hold one (its lies decided), release those due, and
+  // keep the timer on the earliest release.
+  void HoldFrame(uint32_t vring, Lies& l, const uint8_t* frame, uint32_t len);
+  void RecordHeld(uint32_t vring, const Lies& l);
+  void ReleaseHeld();
+  void ReleaseFromGuest(const uint8_t* frame, uint32_t len);
 
   DeviceConfig& cfg_;
   Steering& steering_;
@@ -149,6 +172,10 @@ class QueuePair {
   Lies toGuestLies_, fromGuestLies_;
   std::vector<uint8_t> lieBuf_;  // a frame changed by a lie (corrupt, header, runt)
   bool inDuplicate_ = false;
+  FrameHold holdToGuest_, holdFromGuest_;
+  bool releasing_ = false;  // Deliver of a held frame: its lies were taken when it was held
+  int timerFd_ = -1;
+  int64_t timerArmedNs_ = FrameHold::kNever;
 };
 
 }  // namespace vun

@@ -2,6 +2,7 @@
 // device acts (the frame, the used element, the interrupt) and recording each one in the fault
 // log. A fault is a lie told to the guest: the device's own state (which chains are in flight,
 // the ring positions) stays the truth.
+#include <cmath>
 #include <cstring>
 
 #include "queue_pair.h"
@@ -24,6 +25,28 @@ void WriteLe(uint8_t* p, uint8_t size, uint64_t v) {
 
 }  // namespace
 
+// delay: value ns, plus jitter drawn from the rule's stream: uniform in [-j, +j), or normal
+// (Irwin-Hall: the sum of 12 uniforms less 6, standard deviation 1). Only adds and multiplies
+// of doubles, then floor: src/faults/lies.ts computes the same nanoseconds.
+static int64_t DelayNs(const VringFaults& f, const FaultRule& r, uint64_t e) {
+  double d = static_cast<double>(r.value);
+  if (r.jitterNs) {
+    const uint64_t base = Draw(f.seed, r.rule, f.vring, e);
+    auto unit = [](uint64_t x) {
+      return static_cast<double>(x >> 11) * (1.0 / 9007199254740992.0);
+    };
+    double z;
+    if (r.mode == 1) {
+      z = -6.0;
+      for (uint64_t i = 0; i < 12; i++) z += unit(Mix64(base ^ (i + 1)));
+    } else {
+      z = 2.0 * unit(Mix64(base)) - 1.0;
+    }
+    d += z * static_cast<double>(r.jitterNs);
+  }
+  return d <= 0 ? 0 : static_cast<int64_t>(std::floor(d));
+}
+
 void QueuePair::Record(uint32_t vring, int32_t rule, uint8_t action, uint8_t field,
                        uint32_t ringIdx, uint64_t event, uint64_t oldValue, uint64_t newValue) {
   VringObserver* log = vring == receiveq_ ? faultLogToGuest_ : faultLogFromGuest_;
@@ -40,6 +63,22 @@ void QueuePair::TakeLies(VringFaults& f, uint32_t vring, Lies* l) {
     switch (r.action) {
       case kFaultDrop:
         l->drop = rule;
+        break;
+      case kFaultLossGilbert:
+        l->drop = rule;
+        l->dropAction = kFaultLossGilbert;
+        break;
+      case kFaultDelay:
+        l->delay = rule;
+        l->delayNs = DelayNs(f, r, e);
+        break;
+      case kFaultRate:
+        l->rate = rule;
+        l->rateRule = const_cast<FaultRule*>(&r);
+        break;
+      case kFaultReorder:
+        l->reorder = rule;
+        l->gap = static_cast<int32_t>(r.value);
         break;
       case kFaultDuplicate:
         l->duplicate = rule;
@@ -83,7 +122,7 @@ void QueuePair::TakeLies(VringFaults& f, uint32_t vring, Lies* l) {
   // A drop is told when it is decided; the frame-changing lies of a dropped frame are never
   // applied (a transmitq chain's used-element lies still are: they are about its completion).
   if (l->drop >= 0) {
-    Record(vring, l->drop, kFaultDrop, kFieldNone, kNoRing, l->event, 0, 0);
+    Record(vring, l->drop, l->dropAction, kFieldNone, kNoRing, l->event, 0, 0);
   }
 }
 

@@ -57,7 +57,7 @@ int QueuePair::Deliver(const uint8_t* frame, uint32_t len) {
   // With a fault plan, each frame for the guest is an event, decided once: a frame that waits
   // for buffers keeps its lies (one predictable branch without a plan).
   Lies* l = nullptr;
-  if (faultsToGuest_ && !inDuplicate_) {
+  if (faultsToGuest_ && !inDuplicate_ && !releasing_) {
     l = &toGuestLies_;
     if (!l->pending) TakeLies(*faultsToGuest_, vr, l);
     if (l->drop >= 0) {
@@ -68,7 +68,20 @@ int QueuePair::Deliver(const uint8_t* frame, uint32_t len) {
       len = LieFrame(*l, frame, len);
       frame = lieBuf_.data();
     }
+    if (l->Holds()) {
+      // delay, rate, reorder: the frame (as changed) waits; its used-element lies are not told.
+      HoldFrame(vr, *l, frame, len);
+      if (l->duplicate >= 0) {
+        HoldFrame(vr, *l, frame, len);
+        Record(vr, l->duplicate, kFaultDuplicate, kFieldNone, kNoRing, l->event, 0, 0);
+      }
+      RecordHeld(vr, *l);
+      RecordFrameLies(vr, *l);
+      l->pending = false;
+      return 1;
+    }
   }
+  if (!releasing_ && !inDuplicate_ && holdToGuest_.size()) holdToGuest_.Passed();
   uint16_t firstFill = filled_;
   // Where the first chain holds header bytes 0 and num_buffers: taken when it is popped, as a
   // later burst reuses the element array.

@@ -321,6 +321,9 @@ describe.each(['native', 'ts'] as const)('fault actions on the %s data path', (d
   }, 120_000);
 });
 
+const byVring = (ls: ReturnType<typeof timeless>) =>
+  [...ls].sort((a, b) => Number(a.vring) - Number(b.vring) || a.seq - b.seq);
+
 describe('determinism', () => {
   const plan: FaultPlan = {
     seed: 77,
@@ -335,8 +338,18 @@ describe('determinism', () => {
       { name: 'bad-id', on: 'receiveq0', do: 'used-id', value: 'repeat', every: 17 },
     ],
   };
-  async function run(datapath: DatapathKind): Promise<ReturnType<typeof timeless>> {
-    const { session, ram, pair, lines } = await device(datapath, 'loopback', plan);
+  // With a delay, frames reach the receiveq later than the transmitq's next events: the two
+  // vrings' lines interleave as the threads ran, while each vring's lines stay the same.
+  const timed: FaultPlan = {
+    ...plan,
+    rules: [
+      ...plan.rules,
+      { name: 'late', on: 'transmitq0', do: 'delay', value: 2, jitter: 1, distribution: 'normal', every: 9 },
+      { name: 'burst-loss', on: 'receiveq0', do: 'loss-gilbert', gilbert: { p: 0.05, r: 0.4 } },
+    ],
+  };
+  async function run(datapath: DatapathKind, p = plan): Promise<ReturnType<typeof timeless>> {
+    const { session, ram, pair, lines } = await device(datapath, 'loopback', p);
     await postRx(session, pair, 250);
     for (let b = 0; b < 5; b++) {
       transmit(
@@ -347,7 +360,7 @@ describe('determinism', () => {
       );
       await waitFor(() => pair.tx.usedIdx() >= (b + 1) * 30 - 3, 5000, `batch ${b}`);
     }
-    await new Promise((r) => setTimeout(r, 150)); // the last observation drain
+    await new Promise((r) => setTimeout(r, 200)); // the held frames and the last observation drain
     const closed = srv?.sessionClosed();
     fe?.close();
     await closed;
@@ -365,7 +378,17 @@ describe('determinism', () => {
     expect(JSON.stringify(native2)).toBe(JSON.stringify(native1));
     expect(JSON.stringify(ts2)).toBe(JSON.stringify(ts1));
     // Across paths: each line is the same; only how the two vrings' lines interleave may differ.
-    const byVring = (ls: typeof ts1) => [...ls].sort((a, b) => Number(a.vring) - Number(b.vring) || a.seq - b.seq);
     expect(JSON.stringify(byVring(ts1))).toBe(JSON.stringify(byVring(native1)));
+  }, 60_000);
+
+  it("with delay and loss-gilbert in the plan, each vring's lines are the same on every run and both paths", async () => {
+    const native1 = await run('native', timed);
+    const native2 = await run('native', timed);
+    const ts1 = await run('ts', timed);
+    const ts2 = await run('ts', timed);
+    expect(native1.filter((l) => l.do === 'delay').length).toBeGreaterThan(10);
+    expect(native1.filter((l) => l.do === 'loss-gilbert').length).toBeGreaterThan(3);
+    for (const other of [native2, ts1, ts2])
+      expect(JSON.stringify(byVring(other))).toBe(JSON.stringify(byVring(native1)));
   }, 60_000);
 });

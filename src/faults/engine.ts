@@ -2,12 +2,16 @@
  * A compiled plan as the TS data plane applies it: the twin of native/faults.h VringFaults.
  * One instance per vring, holding that vring's rules, its event count and each rule's firings.
  */
-import { type CompiledPlan, type CompiledRule, draw, VRING_ACTIONS } from './plan.js';
+import { type CompiledPlan, type CompiledRule, draw, mix64, VRING_ACTIONS } from './plan.js';
 
 const ALWAYS = 1n << 64n;
 
 interface Live extends CompiledRule {
   fired: number;
+  /** loss-gilbert: the model is in its bad state. */
+  bad: boolean;
+  /** rate: when the emulated link is free again (ms, performance.now()). */
+  linkFreeMs: number;
 }
 
 export class VringFaults {
@@ -22,7 +26,7 @@ export class VringFaults {
     /** Session start, ms (performance.now()). */
     private readonly startMs: number,
   ) {
-    this.rules = rules.map((r) => ({ ...r, fired: 0 }));
+    this.rules = rules.map((r) => ({ ...r, fired: 0, bad: false, linkFreeMs: 0 }));
   }
 
   static forVrings(plan: CompiledPlan | undefined, vrings: number, startMs: number): VringFaults[] {
@@ -40,19 +44,35 @@ export class VringFaults {
     return BigInt(Math.floor((performance.now() - this.startMs) * 1e6));
   }
 
-  private fires(r: Live, e: bigint, now: bigint): boolean {
+  /** after, every, count and the window (native/faults.h Gated); fires adds the probability. */
+  private gated(r: Live, e: bigint, now: bigint): boolean {
     if (e < BigInt(r.after) || (e - BigInt(r.after) + 1n) % BigInt(r.every) !== 0n) return false;
     if (r.count && r.fired >= r.count) return false;
     if (r.atNs >= 0n && (now < r.atNs || (r.untilNs >= 0n && now >= r.untilNs))) return false;
-    return r.threshold === ALWAYS || draw(this.seed, r.rule, r.vring, e) < r.threshold;
+    return true;
+  }
+
+  private fires(r: Live, e: bigint, now: bigint): boolean {
+    return this.gated(r, e, now) && (r.threshold === ALWAYS || draw(this.seed, r.rule, r.vring, e) < r.threshold);
+  }
+
+  /** loss-gilbert: lost in the current state? then the state moves (native/faults.h GilbertLoses). */
+  private gilbertLoses(r: Live, e: bigint): boolean {
+    const d = draw(this.seed, r.rule, r.vring, e);
+    const lost = mix64(d) >= (r.bad ? r.gH : r.gK);
+    r.bad = r.bad ? !(d < r.gR) : d < r.gP;
+    return lost;
   }
 
   /** Takes the next event; calls fn(rule, event) for each event rule that fires, in plan order. */
-  next(fn: (r: CompiledRule, event: bigint) => void): void {
+  next(fn: (r: CompiledRule & { linkFreeMs: number }, event: bigint) => void): void {
     const e = this.events++;
     const now = this.nowNs();
     for (const r of this.rules) {
-      if (r.action === VRING_ACTIONS['notify-drop'] || !this.fires(r, e, now)) continue;
+      if (r.action === VRING_ACTIONS['notify-drop']) continue;
+      if (r.action === VRING_ACTIONS['loss-gilbert']) {
+        if (!this.gated(r, e, now) || !this.gilbertLoses(r, e)) continue;
+      } else if (!this.fires(r, e, now)) continue;
       r.fired++;
       fn(r, e);
     }

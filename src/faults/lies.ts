@@ -8,6 +8,7 @@ import { VringFaults } from './engine.js';
 import type { FaultSink } from './log.js';
 import {
   type CompiledPlan,
+  type CompiledRule,
   draw,
   FIELD,
   HEADER_FIELDS,
@@ -45,6 +46,15 @@ export interface Lies {
   descRewrite: number;
   descField: number;
   descValue: bigint;
+  /** drop or loss-gilbert (the action a drop is logged as). */
+  dropAction: number;
+  delay: number;
+  rate: number;
+  reorder: number;
+  delayNs: bigint;
+  /** rate: the rule whose link state shapes the frame. */
+  rateRule: { value: bigint; linkFreeMs: number } | undefined;
+  gap: number;
   corruptBit: number;
   lenMode: number;
   idMode: number;
@@ -72,6 +82,13 @@ const noLies = (): Lies => ({
   descRewrite: -1,
   descField: 0,
   descValue: 0n,
+  dropAction: VRING_ACTIONS.drop,
+  delay: -1,
+  rate: -1,
+  reorder: -1,
+  delayNs: 0n,
+  rateRule: undefined,
+  gap: 0,
   corruptBit: 0,
   lenMode: 0,
   idMode: 0,
@@ -89,6 +106,31 @@ const noLies = (): Lies => ({
 /** used-id "repeat": the chain is completed twice (a second used element, same id). */
 export function twice(l: Lies): boolean {
   return l.usedId >= 0 && l.idMode === USED_ID_MODES.repeat;
+}
+
+/** delay, rate, reorder: the frame is held and leaves later. */
+export function holds(l: Lies): boolean {
+  return l.delay >= 0 || l.rate >= 0 || l.reorder >= 0;
+}
+
+/**
+ * delay: value ns plus jitter from the rule's stream, uniform in [-j, +j) or normal (Irwin-Hall:
+ * 12 uniforms less 6), floored: only adds and multiplies of doubles, so native/queue_pair_faults.cc
+ * DelayNs gets the same nanoseconds.
+ */
+export function delayNs(seed: number, r: CompiledRule, e: bigint): bigint {
+  let d = Number(r.value);
+  if (r.jitterNs) {
+    const base = draw(seed, r.rule, r.vring, e);
+    const unit = (x: bigint) => Number(x >> 11n) * (1 / 9007199254740992);
+    let z: number;
+    if (r.mode === 1) {
+      z = -6;
+      for (let i = 1n; i <= 12n; i++) z += unit(mix64(base ^ i));
+    } else z = 2 * unit(mix64(base)) - 1;
+    d += z * Number(r.jitterNs);
+  }
+  return d <= 0 ? 0n : BigInt(Math.floor(d));
 }
 
 /** Whether the frame itself changes (num_buffers is told after delivery). */
@@ -138,6 +180,22 @@ export class Liar {
         case A.drop:
           l.drop = r.rule;
           break;
+        case A['loss-gilbert']:
+          l.drop = r.rule;
+          l.dropAction = A['loss-gilbert'];
+          break;
+        case A.delay:
+          l.delay = r.rule;
+          l.delayNs = delayNs(this.plan.seed, r, e);
+          break;
+        case A.rate:
+          l.rate = r.rule;
+          l.rateRule = r;
+          break;
+        case A.reorder:
+          l.reorder = r.rule;
+          l.gap = Number(r.value);
+          break;
         case A.duplicate:
           l.duplicate = r.rule;
           break;
@@ -172,7 +230,7 @@ export class Liar {
           break;
       }
     });
-    if (l.drop >= 0) this.record(vring, l.drop, A.drop, l.event);
+    if (l.drop >= 0) this.record(vring, l.drop, l.dropAction, l.event);
     return l;
   }
 
@@ -274,6 +332,14 @@ export class Liar {
       });
     }
     return [id, out];
+  }
+
+  /** A held frame's faults, logged when it is held (native/queue_pair_hold.cc HoldFrame). */
+  recordHeld(vring: number, l: Lies): void {
+    if (l.delay >= 0)
+      this.record(vring, l.delay, A.delay, l.event, { field: FIELD.delay_us, old: 0n, new: l.delayNs / 1000n });
+    if (l.rate >= 0) this.record(vring, l.rate, A.rate, l.event);
+    if (l.reorder >= 0) this.record(vring, l.reorder, A.reorder, l.event);
   }
 
   /** notify-drop: whether an interrupt the ring decided to send is held back now. */

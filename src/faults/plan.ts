@@ -35,6 +35,14 @@ export const VRING_ACTIONS = {
   'notify-drop': 9,
   /** A field (`field`: addr, len or flags) of a chain's head descriptor rewritten in guest memory, before the chain is completed. */
   'desc-rewrite': 10,
+  /** The frame leaves `value` ms later (± `jitter` ms, uniform or normal `distribution`). */
+  delay: 11,
+  /** Frames leave no faster than `value` bit/s, one at a time (a queue of at most 1000). */
+  rate: 12,
+  /** The frame is held until `value` later frames (default 1) went past it, or for 1 s. */
+  reorder: 13,
+  /** Frames lost by a Gilbert-Elliott model (`gilbert`: p, r, h, k), stepped on every event. */
+  'loss-gilbert': 14,
 } as const;
 export type VringAction = keyof typeof VRING_ACTIONS;
 
@@ -108,6 +116,7 @@ export const FIELD_NAMES = [
   'features',
   'protocol_features',
   'message',
+  'delay_us',
 ] as const;
 export const FIELD = Object.fromEntries(FIELD_NAMES.map((n, i) => [n, i])) as Record<
   (typeof FIELD_NAMES)[number],
@@ -146,6 +155,22 @@ const ruleSchema = z
     value: z.union([z.string(), z.number().int(), z.array(z.string())]).optional(),
     /** Session actions: the vhost-user request (nack, delay-reply, offer-mask), as the spec names it. */
     request: z.string().optional(),
+    /** delay: ms of jitter around `value`, and its distribution (uniform by default). */
+    jitter: z.number().min(0).max(60_000).optional(),
+    distribution: z.enum(['uniform', 'normal']).optional(),
+    /**
+     * loss-gilbert: p (good to bad), r (bad to good), h (a frame gets through in the bad state,
+     * default 0), k (in the good state, default 1), each a probability per event.
+     */
+    gilbert: z
+      .object({
+        p: z.number().min(0).max(1),
+        r: z.number().min(0).max(1),
+        h: z.number().min(0).max(1).optional(),
+        k: z.number().min(0).max(1).optional(),
+      })
+      .strict()
+      .optional(),
     /** header: the header field to set; desc-rewrite: the descriptor field (addr, len, flags). */
     field: z.string().optional(),
   })
@@ -180,7 +205,15 @@ export interface CompiledRule {
   /** Action argument: used-len/used-id mode, header field. */
   mode: number;
   field: number;
+  /** delay: ns; rate: bit/s; reorder: the gap; used-len/used-id/header/desc-rewrite: the value. */
   value: bigint;
+  /** delay: jitter in ns (mode 0 uniform, 1 normal). */
+  jitterNs: bigint;
+  /** loss-gilbert thresholds (u64; a draw below p/r moves the state, a draw at or above h/k loses). */
+  gP: bigint;
+  gR: bigint;
+  gH: bigint;
+  gK: bigint;
 }
 
 /** One session rule (src/faults/session-faults.ts applies them). */
@@ -259,6 +292,20 @@ function argsOf(r: FaultRuleSpec): [number, number, bigint] | string {
     }
     case 'notify-drop':
       if (r.atMs === undefined) return 'notify-drop needs a window: atMs (and forMs)';
+      return [0, 0, 0n];
+    case 'delay':
+      if (typeof r.value !== 'number' || r.value < 0 || r.value > 60_000) return 'delay takes value: ms (0..60000)';
+      return [r.distribution === 'normal' ? 1 : 0, 0, BigInt(r.value) * 1_000_000n];
+    case 'rate':
+      if (typeof r.value !== 'number' || r.value < 1000) return 'rate takes value: bit/s (at least 1000)';
+      return [0, 0, BigInt(r.value)];
+    case 'reorder':
+      if (r.value !== undefined && (typeof r.value !== 'number' || r.value < 1 || r.value > 1000))
+        return 'reorder takes value: the gap in frames (1..1000, default 1)';
+      return [0, 0, BigInt(r.value ?? 1)];
+    case 'loss-gilbert':
+      if (!r.gilbert) return 'loss-gilbert needs gilbert: {p, r, h, k}';
+      if (r.value !== undefined) return 'loss-gilbert takes no value (its model is in gilbert)';
       return [0, 0, 0n];
     default:
       if (r.value !== undefined || r.field !== undefined) return `${r.do} takes no value or field`;
@@ -378,6 +425,9 @@ export function compilePlan(input: unknown, vrings: number, source = 'plan'): Co
     if (!targets) problems.push(`${at}.on: ${r.on} does not exist (the device has ${vrings / 2} queue pairs)`);
     if (r.do === 'withhold' && r.on.startsWith('receiveq'))
       problems.push(`${at}.do: withhold applies to transmitqs (a receiveq without buffers is just full)`);
+    if ((r.jitter !== undefined || r.distribution !== undefined) && r.do !== 'delay')
+      problems.push(`${at}.jitter: only delay takes jitter and distribution`);
+    if (r.gilbert !== undefined && r.do !== 'loss-gilbert') problems.push(`${at}.gilbert: only loss-gilbert takes it`);
     if (r.field !== undefined && r.do !== 'header' && r.do !== 'desc-rewrite')
       problems.push(`${at}.field: only header and desc-rewrite take a field`);
     if ((r.do === 'header' || r.do === 'runt') && r.on.startsWith('transmitq'))
@@ -401,11 +451,22 @@ export function compilePlan(input: unknown, vrings: number, source = 'plan'): Co
         mode: args[0],
         field: args[1],
         value: args[2],
+        jitterNs: BigInt(Math.round((r.jitter ?? 0) * 1e6)),
+        gP: gilbertThreshold(r.gilbert?.p ?? 0),
+        gR: gilbertThreshold(r.gilbert?.r ?? 0),
+        gH: gilbertThreshold(r.gilbert?.h ?? 0),
+        gK: gilbertThreshold(r.gilbert?.k ?? 1),
       });
     }
   });
   if (problems.length) throw refusal(source, problems);
   return { seed: plan.seed, plan, rules, session };
+}
+
+/** A Gilbert-Elliott probability as a u64 threshold (1 becomes 2^64-1: the native side holds u64). */
+function gilbertThreshold(p: number): bigint {
+  const t = thresholdOf(p);
+  return t > M64 ? M64 : t;
 }
 
 /** p as a u64 threshold: a draw below it fires (p in 53-bit steps, as a double holds it). */

@@ -14,7 +14,8 @@ import type { Observers } from '../trace/observe.js';
 import type { CapturedFrame, PcapWriter } from '../trace/pcapng.js';
 import { DeviceCounters } from './counters.js';
 import { type HostPort, makeHostPort } from './host-ports.js';
-import { changesFrame, Liar, type Lies, twice } from '../faults/lies.js';
+import { FrameHold } from '../faults/frame-hold.js';
+import { changesFrame, holds, Liar, type Lies, twice } from '../faults/lies.js';
 import type { FaultSink } from '../faults/log.js';
 import { type CompiledPlan, VRING_ACTIONS } from '../faults/plan.js';
 import type { DataPlane, DataPlaneEvents, GuestMemorySource, RingPosition, RingStart } from './data-plane.js';
@@ -202,6 +203,8 @@ export class TsDataPlane implements DataPlane {
   }
 
   close(): void {
+    if (this.holdTimer) clearTimeout(this.holdTimer);
+    this.holds.clear();
     for (const run of this.runs.values()) run.kick?.close();
     for (const p of this.hostPollers.values()) p.close();
     this.runs.clear();
@@ -322,6 +325,23 @@ export class TsDataPlane implements DataPlane {
           continue;
         }
         if (l && l.drop >= 0) continue;
+        if (l && holds(l) && this.liar) {
+          // delay, rate, reorder: a copy leaves later; the chain is completed now.
+          const held = changesFrame(l) ? this.liar.lieFrame(l, frame, this.hdrLen) : frame;
+          this.hold(index, l, held);
+          if (l.duplicate >= 0) {
+            this.hold(index, l, held);
+            this.liar.record(index, l.duplicate, VRING_ACTIONS.duplicate, l.event, { ringIdx: e.head });
+          }
+          this.liar.recordHeld(index, l);
+          this.liar.recordFrame(index, l, this.hdrLen);
+          continue;
+        }
+        const reordered = this.holds.get(index);
+        if (reordered?.size) {
+          reordered.passed();
+          this.armHoldTimer();
+        }
         const out = l && l.corrupt >= 0 && this.liar ? this.liar.lieFrame(l, frame, this.hdrLen) : frame;
         const copies = l && l.duplicate >= 0 ? 2 : 1;
         for (let c = 0; c < copies; c++) {
@@ -362,6 +382,80 @@ export class TsDataPlane implements DataPlane {
   /** The fault plan's lies, when a plan is loaded. */
   private liar: Liar | undefined;
   private inDuplicate = false;
+  /** Frames held by delay, rate, reorder, per vring; a held frame for the guest is delivered without new lies. */
+  private readonly holds = new Map<number, FrameHold>();
+  private releasing = false;
+  private holdTimer: NodeJS.Timeout | undefined;
+  private holdTimerAt = Infinity;
+
+  /** Holds a frame of vring `index` (native/queue_pair_hold.cc HoldFrame). */
+  private hold(index: number, l: Lies, frame: Buffer): void {
+    const hold = this.holds.get(index) ?? new FrameHold();
+    this.holds.set(index, hold);
+    const now = performance.now();
+    let at = now + Number(l.delayNs) / 1e6;
+    if (l.rateRule && l.rateRule.value > 0n) {
+      // One frame at a time on the emulated link; the header is not on the wire.
+      const bits = 8 * Math.max(0, frame.length - this.hdrLen);
+      const start = Math.max(at, l.rateRule.linkFreeMs);
+      l.rateRule.linkFreeMs = start + (bits * 1000) / Number(l.rateRule.value);
+      at = l.rateRule.linkFreeMs;
+    }
+    if (l.reorder >= 0) at = now + 1000;
+    if (!hold.push(at, l.reorder >= 0 ? l.gap : -1, frame)) this.counters.add(index, 'dropNoBuffers');
+    this.armHoldTimer();
+  }
+
+  /** Releases the held frames that are due, then re-arms the timer on the next one. */
+  private releaseHeld(): void {
+    const now = performance.now();
+    for (const [index, hold] of this.holds) {
+      const pair = index >> 1;
+      if (index % 2 === 1) {
+        hold.release(now, (frame) => {
+          this.sendHeld(pair, index, frame);
+          return true;
+        });
+      } else {
+        this.releasing = true;
+        hold.release(now, (frame) => this.deliver(pair, frame) !== 0);
+        this.releasing = false;
+        this.flushRx(pair);
+      }
+    }
+    this.armHoldTimer();
+  }
+
+  private sendHeld(pair: number, index: number, frame: Buffer): void {
+    try {
+      if (this.port(pair).send(frame) === 'looped') {
+        if (this.route(pair, Buffer.from(frame)) === 0) this.counters.add(2 * pair, 'dropNoBuffers');
+        this.flushRx(pair);
+      }
+    } catch {
+      this.counters.add(index, 'dropHostError');
+      return;
+    }
+    this.counters.add(index, 'frames');
+    this.counters.add(index, 'bytes', frame.length - this.hdrLen);
+  }
+
+  private armHoldTimer(): void {
+    let next = Infinity;
+    for (const h of this.holds.values()) next = Math.min(next, h.next());
+    if (next === this.holdTimerAt) return;
+    if (this.holdTimer) clearTimeout(this.holdTimer);
+    this.holdTimer = undefined;
+    this.holdTimerAt = next;
+    if (next === Infinity) return;
+    // Due but blocked (no guest buffers): look again in 1 ms.
+    const inMs = Math.max(next - performance.now(), next <= performance.now() ? 1 : 0);
+    this.holdTimer = setTimeout(() => {
+      this.holdTimer = undefined;
+      this.holdTimerAt = Infinity;
+      this.releaseHeld();
+    }, inMs);
+  }
   private readonly startMs = performance.now();
 
   setFaults(plan: CompiledPlan | undefined, sink: FaultSink | undefined): void {
@@ -391,7 +485,7 @@ export class TsDataPlane implements DataPlane {
     // With a fault plan, each frame for the guest is an event, decided once: a frame that waits
     // for buffers keeps its lies (as native/queue_pair.cc).
     let l: Lies | undefined;
-    const faults = this.inDuplicate ? undefined : this.liar?.of(index);
+    const faults = this.inDuplicate || this.releasing ? undefined : this.liar?.of(index);
     if (faults && this.liar) {
       l = this.liar.toGuest.get(index);
       if (!l?.pending) {
@@ -403,6 +497,23 @@ export class TsDataPlane implements DataPlane {
         return 1;
       }
       if (changesFrame(l)) frame = this.liar.lieFrame(l, frame, this.hdrLen);
+      if (holds(l)) {
+        // delay, rate, reorder: the frame (as changed) waits; its used-element lies are not told.
+        this.hold(index, l, frame);
+        if (l.duplicate >= 0) {
+          this.hold(index, l, frame);
+          this.liar.record(index, l.duplicate, VRING_ACTIONS.duplicate, l.event);
+        }
+        this.liar.recordHeld(index, l);
+        this.liar.recordFrame(index, l, this.hdrLen);
+        l.pending = false;
+        return 1;
+      }
+    }
+    const reordered = this.releasing || this.inDuplicate ? undefined : this.holds.get(index);
+    if (reordered?.size) {
+      reordered.passed();
+      this.armHoldTimer();
     }
     const f = this.filled.get(pair) ?? { count: 0, frames: 0, bytes: 0 };
     this.filled.set(pair, f);

@@ -1,0 +1,182 @@
+/**
+ * The fault plan's timing and loss-model actions on both data paths, measured from the guest's
+ * side of the rings (a loopback host: what the guest sends comes back to its receiveq):
+ * delay and rate within 10% of what was asked, reorder's order, and loss-gilbert's loss rate
+ * and burst length against the model's stationary values.
+ */
+import { afterEach, describe, expect, it } from 'vitest';
+import { featureMask, VirtioFeature as F } from '../src/features.js';
+import type { FaultLine } from '../src/faults/log.js';
+import type { FaultPlan } from '../src/faults/plan.js';
+import { bringUpDevice, type DatapathKind, native, type Served, serve, waitFor } from './helpers/harness.js';
+import { type DriverPair, type MockFrontend, transmit } from './helpers/mock-frontend.js';
+
+const BASE = featureMask(F.F_VERSION_1, F.VHOST_USER_F_PROTOCOL_FEATURES);
+const RX_BASE = 0x100000;
+const RX_SIZE = 2048;
+const HDR = 12;
+
+let srv: Served | undefined;
+let fe: MockFrontend | undefined;
+afterEach(async () => {
+  const closed = srv?.sessionClosed();
+  fe?.close();
+  await closed;
+  srv?.stop();
+  srv = fe = undefined;
+});
+
+async function device(datapath: DatapathKind, host: 'loopback' | 'null', plan: FaultPlan) {
+  srv = serve({ queuePairs: 1 }, { kind: host }, datapath);
+  const lines: FaultLine[] = [];
+  srv.backend.faultLog.on('line', (l) => lines.push(l));
+  srv.backend.loadFaults(plan);
+  const d = await bringUpDevice(srv, BASE);
+  fe = d.fe;
+  const pair = d.pairs[0] as DriverPair;
+  return { ...d, lines, pair };
+}
+
+/** Posts `count` receive buffers (again from 0 when `from` is given) and kicks. */
+function postRx(pair: DriverPair, count: number): void {
+  for (let i = 0; i < count; i++)
+    pair.rx.offer(pair.rx.addChain([{ addr: BigInt(RX_BASE + (i % 64) * RX_SIZE), len: RX_SIZE, write: true }]));
+  pair.rx.publish();
+  native.eventfdWrite(pair.kicks.rx, 1n);
+}
+
+const frameOf = (i: number, len = 100): Buffer => {
+  const f = Buffer.alloc(len, i & 0xff);
+  f.writeUInt16BE(0x88b5, 12);
+  f.writeUInt32BE(i, 14); // the frame's number, read back on the receiveq
+  return f;
+};
+
+/** Polls the receiveq's used index; returns when each of `n` frames came back (ms). */
+async function arrivals(pair: DriverPair, n: number, timeoutMs: number): Promise<number[]> {
+  const at: number[] = [];
+  const end = performance.now() + timeoutMs;
+  while (at.length < n && performance.now() < end) {
+    const used = pair.rx.usedIdx();
+    while (at.length < used) at.push(performance.now());
+    await new Promise((r) => setImmediate(r));
+  }
+  return at;
+}
+
+const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
+const sd = (xs: number[]) => Math.sqrt(mean(xs.map((x) => (x - mean(xs)) ** 2)));
+
+describe.each(['native', 'ts'] as const)('fault timing on the %s data path', (datapath) => {
+  it('delay: frames come back the asked time later (mean within 10%), logged with each delay', async () => {
+    const { pair, ram, lines } = await device(datapath, 'loopback', {
+      seed: 1,
+      rules: [{ name: 'late', on: 'transmitq0', do: 'delay', value: 40 }],
+    });
+    postRx(pair, 64);
+    const N = 30;
+    const sent: number[] = [];
+    const got = arrivals(pair, N, 10_000);
+    for (let i = 0; i < N; i++) {
+      sent.push(performance.now());
+      transmit(native, ram, pair, [frameOf(i)], { base: 0x200000 + (i % 32) * 0x1000 });
+      await new Promise((r) => setTimeout(r, 7));
+    }
+    const at = await got;
+    expect(at.length).toBe(N);
+    const latency = mean(at.map((t, i) => t - (sent[i] as number)));
+    expect(Math.abs(latency - 40) / 40, `mean latency ${latency.toFixed(2)} ms`).toBeLessThan(0.1);
+    expect(lines.filter((l) => l.do === 'delay').map((l) => l.new)).toEqual(Array(N).fill(40_000));
+  });
+
+  it('delay with normal jitter: the logged delays have the asked mean and spread (within 10%)', async () => {
+    const { pair, ram, lines } = await device(datapath, 'null', {
+      seed: 3,
+      rules: [{ name: 'late', on: 'transmitq0', do: 'delay', value: 20, jitter: 5, distribution: 'normal' }],
+    });
+    const N = 600;
+    for (let b = 0; b < N; b += 100) {
+      transmit(
+        native,
+        ram,
+        pair,
+        Array.from({ length: 100 }, (_, i) => frameOf(b + i)),
+      );
+      await waitFor(() => pair.tx.usedIdx() === b + 100, 5000, `batch ${b}`);
+    }
+    await waitFor(() => lines.length === N, 5000, 'every delay logged');
+    const ms = lines.map((l) => Number(l.new) / 1000);
+    expect(Math.abs(mean(ms) - 20) / 20).toBeLessThan(0.1);
+    expect(Math.abs(sd(ms) - 5) / 5).toBeLessThan(0.1);
+  });
+
+  it('rate: frames come back no faster than the asked bit/s (within 10%)', async () => {
+    const bitsPerSecond = 800_000;
+    const { pair, ram } = await device(datapath, 'loopback', {
+      seed: 1,
+      rules: [{ name: 'slow', on: 'transmitq0', do: 'rate', value: bitsPerSecond }],
+    });
+    postRx(pair, 64);
+    const N = 60;
+    const LEN = 1000;
+    const got = arrivals(pair, N, 10_000);
+    transmit(
+      native,
+      ram,
+      pair,
+      Array.from({ length: N }, (_, i) => frameOf(i, LEN)),
+    );
+    const at = await got;
+    expect(at.length).toBe(N);
+    // From the first frame out to the last: N-1 frames' worth of bits on the link.
+    const seconds = ((at[N - 1] as number) - (at[0] as number)) / 1000;
+    const rate = ((N - 1) * LEN * 8) / seconds;
+    expect(Math.abs(rate - bitsPerSecond) / bitsPerSecond, `${Math.round(rate)} bit/s`).toBeLessThan(0.1);
+  });
+
+  it('reorder: the held frame comes back after the gap of later frames', async () => {
+    const { pair, ram, lines } = await device(datapath, 'loopback', {
+      seed: 1,
+      rules: [{ name: 'swap', on: 'transmitq0', do: 'reorder', value: 2, after: 1, count: 1 }],
+    });
+    postRx(pair, 64);
+    for (let i = 0; i < 5; i++) {
+      transmit(native, ram, pair, [frameOf(i)], { base: 0x200000 + i * 0x1000 });
+      await waitFor(() => pair.tx.usedIdx() === i + 1, 2000, `frame ${i} taken`);
+    }
+    await waitFor(() => pair.rx.usedIdx() === 5, 3000, 'five frames back');
+    const order = Array.from({ length: 5 }, (_, k) => {
+      const id = pair.rx.usedElem(k).id;
+      return Buffer.from(
+        ram.bytes.subarray(RX_BASE + id * RX_SIZE + HDR + 14, RX_BASE + id * RX_SIZE + HDR + 18),
+      ).readUInt32BE(0);
+    });
+    expect(order).toEqual([0, 2, 3, 1, 4]);
+    expect(lines).toMatchObject([{ rule: 'swap', do: 'reorder', event: 1 }]);
+  });
+
+  it("loss-gilbert: the loss rate and mean burst are the model's stationary values (within 10%)", async () => {
+    const p = 0.05;
+    const r = 0.25;
+    const { pair, ram, lines } = await device(datapath, 'null', {
+      seed: 11,
+      rules: [{ name: 'bursty', on: 'transmitq0', do: 'loss-gilbert', gilbert: { p, r } }],
+    });
+    const N = 40_000;
+    const BATCH = 200;
+    for (let sent = 0; sent < N; sent += BATCH) {
+      transmit(native, ram, pair, Array(BATCH).fill(frameOf(1, 60)), { kick: false });
+      native.eventfdWrite(pair.kicks.tx, 1n);
+      await waitFor(() => pair.tx.usedIdx() === (sent + BATCH) % 65536, 10_000, `batch at ${sent}`);
+    }
+    await new Promise((res) => setTimeout(res, 150));
+    const lost = lines.map((l) => l.event);
+    // h = 0, k = 1: every frame in the bad state is lost, none in the good one.
+    expect(Math.abs(lost.length / N - p / (p + r)) / (p / (p + r))).toBeLessThan(0.1);
+    let bursts = 0;
+    lost.forEach((e, i) => {
+      if (i === 0 || lost[i - 1] !== e - 1) bursts++;
+    });
+    expect(Math.abs(lost.length / bursts - 1 / r) / (1 / r)).toBeLessThan(0.1);
+  }, 120_000);
+});
