@@ -28,6 +28,9 @@ enum FaultAction : uint8_t {
   kFaultRate = 12,
   kFaultReorder = 13,
   kFaultLossGilbert = 14,
+  kFaultUsedBurst = 15,
+  kFaultNotifyStorm = 16,
+  kFaultNotifyDelay = 17,
 };
 // Field codes of a fault record: plan.ts HEADER_FIELDS indexes (0-6), then these
 // (src/faults/plan.ts FIELD_NAMES); kFieldNone: the fault changed no value.

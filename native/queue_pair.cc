@@ -63,13 +63,25 @@ void QueuePair::Notify(SplitRing& ring, uint32_t vring) {
     ring.signalledUsedValid = signalledValid;
     send = false;
   }
+  const int d = vring == receiveq_ ? 0 : 1;
+  const int fd = cfg_.queues[vring].callFd;
+  if (send && notifyDelayNs_[d] > 0) {
+    // notify-delay: the interrupt goes out later (ReleaseHeld); one pending at a time.
+    const int64_t at = MonotonicNs() + notifyDelayNs_[d];
+    if (at < notifyAtNs_[d]) notifyAtNs_[d] = at;
+    send = false;
+  }
+  notifyDelayNs_[d] = 0;
   if (send) {
-    const int fd = cfg_.queues[vring].callFd;
     if (fd >= 0) Wake(fd);
     cfg_.Count(vring, kCNotifySent, 1);
   } else {
     cfg_.Count(vring, kCNotifySuppressed, 1);
   }
+  // notify-storm: interrupts with nothing new behind them (an eventfd coalesces writes the
+  // front-end has not read yet).
+  for (; stormN_[d] > 0; stormN_[d]--)
+    if (fd >= 0) Wake(fd);
 }
 
 void QueuePair::WatchHost(bool on) {
@@ -91,7 +103,7 @@ void QueuePair::ProcessTransmitq() {
   const uint32_t hdr = cfg_.hdrLen;
   for (;;) {
     uint32_t n = fromGuest_.PopBurst(fromGuestElems_, kMaxBurst, fromGuestSegs_.data());
-    uint16_t filled = 0;
+    uint16_t filled = heldUsed_[1];  // used-burst: written, not published yet
     for (uint32_t i = 0; i < n; i++) {
       const Element& e = fromGuestElems_[i];
       // With a fault plan, each chain popped is an event (one predictable branch without).
@@ -100,6 +112,7 @@ void QueuePair::ProcessTransmitq() {
         l = &fromGuestLies_;
         TakeLies(*faultsFromGuest_, vt, l);
       }
+      if (l) TakeNotifyLies(vt, *l, e.head);
       if (!l) {
         fromGuest_.Fill(e.head, 0, filled++);
       } else if (l->withhold >= 0) {
@@ -170,8 +183,12 @@ void QueuePair::ProcessTransmitq() {
       if (l) RecordFrameLies(vt, *l);
     }
     if (n > 0) {
-      if (filled) {
+      if (filled && filled < burstN_[1]) {
+        heldUsed_[1] = filled;  // used-burst: publish when the batch is full
+      } else if (filled) {
         fromGuest_.Flush(filled);
+        heldUsed_[1] = 0;
+        burstN_[1] = 0;
         Notify(fromGuest_, vt);
       }
       progress_ = true;
@@ -272,6 +289,10 @@ void QueuePair::OnEvent(uint32_t kind) {
 void QueuePair::Teardown() {
   QueueState& qr = cfg_.queues[receiveq_];
   QueueState& qt = cfg_.queues[transmitq_];
+  // used-burst: a stop publishes what waits (the positions handed back must hold it).
+  burstN_[0] = burstN_[1] = 0;
+  if (heldUsed_[1] && qt.started) fromGuest_.Flush(heldUsed_[1]);
+  heldUsed_[1] = 0;
   FlushReceiveq();
   SignalHandover();
   if (cached_ > pos_) toGuest_.Rewind(static_cast<uint16_t>(cached_ - pos_));

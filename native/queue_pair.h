@@ -36,6 +36,13 @@ struct Lies {
   FaultRule* rateRule = nullptr;  // its link state
   int32_t gap = 0;
   bool Holds() const { return delay >= 0 || rate >= 0 || reorder >= 0; }
+  // used-burst: this chain's used element waits until `burstN` are written, then all publish.
+  int32_t usedBurst = -1;
+  uint32_t burstN = 0;
+  // notify-storm: `stormN` more interrupts after this burst's; notify-delay: its interrupt late.
+  int32_t storm = -1, notifyDelay = -1;
+  uint32_t stormN = 0;
+  int64_t notifyDelayNs = 0;
   uint8_t descField = 0;  // kFieldAddr, kFieldLen or kFieldFlags
   uint64_t descValue = 0;
   bool AboutUsed() const { return usedLen >= 0 || usedId >= 0 || descRewrite >= 0; }
@@ -94,7 +101,8 @@ class QueuePair {
     progress_ = false;
     ProcessTransmitq();
     ProcessReceiveq();
-    if (holdToGuest_.size() || holdFromGuest_.size() || timerArmedNs_ != FrameHold::kNever)
+    if (holdToGuest_.size() || holdFromGuest_.size() || timerArmedNs_ != FrameHold::kNever ||
+        notifyAtNs_[0] != FrameHold::kNever || notifyAtNs_[1] != FrameHold::kNever)
       ReleaseHeld();
     return progress_;
   }
@@ -132,6 +140,8 @@ class QueuePair {
   // Held frames (queue_pair_hold.cc): hold one (its lies decided), release those due, and
   // keep the timer on the earliest release.
   void HoldFrame(uint32_t vring, Lies& l, const uint8_t* frame, uint32_t len);
+  // Notification lies of one event (used-burst, notify-storm, notify-delay), for its burst.
+  void TakeNotifyLies(uint32_t vring, const Lies& l, uint32_t head);
   void RecordHeld(uint32_t vring, const Lies& l);
   void ReleaseHeld();
   void ReleaseFromGuest(const uint8_t* frame, uint32_t len);
@@ -176,6 +186,14 @@ class QueuePair {
   bool releasing_ = false;  // Deliver of a held frame: its lies were taken when it was held
   int timerFd_ = -1;
   int64_t timerArmedNs_ = FrameHold::kNever;
+  // Per direction (0 toGuest, 1 fromGuest): used-burst's batch size for the burst in progress
+  // and the used elements written but not published; notify-storm's extra interrupts;
+  // notify-delay's delay for this burst and the time a deferred interrupt is due.
+  uint32_t burstN_[2] = {0, 0};
+  uint16_t heldUsed_[2] = {0, 0};
+  uint32_t stormN_[2] = {0, 0};
+  int64_t notifyDelayNs_[2] = {0, 0};
+  int64_t notifyAtNs_[2] = {FrameHold::kNever, FrameHold::kNever};
 };
 
 }  // namespace vun

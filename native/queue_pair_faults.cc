@@ -80,6 +80,18 @@ void QueuePair::TakeLies(VringFaults& f, uint32_t vring, Lies* l) {
         l->reorder = rule;
         l->gap = static_cast<int32_t>(r.value);
         break;
+      case kFaultUsedBurst:
+        l->usedBurst = rule;
+        l->burstN = static_cast<uint32_t>(r.value);
+        break;
+      case kFaultNotifyStorm:
+        l->storm = rule;
+        l->stormN = static_cast<uint32_t>(r.value);
+        break;
+      case kFaultNotifyDelay:
+        l->notifyDelay = rule;
+        l->notifyDelayNs = static_cast<int64_t>(r.value);
+        break;
       case kFaultDuplicate:
         l->duplicate = rule;
         break;
@@ -210,6 +222,25 @@ void QueuePair::LieUsed(uint32_t vring, const Lies& l, uint16_t head, uint32_t l
   }
   *id = reportId;
   *outLen = reportLen;
+}
+
+void QueuePair::TakeNotifyLies(uint32_t vring, const Lies& l, uint32_t head) {
+  const int d = vring == receiveq_ ? 0 : 1;
+  if (l.usedBurst >= 0) {
+    // The batch can never be larger than the ring.
+    const uint32_t num = cfg_.queues[vring].cfg.num;
+    burstN_[d] = l.burstN < num ? l.burstN : num;
+    Record(vring, l.usedBurst, kFaultUsedBurst, kFieldNone, head, l.event, 0, 0);
+  }
+  if (l.storm >= 0) {
+    stormN_[d] += l.stormN;
+    Record(vring, l.storm, kFaultNotifyStorm, kFieldNone, kNoRing, l.event, 0, 0);
+  }
+  if (l.notifyDelay >= 0) {
+    if (l.notifyDelayNs > notifyDelayNs_[d]) notifyDelayNs_[d] = l.notifyDelayNs;
+    Record(vring, l.notifyDelay, kFaultNotifyDelay, kFieldDelayUs, kNoRing, l.event, 0,
+           static_cast<uint64_t>(l.notifyDelayNs / 1000));
+  }
 }
 
 // notify-drop: an interrupt the ring decided to send is held back while a rule's window is open.

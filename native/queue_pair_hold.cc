@@ -69,8 +69,18 @@ void QueuePair::ReleaseHeld() {
   }
   FlushReceiveq();
   SignalHandover();
+  // notify-delay: deferred interrupts that are due.
+  for (int d = 0; d < 2; d++) {
+    if (notifyAtNs_[d] > now) continue;
+    notifyAtNs_[d] = FrameHold::kNever;
+    const uint32_t v = d == 0 ? receiveq_ : transmitq_;
+    const int fd = cfg_.queues[v].callFd;
+    if (fd >= 0) Wake(fd);
+    cfg_.Count(v, kCNotifySent, 1);
+  }
   // The timer follows the earliest release (absolute CLOCK_MONOTONIC; 0 disarms).
-  int64_t next = std::min(holdToGuest_.NextNs(), holdFromGuest_.NextNs());
+  int64_t next = std::min(std::min(holdToGuest_.NextNs(), holdFromGuest_.NextNs()),
+                          std::min(notifyAtNs_[0], notifyAtNs_[1]));
   if (next == timerArmedNs_ || timerFd_ < 0) return;
   itimerspec t{};
   if (next != FrameHold::kNever) {

@@ -142,6 +142,7 @@ int QueuePair::Deliver(const uint8_t* frame, uint32_t len) {
     if (at[0]) *at[0] = 0;
   }
   if (l) {
+    TakeNotifyLies(vr, *l, firstHead);
     RecordFrameLies(vr, *l);
     if (l->header[6] >= 0 && nb >= 0) {
       // num_buffers (6): told after the device wrote the true count.
@@ -184,7 +185,8 @@ int QueuePair::Deliver(const uint8_t* frame, uint32_t len) {
 }
 
 void QueuePair::FlushReceiveq() {
-  if (filled_ == 0) return;
+  if (filled_ == 0 || filled_ < burstN_[0]) return;  // used-burst: until the batch is full
+  burstN_[0] = 0;
   const uint32_t vr = receiveq_;
   toGuest_.Flush(filled_);
   filled_ = 0;

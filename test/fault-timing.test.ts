@@ -155,6 +155,53 @@ describe.each(['native', 'ts'] as const)('fault timing on the %s data path', (da
     expect(lines).toMatchObject([{ rule: 'swap', do: 'reorder', event: 1 }]);
   });
 
+  it('used-burst: used elements are published N at a time', async () => {
+    const { pair, ram, lines } = await device(datapath, 'null', {
+      seed: 1,
+      rules: [{ name: 'batch', on: 'transmitq0', do: 'used-burst', value: 4 }],
+    });
+    for (let i = 0; i < 3; i++) transmit(native, ram, pair, [frameOf(i)], { base: 0x200000 + i * 0x1000 });
+    await waitFor(() => lines.length === 3, 2000, 'three chains taken');
+    await new Promise((r) => setTimeout(r, 50));
+    expect(pair.tx.usedIdx(), 'three written, none published').toBe(0);
+    transmit(native, ram, pair, [frameOf(3)], { base: 0x203000 });
+    await waitFor(() => pair.tx.usedIdx() === 4, 2000, 'the batch of four published');
+    await waitFor(() => lines.length === 4, 2000, 'four faults logged');
+    expect(lines.map((l) => [l.do, l.ringIdx])).toEqual([
+      ['used-burst', 0],
+      ['used-burst', 1],
+      ['used-burst', 2],
+      ['used-burst', 3],
+    ]);
+  });
+
+  it('notify-storm and notify-delay: more interrupts than used entries; an interrupt late', async () => {
+    const { pair, ram, lines, session } = await device(datapath, 'loopback', {
+      seed: 1,
+      rules: [
+        { name: 'storm', on: 'receiveq0', do: 'notify-storm', value: 5, count: 1 },
+        { name: 'late', on: 'receiveq0', do: 'notify-delay', value: 150, after: 1, count: 1 },
+      ],
+    });
+    postRx(pair, 16);
+    await waitFor(() => session.vrings[0]?.started === true, 2000, 'receiveq started');
+    native.eventfdRead(pair.calls.rx);
+    transmit(native, ram, pair, [frameOf(0)]);
+    await waitFor(() => pair.rx.usedIdx() === 1, 2000, 'first frame back');
+    await new Promise((r) => setTimeout(r, 20));
+    // An eventfd adds up the writes it was not read between: the interrupt and five more.
+    expect(native.eventfdRead(pair.calls.rx)).toBe(6n);
+    transmit(native, ram, pair, [frameOf(1)], { base: 0x201000 });
+    await waitFor(() => pair.rx.usedIdx() === 2, 2000, 'second frame back');
+    const used = performance.now();
+    await waitFor(() => native.eventfdRead(pair.calls.rx) !== null, 2000, 'the late interrupt');
+    expect(performance.now() - used).toBeGreaterThanOrEqual(120);
+    expect(lines.map((l) => [l.rule, l.do, l.new])).toEqual([
+      ['storm', 'notify-storm', undefined],
+      ['late', 'notify-delay', 150_000],
+    ]);
+  });
+
   it("loss-gilbert: the loss rate and mean burst are the model's stationary values (within 10%)", async () => {
     const p = 0.05;
     const r = 0.25;

@@ -55,6 +55,12 @@ export interface Lies {
   /** rate: the rule whose link state shapes the frame. */
   rateRule: { value: bigint; linkFreeMs: number } | undefined;
   gap: number;
+  usedBurst: number;
+  burstN: number;
+  storm: number;
+  stormN: number;
+  notifyDelay: number;
+  notifyDelayNs: bigint;
   corruptBit: number;
   lenMode: number;
   idMode: number;
@@ -89,6 +95,12 @@ const noLies = (): Lies => ({
   delayNs: 0n,
   rateRule: undefined,
   gap: 0,
+  usedBurst: -1,
+  burstN: 0,
+  storm: -1,
+  stormN: 0,
+  notifyDelay: -1,
+  notifyDelayNs: 0n,
   corruptBit: 0,
   lenMode: 0,
   idMode: 0,
@@ -195,6 +207,18 @@ export class Liar {
         case A.reorder:
           l.reorder = r.rule;
           l.gap = Number(r.value);
+          break;
+        case A['used-burst']:
+          l.usedBurst = r.rule;
+          l.burstN = Number(r.value);
+          break;
+        case A['notify-storm']:
+          l.storm = r.rule;
+          l.stormN = Number(r.value);
+          break;
+        case A['notify-delay']:
+          l.notifyDelay = r.rule;
+          l.notifyDelayNs = r.value;
           break;
         case A.duplicate:
           l.duplicate = r.rule;
@@ -332,6 +356,18 @@ export class Liar {
       });
     }
     return [id, out];
+  }
+
+  /** The notification lies of one event, logged (native/queue_pair_faults.cc TakeNotifyLies). */
+  recordNotify(vring: number, l: Lies, head: number): void {
+    if (l.usedBurst >= 0) this.record(vring, l.usedBurst, A['used-burst'], l.event, { ringIdx: head });
+    if (l.storm >= 0) this.record(vring, l.storm, A['notify-storm'], l.event);
+    if (l.notifyDelay >= 0)
+      this.record(vring, l.notifyDelay, A['notify-delay'], l.event, {
+        field: FIELD.delay_us,
+        old: 0n,
+        new: l.notifyDelayNs / 1000n,
+      });
   }
 
   /** A held frame's faults, logged when it is held (native/queue_pair_hold.cc HoldFrame). */

@@ -43,6 +43,12 @@ export const VRING_ACTIONS = {
   reorder: 13,
   /** Frames lost by a Gilbert-Elliott model (`gilbert`: p, r, h, k), stepped on every event. */
   'loss-gilbert': 14,
+  /** Used elements are written but published `value` at a time (the batch includes this event's). */
+  'used-burst': 15,
+  /** `value` more interrupts after this event's burst, with nothing new behind them. */
+  'notify-storm': 16,
+  /** This event's burst interrupts the guest `value` ms late. */
+  'notify-delay': 17,
 } as const;
 export type VringAction = keyof typeof VRING_ACTIONS;
 
@@ -303,6 +309,17 @@ function argsOf(r: FaultRuleSpec): [number, number, bigint] | string {
       if (r.value !== undefined && (typeof r.value !== 'number' || r.value < 1 || r.value > 1000))
         return 'reorder takes value: the gap in frames (1..1000, default 1)';
       return [0, 0, BigInt(r.value ?? 1)];
+    case 'used-burst':
+      if (typeof r.value !== 'number' || r.value < 2 || r.value > 32768)
+        return 'used-burst takes value: the batch size (2..32768; at most the queue size applies)';
+      return [0, 0, BigInt(r.value)];
+    case 'notify-storm':
+      if (typeof r.value !== 'number' || r.value < 1 || r.value > 10000)
+        return 'notify-storm takes value: how many interrupts (1..10000)';
+      return [0, 0, BigInt(r.value)];
+    case 'notify-delay':
+      if (typeof r.value !== 'number' || r.value < 1 || r.value > 60_000) return 'notify-delay takes value: ms (1..60000)';
+      return [0, 0, BigInt(r.value) * 1_000_000n];
     case 'loss-gilbert':
       if (!r.gilbert) return 'loss-gilbert needs gilbert: {p, r, h, k}';
       if (r.value !== undefined) return 'loss-gilbert takes no value (its model is in gilbert)';

@@ -157,6 +157,12 @@ export class TsDataPlane implements DataPlane {
   stop(index: number): RingPosition {
     const run = this.runs.get(index);
     if (!run) return this.stopped.get(index) ?? { lastAvailIdx: 0, usedIdx: 0 };
+    // used-burst: a stop publishes what waits (the positions handed back must hold it).
+    const st = this.notifyState(index);
+    st.burstN = 0;
+    if (index % 2 === 1 && st.heldUsed) run.ring.flush(st.heldUsed);
+    else if (index % 2 === 0) this.flushRx(index >> 1);
+    st.heldUsed = 0;
     run.kick?.close();
     this.runs.delete(index);
     if (index % 2 === 0) {
@@ -204,6 +210,7 @@ export class TsDataPlane implements DataPlane {
 
   close(): void {
     if (this.holdTimer) clearTimeout(this.holdTimer);
+    for (const st of this.notifyStates.values()) if (st.timer) clearTimeout(st.timer);
     this.holds.clear();
     for (const run of this.runs.values()) run.kick?.close();
     for (const p of this.hostPollers.values()) p.close();
@@ -274,10 +281,52 @@ export class TsDataPlane implements DataPlane {
       run.ring.signalledUsedValid = signalledUsedValid;
       send = false;
     }
+    const st = this.notifyState(run.vring.index);
+    if (send && st.delayMs > 0) {
+      // notify-delay: the interrupt goes out later; one pending at a time.
+      const at = performance.now() + st.delayMs;
+      if (at < st.atMs) {
+        st.atMs = at;
+        if (st.timer) clearTimeout(st.timer);
+        st.timer = setTimeout(() => {
+          st.timer = undefined;
+          st.atMs = Infinity;
+          if (run.vring.callFd >= 0) this.native.eventfdWrite(run.vring.callFd, 1n);
+          this.counters.add(run.vring.index, 'notifySent');
+        }, st.delayMs);
+      }
+      send = false;
+    }
+    st.delayMs = 0;
     if (send) {
       if (run.vring.callFd >= 0) this.native.eventfdWrite(run.vring.callFd, 1n);
       this.counters.add(run.vring.index, 'notifySent');
     } else this.counters.add(run.vring.index, 'notifySuppressed');
+    // notify-storm: interrupts with nothing new behind them.
+    for (; st.stormN > 0; st.stormN--) if (run.vring.callFd >= 0) this.native.eventfdWrite(run.vring.callFd, 1n);
+  }
+
+  /** Per vring: used-burst, notify-storm and notify-delay state (native/queue_pair.h). */
+  private readonly notifyStates = new Map<
+    number,
+    { burstN: number; heldUsed: number; stormN: number; delayMs: number; atMs: number; timer?: NodeJS.Timeout }
+  >();
+  private notifyState(index: number) {
+    let st = this.notifyStates.get(index);
+    if (!st) {
+      st = { burstN: 0, heldUsed: 0, stormN: 0, delayMs: 0, atMs: Infinity };
+      this.notifyStates.set(index, st);
+    }
+    return st;
+  }
+
+  /** The notification lies of one event, for its burst (native/queue_pair_faults.cc TakeNotifyLies). */
+  private takeNotifyLies(index: number, l: Lies, head: number): void {
+    const st = this.notifyState(index);
+    if (l.usedBurst >= 0) st.burstN = Math.min(l.burstN, this.runs.get(index)?.vring.num ?? l.burstN);
+    if (l.storm >= 0) st.stormN += l.stormN;
+    if (l.notifyDelay >= 0) st.delayMs = Math.max(st.delayMs, Number(l.notifyDelayNs) / 1e6);
+    this.liar?.recordNotify(index, l, head);
   }
 
   private process(pair: number, rx: boolean): void {
@@ -300,11 +349,13 @@ export class TsDataPlane implements DataPlane {
     const index = run.vring.index;
     for (;;) {
       const elems = run.ring.popBurst(64);
-      let filled = 0;
+      const st = this.notifyState(index);
+      let filled = st.heldUsed; // used-burst: written, not published yet
       for (const e of elems) {
         // With a fault plan, each chain popped is an event (as native/queue_pair.cc).
         const faults = this.liar?.of(index);
         const l = faults ? this.liar?.take(faults, index) : undefined;
+        if (l) this.takeNotifyLies(index, l, e.head);
         if (!l) run.ring.fill(e.head, 0, filled++);
         else if (l.withhold >= 0) this.liar?.recordWithheld(index, l, e.head);
         else {
@@ -363,8 +414,11 @@ export class TsDataPlane implements DataPlane {
         if (l) this.liar?.recordFrame(index, l, this.hdrLen);
       }
       if (elems.length > 0) {
-        if (filled) {
+        if (filled && filled < st.burstN) st.heldUsed = filled; // used-burst: until the batch is full
+        else if (filled) {
           run.ring.flush(filled);
+          st.heldUsed = 0;
+          st.burstN = 0;
           this.notify(run);
         }
         this.counters.add(index, 'bursts');
@@ -558,6 +612,7 @@ export class TsDataPlane implements DataPlane {
     if (verdict === ReceiveVerdict.clearFlags) this.writeIn(chains[0] as Element, 0, [0]);
     let numBuffers = chains.length;
     if (l && this.liar) {
+      this.takeNotifyLies(index, l, (chains[0] as Element).head);
       this.liar.recordFrame(index, l, this.hdrLen);
       if ((l.header[6] as number) >= 0 && nb >= 0) {
         // num_buffers (6): told after the device wrote the true count.
@@ -636,6 +691,9 @@ export class TsDataPlane implements DataPlane {
     const run = this.runs.get(2 * pair);
     const f = this.filled.get(pair);
     if (!run || !f || f.count === 0) return;
+    const st = this.notifyState(2 * pair);
+    if (f.count < st.burstN) return; // used-burst: until the batch is full
+    st.burstN = 0;
     run.ring.flush(f.count);
     this.counters.add(run.vring.index, 'frames', f.frames);
     this.counters.add(run.vring.index, 'bytes', f.bytes);
