@@ -86,19 +86,24 @@ class VringObserver {
 
   // A frame as [header][frame] in `parts` (host pointers and lengths, in order).
   template <typename Parts>
+  // `rules`: the fault plan's rules that decided this frame's lies (up to 8; the capture's
+  // comment names them), appended as u16s after the frame bytes; p[7] holds how many.
   void Frame(uint8_t dir, uint32_t hdrLen, uint64_t total, const Parts& parts, uint32_t nparts,
-             const uint8_t* hdrOverride = nullptr) {
+             const uint8_t* hdrOverride = nullptr, const uint16_t* rules = nullptr,
+             uint32_t nrules = 0) {
     if (total < hdrLen) return;
+    if (nrules > 8) nrules = 8;
     const uint64_t origLen = total - hdrLen;
     const uint32_t keep = origLen < snapLen ? static_cast<uint32_t>(origLen) : snapLen;
-    uint8_t* p = Begin(kObsFrame, 8 + hdrLen + keep);
+    uint8_t* p = Begin(kObsFrame, 8 + hdrLen + keep + 2 * nrules);
     if (!p) return;
     uint32_t ol = static_cast<uint32_t>(origLen > 0xffffffffull ? 0xffffffffull : origLen);
     uint16_t hl = static_cast<uint16_t>(hdrLen);
     std::memcpy(p, &ol, 4);
     std::memcpy(p + 4, &hl, 2);
     p[6] = dir;
-    p[7] = 0;
+    p[7] = static_cast<uint8_t>(nrules);
+    if (nrules) std::memcpy(p + 8 + hdrLen + keep, rules, 2 * nrules);
     uint8_t* dst = p + 8;
     uint32_t want = hdrLen + keep, done = 0;
     for (uint32_t i = 0; i < nparts && done < want; i++) {

@@ -128,7 +128,11 @@ void QueuePair::ProcessTransmitq() {
         cfg_.Count(vt, kCDropMalformed, 1);
         continue;
       }
-      if (capFromGuest_) capFromGuest_->Frame(1, hdr, e.outLen, e.segs, e.outNum);
+      if (capFromGuest_) {
+        uint16_t rules[8];
+        const uint32_t nrules = l ? l->Rules(rules, 8) : 0;
+        capFromGuest_->Frame(1, hdr, e.outLen, e.segs, e.outNum, nullptr, rules, nrules);
+      }
       if (RecordsFlow(steering_.FlowAffinity(), q.enabled))
         steering_.RecordFlow(pair_, e, hdr, flowScratch_.data());
       if (!q.enabled) {

@@ -36,6 +36,22 @@ struct Lies {
   FaultRule* rateRule = nullptr;  // its link state
   int32_t gap = 0;
   bool Holds() const { return delay >= 0 || rate >= 0 || reorder >= 0; }
+  // The rules behind this event's lies, each once, in a fixed order (the capture's note;
+  // src/faults/lies.ts rulesOf lists them the same way).
+  uint32_t Rules(uint16_t* out, uint32_t max) const {
+    const int32_t all[] = {drop,      duplicate,   corrupt,    runt,      header[0], header[1],
+                           header[2], header[3],   header[4],  header[5], header[6], usedLen,
+                           usedId,    descRewrite, withhold,   delay,     rate,      reorder,
+                           usedBurst, storm,       notifyDelay};
+    uint32_t n = 0;
+    for (int32_t r : all) {
+      if (r < 0 || n >= max) continue;
+      bool seen = false;
+      for (uint32_t i = 0; i < n; i++) seen |= out[i] == r;
+      if (!seen) out[n++] = static_cast<uint16_t>(r);
+    }
+    return n;
+  }
   // used-burst: this chain's used element waits until `burstN` are written, then all publish.
   int32_t usedBurst = -1;
   uint32_t burstN = 0;

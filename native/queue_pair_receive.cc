@@ -168,7 +168,9 @@ int QueuePair::Deliver(const uint8_t* frame, uint32_t len) {
       const uint8_t* host;
       uint32_t len;
     } part{frame, len};
-    capToGuest_->Frame(0, hdr, len, &part, 1, h);
+    uint16_t rules[8];
+    const uint32_t nrules = l ? l->Rules(rules, 8) : 0;
+    capToGuest_->Frame(0, hdr, len, &part, 1, h, rules, nrules);
   }
   burstFrames_++;
   burstBytes_ += len - hdr;

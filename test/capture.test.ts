@@ -6,7 +6,9 @@
 import { execFileSync } from 'node:child_process';
 import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
+import { Writable } from 'node:stream';
 import { afterEach, describe, expect, it } from 'vitest';
+import { RingTrace } from '../src/trace/ring-trace.js';
 import { featureMask, VirtioFeature as F } from '../src/features.js';
 import { describeNetHeader, PcapWriter } from '../src/trace/pcapng.js';
 import { bringUpDevice, native, type Served, serve, shutdown, tempDir, waitFor } from './helpers/harness.js';
@@ -119,6 +121,57 @@ describe.each(['native', 'ts'] as const)('pcapng capture (%s data path)', (datap
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     expect(ifaces).toMatch(/udp/);
+    tmp.cleanup();
+  });
+});
+
+describe.each(['native', 'ts'] as const)('fault notes (%s data path)', (datapath) => {
+  it('a frame a fault changed carries the rule in its pcapng comment; the ring trace has the fault next to the steps', async () => {
+    const tmp = tempDir();
+    const file = join(tmp.dir, 'cap.pcapng');
+    const capture = new PcapWriter(file, 2, { snapLen: 128 });
+    const traced: string[] = [];
+    const sink = new Writable({
+      write(chunk, _enc, done) {
+        traced.push(...String(chunk).split('\n').filter(Boolean));
+        done();
+      },
+    });
+    const ringTrace = new RingTrace(sink);
+    srv = serve({ queuePairs: 1 }, { kind: 'loopback' }, datapath, undefined, undefined, { capture, ringTrace });
+    srv.backend.loadFaults({
+      seed: 1,
+      rules: [
+        { name: 'flip', on: 'transmitq0', do: 'corrupt', after: 1, count: 1 },
+        { name: 'gso', on: 'receiveq0', do: 'header', field: 'gso_size', value: 99, after: 2, count: 1 },
+      ],
+    });
+    const d = await bringUpDevice(srv, featureMask(F.F_VERSION_1, F.VHOST_USER_F_PROTOCOL_FEATURES));
+    fe = d.fe;
+    const p = d.pairs[0] as NonNullable<(typeof d.pairs)[0]>;
+    for (let i = 0; i < 4; i++) p.rx.offer(p.rx.addChain([{ addr: BigInt(DATA + i * 2048), len: 2048, write: true }]));
+    p.rx.publish();
+    native.eventfdWrite(p.kicks.rx, 1n);
+    await waitFor(() => d.session.vrings[0]?.started === true, 2000, 'receiveq started');
+    transmit(native, d.ram, p, [udpFrame(60, 7001), udpFrame(60, 7002), udpFrame(60, 7003)]);
+    await waitFor(() => p.rx.usedIdx() === 3, 5000, 'frames looped back');
+    const closed = srv.sessionClosed();
+    fe.close();
+    await closed;
+    capture.close();
+    const rows = tshark(file, ['frame.interface_name', 'udp.dstport', 'frame.comment']);
+    const note = (iface: string, port: string) => rows.find((r) => r[0] === iface && r[1] === port)?.[2] ?? '';
+    expect(note('transmitq0', '7002')).toMatch(/; fault: flip \(corrupt\)$/);
+    expect(note('receiveq0', '7003')).toMatch(/gso_size=99 .*; fault: gso \(header\)$/);
+    expect(note('transmitq0', '7001')).not.toMatch(/fault/);
+    await waitFor(() => traced.some((l) => l.includes('"ev":"fault"')), 2000, 'fault events traced');
+    const faults = traced
+      .map((l) => JSON.parse(l) as { ev: string; rule?: string; vring: number })
+      .filter((e) => e.ev === 'fault');
+    expect(faults.map((e) => [e.rule, e.vring])).toEqual([
+      ['flip', 1],
+      ['gso', 0],
+    ]);
     tmp.cleanup();
   });
 });

@@ -120,6 +120,34 @@ export function twice(l: Lies): boolean {
   return l.usedId >= 0 && l.idMode === USED_ID_MODES.repeat;
 }
 
+/** The rules behind an event's lies, each once, in native/queue_pair.h Lies::Rules's order. */
+export function rulesOf(l: Lies): number[] {
+  const all = [
+    l.drop,
+    l.duplicate,
+    l.corrupt,
+    l.runt,
+    ...l.header,
+    l.usedLen,
+    l.usedId,
+    l.descRewrite,
+    l.withhold,
+    l.delay,
+    l.rate,
+    l.reorder,
+    l.usedBurst,
+    l.storm,
+    l.notifyDelay,
+  ];
+  return [...new Set(all.filter((r) => r >= 0))].slice(0, 8);
+}
+
+/** A capture comment's fault note: each rule as `name (action)`. */
+export function faultNote(plan: { rules: { name: string; do: string }[] }, rules: number[]): string | undefined {
+  if (!rules.length) return undefined;
+  return rules.map((r) => `${plan.rules[r]?.name ?? `rule${r}`} (${plan.rules[r]?.do ?? '?'})`).join(', ');
+}
+
 /** delay, rate, reorder: the frame is held and leaves later. */
 export function holds(l: Lies): boolean {
   return l.delay >= 0 || l.rate >= 0 || l.reorder >= 0;

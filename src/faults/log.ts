@@ -9,7 +9,8 @@
  */
 import { EventEmitter } from 'node:events';
 import { closeTraceOutput, openTraceOutput, type TraceOutput } from '../trace/output.js';
-import { ACTION_CODES, type FaultAction, type FaultPlan, FIELD_NAMES } from './plan.js';
+import type { RingEvent } from '../virtio/ring-events.js';
+import { ACTION_CODES, type CompiledPlan, type FaultAction, type FaultPlan, FIELD_NAMES } from './plan.js';
 
 export { FIELD_NAMES };
 
@@ -58,6 +59,21 @@ export interface FaultLine {
 export interface FaultLogEvents {
   /** Every fault line, as written (subscribers of the programmatic API, tests). */
   line: [FaultLine];
+}
+
+/** A fault as a ring trace event, next to the ring steps it changed. */
+export function faultEvent(plan: CompiledPlan | undefined, e: Omit<FaultEvent, 't'>): RingEvent {
+  const field = e.field === undefined ? undefined : FIELD_NAMES[e.field];
+  return {
+    ev: 'fault',
+    rule: plan?.plan.rules[e.rule]?.name ?? `rule${e.rule}`,
+    do: ACTION_NAMES[e.action] ?? String(e.action),
+    event: Number(e.event),
+    ...(e.ringIdx !== undefined ? { ringIdx: e.ringIdx } : {}),
+    ...(field !== undefined ? { field } : {}),
+    ...(e.old !== undefined ? { old: Number(e.old) } : {}),
+    ...(e.new !== undefined ? { new: Number(e.new) } : {}),
+  };
 }
 
 /** Receives the faults a data plane injects. */

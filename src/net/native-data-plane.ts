@@ -9,7 +9,8 @@ import type { OpenHostBackend } from '../host/host-backend.js';
 import { call, HostKindCode, type NativeBinding, type NativeNetDevice } from '../native.js';
 import { ringErrorName } from '../virtio/ring-errors.js';
 import { type CapturedFrame, type ObserveRecord, type Observers, records } from '../trace/observe.js';
-import type { FaultSink } from '../faults/log.js';
+import { faultEvent, type FaultSink } from '../faults/log.js';
+import { faultNote } from '../faults/lies.js';
 import type { CompiledPlan } from '../faults/plan.js';
 import { DeviceCounters } from './counters.js';
 import type { DataPlane, DataPlaneEvents, GuestMemorySource, RingPosition, RingStart } from './data-plane.js';
@@ -102,7 +103,11 @@ export class NativeDataPlane implements DataPlane {
     }
   }
 
+  /** The plan in force (names for capture notes and the ring trace's fault events). */
+  private plan: CompiledPlan | undefined;
+
   setFaults(plan: CompiledPlan | undefined, sink: FaultSink | undefined): void {
+    this.plan = plan;
     const hadSink = !!this.faultSink;
     this.faultSink = plan ? sink : undefined;
     if (hadSink !== !!this.faultSink) this.configureObservation();
@@ -135,9 +140,13 @@ export class NativeDataPlane implements DataPlane {
       const batch = [...records(buf, n)].sort((a, b) => (timeOf(a) < timeOf(b) ? -1 : timeOf(a) > timeOf(b) ? 1 : 0));
       const frames: CapturedFrame[] = [];
       for (const r of batch) {
-        if (r.kind === 'frame') frames.push(r.frame);
-        else if (r.kind === 'fault') this.faultSink?.record({ ...r.fault, t: Number(r.timeNs - this.startNs) / 1e6 });
-        else ringTrace?.record(r.vring, r.event, Number(r.timeNs / 1000n) / 1000);
+        if (r.kind === 'frame') {
+          const faults = r.frame.faultRules && this.plan ? faultNote(this.plan.plan, r.frame.faultRules) : undefined;
+          frames.push(faults ? { ...r.frame, faults } : r.frame);
+        } else if (r.kind === 'fault') {
+          this.faultSink?.record({ ...r.fault, t: Number(r.timeNs - this.startNs) / 1e6 });
+          ringTrace?.record(r.vring, faultEvent(this.plan, r.fault), Number(r.timeNs / 1000n) / 1000);
+        } else ringTrace?.record(r.vring, r.event, Number(r.timeNs / 1000n) / 1000);
       }
       capture?.write(frames);
       if (n < buf.length / 2) break;

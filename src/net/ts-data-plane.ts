@@ -15,8 +15,8 @@ import type { CapturedFrame, PcapWriter } from '../trace/pcapng.js';
 import { DeviceCounters } from './counters.js';
 import { type HostPort, makeHostPort } from './host-ports.js';
 import { FrameHold } from '../faults/frame-hold.js';
-import { changesFrame, holds, Liar, type Lies, twice } from '../faults/lies.js';
-import type { FaultSink } from '../faults/log.js';
+import { changesFrame, faultNote, holds, Liar, type Lies, rulesOf, twice } from '../faults/lies.js';
+import { faultEvent, type FaultSink } from '../faults/log.js';
 import { type CompiledPlan, VRING_ACTIONS } from '../faults/plan.js';
 import type { DataPlane, DataPlaneEvents, GuestMemorySource, RingPosition, RingStart } from './data-plane.js';
 import { defaultRss, flowInput, reverseFlowInput, type Steering, toeplitz } from './rss.js';
@@ -369,7 +369,7 @@ export class TsDataPlane implements DataPlane {
         }
         const frame = this.gather(e);
         // Captured as the guest sent it, before the enable check (as the C++ path does).
-        if (this.observe.capture) this.capture(index, 'fromGuest', frame, this.hdrLen);
+        if (this.observe.capture) this.capture(index, 'fromGuest', frame, this.hdrLen, undefined, this.note(l));
         if (recordsFlow(this.steering.policy === 'flow-affinity', run.vring.enabled)) this.recordFlow(pair, frame);
         if (!run.vring.enabled) {
           this.counters.add(index, 'dropDisabled');
@@ -513,9 +513,25 @@ export class TsDataPlane implements DataPlane {
   private readonly startMs = performance.now();
 
   setFaults(plan: CompiledPlan | undefined, sink: FaultSink | undefined): void {
+    // Each fault is also a ring trace event, next to the steps it changed.
+    const trace = this.observe.ringTrace;
+    const traced: FaultSink | undefined =
+      sink && trace
+        ? {
+            record: (e) => {
+              sink.record(e);
+              trace.record(e.vring, faultEvent(plan, e));
+            },
+          }
+        : sink;
     this.liar = plan
-      ? new Liar(plan, this.queuePairs * 2, sink, this.startMs, (v) => this.runs.get(v)?.vring.num ?? 256)
+      ? new Liar(plan, this.queuePairs * 2, traced, this.startMs, (v) => this.runs.get(v)?.vring.num ?? 256)
       : undefined;
+  }
+
+  /** The capture comment's note for a frame with these lies. */
+  private note(l: Lies | undefined): string | undefined {
+    return l && this.liar ? faultNote(this.liar.plan.plan, rulesOf(l)) : undefined;
   }
 
   /**
@@ -640,7 +656,7 @@ export class TsDataPlane implements DataPlane {
       const seen = Buffer.from(frame.subarray(0, this.hdrLen + this.observe.capture.snapLen));
       if (nb >= 0) seen.writeUInt16LE(numBuffers & 0xffff, nb);
       if (verdict === ReceiveVerdict.clearFlags) seen[0] = 0;
-      this.capture(run.vring.index, 'toGuest', seen, this.hdrLen, frame.length - this.hdrLen);
+      this.capture(run.vring.index, 'toGuest', seen, this.hdrLen, frame.length - this.hdrLen, this.note(l));
     }
     f.frames++;
     f.bytes += frame.length - this.hdrLen;
@@ -660,6 +676,7 @@ export class TsDataPlane implements DataPlane {
     f: Buffer,
     hdrLen: number,
     origLen?: number,
+    faults?: string,
   ): void {
     const w = this.observe.capture as PcapWriter;
     w.write([
@@ -670,6 +687,7 @@ export class TsDataPlane implements DataPlane {
         origLen: origLen ?? f.length - hdrLen,
         header: f.subarray(0, hdrLen),
         data: f.subarray(hdrLen, hdrLen + w.snapLen),
+        ...(faults ? { faults } : {}),
       },
     ]);
   }

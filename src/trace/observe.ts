@@ -33,7 +33,12 @@ export function decodeRecord(rec: Buffer): ObserveRecord | undefined {
   const ring = (event: RingEvent): ObserveRecord => ({ kind: 'ring', vring, timeNs, event });
   switch (type) {
     case OBS.frame: {
+      // u32 origLen, u16 hdrLen, u8 direction, u8 rules; header, data, then `rules` u16s: the
+      // fault plan rules behind this frame's lies.
       const hdrLen = b.readUInt16LE(4);
+      const nrules = b[7] as number;
+      const end = b.length - 2 * nrules;
+      const rules = Array.from({ length: nrules }, (_, i) => b.readUInt16LE(end + 2 * i));
       return {
         kind: 'frame',
         frame: {
@@ -42,7 +47,8 @@ export function decodeRecord(rec: Buffer): ObserveRecord | undefined {
           direction: b[6] === 1 ? 'fromGuest' : 'toGuest',
           origLen: b.readUInt32LE(0),
           header: Buffer.from(b.subarray(8, 8 + hdrLen)),
-          data: Buffer.from(b.subarray(8 + hdrLen)),
+          data: Buffer.from(b.subarray(8 + hdrLen, end)),
+          ...(nrules ? { faultRules: rules } : {}),
         },
       };
     }

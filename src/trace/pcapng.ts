@@ -27,6 +27,10 @@ export interface CapturedFrame {
   origLen: number;
   header: Buffer;
   data: Buffer;
+  /** The fault plan rules behind this frame's lies (indexes in the plan), as the C++ path reports them. */
+  faultRules?: number[];
+  /** Those rules, named (`name (action)`, ...), for the comment. */
+  faults?: string;
 }
 
 const SHB = 0x0a0d0d0a;
@@ -241,7 +245,7 @@ export class PcapWriter {
       const flags = Buffer.alloc(4);
       flags.writeUInt32LE(f.direction === 'fromGuest' ? 1 : 2, 0);
       const b = block(EPB, body, [
-        option(OPT_COMMENT, Buffer.from(describeNetHeader(f.header))),
+        option(OPT_COMMENT, Buffer.from(describeNetHeader(f.header) + (f.faults ? `; fault: ${f.faults}` : ''))),
         option(EPB_FLAGS, flags),
       ]);
       const max = this.opts.maxBytes ?? 0;

@@ -30,7 +30,18 @@ export type RingEvent =
       oldUsedIdx?: number;
       availFlags?: number;
     }
-  | { ev: 'kicks'; enabled: boolean; how: string };
+  | { ev: 'kicks'; enabled: boolean; how: string }
+  /** The fault plan lied here (src/faults/log.ts FaultLine's fields, without seq and t). */
+  | {
+      ev: 'fault';
+      rule: string;
+      do: string;
+      event: number;
+      ringIdx?: number;
+      field?: string;
+      old?: number | string;
+      new?: number | string;
+    };
 
 export type NotifyEvent = Extract<RingEvent, { ev: 'notify' }>;
 /** What decided a notification: the driver's flags, EVENT_IDX, NOTIFY_ON_EMPTY, or a first one. */
