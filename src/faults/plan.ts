@@ -318,7 +318,8 @@ function argsOf(r: FaultRuleSpec): [number, number, bigint] | string {
         return 'notify-storm takes value: how many interrupts (1..10000)';
       return [0, 0, BigInt(r.value)];
     case 'notify-delay':
-      if (typeof r.value !== 'number' || r.value < 1 || r.value > 60_000) return 'notify-delay takes value: ms (1..60000)';
+      if (typeof r.value !== 'number' || r.value < 1 || r.value > 60_000)
+        return 'notify-delay takes value: ms (1..60000)';
       return [0, 0, BigInt(r.value) * 1_000_000n];
     case 'loss-gilbert':
       if (!r.gilbert) return 'loss-gilbert needs gilbert: {p, r, h, k}';

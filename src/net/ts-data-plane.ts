@@ -414,7 +414,8 @@ export class TsDataPlane implements DataPlane {
         if (l) this.liar?.recordFrame(index, l, this.hdrLen);
       }
       if (elems.length > 0) {
-        if (filled && filled < st.burstN) st.heldUsed = filled; // used-burst: until the batch is full
+        if (filled && filled < st.burstN)
+          st.heldUsed = filled; // used-burst: until the batch is full
         else if (filled) {
           run.ring.flush(filled);
           st.heldUsed = 0;
