@@ -10,6 +10,7 @@ import { parseCommandLine } from '../src/cli/main.js';
 import { ConfigError } from '../src/errors.js';
 import { featureMask, VirtioFeature as F } from '../src/features.js';
 import { startHttp } from '../src/metrics/http.js';
+import { formatStatus } from '../src/metrics/status-text.js';
 import { packageRoot } from '../src/native.js';
 import { bringUpDevice, native, serve, waitFor } from './helpers/harness.js';
 import { type DriverPair, transmit } from './helpers/mock-frontend.js';
@@ -180,6 +181,11 @@ describe('/faults', () => {
     expect(session.counters(1).frames).toBe(2);
     const status = (await (await fetch(`http://127.0.0.1:${port}/status`)).json()) as { faults: unknown };
     expect(status.faults).toMatchObject({ rules: [{ rule: 'lose', do: 'drop', injected: 2 }] });
+    // `vhost-user-net status` prints the same per rule.
+    expect(formatStatus(status as Record<string, unknown>).slice(-2)).toEqual([
+      'fault plan (seed 5): rule, action, where, injected',
+      `  ${'lose'.padEnd(20)} ${'drop'.padEnd(13)} ${'transmitq0'.padEnd(11)} 2`,
+    ]);
     // With a session, GET tells its age: a client places an atMs window ahead of it.
     const age = ((await (await fetch(url)).json()) as { sessionMs: number }).sessionMs;
     expect(age).toBeGreaterThan(0);

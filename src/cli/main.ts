@@ -12,8 +12,7 @@ import { featureNames, hex, ProtocolFeature, VirtioFeature } from '../features.j
 import { formatHostBackend, openHostBackend } from '../host/host-backend.js';
 import { createLogger, type LogLevel } from '../log.js';
 import { loadNative, packageRoot } from '../native.js';
-import { NativeDataPlane } from '../net/native-data-plane.js';
-import { TsDataPlane } from '../net/ts-data-plane.js';
+import { dataPlaneFactory } from '../net/make-data-plane.js';
 import { runDemo } from '../demo/demo.js';
 import { flagHelp, mergeFlags, parseArgsOptions } from './flags.js';
 import { startHttp } from '../metrics/http.js';
@@ -208,23 +207,16 @@ export async function main(argv: string[]): Promise<number> {
         faultLog: config.faultLog === '-' ? process.stdout : config.faultLog,
       },
       log,
-      (n, l, events) =>
-        config.datapath === 'ts'
-          ? new TsDataPlane(n, { queuePairs: config.queues, host, steering: steeringOf(config), observe }, l, events)
-          : new NativeDataPlane(
-              n,
-              {
-                queuePairs: config.queues,
-                host,
-                steering: steeringOf(config),
-                cpus: config.cpus,
-                threadOf: threadMapOf(config),
-                pollUs: config.pollUs,
-                observe,
-              },
-              l,
-              events,
-            ),
+      dataPlaneFactory({
+        datapath: config.datapath,
+        queuePairs: config.queues,
+        host,
+        steering: steeringOf(config),
+        cpus: config.cpus,
+        threadOf: threadMapOf(config),
+        pollUs: config.pollUs,
+        observe,
+      }),
       native,
     );
     // A fault plan from --faults FILE or the config file: a bad one stops start-up (exit 2).

@@ -1,6 +1,6 @@
 /** `vhost-user-net status`: the /status document as a terminal table. */
 export function formatStatus(st: Record<string, unknown>): string[] {
-  if (!st.connected) return [`no front-end connected (sessions so far: ${st.sessions ?? 0})`];
+  if (!st.connected) return [`no front-end connected (sessions so far: ${st.sessions ?? 0})`, ...faultLines(st)];
   const f = st.features as { acked: string; names: string[] };
   const pf = st.protocolFeatures as { acked: string; names: string[] };
   const status = st.status as { value: string; bits: string[] };
@@ -31,5 +31,17 @@ export function formatStatus(st: Record<string, unknown>): string[] {
     | undefined;
   if (obs?.capture) out.push(`capture ${obs.capture.file}: ${obs.capture.frames} frames, ${obs.capture.lost} lost`);
   if (obs?.ringTrace) out.push(`ring trace: ${obs.ringTrace.dropped} events dropped`);
-  return out;
+  return [...out, ...faultLines(st)];
+}
+
+/** The fault plan in force and what each rule injected in this session. */
+function faultLines(st: Record<string, unknown>): string[] {
+  const f = st.faults as
+    | { plan: { seed: number } | null; rules: { rule: string; do: string; on: string; injected: number }[] }
+    | undefined;
+  if (!f?.plan) return [];
+  return [
+    `fault plan (seed ${f.plan.seed}): rule, action, where, injected`,
+    ...f.rules.map((r) => `  ${r.rule.padEnd(20)} ${r.do.padEnd(13)} ${r.on.padEnd(11)} ${r.injected}`),
+  ];
 }
