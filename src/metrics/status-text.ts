@@ -37,8 +37,7 @@ export function formatStatus(st: Record<string, unknown>): string[] {
 /** The fault plan in force and what each rule injected in this session. */
 function faultLines(st: Record<string, unknown>): string[] {
   const f = st.faults as
-    | { plan: { seed: number } | null; rules: { rule: string; do: string; on: string; injected: number }[] }
-    | undefined;
+    { plan: { seed: number } | null; rules: { rule: string; do: string; on: string; injected: number }[] } | undefined;
   if (!f?.plan) return [];
   return [
     `fault plan (seed ${f.plan.seed}): rule, action, where, injected`,
