@@ -6,7 +6,7 @@
 //   tap      - testpmd virtio_user txonly 64 B -> backend -> tap:vbt0 in a namespace, frames
 //              counted on the TAP;
 //   guestTcp - a Linux guest's iperf3 through tap:vbt0, both directions, Mbit/s.
-// Prints the after/before ratio of ring guest-TX.
+// Prints the after/before ratio of ring guest-TX. VUN_BEFORE_REV picks the other tree.
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
@@ -144,9 +144,21 @@ const cases = Object.fromEntries(
   ]),
 );
 const complete = ['ring', 'tap', 'guest'].every((x) => ONLY.includes(x));
-// A focused run (VUN_BENCH_ONLY) adds its measurements to device-layer-focused.json: more runs
-// of the cells the full run leaves in doubt.
-if (!complete) {
+// VUN_BENCH_SAVE_AS=NAME saves the run as bench/results/NAME.json whatever it measured: the same
+// comparison against another tree (fault-cost: this tree with no fault plan against the tree
+// before fault injection, VUN_BEFORE_REV=67f8253^).
+const saveAs = process.env.VUN_BENCH_SAVE_AS;
+if (saveAs) {
+  save(saveAs, {
+    description: `this tree (no fault plan loaded) against ${BEFORE}, alternated: ${ONLY.join(', ')}`,
+    beforeRev: BEFORE,
+    runs: RUNS,
+    secondsPerRun: SECONDS,
+    cases,
+  });
+} else if (!complete) {
+  // A focused run (VUN_BENCH_ONLY) adds its measurements to device-layer-focused.json: more
+  // runs of the cells the full run leaves in doubt.
   const prev = load('device-layer-focused')?.cases ?? {};
   save('device-layer-focused', { beforeRev: BEFORE, secondsPerRun: SECONDS, cases: { ...prev, ...cases } });
 } else
