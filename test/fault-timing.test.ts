@@ -6,36 +6,19 @@
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import { featureMask, VirtioFeature as F } from '../src/features.js';
-import type { FaultLine } from '../src/faults/log.js';
 import type { FaultPlan } from '../src/faults/plan.js';
-import { bringUpDevice, type DatapathKind, native, type Served, serve, waitFor } from './helpers/harness.js';
-import { type DriverPair, type MockFrontend, transmit } from './helpers/mock-frontend.js';
+import { type DatapathKind, native, planDevices, waitFor } from './helpers/harness.js';
+import { type DriverPair, transmit } from './helpers/mock-frontend.js';
 
 const BASE = featureMask(F.F_VERSION_1, F.VHOST_USER_F_PROTOCOL_FEATURES);
 const RX_BASE = 0x100000;
 const RX_SIZE = 2048;
 const HDR = 12;
 
-let srv: Served | undefined;
-let fe: MockFrontend | undefined;
-afterEach(async () => {
-  const closed = srv?.sessionClosed();
-  fe?.close();
-  await closed;
-  srv?.stop();
-  srv = fe = undefined;
-});
-
-async function device(datapath: DatapathKind, host: 'loopback' | 'null', plan: FaultPlan) {
-  srv = serve({ queuePairs: 1 }, { kind: host }, datapath);
-  const lines: FaultLine[] = [];
-  srv.backend.faultLog.on('line', (l) => lines.push(l));
-  srv.backend.loadFaults(plan);
-  const d = await bringUpDevice(srv, BASE);
-  fe = d.fe;
-  const pair = d.pairs[0] as DriverPair;
-  return { ...d, lines, pair };
-}
+const devices = planDevices();
+afterEach(() => devices.end());
+const device = (datapath: DatapathKind, host: 'loopback' | 'null', plan: FaultPlan) =>
+  devices.device(datapath, host, plan, BASE);
 
 /** Posts `count` receive buffers (again from 0 when `from` is given) and kicks. */
 function postRx(pair: DriverPair, count: number): void {

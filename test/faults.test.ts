@@ -11,8 +11,8 @@ import { featureMask, VirtioFeature as F } from '../src/features.js';
 import type { FaultLine } from '../src/faults/log.js';
 import { compilePlan, draw, FIELD, FIELD_NAMES, type FaultPlan } from '../src/faults/plan.js';
 import { DESC_F_NEXT, DESC_F_WRITE } from '../src/virtio/split-ring.js';
-import { bringUpDevice, type DatapathKind, native, serve, waitFor } from './helpers/harness.js';
-import { type DriverPair, type MockFrontend, transmit } from './helpers/mock-frontend.js';
+import { type DatapathKind, native, planDevices, waitFor } from './helpers/harness.js';
+import { type DriverPair, transmit } from './helpers/mock-frontend.js';
 
 const BASE = featureMask(F.F_VERSION_1, F.VHOST_USER_F_PROTOCOL_FEATURES);
 const RX_BASE = 0x100000;
@@ -120,25 +120,10 @@ describe('fault decisions: TS and C++ draw the same numbers', () => {
 
 // --- through the data path --------------------------------------------------------------------
 
-let srv: ReturnType<typeof serve> | undefined;
-let fe: MockFrontend | undefined;
-afterEach(async () => {
-  const closed = srv?.sessionClosed();
-  fe?.close();
-  await closed;
-  srv?.stop();
-  srv = fe = undefined;
-});
-
-async function device(datapath: DatapathKind, host: 'loopback' | 'null', plan: FaultPlan, features = BASE) {
-  srv = serve({ queuePairs: 1 }, { kind: host }, datapath);
-  const lines: FaultLine[] = [];
-  srv.backend.faultLog.on('line', (l) => lines.push(l));
-  srv.backend.loadFaults(plan);
-  const d = await bringUpDevice(srv, features);
-  fe = d.fe;
-  return { ...d, lines, pair: d.pairs[0] as DriverPair };
-}
+const devices = planDevices();
+afterEach(() => devices.end());
+const device = (datapath: DatapathKind, host: 'loopback' | 'null', plan: FaultPlan, features = BASE) =>
+  devices.device(datapath, host, plan, features);
 
 async function postRx(session: { vrings: { started: boolean }[] }, p: DriverPair, count: number): Promise<void> {
   for (let i = 0; i < count; i++)
@@ -203,7 +188,7 @@ describe.each(['native', 'ts'] as const)('fault actions on the %s data path', (d
       ['flip', 1, 4, 'byte', 4, 4 ^ diff[99]!],
       ['keep', 1, 5, 'id', lines[5]?.old, 0],
     ]);
-    const status = srv?.backend.faultLog.perRule();
+    const status = devices.srv?.backend.faultLog.perRule();
     expect(status?.map((r) => r.injected)).toEqual([1, 1, 1, 1, 1, 1]);
   });
 
@@ -361,11 +346,7 @@ describe('determinism', () => {
       await waitFor(() => pair.tx.usedIdx() >= (b + 1) * 30 - 3, 5000, `batch ${b}`);
     }
     await new Promise((r) => setTimeout(r, 200)); // the held frames and the last observation drain
-    const closed = srv?.sessionClosed();
-    fe?.close();
-    await closed;
-    srv?.stop();
-    srv = fe = undefined;
+    await devices.end();
     return timeless(lines);
   }
 

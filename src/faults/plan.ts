@@ -193,12 +193,10 @@ export const planSchema = z
 export type FaultRuleSpec = z.infer<typeof ruleSchema>;
 export type FaultPlan = z.infer<typeof planSchema>;
 
-/** One rule as one vring applies it: the native table row (native/faults.h FaultRule). */
-export interface CompiledRule {
+/** When a rule fires: its triggers, as every compiled rule carries them (see `fires`). */
+export interface Trigger {
   /** Index of the rule in the plan. */
   rule: number;
-  vring: number;
-  action: number;
   every: number;
   after: number;
   /** 0: no limit. */
@@ -208,6 +206,12 @@ export interface CompiledRule {
   /** The window in ns from session start; atNs -1: no window. */
   atNs: bigint;
   untilNs: bigint;
+}
+
+/** One rule as one vring applies it: the native table row (native/faults.h FaultRule). */
+export interface CompiledRule extends Trigger {
+  vring: number;
+  action: number;
   /** Action argument: used-len/used-id mode, header field. */
   mode: number;
   field: number;
@@ -223,15 +227,8 @@ export interface CompiledRule {
 }
 
 /** One session rule (src/faults/session-faults.ts applies them). */
-export interface CompiledSessionRule {
-  rule: number;
+export interface CompiledSessionRule extends Trigger {
   action: SessionAction;
-  every: number;
-  after: number;
-  count: number;
-  threshold: bigint;
-  atNs: bigint;
-  untilNs: bigint;
   /** nack, delay-reply, offer-mask, receive-mode: the request the rule applies to. */
   request?: RequestName;
   /** offer-mask, receive-mode: the bits removed. */
@@ -402,6 +399,15 @@ export function compilePlan(input: unknown, vrings: number, source = 'plan'): Co
   const session: CompiledSessionRule[] = [];
   const names = new Set<string>();
   const ns = (ms: number | undefined) => (ms === undefined ? -1n : BigInt(ms) * 1_000_000n);
+  const trigger = (r: FaultRuleSpec, i: number): Trigger => ({
+    rule: i,
+    every: r.every ?? 1,
+    after: r.after ?? 0,
+    count: r.count ?? 0,
+    threshold: r.probability === undefined || r.probability >= 1 ? ALWAYS : thresholdOf(r.probability),
+    atNs: ns(r.atMs),
+    untilNs: r.atMs === undefined || r.forMs === undefined ? -1n : ns(r.atMs + r.forMs),
+  });
   plan.rules.forEach((r, i) => {
     const at = `rules.${i}`;
     if (names.has(r.name)) problems.push(`${at}.name: '${r.name}' is used twice`);
@@ -424,14 +430,8 @@ export function compilePlan(input: unknown, vrings: number, source = 'plan'): Co
         return;
       }
       session.push({
-        rule: i,
+        ...trigger(r, i),
         action: r.do,
-        every: r.every ?? 1,
-        after: r.after ?? 0,
-        count: r.count ?? 0,
-        threshold: r.probability === undefined || r.probability >= 1 ? ALWAYS : thresholdOf(r.probability),
-        atNs: ns(r.atMs),
-        untilNs: r.atMs === undefined || r.forMs === undefined ? -1n : ns(r.atMs + r.forMs),
         ...(args[0] ? { request: args[0] } : {}),
         mask: args[1],
         value: args[2],
@@ -457,15 +457,9 @@ export function compilePlan(input: unknown, vrings: number, source = 'plan'): Co
       if (r.do === 'withhold' && v % 2 === 0) continue;
       if ((r.do === 'header' || r.do === 'runt') && v % 2 === 1) continue;
       rules.push({
-        rule: i,
+        ...trigger(r, i),
         vring: v,
         action: VRING_ACTIONS[r.do as VringAction],
-        every: r.every ?? 1,
-        after: r.after ?? 0,
-        count: r.count ?? 0,
-        threshold: r.probability === undefined || r.probability >= 1 ? ALWAYS : thresholdOf(r.probability),
-        atNs: ns(r.atMs),
-        untilNs: r.atMs === undefined || r.forMs === undefined ? -1n : ns(r.atMs + r.forMs),
         mode: args[0],
         field: args[1],
         value: args[2],
@@ -514,7 +508,7 @@ export const SESSION_STREAM = 0xffff;
 /** What a rule's trigger says for event `event` (0-based) with `fired` firings so far. */
 export function fires(
   seed: number,
-  r: Pick<CompiledRule, 'rule' | 'every' | 'after' | 'count' | 'threshold' | 'atNs' | 'untilNs'> & { vring?: number },
+  r: Trigger & { vring?: number },
   event: bigint,
   fired: number,
   nowNs: bigint,

@@ -1,4 +1,5 @@
 /** Shared test plumbing: an in-process backend on a temp socket, fd counting, waiting. */
+import type { FaultLine } from '../../src/faults/log.js';
 import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -6,7 +7,7 @@ import { type BackendOptions, VhostUserNetBackend } from '../../src/backend.js';
 import { silentLogger } from '../../src/log.js';
 import { loadNative } from '../../src/native.js';
 import type { Session } from '../../src/vhost-user/session.js';
-import { MockFrontend } from './mock-frontend.js';
+import { type DriverPair, MockFrontend } from './mock-frontend.js';
 import { NativeDataPlane } from '../../src/net/native-data-plane.js';
 import { TsDataPlane } from '../../src/net/ts-data-plane.js';
 import type { Observers } from '../../src/trace/observe.js';
@@ -104,4 +105,45 @@ export async function bringUpDevice(srv: Served, features: bigint, queuePairs = 
   await fe.handshake();
   const { ram, pairs } = await fe.bringUp(features, queuePairs);
   return { fe, session, ram, pairs };
+}
+
+/**
+ * A device on `host` with `plan` loaded before the front-end connects, brought up with
+ * `features`; `lines` collects the fault log. The caller shuts `srv` and `fe` down.
+ */
+export async function deviceWithPlan(
+  datapath: DatapathKind,
+  host: 'loopback' | 'null',
+  plan: unknown,
+  features: bigint,
+) {
+  const srv = serve({ queuePairs: 1 }, { kind: host }, datapath);
+  const lines: FaultLine[] = [];
+  srv.backend.faultLog.on('line', (l) => lines.push(l));
+  srv.backend.loadFaults(plan);
+  const d = await bringUpDevice(srv, features);
+  return { ...d, srv, lines, pair: d.pairs[0] as DriverPair };
+}
+
+/**
+ * Devices with a fault plan for one test file: `device` brings one up (the previous one is the
+ * caller's to end first), `end` shuts the current one down (for afterEach).
+ */
+export function planDevices() {
+  let current: { srv: Served; fe: MockFrontend } | undefined;
+  return {
+    async device(datapath: DatapathKind, host: 'loopback' | 'null', plan: unknown, features: bigint) {
+      const d = await deviceWithPlan(datapath, host, plan, features);
+      current = { srv: d.srv, fe: d.fe };
+      return d;
+    },
+    get srv(): Served | undefined {
+      return current?.srv;
+    },
+    async end(): Promise<void> {
+      const c = current;
+      current = undefined;
+      await shutdown(c?.srv, c?.fe);
+    },
+  };
 }
