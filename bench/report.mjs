@@ -14,6 +14,8 @@ const mq = load('mq-scaling');
 const obs = load('observe-overhead');
 const dev = load('device-layer');
 const devFocused = load('device-layer-focused');
+const faultCost = load('fault-cost');
+const faultCostRx = load('fault-cost-rx');
 const m = (ring ?? tap ?? tcp ?? mq)?.machine;
 
 let md = `# Benchmarks
@@ -70,6 +72,28 @@ if (dev) {
     );
     md += `Focused re-runs of single cells (\`VUN_BENCH_ONLY\`, more runs, still alternated):\n\n| measurement | runs each | before median (spread) | after median (spread) | after / before |\n| --- | --- | --- | --- | --- |\n${f.join('\n')}\n\n`;
   }
+}
+if (faultCost) {
+  // fault-cost-rx: guest RX alone, more runs (VUN_BENCH_SAVE_AS=fault-cost-rx), when it exists.
+  const cells = [
+    ...Object.entries(faultCost.cases),
+    ...Object.entries(faultCostRx?.cases ?? {})
+      .filter(([k]) => k === 'ringGuestRxMpps')
+      .map(([k, c]) => [`${k} (re-run alone)`, c]),
+  ];
+  const rows = cells.map(
+    ([k, c]) =>
+      `| ${k} | ${c.runs.before.length} | ${f2(c.before)} (${spread(c.runs.before)}) | ${f2(c.after)} (${spread(c.runs.after)}) | ${pct(c.ratio)} |`,
+  );
+  md += `## 7. What fault injection costs with no plan loaded
+
+${faultCost.description} (\`VUN_BEFORE_REV=${faultCost.beforeRev.slice(0, 10)} VUN_BENCH_SAVE_AS=fault-cost VUN_BENCH_ONLY=ring,tap node bench/device-layer.bench.mjs\`; the tree before is the commit before fault injection began).
+
+| measurement | runs each | before median (spread) | now, no plan, median (spread) | now / before |
+| --- | --- | --- | --- | --- |
+${rows.join('\n')}
+
+`;
 }
 const notes = join(root, 'bench', 'notes.md');
 md += `## Where we stand, and what limits us
