@@ -185,6 +185,26 @@ describe('the binary', () => {
     expect(r.stdout + r.stderr).toMatch(/rules.0.on: transmitq7 does not exist/);
   });
 
+  it('exits 2 when the config file carries a bad plan (an unknown request name), before it listens', () => {
+    const tmp = tempDir();
+    const config = join(tmp.dir, 'config.json');
+    const sock = join(tmp.dir, 's');
+    writeFileSync(
+      config,
+      JSON.stringify({ faults: { seed: 1, rules: [{ name: 'n', on: 'session', do: 'nack', request: 'SET_NOTHING' }] } }),
+    );
+    const r = spawnSync(process.execPath, [bin, '--socket', sock, '--config', config], {
+      encoding: 'utf8',
+      timeout: 10_000,
+    });
+    const listened = existsSync(sock);
+    tmp.cleanup();
+    expect(r.status).toBe(2);
+    expect(r.stdout + r.stderr).toMatch(/config file: faults/);
+    expect(r.stdout + r.stderr).toMatch(/rules.0.request: unknown vhost-user request 'SET_NOTHING'/);
+    expect(listened).toBe(false);
+  });
+
   it('exits 2 with a coded message on a bad argument', () => {
     const r = spawnSync(process.execPath, [bin, '--socket', '/tmp/x', '--queues', '999'], { encoding: 'utf8' });
     expect(r.status).toBe(2);
