@@ -191,7 +191,9 @@ describe('the binary', () => {
     const sock = join(tmp.dir, 's');
     writeFileSync(
       config,
-      JSON.stringify({ faults: { seed: 1, rules: [{ name: 'n', on: 'session', do: 'nack', request: 'SET_NOTHING' }] } }),
+      JSON.stringify({
+        faults: { seed: 1, rules: [{ name: 'n', on: 'session', do: 'nack', request: 'SET_NOTHING' }] },
+      }),
     );
     const r = spawnSync(process.execPath, [bin, '--socket', sock, '--config', config], {
       encoding: 'utf8',
