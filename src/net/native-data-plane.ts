@@ -13,6 +13,9 @@ import { faultEvent, type FaultSink } from '../faults/log.js';
 import { faultNote } from '../faults/lies.js';
 import type { CompiledPlan } from '../faults/plan.js';
 import { DeviceCounters } from './counters.js';
+import { makeHostPort } from './host-ports.js';
+import { ANNOUNCE_GAPS_MS, Announcer } from './rarp.js';
+import { headerLen } from './rules.js';
 import type { DataPlane, DataPlaneEvents, GuestMemorySource, RingPosition, RingStart } from './data-plane.js';
 import { defaultRss, STEERING_CODE, type Steering } from './rss.js';
 
@@ -76,7 +79,21 @@ export class NativeDataPlane implements DataPlane {
     );
     this.vrings = queuePairs * 2;
     this.configureObservation();
+    // SEND_RARP goes out of pair 0's host port from this thread: a TAP write or an AF_PACKET
+    // send is one system call the kernel orders with the worker's own (no shared state).
+    const port = makeHostPort(native, host.spec, host.fds[0]);
+    this.announcer = new Announcer((frame) => {
+      if (host.spec.kind !== 'tap' && host.spec.kind !== 'af-packet') return;
+      try {
+        port.send(Buffer.concat([Buffer.alloc(this.hdrLen), frame]));
+      } catch (err) {
+        this.log.warn({ err }, 'SEND_RARP: the announce frame could not be sent');
+      }
+    });
   }
+
+  private readonly announcer: Announcer;
+  private hdrLen = 12;
 
   private readonly vrings: number;
   /** Where injected faults are reported (a plan is loaded), or undefined. */
@@ -161,6 +178,7 @@ export class NativeDataPlane implements DataPlane {
   }
 
   setFeatures(features: bigint): void {
+    this.hdrLen = headerLen(features);
     this.dev.setFeatures(features);
   }
 
@@ -205,11 +223,12 @@ export class NativeDataPlane implements DataPlane {
   }
 
   sendRarp(mac: string): void {
-    // Not sent yet: the frame goes out with the migration work (the operators' issue).
-    this.log.info({ mac }, 'SEND_RARP received: logged only, no RARP frame is sent');
+    this.log.info({ mac, rounds: ANNOUNCE_GAPS_MS.length }, 'SEND_RARP: announcing the guest MAC (RARP)');
+    this.announcer.announce(mac);
   }
 
   close(): void {
+    this.announcer.cancel();
     this.drainObserve();
     this.dev.close();
     if (this.drainTimer) {

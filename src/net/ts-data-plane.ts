@@ -15,6 +15,7 @@ import type { CapturedFrame, PcapWriter } from '../trace/pcapng.js';
 import { DeviceCounters } from './counters.js';
 import { type HostPort, makeHostPort } from './host-ports.js';
 import { FrameHold } from '../faults/frame-hold.js';
+import { ANNOUNCE_GAPS_MS, Announcer } from './rarp.js';
 import { changesFrame, faultNote, holds, Liar, type Lies, rulesOf, twice } from '../faults/lies.js';
 import { faultEvent, type FaultSink } from '../faults/log.js';
 import { type CompiledPlan, VRING_ACTIONS } from '../faults/plan.js';
@@ -205,10 +206,21 @@ export class TsDataPlane implements DataPlane {
   }
 
   sendRarp(mac: string): void {
-    this.log.info({ mac }, 'SEND_RARP received: logged only, no RARP frame is sent');
+    this.log.info({ mac, rounds: ANNOUNCE_GAPS_MS.length }, 'SEND_RARP: announcing the guest MAC (RARP)');
+    this.announcer.announce(mac);
   }
 
+  /** SEND_RARP's frames, out of pair 0's host port (not to the guest: a loopback port drops them). */
+  private readonly announcer = new Announcer((frame) => {
+    try {
+      this.port(0).send(Buffer.concat([Buffer.alloc(this.hdrLen), frame]));
+    } catch (err) {
+      this.log.warn({ err }, 'SEND_RARP: the announce frame could not be sent');
+    }
+  });
+
   close(): void {
+    this.announcer.cancel();
     if (this.holdTimer) clearTimeout(this.holdTimer);
     for (const st of this.notifyStates.values()) if (st.timer) clearTimeout(st.timer);
     this.holds.clear();
