@@ -7,6 +7,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <cstddef>
 #include <cstring>
 #include <vector>
 
@@ -283,9 +284,73 @@ Napi::Value OwnedFds(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), static_cast<double>(GetState(info.Env())->fds.size()));
 }
 
+// A unix datagram address; a leading '@' names the abstract namespace (as sd_notify reads
+// NOTIFY_SOCKET). Returns the address length, 0 when the path does not fit.
+socklen_t DgramAddr(const std::string& path, sockaddr_un* addr) {
+  std::memset(addr, 0, sizeof(*addr));
+  addr->sun_family = AF_UNIX;
+  if (path.empty() || path.size() >= sizeof(addr->sun_path)) return 0;
+  std::memcpy(addr->sun_path, path.data(), path.size());
+  if (path[0] == '@') addr->sun_path[0] = 0;
+  return static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + path.size() +
+                                (path[0] == '@' ? 0 : 1));
+}
+
+// datagramSend(path, buf): one datagram to a unix datagram socket (systemd's NOTIFY_SOCKET).
+Napi::Value DatagramSend(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::string path = info[0].As<Napi::String>().Utf8Value();
+  Napi::Buffer<uint8_t> buf = info[1].As<Napi::Buffer<uint8_t>>();
+  sockaddr_un addr;
+  socklen_t alen = DgramAddr(path, &addr);
+  if (!alen) {
+    ThrowErrno(env, "sendto", ENAMETOOLONG, path);
+    return env.Undefined();
+  }
+  int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) {
+    ThrowErrno(env, "socket", errno);
+    return env.Undefined();
+  }
+  ssize_t n =
+      sendto(fd, buf.Data(), buf.Length(), MSG_NOSIGNAL, reinterpret_cast<sockaddr*>(&addr), alen);
+  int err = errno;
+  close(fd);
+  if (n < 0) ThrowErrno(env, "sendto", err, path);
+  return env.Undefined();
+}
+
+// datagramBind(path) -> fd: a non-blocking unix datagram socket bound to path (a test's
+// notify socket); read it with fdRead.
+Napi::Value DatagramBind(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::string path = info[0].As<Napi::String>().Utf8Value();
+  sockaddr_un addr;
+  socklen_t alen = DgramAddr(path, &addr);
+  if (!alen) {
+    ThrowErrno(env, "bind", ENAMETOOLONG, path);
+    return env.Undefined();
+  }
+  int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) {
+    ThrowErrno(env, "socket", errno);
+    return env.Undefined();
+  }
+  if (bind(fd, reinterpret_cast<sockaddr*>(&addr), alen) != 0) {
+    int err = errno;
+    close(fd);
+    ThrowErrno(env, "bind", err, path);
+    return env.Undefined();
+  }
+  GetState(env)->OwnFd(fd);
+  return Napi::Number::New(env, fd);
+}
+
 }  // namespace
 
 void InitSockets(Napi::Env env, Napi::Object exports) {
+  exports.Set("datagramSend", Napi::Function::New<DatagramSend>(env));
+  exports.Set("datagramBind", Napi::Function::New<DatagramBind>(env));
   exports.Set("unixListen", Napi::Function::New<UnixListen>(env));
   exports.Set("adoptListenFd", Napi::Function::New<AdoptListenFd>(env));
   exports.Set("unixAccept", Napi::Function::New<UnixAccept>(env));

@@ -12,6 +12,7 @@ packages=(
   clang-format              # C++ formatting check (npm run lint)
   chromium fonts-dejavu-core # renders the live ring page in the ring page test
   tshark                    # reads our pcapng captures back (capture tests)
+  systemd                   # systemd-socket-activate: socket activation without a running systemd
 )
 
 missing=()

@@ -32,6 +32,10 @@ export interface NativeBinding {
   unixAccept(listenFd: number): number;
   unixConnect(path: string): number;
   socketPair(): [number, number];
+  /** One datagram to a unix datagram socket ('@name': abstract), as sd_notify sends. */
+  datagramSend(path: string, buf: Buffer): void;
+  /** A non-blocking unix datagram socket bound to path (read with fdRead). */
+  datagramBind(path: string): number;
   recvMsg(fd: number, buf: Buffer, offset: number, length: number, maxFds: number): RecvResult;
   sendMsg(fd: number, buf: Buffer, fds: number[]): number;
   close(fd: number): void;

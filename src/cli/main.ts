@@ -16,6 +16,7 @@ import { dataPlaneFactory } from '../net/make-data-plane.js';
 import { runDemo } from '../demo/demo.js';
 import { flagHelp, mergeFlags, parseArgsOptions } from './flags.js';
 import { startHttp } from '../metrics/http.js';
+import { Notifier, systemdListenFd } from '../service/systemd.js';
 import { formatStatus } from '../metrics/status-text.js';
 import { explainFile } from '../trace/explain.js';
 import { MessageTrace } from '../trace/message-trace.js';
@@ -97,6 +98,12 @@ export function parseCommandLine(
   }
   const configFile = str('config');
   const merged = mergeFlags(configFile ? readConfigFile(configFile) : {}, v);
+  // Socket activation: with no socket given, the one systemd passed (LISTEN_FDS).
+  const socket = (merged.socket ?? {}) as Record<string, unknown>;
+  if (socket.path === undefined && socket.fd === undefined) {
+    const fd = systemdListenFd();
+    if (fd !== undefined) merged.socket = { ...socket, fd };
+  }
   return {
     action: 'serve',
     config: parseConfig(merged, configFile ? `configuration (${configFile} and flags)` : 'arguments'),
@@ -233,8 +240,15 @@ export async function main(argv: string[]): Promise<number> {
       http = started.server;
       log.info({ listen: `${h}:${started.port}` }, 'http: /status and /metrics');
     }
+    // systemd (Type=notify): serving from here on.
+    const notifier = new Notifier(native, process.env, (err) =>
+      log.warn({ err: err.message }, 'systemd notification not sent'),
+    );
+    notifier.ready(`serving vhost-user on ${config.socket.path ?? `fd ${config.socket.fd}`}`);
+    if (notifier.active) log.info('systemd told: READY=1');
     const shutdown = (signal: string) => {
       log.info({ signal }, 'shutting down');
+      notifier.stopping();
       http?.close();
       backend.stop();
       host.close();
