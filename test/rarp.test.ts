@@ -67,7 +67,9 @@ describe.each(['native', 'ts'] as const)('SEND_RARP on the %s data path', (datap
       ...fields.flatMap((f) => ['-e', f]),
     ]);
     cleanups.push(() => cap.stop());
-    await waitFor(() => /Capturing on/.test(cap.output), 10_000, 'tshark capturing');
+    // tshark says "Capturing on" before its filter is in place; "Capture started" after.
+    await waitFor(() => /Capture started/.test(cap.output), 10_000, 'tshark capturing');
+    await new Promise((r) => setTimeout(r, 300));
 
     const fe = MockFrontend.connect(native, sock);
     cleanups.push(() => fe.close());
