@@ -3,7 +3,8 @@
  * its firmware's virtio-net driver (iPXE) maps memory and starts the receive ring. Then the
  * backend is restarted under a running QEMU, which reconnects.
  */
-import { join } from 'node:path';
+import { chmodSync, statSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { VhostUserNetBackend } from '../src/backend.js';
 import { hasFeature, ProtocolFeature, VirtioFeature } from '../src/features.js';
@@ -13,6 +14,7 @@ import type { Session } from '../src/vhost-user/session.js';
 import { native, openFds, type Served, serve, tempDir, waitFor } from '../test/helpers/harness.js';
 import type { Proc } from '../src/util/proc.js';
 import { startQemu } from '../src/guest/qemu.js';
+import { userId } from '../src/service/users.js';
 
 let qemu: Proc | undefined;
 const cleanups: (() => void)[] = [];
@@ -38,6 +40,31 @@ async function waitDriverStarted(session: Session, seen: string[], q: Proc): Pro
 }
 
 describe('QEMU as the vhost-user front-end', () => {
+  it('an unprivileged QEMU (nobody) reaches a 0660 socket whose group is its own, not a 0600 one', async () => {
+    const nobody = userId('nobody');
+    for (const allowed of [false, true]) {
+      const srv: Served = serve(
+        allowed ? { socketMode: 0o660, socketOwner: { uid: -1, gid: nobody.gid } } : { socketMode: 0o600 },
+      );
+      cleanups.push(() => srv.stop());
+      chmodSync(dirname(srv.path), 0o711); // the directory may be searched; the socket decides
+      const st = statSync(srv.path);
+      expect([st.mode & 0o777, st.gid]).toEqual(allowed ? [0o660, nobody.gid] : [0o600, 0]);
+      const next = srv.nextSession();
+      const q = startQemu({ socketPath: srv.path, runAs: nobody });
+      qemu = q;
+      if (!allowed) {
+        await waitFor(() => !q.running, 30_000, 'QEMU to give up');
+        expect(q.output).toMatch(/Permission denied/);
+        expect(srv.backend.sessions).toBe(0);
+        continue;
+      }
+      const session = await next;
+      await waitDriverStarted(session, record(srv.backend), q);
+      expect(session.owner).toBe(true);
+    }
+  }, 120_000);
+
   it('negotiates, maps guest memory and starts rings (backend listens)', async () => {
     const fdsBefore = openFds();
     const srv: Served = serve({ queuePairs: 1 });

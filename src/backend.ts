@@ -4,7 +4,7 @@
  * next connection. One front-end at a time: later connections wait in the listen backlog.
  */
 import { EventEmitter } from 'node:events';
-import { lstatSync, rmSync } from 'node:fs';
+import { chownSync, lstatSync, rmSync } from 'node:fs';
 import type { Logger } from 'pino';
 import { hex } from './features.js';
 import { call, loadNative, type NativeBinding, type NativePoller } from './native.js';
@@ -21,7 +21,7 @@ import {
 } from './vhost-user/session.js';
 import { encodeMessage, encodeU64, Flags, type Header, HEADER_SIZE, Request, requestName } from './vhost-user/codec.js';
 import type { MessageTrace } from './trace/message-trace.js';
-import { ErrorCode, InjectedFault } from './errors.js';
+import { ErrorCode, HostIoError, InjectedFault } from './errors.js';
 import { ProtocolFeature } from './features.js';
 import { FaultLog } from './faults/log.js';
 import { type CompiledPlan, compilePlan, type FaultPlan } from './faults/plan.js';
@@ -35,6 +35,8 @@ export interface BackendOptions {
   client: boolean;
   /** File mode of the created socket (server mode). */
   socketMode: number;
+  /** Owner and group of the created socket (-1: unchanged). */
+  socketOwner?: { uid: number; gid: number };
   queuePairs: number;
   /** Client mode: first and largest delay between dial attempts. */
   reconnectMinMs: number;
@@ -269,6 +271,18 @@ export class VhostUserNetBackend extends EventEmitter<BackendEvents> implements 
     } else {
       const path = this.options.socketPath as string;
       this.listenFd = call(`listen on ${path}`, () => this.native.unixListen(path, this.options.socketMode, 4));
+      const owner = this.options.socketOwner;
+      if (owner) {
+        try {
+          chownSync(path, owner.uid, owner.gid);
+        } catch (err) {
+          this.native.close(this.listenFd);
+          this.listenFd = -1;
+          rmSync(path, { force: true });
+          const e = err as NodeJS.ErrnoException;
+          throw new HostIoError(ErrorCode.HostIo, `chown ${path}: ${e.message}`, e.code ?? 'EIO', 'chown');
+        }
+      }
       this.createdSocket = path;
       this.createdIno = lstatSync(path).ino;
     }
@@ -276,7 +290,11 @@ export class VhostUserNetBackend extends EventEmitter<BackendEvents> implements 
     this.listenPoller.start(READABLE);
     const where = this.createdSocket ?? `fd ${this.listenFd}`;
     this.log.info(
-      { socket: where, mode: this.createdSocket ? `0${this.options.socketMode.toString(8)}` : undefined },
+      {
+        socket: where,
+        mode: this.createdSocket ? `0${this.options.socketMode.toString(8)}` : undefined,
+        owner: this.createdSocket ? this.options.socketOwner : undefined,
+      },
       'listening',
     );
     this.emit('listening', where);

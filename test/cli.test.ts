@@ -1,6 +1,7 @@
 /** The command line: parsing, config file errors, and the real binary's conventions. */
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, writeFileSync } from 'node:fs';
+import { groupId, userId } from '../src/service/users.js';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { FLAGS, mergeFlags } from '../src/cli/flags.js';
@@ -205,6 +206,15 @@ describe('the binary', () => {
     expect(r.stdout + r.stderr).toMatch(/config file: faults/);
     expect(r.stdout + r.stderr).toMatch(/rules.0.request: unknown vhost-user request 'SET_NOTHING'/);
     expect(listened).toBe(false);
+  });
+
+  it('--socket-owner/--socket-group reach the config; names resolve through NSS, unknown ones are refused', () => {
+    const r = parseCommandLine(['--socket', '/tmp/x.sock', '--socket-owner', 'root', '--socket-group', 'nogroup']);
+    expect(r.action === 'serve' && [r.config.socket.owner, r.config.socket.group]).toEqual(['root', 'nogroup']);
+    expect(userId('nobody')).toEqual({ uid: 65534, gid: 65534 });
+    expect(groupId('nogroup')).toBe(65534);
+    expect(groupId('123')).toBe(123);
+    expect(() => groupId('no-such-group-here')).toThrow(/no such group: no-such-group-here/);
   });
 
   it('exits 2 with a coded message on a bad argument', () => {

@@ -53,6 +53,20 @@ export const FLAGS: readonly Flag[] = [
     help: 'octal file mode of the created socket (default 0600)',
   },
   {
+    name: 'socket-owner',
+    kind: 'string',
+    value: 'USER',
+    config: 'socket.owner',
+    help: 'owner of the created socket (a name or a uid)',
+  },
+  {
+    name: 'socket-group',
+    kind: 'string',
+    value: 'GROUP',
+    config: 'socket.group',
+    help: "group of the created socket (a name or a gid): with --socket-mode 0660, QEMU's group can connect",
+  },
+  {
     name: 'queues',
     kind: 'int',
     value: 'N',

@@ -17,6 +17,7 @@ import { runDemo } from '../demo/demo.js';
 import { flagHelp, mergeFlags, parseArgsOptions } from './flags.js';
 import { startHttp } from '../metrics/http.js';
 import { Notifier, systemdListenFd } from '../service/systemd.js';
+import { groupId, userId } from '../service/users.js';
 import { formatStatus } from '../metrics/status-text.js';
 import { explainFile } from '../trace/explain.js';
 import { MessageTrace } from '../trace/message-trace.js';
@@ -207,6 +208,13 @@ export async function main(argv: string[]): Promise<number> {
         listenFd: config.socket.fd,
         client: config.socket.client,
         socketMode: config.socket.mode,
+        socketOwner:
+          config.socket.owner !== undefined || config.socket.group !== undefined
+            ? {
+                uid: config.socket.owner !== undefined ? userId(config.socket.owner).uid : -1,
+                gid: config.socket.group !== undefined ? groupId(config.socket.group) : -1,
+              }
+            : undefined,
         queuePairs: config.queues,
         reconnectMinMs: config.reconnect.minMs,
         reconnectMaxMs: config.reconnect.maxMs,

@@ -30,6 +30,9 @@ export const configSchema = z
         client: z.boolean().default(false),
         fd: z.number().int().min(0).optional(),
         mode: octalMode.default(0o600),
+        /** Owner and group of the created socket (names or numbers): QEMU's user can then connect. */
+        owner: z.union([z.string().min(1), z.number().int().min(0)]).optional(),
+        group: z.union([z.string().min(1), z.number().int().min(0)]).optional(),
       })
       .strict()
       .default({ client: false, mode: 0o600 }),

@@ -31,6 +31,8 @@ export interface QemuOptions {
   guest?: { kernel: string; initrd: string; append: string };
   smp?: number;
   extraArgs?: string[];
+  /** Run QEMU as this user and group (setpriv), as libvirt runs it: unprivileged. */
+  runAs?: { uid: number; gid: number };
 }
 
 export function qemuArgs(o: QemuOptions): string[] {
@@ -88,5 +90,9 @@ export function startQemu(o: QemuOptions): Proc {
   if (!roms.some((r) => existsSync(r))) {
     throw new Error(`efi-virtio.rom missing: the iPXE ROM comes with Debian's ipxe-qemu (run scripts/setup-host.sh)`);
   }
-  return o.netns ? new Proc('ip', ['netns', 'exec', o.netns, qemu, ...qemuArgs(o)]) : new Proc(qemu, qemuArgs(o));
+  const cmd = o.runAs
+    ? ['setpriv', `--reuid=${o.runAs.uid}`, `--regid=${o.runAs.gid}`, '--clear-groups', qemu]
+    : [qemu];
+  const argv = [...cmd, ...qemuArgs(o)];
+  return o.netns ? new Proc('ip', ['netns', 'exec', o.netns, ...argv]) : new Proc(argv[0] as string, argv.slice(1));
 }
