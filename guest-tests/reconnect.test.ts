@@ -1,13 +1,14 @@
 /**
  * The backend killed (SIGKILL) and restarted while the guest runs: QEMU (reconnect=1)
  * redials, renegotiates and resumes the split rings at used->idx; traffic flows again. The
- * TAP is persistent (created beforehand, as an operator would), so its address survives.
+ * backend creates its TAP persistent (`tap:vun0,persist`), so the device and its address
+ * survive the kill and the restarted backend attaches to it.
  */
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { tempDir, waitFor } from '../test/helpers/harness.js';
 import type { Proc } from '../src/util/proc.js';
-import { bootGuest, Netns, requireRoot, startBackend } from '../src/guest/guest.js';
+import { bootGuest, Netns, requireRoot, startBackend, waitForLink } from '../src/guest/guest.js';
 import { existsSync } from 'node:fs';
 
 const cleanups: (() => void | Promise<void>)[] = [];
@@ -20,12 +21,15 @@ describe('backend restart under a running guest', () => {
     requireRoot();
     const ns = new Netns();
     cleanups.push(() => ns.delete());
-    ns.sh('ip tuntap add dev vun0 mode tap vnet_hdr && ip addr add 10.77.0.1/24 dev vun0 && ip link set vun0 up');
     const tmp = tempDir();
     cleanups.push(tmp.cleanup);
     const sock = join(tmp.dir, 'vhost.sock');
-    let backend: Proc = startBackend(ns, sock, ['--backend', 'tap:vun0']);
+    let backend: Proc = startBackend(ns, sock, ['--backend', 'tap:vun0,persist']);
     cleanups.push(() => backend.stop().then(() => undefined));
+    // A persistent TAP outlives the backend: deleted here (before the namespace).
+    cleanups.push(() => void ns.try('ip link del vun0'));
+    await waitForLink(ns, 'vun0');
+    ns.sh('ip addr add 10.77.0.1/24 dev vun0');
     await waitFor(() => existsSync(sock), 15_000, 'backend socket');
     const g = bootGuest({
       socketPath: sock,
@@ -48,7 +52,9 @@ ping -c 5 -W 2 $H > /tmp/p2 2>&1; res steady $? "$(tail -2 /tmp/p2 | tr '\\n' ' 
     await new Promise((r) => setTimeout(r, 1000));
     await backend.stop('SIGKILL');
     await new Promise((r) => setTimeout(r, 3000));
-    backend = startBackend(ns, sock, ['--backend', 'tap:vun0']);
+    // The TAP and its address are still there with the backend gone.
+    expect(ns.sh('ip -br addr show vun0')).toMatch(/10\.77\.0\.1\/24/);
+    backend = startBackend(ns, sock, ['--backend', 'tap:vun0,persist']);
     const r = await g.done();
     const ctx = `guest:\n${g.qemu.tail(30)}\nbackend:\n${backend.tail(15)}`;
     console.log(`guest result: ${JSON.stringify(Object.fromEntries(r))}`);

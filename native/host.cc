@@ -20,9 +20,10 @@
 namespace vun {
 namespace {
 
-// tapOpen(name, {vnetHdr, multiQueue}) -> {fd, name}. TUNSETIFF attaches to an existing TAP
-// of that name or creates one that lives as long as the fd. With multiQueue, each call adds
-// one queue (fd) to the same device.
+// tapOpen(name, {vnetHdr, multiQueue, persist}) -> {fd, name}. TUNSETIFF attaches to an
+// existing TAP of that name or creates one that lives as long as the fd; `persist`
+// (TUNSETPERSIST) makes it outlive the fd, so a restarted backend attaches to the same device
+// (its address and bridge port kept). With multiQueue, each call adds one queue (fd).
 Napi::Value TapOpen(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   std::string name = info[0].As<Napi::String>().Utf8Value();
@@ -45,6 +46,12 @@ Napi::Value TapOpen(const Napi::CallbackInfo& info) {
     int err = errno;
     close(fd);
     ThrowErrno(env, "ioctl(TUNSETIFF)", err, name);
+    return env.Undefined();
+  }
+  if (opts.Get("persist").ToBoolean() && ioctl(fd, TUNSETPERSIST, 1) != 0) {
+    int err = errno;
+    close(fd);
+    ThrowErrno(env, "ioctl(TUNSETPERSIST)", err, name);
     return env.Undefined();
   }
   GetState(env)->OwnFd(fd);

@@ -48,7 +48,10 @@ export interface NativeBinding {
   eventfdCreate(initval: number): number;
   eventfdRead(fd: number): bigint | null;
   eventfdWrite(fd: number, value: bigint): void;
-  tapOpen(name: string, opts: { vnetHdr: boolean; multiQueue: boolean }): { fd: number; name: string };
+  tapOpen(
+    name: string,
+    opts: { vnetHdr: boolean; multiQueue: boolean; persist?: boolean },
+  ): { fd: number; name: string };
   afPacketOpen(ifname: string, opts?: { fanoutGroup?: number }): number;
   ifaceSetup(name: string, opts: { mac?: Buffer; up: boolean; mtu?: number }): void;
   fdRead(fd: number, buf: Buffer): number;

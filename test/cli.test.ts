@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { FLAGS, mergeFlags } from '../src/cli/flags.js';
 import { parseCommandLine, USAGE } from '../src/cli/main.js';
-import { stableMac } from '../src/host/host-backend.js';
+import { formatHostBackend, parseHostBackend, stableMac } from '../src/host/host-backend.js';
 import { configSchema, threadMapOf } from '../src/config/config.js';
 import { ConfigError } from '../src/errors.js';
 import { packageRoot } from '../src/native.js';
@@ -215,6 +215,13 @@ describe('the binary', () => {
     expect(groupId('nogroup')).toBe(65534);
     expect(groupId('123')).toBe(123);
     expect(() => groupId('no-such-group-here')).toThrow(/no such group: no-such-group-here/);
+  });
+
+  it('tap:NAME,persist asks for a TAP that outlives the backend; other TAP options are refused', () => {
+    expect(parseHostBackend('tap:vun0,persist')).toEqual({ kind: 'tap', name: 'vun0', persist: true });
+    expect(formatHostBackend(parseHostBackend('tap:vun0,persist'))).toBe('tap:vun0,persist');
+    expect(parseHostBackend('tap:vun0')).toEqual({ kind: 'tap', name: 'vun0' });
+    expect(() => parseHostBackend('tap:vun0,forever')).toThrow(ConfigError);
   });
 
   it('exits 2 with a coded message on a bad argument', () => {

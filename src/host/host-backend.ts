@@ -1,6 +1,7 @@
 /**
- * Host backends as the user names them: `tap:NAME`, `af-packet:IFACE`, `loopback`, `null`
- * (optionally `null:source=LEN`). Parsing is pure; opening asks the kernel.
+ * Host backends as the user names them: `tap:NAME` (`tap:NAME,persist`: the TAP outlives the
+ * backend), `af-packet:IFACE`, `loopback`, `null` (optionally `null:source=LEN`). Parsing is
+ * pure; opening asks the kernel.
  */
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
@@ -8,7 +9,7 @@ import { ConfigError, ErrorCode } from '../errors.js';
 import { call, type NativeBinding } from '../native.js';
 
 export type HostBackendSpec =
-  | { kind: 'tap'; name: string }
+  | { kind: 'tap'; name: string; persist?: boolean }
   | { kind: 'af-packet'; iface: string }
   | { kind: 'loopback' }
   | { kind: 'null'; sourceLen?: number };
@@ -19,7 +20,7 @@ export function parseHostBackend(s: string): HostBackendSpec {
   const [kind, arg, ...rest] = s.split(':');
   const bad = (why: string): never => {
     throw new ConfigError(ErrorCode.ConfigInvalid, `invalid backend '${s}'`, [
-      `backend: ${why} (expected tap:NAME, af-packet:IFACE, loopback, null or null:source=LEN)`,
+      `backend: ${why} (expected tap:NAME[,persist], af-packet:IFACE, loopback, null or null:source=LEN)`,
     ]);
   };
   if (rest.length > 0) bad('too many ":"');
@@ -29,8 +30,13 @@ export function parseHostBackend(s: string): HostBackendSpec {
     return v as string;
   };
   switch (kind) {
-    case 'tap':
-      return { kind: 'tap', name: ifname(arg) };
+    case 'tap': {
+      const [name, ...options] = (arg ?? '').split(',');
+      for (const o of options) if (o !== 'persist') bad(`unknown TAP option '${o}' (persist)`);
+      return options.includes('persist')
+        ? { kind: 'tap', name: ifname(name), persist: true }
+        : { kind: 'tap', name: ifname(name) };
+    }
     case 'af-packet':
       return { kind: 'af-packet', iface: ifname(arg) };
     case 'loopback':
@@ -51,7 +57,7 @@ export function parseHostBackend(s: string): HostBackendSpec {
 export function formatHostBackend(b: HostBackendSpec): string {
   switch (b.kind) {
     case 'tap':
-      return `tap:${b.name}`;
+      return `tap:${b.name}${b.persist ? ',persist' : ''}`;
     case 'af-packet':
       return `af-packet:${b.iface}`;
     case 'loopback':
@@ -115,7 +121,11 @@ export function openHostBackend(
         let name = spec.name;
         for (let i = 0; i < opts.queuePairs; i++) {
           const t = call(`open TAP ${spec.name}`, () =>
-            native.tapOpen(spec.name, { vnetHdr: true, multiQueue: opts.queuePairs > 1 }),
+            native.tapOpen(spec.name, {
+              vnetHdr: true,
+              multiQueue: opts.queuePairs > 1,
+              persist: spec.persist === true && i === 0,
+            }),
           );
           fds.push(t.fd);
           name = t.name;
