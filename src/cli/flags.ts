@@ -67,6 +67,13 @@ export const FLAGS: readonly Flag[] = [
     help: "group of the created socket (a name or a gid): with --socket-mode 0660, QEMU's group can connect",
   },
   {
+    name: 'mtu',
+    kind: 'int',
+    value: 'N',
+    config: 'mtu',
+    help: "the TAP's MTU on the host side, kept (default: the front-end's NET_SET_MTU is applied to a TAP)",
+  },
+  {
     name: 'queues',
     kind: 'int',
     value: 'N',

@@ -187,7 +187,11 @@ export async function main(argv: string[]): Promise<number> {
           })
         : undefined,
     };
-    const host = openHostBackend(native, config.hostBackend, { queuePairs: config.queues, tapMac: config.tapMac });
+    const host = openHostBackend(native, config.hostBackend, {
+      queuePairs: config.queues,
+      tapMac: config.tapMac,
+      mtu: config.mtu,
+    });
     log.info(
       {
         version: version(),

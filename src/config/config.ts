@@ -37,6 +37,8 @@ export const configSchema = z
       .strict()
       .default({ client: false, mode: 0o600 }),
     queues: z.number().int().min(1).max(MAX_QUEUE_PAIRS).default(1),
+    /** The host TAP's MTU, set at start and kept (the front-end's NET_SET_MTU then changes nothing). */
+    mtu: z.number().int().min(68).max(65535).optional(),
     backend: z.string().default('null'),
     /** Receive steering over queue pairs (the device's choice under VIRTIO_NET_F_MQ). */
     steering: z

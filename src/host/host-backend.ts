@@ -75,6 +75,11 @@ export interface OpenHostBackend {
   name?: string;
   /** The TAP's MAC (host side), when we set it. */
   mac?: string;
+  /**
+   * The MTU the front-end asks for (NET_SET_MTU), applied to a host interface we own (a TAP);
+   * says what happened. An MTU the operator set (`--mtu`) is kept.
+   */
+  setMtu?(mtu: number): 'applied' | 'kept' | 'not ours';
   close(): void;
 }
 
@@ -82,6 +87,8 @@ export interface HostOpenOptions {
   queuePairs: number;
   /** TAP: host-side MAC; default derived from the TAP name, so restarts keep it. */
   tapMac?: string;
+  /** TAP: the host side's MTU, set at open and kept (`--mtu`). */
+  mtu?: number;
 }
 
 /** A locally administered unicast MAC derived from `seed`: stable across restarts. */
@@ -131,8 +138,15 @@ export function openHostBackend(
           name = t.name;
         }
         const mac = opts.tapMac ?? (existed ? undefined : stableMac(`vhost-user-net:${name}`));
-        call(`set up TAP ${name}`, () => native.ifaceSetup(name, { mac: mac ? macBytes(mac) : undefined, up: true }));
-        return { spec, fds, name, mac, close };
+        call(`set up TAP ${name}`, () =>
+          native.ifaceSetup(name, { mac: mac ? macBytes(mac) : undefined, up: true, mtu: opts.mtu }),
+        );
+        const setMtu = (mtu: number): 'applied' | 'kept' => {
+          if (opts.mtu !== undefined) return 'kept';
+          call(`set the MTU of TAP ${name}`, () => native.ifaceSetup(name, { up: true, mtu }));
+          return 'applied';
+        };
+        return { spec, fds, name, mac, setMtu, close };
       }
       case 'af-packet': {
         const group = opts.queuePairs > 1 ? process.pid & 0xffff : undefined;
@@ -149,5 +163,19 @@ export function openHostBackend(
   } catch (err) {
     close();
     throw err;
+  }
+}
+
+/** NET_SET_MTU on the host side: applied to a TAP of ours, kept when `--mtu` pinned it; logged. */
+export function applyHostMtu(
+  host: OpenHostBackend,
+  mtu: number,
+  log: { info(o: object, m: string): void; warn(o: object, m: string): void },
+): void {
+  try {
+    const r = host.setMtu?.(mtu) ?? 'not ours';
+    log.info({ mtu, host: host.name ?? host.spec.kind, result: r }, 'front-end MTU and the host interface');
+  } catch (err) {
+    log.warn({ mtu, err: (err as Error).message }, 'the host interface refused the MTU');
   }
 }

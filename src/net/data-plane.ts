@@ -77,6 +77,8 @@ export interface DataPlane {
   setFaults(plan: CompiledPlan | undefined, sink: FaultSink | undefined): void;
   /** SEND_RARP: the guest moved (migration) and asks us to announce `mac`. */
   sendRarp(mac: string): void;
+  /** NET_SET_MTU: the guest's MTU, for the host interface when it is ours. */
+  setHostMtu(mtu: number): void;
   /** Session over: stop everything, release what it holds. */
   close(): void;
 }

@@ -5,7 +5,7 @@
  */
 import type { Logger } from 'pino';
 import { hex } from '../features.js';
-import type { OpenHostBackend } from '../host/host-backend.js';
+import { applyHostMtu, type OpenHostBackend } from '../host/host-backend.js';
 import { call, HostKindCode, type NativeBinding, type NativeNetDevice } from '../native.js';
 import { ringErrorName } from '../virtio/ring-errors.js';
 import { type CapturedFrame, type ObserveRecord, type Observers, records } from '../trace/observe.js';
@@ -51,6 +51,7 @@ export class NativeDataPlane implements DataPlane {
     events: DataPlaneEvents,
   ) {
     const { queuePairs, host } = options;
+    this.host = host;
     const steering = options.steering ?? { policy: 'none', rss: defaultRss(queuePairs) };
     this.observe = options.observe ?? {};
     this.counters = new DeviceCounters(queuePairs * 2);
@@ -93,6 +94,7 @@ export class NativeDataPlane implements DataPlane {
   }
 
   private readonly announcer: Announcer;
+  private readonly host: OpenHostBackend;
   private hdrLen = 12;
 
   private readonly vrings: number;
@@ -220,6 +222,10 @@ export class NativeDataPlane implements DataPlane {
       memory.regions.map((r) => ({ mappingId: r.mappingId, gpa: r.guestAddr, size: r.size, va: r.userAddr })),
     );
     this.dev.resume();
+  }
+
+  setHostMtu(mtu: number): void {
+    applyHostMtu(this.host, mtu, this.log);
   }
 
   sendRarp(mac: string): void {

@@ -4,7 +4,7 @@
  * grounds: every step is readable and traceable. Same device semantics as the C++ workers.
  */
 import type { Logger } from 'pino';
-import type { OpenHostBackend } from '../host/host-backend.js';
+import { applyHostMtu, type OpenHostBackend } from '../host/host-backend.js';
 import type { NativeBinding, NativePoller } from '../native.js';
 import { hasFeature, VirtioFeature as F } from '../features.js';
 import type { GuestMemoryRef } from '../virtio/guest-memory.js';
@@ -65,6 +65,7 @@ export class TsDataPlane implements DataPlane {
   private readonly runs = new Map<number, RingRun>();
   private readonly hostPollers = new Map<number, NativePoller>();
   private readonly pending = new Map<number, Buffer>();
+  private readonly host: OpenHostBackend;
 
   constructor(
     private readonly native: NativeBinding,
@@ -73,6 +74,7 @@ export class TsDataPlane implements DataPlane {
     private readonly events: DataPlaneEvents,
   ) {
     this.queuePairs = options.queuePairs;
+    this.host = options.host;
     this.ports = Array.from({ length: options.queuePairs }, (_, p) =>
       makeHostPort(native, options.host.spec, options.host.fds[p]),
     );
@@ -203,6 +205,10 @@ export class TsDataPlane implements DataPlane {
   resume(memory: GuestMemorySource): void {
     this.mem = memory.refView();
     for (const run of this.runs.values()) this.reattach(run);
+  }
+
+  setHostMtu(mtu: number): void {
+    applyHostMtu(this.host, mtu, this.log);
   }
 
   sendRarp(mac: string): void {

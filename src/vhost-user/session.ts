@@ -501,6 +501,7 @@ export class Session {
     if (this.mtu !== Number(mtu)) {
       this.mtu = Number(mtu);
       this.changed({ what: 'mtu set', mtu: this.mtu });
+      this.dataPlane.setHostMtu(this.mtu);
     }
   }
 
