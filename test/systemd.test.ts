@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { packageRoot } from '../src/native.js';
 import { Notifier, systemdListenFd } from '../src/service/systemd.js';
+import { startQemu } from '../src/guest/qemu.js';
 import { Proc, requireCommand } from '../src/util/proc.js';
 import { native, tempDir, waitFor } from './helpers/harness.js';
 import { MockFrontend } from './helpers/mock-frontend.js';
@@ -106,4 +107,39 @@ describe('socket activation', () => {
     await activator.stop();
     expect(existsSync(sock)).toBe(true);
   }, 30_000);
+
+  it('a real QEMU connects through the activated socket and its driver starts the rings', async () => {
+    requireCommand('systemd-socket-activate', 'systemd');
+    const tmp = tempDir();
+    cleanups.push(tmp.cleanup);
+    const sock = join(tmp.dir, 'vhost.sock');
+    const notify = join(tmp.dir, 'notify');
+    const nfd = native.datagramBind(notify);
+    cleanups.push(() => native.close(nfd));
+    const activator = new Proc('systemd-socket-activate', [
+      '-l',
+      sock,
+      '--fdname=vhost-user',
+      '-E',
+      `NOTIFY_SOCKET=${notify}`,
+      process.execPath,
+      join(packageRoot, 'bin', 'vhost-user-net.js'),
+      '--backend',
+      'null',
+      '--log-level',
+      'info',
+    ]);
+    cleanups.push(() => activator.stop());
+    await waitFor(() => existsSync(sock), 10_000, 'the activated socket');
+    const qemu = startQemu({ socketPath: sock });
+    cleanups.push(() => qemu.stop());
+    const notes: string[] = [];
+    await waitFor(() => (notes.push(...drain(nfd)), notes.some((x) => x.startsWith('READY=1'))), 20_000, 'READY=1');
+    await waitFor(
+      () => /"vring started","vring":0/.test(activator.output),
+      90_000,
+      `QEMU's driver starting receiveq 0\n${activator.output.slice(-2000)}\n${qemu.tail(20)}`,
+    );
+    expect(activator.output).toMatch(/"what":"features acked"/);
+  }, 120_000);
 });
