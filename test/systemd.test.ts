@@ -69,30 +69,39 @@ describe('sd_notify', () => {
   });
 });
 
+/**
+ * systemd-socket-activate listening on a socket of its own, ready to start the real backend
+ * (null host) on the first connection, with NOTIFY_SOCKET pointing at a socket the test reads.
+ */
+async function activated(): Promise<{ sock: string; nfd: number; activator: Proc }> {
+  requireCommand('systemd-socket-activate', 'systemd');
+  const tmp = tempDir();
+  cleanups.push(tmp.cleanup);
+  const sock = join(tmp.dir, 'vhost.sock');
+  const notify = join(tmp.dir, 'notify');
+  const nfd = native.datagramBind(notify);
+  cleanups.push(() => native.close(nfd));
+  const activator = new Proc('systemd-socket-activate', [
+    '-l',
+    sock,
+    '--fdname=vhost-user',
+    '-E',
+    `NOTIFY_SOCKET=${notify}`,
+    process.execPath,
+    join(packageRoot, 'bin', 'vhost-user-net.js'),
+    '--backend',
+    'null',
+    '--log-level',
+    'info',
+  ]);
+  cleanups.push(() => activator.stop());
+  await waitFor(() => existsSync(sock), 10_000, 'the socket systemd-socket-activate listens on');
+  return { sock, nfd, activator };
+}
+
 describe('socket activation', () => {
   it('systemd-socket-activate starts the backend on its socket; READY=1 arrives; a front-end is served', async () => {
-    requireCommand('systemd-socket-activate', 'systemd');
-    const tmp = tempDir();
-    cleanups.push(tmp.cleanup);
-    const sock = join(tmp.dir, 'vhost.sock');
-    const notify = join(tmp.dir, 'notify');
-    const nfd = native.datagramBind(notify);
-    cleanups.push(() => native.close(nfd));
-    const activator = new Proc('systemd-socket-activate', [
-      '-l',
-      sock,
-      '--fdname=vhost-user',
-      `-E`,
-      `NOTIFY_SOCKET=${notify}`,
-      process.execPath,
-      join(packageRoot, 'bin', 'vhost-user-net.js'),
-      '--backend',
-      'null',
-      '--log-level',
-      'info',
-    ]);
-    cleanups.push(() => activator.stop());
-    await waitFor(() => existsSync(sock), 10_000, 'the socket systemd-socket-activate listens on');
+    const { sock, nfd, activator } = await activated();
     // Nothing started yet: the first connection starts the backend.
     expect(drain(nfd)).toEqual([]);
     const fe = MockFrontend.connect(native, sock);
@@ -109,28 +118,7 @@ describe('socket activation', () => {
   }, 30_000);
 
   it('a real QEMU connects through the activated socket and its driver starts the rings', async () => {
-    requireCommand('systemd-socket-activate', 'systemd');
-    const tmp = tempDir();
-    cleanups.push(tmp.cleanup);
-    const sock = join(tmp.dir, 'vhost.sock');
-    const notify = join(tmp.dir, 'notify');
-    const nfd = native.datagramBind(notify);
-    cleanups.push(() => native.close(nfd));
-    const activator = new Proc('systemd-socket-activate', [
-      '-l',
-      sock,
-      '--fdname=vhost-user',
-      '-E',
-      `NOTIFY_SOCKET=${notify}`,
-      process.execPath,
-      join(packageRoot, 'bin', 'vhost-user-net.js'),
-      '--backend',
-      'null',
-      '--log-level',
-      'info',
-    ]);
-    cleanups.push(() => activator.stop());
-    await waitFor(() => existsSync(sock), 10_000, 'the activated socket');
+    const { sock, nfd, activator } = await activated();
     const qemu = startQemu({ socketPath: sock });
     cleanups.push(() => qemu.stop());
     const notes: string[] = [];
