@@ -17,6 +17,7 @@ import { runDemo } from '../demo/demo.js';
 import { flagHelp, mergeFlags, parseArgsOptions } from './flags.js';
 import { startHttp } from '../metrics/http.js';
 import { Notifier, systemdListenFd } from '../service/systemd.js';
+import { decideReload } from './reload.js';
 import { groupId, userId } from '../service/users.js';
 import { formatStatus } from '../metrics/status-text.js';
 import { explainFile } from '../trace/explain.js';
@@ -274,6 +275,35 @@ export async function main(argv: string[]): Promise<number> {
       }
     };
     process.on('SIGUSR1', () => backend.logCounters());
+    // SIGHUP: read the configuration again; apply what may change while serving (src/cli/reload.ts).
+    const planOf = (c: Config, file: string | undefined): unknown => (file ? readConfigFile(file) : c.faults);
+    let current = { config, plan: planOf(config, cmd.faultsFile) };
+    process.on('SIGHUP', () => {
+      try {
+        const next = parseCommandLine(argv);
+        if (next.action !== 'serve') return;
+        const plan = planOf(next.config, next.faultsFile);
+        const planChanged = JSON.stringify(plan) !== JSON.stringify(current.plan);
+        const outcome = decideReload(current.config, next.config, planChanged);
+        if (outcome.kind === 'refused') {
+          log.error(
+            { options: outcome.options },
+            `reload refused, nothing changed: ${outcome.options.join(', ')} cannot change while serving (restart for that)`,
+          );
+          return;
+        }
+        if (planChanged) {
+          if (plan === undefined) backend.clearFaults();
+          else backend.loadFaults(plan, `reload (${next.faultsFile ?? 'config file: faults'})`);
+        }
+        log.level = next.config.log.level;
+        current = { config: next.config, plan };
+        log.info({ changed: outcome.changed }, 'configuration reloaded (SIGHUP)');
+      } catch (err) {
+        const e = err as { code?: string; message: string; issues?: string[] };
+        log.error({ code: e.code, issues: e.issues }, `reload refused, nothing changed: ${e.message}`);
+      }
+    });
     process.once('SIGINT', () => shutdown('SIGINT'));
     process.once('SIGTERM', () => shutdown('SIGTERM'));
   } catch (err) {
