@@ -6,7 +6,7 @@
  */
 import { EventEmitter } from 'node:events';
 import pino from 'pino';
-import { VhostUserNetBackend } from './backend.js';
+import { type FaultsView, VhostUserNetBackend } from './backend.js';
 import { ConfigError, ErrorCode } from './errors.js';
 import type { FaultLine } from './faults/log.js';
 import type { FaultPlan } from './faults/plan.js';
@@ -16,6 +16,7 @@ import type { VringCounters } from './net/counters.js';
 import { dataPlaneFactory } from './net/make-data-plane.js';
 import { queueName } from './vhost-user/session.js';
 
+export type { FaultsView } from './backend.js';
 export type { FaultLine } from './faults/log.js';
 export type { FaultPlan, FaultRuleSpec } from './faults/plan.js';
 export type { VringCounters } from './net/counters.js';
@@ -95,9 +96,8 @@ export class Backend extends EventEmitter<BackendEvents> {
   }
 
   /** The plan in force and what each rule injected in this session. */
-  faults(): { plan: FaultPlan | null; rules: ReturnType<VhostUserNetBackend['faultLog']['perRule']> } {
-    const plan = this.core.faultPlan;
-    return plan ? { plan, rules: this.core.faultLog.perRule() } : { plan: null, rules: [] };
+  faults(): FaultsView {
+    return this.core.faults();
   }
 
   /** Ms since the current session started (fault windows, atMs, count from there). */

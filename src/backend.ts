@@ -70,9 +70,16 @@ export interface BackendView {
   readonly faultLog: FaultLog;
   /** Ms since the current session started (fault windows count from there). */
   sessionMs(): number | undefined;
+  /** The plan in force and what each of its rules injected in this session. */
+  faults(): FaultsView;
   /** Loads a plan (throws on a bad one, keeping the plan in force); clears it. */
   loadFaults(input: unknown, source?: string): FaultPlan;
   clearFaults(): void;
+}
+
+export interface FaultsView {
+  plan: FaultPlan | null;
+  rules: ReturnType<FaultLog['perRule']>;
 }
 
 export class VhostUserNetBackend extends EventEmitter<BackendEvents> implements BackendView {
@@ -150,6 +157,11 @@ export class VhostUserNetBackend extends EventEmitter<BackendEvents> implements 
 
   get session(): Session | undefined {
     return this.current;
+  }
+
+  faults(): FaultsView {
+    const plan = this.faultPlan;
+    return plan ? { plan, rules: this.faultLog.perRule() } : { plan: null, rules: [] };
   }
 
   /** Ms since the current session started (undefined without one): where plan windows count from. */

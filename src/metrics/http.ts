@@ -64,11 +64,9 @@ export function statusOf(backend: BackendView, observe: Observers = {}): Record<
 
 /** The fault plan in force and what each rule injected (this plan, this session). */
 export function faultsOf(backend: BackendView): Record<string, unknown> {
-  const plan = backend.faultPlan;
   // sessionMs: where a plan's atMs windows count from, so a client can place one ahead of now.
   const sessionMs = backend.sessionMs();
-  const at = sessionMs === undefined ? {} : { sessionMs: Math.round(sessionMs) };
-  return plan ? { plan, rules: backend.faultLog.perRule(), ...at } : { plan: null, rules: [], ...at };
+  return { ...backend.faults(), ...(sessionMs === undefined ? {} : { sessionMs: Math.round(sessionMs) }) };
 }
 
 function json(res: ServerResponse, status: number, body: unknown): void {
