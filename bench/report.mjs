@@ -16,6 +16,7 @@ const dev = load('device-layer');
 const devFocused = load('device-layer-focused');
 const faultCost = load('fault-cost');
 const faultCostRx = load('fault-cost-rx');
+const mig = load('migration');
 const m = (ring ?? tap ?? tcp ?? mq)?.machine;
 
 let md = `# Benchmarks
@@ -90,6 +91,24 @@ ${faultCost.description} (\`VUN_BEFORE_REV=${faultCost.beforeRev.slice(0, 10)} V
 | measurement | runs each | before median (spread) | now, no plan, median (spread) | now / before |
 | --- | --- | --- | --- | --- |
 ${rows.join('\n')}
+
+`;
+}
+if (mig) {
+  const st = (x) => `${x.median} (${x.min}-${x.max})`;
+  const row = (name, r) =>
+    `| ${name} | ${r.completed}/${mig.runs} | ${st(r.downtimeMs)} | ${st(r.longestGapMs)} | ${st(r.pingsLost)} | ${st(r.totalMs)} | ${r.rarpFirst}/${mig.runs} |`;
+  md += `## 8. Live migration
+
+${mig.description} (\`node bench/migration.bench.mjs\`). Downtime is QEMU's (query-migrate); the gap is
+the longest interval between ping replies the guest saw (pings every 50 ms); "RARP first" counts the
+runs where the first frame the bridge took from the guest MAC on the destination's port was the
+announce. Medians with the range over runs.
+
+| front-end | completed | downtime ms | longest gap ms | pings lost | total ms | RARP first |
+| --- | --- | --- | --- | --- | --- | --- |
+${row('vhost-user-net (two backends)', mig.ours)}
+${row('QEMU virtio-net, tap (anchor)', mig.qemuTap)}
 
 `;
 }

@@ -4,9 +4,15 @@ import { join } from 'node:path';
 import { root } from './lib.mjs';
 
 const only = process.argv.slice(2);
-const all = ['ring-throughput', 'tap-forwarding', 'guest-tcp', 'mq-scaling', 'observe-overhead', 'device-layer'].filter(
-  (b) => !only.length || only.includes(b),
-);
+const all = [
+  'ring-throughput',
+  'tap-forwarding',
+  'guest-tcp',
+  'mq-scaling',
+  'observe-overhead',
+  'device-layer',
+  'migration',
+].filter((b) => !only.length || only.includes(b));
 let failed = 0;
 for (const b of all) {
   const r = spawnSync(process.execPath, [join(root, 'bench', `${b}.bench.mjs`)], {

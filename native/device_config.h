@@ -84,6 +84,8 @@ struct DeviceConfig {
 
   const uint32_t pairs;
   GuestMemory mem;
+  // The dirty log (SET_LOG_BASE); used while VHOST_F_LOG_ALL is acked.
+  LogArea log;
   uint64_t features = 0;
   uint32_t hdrLen = 12;  // virtio-net header bytes (net_rules.h HeaderLen)
   std::vector<QueueState> queues;

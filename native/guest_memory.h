@@ -43,6 +43,13 @@ class GuestMemory {
     return nullptr;
   }
 
+  // The guest physical address of front-end VA `va` (the dirty log speaks GPAs), or 0.
+  uint64_t VaToGpa(uint64_t va) const {
+    for (const GuestRegion& r : regions)
+      if (va >= r.va && va - r.va < r.size) return r.gpa + (va - r.va);
+    return 0;
+  }
+
   // Host pointer for GPA range [gpa, gpa+len) within one region, or null.
   uint8_t* GpaToHostContiguous(uint64_t gpa, uint64_t len) const {
     const GuestRegion* r = FindGpa(gpa);

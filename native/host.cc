@@ -20,6 +20,30 @@
 namespace vun {
 namespace {
 
+// Opens `path` (/dev/net/tun, or a macvtap's /dev/tapN) and sets the TAP flags with TUNSETIFF
+// (with `name` on /dev/net/tun: attach to or create that TAP). Returns the fd, or -1 with a JS
+// error thrown; `ifr` keeps the kernel's answer (the TAP's name).
+int OpenTap(Napi::Env env, const std::string& path, const std::string& name,
+            const Napi::Object& opts, ifreq* ifr) {
+  int fd = open(path.c_str(), O_RDWR | O_NONBLOCK | O_CLOEXEC);
+  if (fd < 0) {
+    ThrowErrno(env, "open", errno, path);
+    return -1;
+  }
+  *ifr = ifreq{};
+  std::memcpy(ifr->ifr_name, name.data(), name.size());
+  ifr->ifr_flags = IFF_TAP | IFF_NO_PI;
+  if (opts.Get("vnetHdr").ToBoolean()) ifr->ifr_flags |= IFF_VNET_HDR;
+  if (opts.Get("multiQueue").ToBoolean()) ifr->ifr_flags |= IFF_MULTI_QUEUE;
+  if (ioctl(fd, TUNSETIFF, ifr) != 0) {
+    int err = errno;
+    close(fd);
+    ThrowErrno(env, "ioctl(TUNSETIFF)", err, name.empty() ? path : name);
+    return -1;
+  }
+  return fd;
+}
+
 // tapOpen(name, {vnetHdr, multiQueue, persist}) -> {fd, name}. TUNSETIFF attaches to an
 // existing TAP of that name or creates one that lives as long as the fd; `persist`
 // (TUNSETPERSIST) makes it outlive the fd, so a restarted backend attaches to the same device
@@ -32,22 +56,9 @@ Napi::Value TapOpen(const Napi::CallbackInfo& info) {
     ThrowErrno(env, "tapOpen", ENAMETOOLONG, name);
     return env.Undefined();
   }
-  int fd = open("/dev/net/tun", O_RDWR | O_NONBLOCK | O_CLOEXEC);
-  if (fd < 0) {
-    ThrowErrno(env, "open", errno, "/dev/net/tun");
-    return env.Undefined();
-  }
-  ifreq ifr{};
-  std::memcpy(ifr.ifr_name, name.data(), name.size());
-  ifr.ifr_flags = IFF_TAP | IFF_NO_PI;
-  if (opts.Get("vnetHdr").ToBoolean()) ifr.ifr_flags |= IFF_VNET_HDR;
-  if (opts.Get("multiQueue").ToBoolean()) ifr.ifr_flags |= IFF_MULTI_QUEUE;
-  if (ioctl(fd, TUNSETIFF, &ifr) != 0) {
-    int err = errno;
-    close(fd);
-    ThrowErrno(env, "ioctl(TUNSETIFF)", err, name);
-    return env.Undefined();
-  }
+  ifreq ifr;
+  int fd = OpenTap(env, "/dev/net/tun", name, opts, &ifr);
+  if (fd < 0) return env.Undefined();
   if (opts.Get("persist").ToBoolean() && ioctl(fd, TUNSETPERSIST, 1) != 0) {
     int err = errno;
     close(fd);
@@ -59,6 +70,19 @@ Napi::Value TapOpen(const Napi::CallbackInfo& info) {
   r.Set("fd", Napi::Number::New(env, fd));
   r.Set("name", Napi::String::New(env, ifr.ifr_name));
   return r;
+}
+
+// tapOpenPath(path, {vnetHdr, multiQueue}) -> fd: a character device that speaks the TAP API
+// (a macvtap's /dev/tapN). TUNSETIFF sets only the flags there (the device exists); with
+// multiQueue, each open is one more queue.
+Napi::Value TapOpenPath(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  ifreq ifr;
+  int fd =
+      OpenTap(env, info[0].As<Napi::String>().Utf8Value(), "", info[1].As<Napi::Object>(), &ifr);
+  if (fd < 0) return env.Undefined();
+  GetState(env)->OwnFd(fd);
+  return Napi::Number::New(env, fd);
 }
 
 // ifaceSetup(name, {mac?: Buffer(6), up: bool, mtu?: number}): link settings of a host
@@ -209,6 +233,7 @@ Napi::Value TapSetVnet(const Napi::CallbackInfo& info) {
 
 void InitHost(Napi::Env env, Napi::Object exports) {
   exports.Set("tapOpen", Napi::Function::New<TapOpen>(env));
+  exports.Set("tapOpenPath", Napi::Function::New<TapOpenPath>(env));
   exports.Set("afPacketOpen", Napi::Function::New<AfPacketOpen>(env));
   exports.Set("ifaceSetup", Napi::Function::New<IfaceSetup>(env));
   exports.Set("fdRead", Napi::Function::New<FdRead>(env));

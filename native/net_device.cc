@@ -18,6 +18,8 @@ Napi::Function NetDevice::Init(Napi::Env env) {
                      {
                          InstanceMethod<&NetDevice::SetMemory>("setMemory"),
                          InstanceMethod<&NetDevice::SetFeatures>("setFeatures"),
+                         InstanceMethod<&NetDevice::SetLog>("setLog"),
+                         InstanceMethod<&NetDevice::SetRingLog>("setRingLog"),
                          InstanceMethod<&NetDevice::SetHost>("setHost"),
                          InstanceMethod<&NetDevice::SetSteering>("setSteering"),
                          InstanceMethod<&NetDevice::SetCpus>("setCpus"),
@@ -236,6 +238,43 @@ Napi::Value NetDevice::SetMemory(const Napi::CallbackInfo& info) {
   }
   Reconfigure(kAllPairs, [&] { cfg_->mem = std::move(m); });
   return env.Undefined();
+}
+
+// setLog(mappingId | -1): the dirty log area (SET_LOG_BASE), or none. The threads stop, take
+// the new area and start again: none writes the old one after this returns, so the caller
+// may unmap it.
+Napi::Value NetDevice::SetLog(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int64_t id = info[0].As<Napi::Number>().Int64Value();
+  LogArea a;
+  if (id >= 0) {
+    EnvState* st = GetState(env);
+    auto it = st->mappings.find(static_cast<uint32_t>(id));
+    if (it == st->mappings.end()) {
+      ThrowErrno(env, "setLog", EINVAL, "unknown mapping " + std::to_string(id));
+      return env.Undefined();
+    }
+    a.base = static_cast<uint8_t*>(it->second.base) + it->second.delta;
+    a.size = it->second.size;
+  }
+  Reconfigure(kAllPairs, [&] { cfg_->log = a; });
+  return env.Undefined();
+}
+
+// setRingLog(index, logGuestAddr: bigint | -1n): log vring `index`'s used ring writes at this
+// guest address (VHOST_VRING_F_LOG), or stop logging them. Applied on the vring's thread only.
+Napi::Value NetDevice::SetRingLog(const Napi::CallbackInfo& info) {
+  uint32_t index = U32(info[0]);
+  bool lossless;
+  int64_t addr = info[1].As<Napi::BigInt>().Int64Value(&lossless);
+  if (index < cfg_->queues.size()) {
+    Reconfigure(static_cast<int32_t>(index / 2), [&] {
+      RingConfig& c = cfg_->queues[index].cfg;
+      c.logUsed = addr != -1;
+      c.logGuestAddr = c.logUsed ? static_cast<uint64_t>(addr) : 0;
+    });
+  }
+  return info.Env().Undefined();
 }
 
 // setFeatures(features: bigint): header size, ring options and host offloads follow.

@@ -66,6 +66,8 @@ class NetDevice : public Napi::ObjectWrap<NetDevice>, private DeviceEvents {
 
   Napi::Value SetMemory(const Napi::CallbackInfo& info);
   Napi::Value SetFeatures(const Napi::CallbackInfo& info);
+  Napi::Value SetLog(const Napi::CallbackInfo& info);
+  Napi::Value SetRingLog(const Napi::CallbackInfo& info);
   Napi::Value SetHost(const Napi::CallbackInfo& info);
   Napi::Value SetSteering(const Napi::CallbackInfo& info);
   Napi::Value SetCpus(const Napi::CallbackInfo& info);

@@ -9,8 +9,8 @@
 
 namespace vun {
 
-// startQueue(index, {num, desc, avail, used: bigint VAs, lastAvailIdx, usedIdx, kickFd, callFd,
-// enabled})
+// startQueue(index, {num, desc, avail, used: bigint VAs, logGuestAddr: bigint GPA or -1n,
+// lastAvailIdx, usedIdx, kickFd, callFd, enabled})
 Napi::Value NetDevice::StartQueue(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   uint32_t index = U32(info[0]);
@@ -29,6 +29,11 @@ Napi::Value NetDevice::StartQueue(const Napi::CallbackInfo& info) {
     q.cfg.eventIdx = cfg_->Has(kFEventIdx);
     q.cfg.indirect = cfg_->Has(kFIndirect);
     q.cfg.notifyOnEmpty = cfg_->Has(kFNotifyOnEmpty);
+    // logGuestAddr: -1n when the vring did not ask for used ring logging (VHOST_VRING_F_LOG).
+    bool lossless;
+    int64_t logAddr = o.Get("logGuestAddr").As<Napi::BigInt>().Int64Value(&lossless);
+    q.cfg.logUsed = logAddr != -1;
+    q.cfg.logGuestAddr = q.cfg.logUsed ? static_cast<uint64_t>(logAddr) : 0;
     q.lastAvailIdx = static_cast<uint16_t>(U32(o.Get("lastAvailIdx")));
     // usedIdx < 0: continue from used->idx in guest memory, as libvhost-user does. After a
     // backend restart QEMU resumes the ring there (split rings only).

@@ -261,6 +261,10 @@ bool QueuePair::Setup(int epfd, uint64_t tag) {
   faultLogToGuest_ = cfg_.FaultLogOf(receiveq_);
   faultLogFromGuest_ = cfg_.FaultLogOf(transmitq_);
   toGuestLies_.pending = false;
+  // Dirty log: on while VHOST_F_LOG_ALL is acked and the front-end gave a log area.
+  const LogArea logArea = cfg_.Has(kFLogAll) ? cfg_.log : LogArea{};
+  toGuest_.log.area = logArea;
+  fromGuest_.log.area = logArea;
   toGuest_.trace = cfg_.TraceOf(receiveq_);
   fromGuest_.trace = cfg_.TraceOf(transmitq_);
   capToGuest_ = cfg_.CaptureOf(receiveq_);
@@ -300,6 +304,10 @@ void QueuePair::Teardown() {
   FlushReceiveq();
   SignalHandover();
   if (cached_ > pos_) toGuest_.Rewind(static_cast<uint16_t>(cached_ - pos_));
+  // Marks still cached (avail_event, a descriptor rewrite) reach the log before the position
+  // is handed back: the front-end's last log sync follows GET_VRING_BASE.
+  if (toGuest_.log.On()) toGuest_.log.Sync();
+  if (fromGuest_.log.On()) fromGuest_.log.Sync();
   cached_ = pos_ = 0;
   if (qr.started) {
     qr.lastAvailIdx = toGuest_.lastAvailIdx;

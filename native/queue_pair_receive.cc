@@ -9,8 +9,10 @@
 namespace vun {
 namespace {
 
-// Copies `len` bytes from `src` into the writable segments of `e` starting at byte `off`.
-uint32_t ScatterIn(const Element& e, uint32_t off, const uint8_t* src, uint32_t len) {
+// Copies `len` bytes from `src` into the writable segments of `e` starting at byte `off`, and
+// marks the pages written in the dirty log (a no-op while it is off).
+uint32_t ScatterIn(const Element& e, uint32_t off, const uint8_t* src, uint32_t len,
+                   DirtyLog& log) {
   uint32_t done = 0;
   const Segment* s = e.segs + e.outNum;
   for (uint32_t i = 0; i < e.inNum && done < len; i++) {
@@ -21,6 +23,7 @@ uint32_t ScatterIn(const Element& e, uint32_t off, const uint8_t* src, uint32_t 
     uint32_t n = s[i].len - off;
     if (n > len - done) n = len - done;
     std::memcpy(s[i].host + off, src + done, n);
+    log.Mark(s[i].gpa + off, n);
     done += n;
     off = 0;
   }
@@ -35,6 +38,16 @@ uint8_t* ByteAt(const Element& e, uint32_t pos) {
     pos -= s[i].len;
   }
   return nullptr;
+}
+
+// Guest physical address of byte `pos` of the writable part of `e`, or UINT64_MAX.
+uint64_t GpaAt(const Element& e, uint32_t pos) {
+  const Segment* s = e.segs + e.outNum;
+  for (uint32_t i = 0; i < e.inNum; i++) {
+    if (pos < s[i].len) return s[i].gpa + pos;
+    pos -= s[i].len;
+  }
+  return UINT64_MAX;
 }
 
 }  // namespace
@@ -87,6 +100,7 @@ int QueuePair::Deliver(const uint8_t* frame, uint32_t len) {
   // later burst reuses the element array.
   const int nb = NumBuffersOffset(hdr);
   uint8_t* at[3] = {nullptr, nullptr, nullptr};
+  uint64_t atGpa[3] = {UINT64_MAX, UINT64_MAX, UINT64_MAX};  // the same bytes, for the dirty log
   uint16_t taken = 0, firstHead = 0;
   uint32_t firstLen = 0;
   uint32_t copied = 0;
@@ -116,12 +130,15 @@ int QueuePair::Deliver(const uint8_t* frame, uint32_t len) {
     if (taken == 0) {
       firstHead = e.head;
       at[0] = ByteAt(e, 0);
+      atGpa[0] = GpaAt(e, 0);
       if (nb >= 0) {
         at[1] = ByteAt(e, nb);
         at[2] = ByteAt(e, nb + 1);
+        atGpa[1] = GpaAt(e, nb);
+        atGpa[2] = GpaAt(e, nb + 1);
       }
     }
-    uint32_t n = ScatterIn(e, 0, frame + copied, len - copied);
+    uint32_t n = ScatterIn(e, 0, frame + copied, len - copied, toGuest_.log);
     copied += n;
     toGuest_.Fill(e.head, n, filled_++);
     if (taken == 0) firstLen = n;
@@ -162,6 +179,12 @@ int QueuePair::Deliver(const uint8_t* frame, uint32_t len) {
     // used-id "repeat": a second used element for the same head.
     if (l->Twice()) toGuest_.Fill(reported, firstLen, filled_++);
     l->pending = false;
+  }
+  // The header bytes were written again after the copy marked their pages: mark them again,
+  // or a page copied (and its bit cleared) in between would keep the old bytes.
+  if (toGuest_.log.On()) {
+    for (int k = 0; k < 3; k++)
+      if (at[k] && atGpa[k] != UINT64_MAX) toGuest_.log.Mark(atGpa[k], 1);
   }
   if (capToGuest_) {
     struct Part {

@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <cstring>
 
+#include "dirty_log.h"
 #include "guest_memory.h"
 #include "observe.h"
 #include "ring_errors.h"
@@ -48,6 +49,10 @@ struct RingConfig {
   bool eventIdx = false;
   bool indirect = false;
   bool notifyOnEmpty = false;
+  // VHOST_VRING_F_LOG: used ring writes are logged at this guest physical address
+  // (SET_VRING_ADDR's log_guest_addr) while the dirty log is on.
+  bool logUsed = false;
+  uint64_t logGuestAddr = 0;
 };
 
 class SplitRing {
@@ -63,6 +68,8 @@ class SplitRing {
   // Ring trace (--trace-rings): when set, each step below also writes a record. Off, it costs
   // one predictable branch per step.
   VringObserver* trace = nullptr;
+  // Dirty page log (live migration): off unless the device set its area (VHOST_F_LOG_ALL).
+  DirtyLog log;
 
   // Resolves the ring areas in `mem`. False (and broken, kRingAddrInvalid) when an area is not
   // mapped in one region or misaligned (virtio 1.2 §2.7: desc 16, avail 2, used 4 bytes).
@@ -143,6 +150,7 @@ class SplitRing {
     uint32_t id = head;
     std::memcpy(ent, &id, 4);
     std::memcpy(ent + 4, &len, 4);
+    LogUsed(ent - used_, 8);
     if (trace) trace->Used(static_cast<uint16_t>((usedIdx + idx) % cfg.num), id, len);
   }
 
@@ -151,6 +159,8 @@ class SplitRing {
   void Flush(uint16_t count) {
     usedIdx = static_cast<uint16_t>(usedIdx + count);
     __atomic_store_n(reinterpret_cast<uint16_t*>(used_ + 2), usedIdx, __ATOMIC_RELEASE);
+    LogUsed(2, 2);
+    log.Sync();  // once per burst, after every write the burst made
     if (trace) trace->Flush(usedIdx, count);
   }
 
@@ -194,6 +204,7 @@ class SplitRing {
       uint16_t v = __atomic_load_n(f, __ATOMIC_RELAXED);
       v = enable ? (v & ~kUsedFNoNotify) : (v | kUsedFNoNotify);
       __atomic_store_n(f, v, __ATOMIC_RELAXED);
+      LogUsed(0, 2);
     }
     // Orders the flag/event write before the avail->idx re-check the caller does next.
     if (enable) __atomic_thread_fence(__ATOMIC_SEQ_CST);
@@ -221,6 +232,7 @@ class SplitRing {
     uint64_t old = 0;
     std::memcpy(&old, d + at, size);  // little-endian host (virtio 1.x rings are LE)
     std::memcpy(d + at, &v, size);
+    if (log.On()) log.Mark(mem_->VaToGpa(cfg.descVa + 16 * (i % cfg.num) + at), size);
     return old;
   }
 
@@ -248,6 +260,13 @@ class SplitRing {
 
   void SetAvailEvent(uint16_t v) {
     __atomic_store_n(reinterpret_cast<uint16_t*>(used_ + 4 + 8 * cfg.num), v, __ATOMIC_RELAXED);
+    LogUsed(4 + 8 * uint64_t(cfg.num), 2);
+  }
+
+  // vhost-user.rst "Migration": a used ring write is logged at log_guest_addr + its offset in
+  // the ring, when the vring asked for it (VHOST_VRING_F_LOG).
+  void LogUsed(uint64_t offset, uint64_t len) {
+    if (log.On() && cfg.logUsed) log.Mark(cfg.logGuestAddr + offset, len);
   }
 
   uint16_t PeekHead() const {

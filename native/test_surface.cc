@@ -29,6 +29,7 @@ class RingModel : public Napi::ObjectWrap<RingModel> {
          InstanceMethod<&RingModel::NeedNotify>("needNotify"),
          InstanceMethod<&RingModel::SetNotification>("setNotification"),
          InstanceMethod<&RingModel::Rewind>("rewind"), InstanceMethod<&RingModel::State>("state"),
+         InstanceMethod<&RingModel::SyncLog>("syncLog"),
          InstanceMethod<&RingModel::DrainTrace>("drainTrace")});
   }
 
@@ -59,6 +60,21 @@ class RingModel : public Napi::ObjectWrap<RingModel> {
     cfg.eventIdx = c.Get("eventIdx").ToBoolean();
     cfg.indirect = c.Get("indirect").ToBoolean();
     cfg.notifyOnEmpty = c.Get("notifyOnEmpty").ToBoolean();
+    // log: {mappingId, logGuestAddr?}: the dirty log on, used ring logged when an address is given.
+    if (c.Has("log") && c.Get("log").IsObject()) {
+      Napi::Object l = c.Get("log").As<Napi::Object>();
+      auto it = st->mappings.find(l.Get("mappingId").As<Napi::Number>().Uint32Value());
+      if (it == st->mappings.end()) {
+        ThrowArg(env, "RingModel: unknown log mapping");
+        return;
+      }
+      ring_.log.area =
+          LogArea{static_cast<uint8_t*>(it->second.base) + it->second.delta, it->second.size};
+      if (l.Has("logGuestAddr") && l.Get("logGuestAddr").IsBigInt()) {
+        cfg.logUsed = true;
+        cfg.logGuestAddr = BigU64(l.Get("logGuestAddr"));
+      }
+    }
     if (c.Get("trace").ToBoolean()) {
       trace_.reset(new VringObserver(0, 1u << 20, false, true, 0));
       ring_.trace = trace_.get();
@@ -113,6 +129,11 @@ class RingModel : public Napi::ObjectWrap<RingModel> {
   }
   Napi::Value SetNotification(const Napi::CallbackInfo& info) {
     ring_.SetNotification(info[0].ToBoolean());
+    return info.Env().Undefined();
+  }
+  // What a stop does (QueuePair::Teardown): marks still cached reach the log.
+  Napi::Value SyncLog(const Napi::CallbackInfo& info) {
+    if (ring_.log.On()) ring_.log.Sync();
     return info.Env().Undefined();
   }
   Napi::Value Rewind(const Napi::CallbackInfo& info) {

@@ -27,6 +27,8 @@ export const VirtioFeature = {
   NET_F_MQ: 22n,
   NET_F_CTRL_MAC_ADDR: 23n,
   F_NOTIFY_ON_EMPTY: 24n,
+  /** vhost: log every guest page the device writes (vhost-user.rst "Migration"). */
+  VHOST_F_LOG_ALL: 26n,
   F_ANY_LAYOUT: 27n,
   RING_F_INDIRECT_DESC: 28n,
   RING_F_EVENT_IDX: 29n,

@@ -52,6 +52,8 @@ export interface NativeBinding {
     name: string,
     opts: { vnetHdr: boolean; multiQueue: boolean; persist?: boolean },
   ): { fd: number; name: string };
+  /** A TAP-API character device by path (a macvtap's /dev/tapN); each call adds one queue. */
+  tapOpenPath(path: string, opts: { vnetHdr: boolean; multiQueue: boolean }): number;
   afPacketOpen(ifname: string, opts?: { fanoutGroup?: number }): number;
   ifaceSetup(name: string, opts: { mac?: Buffer; up: boolean; mtu?: number }): void;
   fdRead(fd: number, buf: Buffer): number;
@@ -107,6 +109,8 @@ export interface NativeQueueConfig {
   desc: bigint;
   avail: bigint;
   used: bigint;
+  /** Used ring logging at this guest address (VHOST_VRING_F_LOG), or -1n: none. */
+  logGuestAddr: bigint;
   lastAvailIdx: number;
   usedIdx: number;
   kickFd: number;
@@ -115,11 +119,16 @@ export interface NativeQueueConfig {
 }
 
 /** Host kinds as numbers, as native/host_port.h HostKind. */
-export const HostKindCode = { null: 0, loopback: 1, tap: 2, 'af-packet': 3 } as const;
+/** macvtap is a TAP to the data path: its /dev/tapN speaks the TAP API. */
+export const HostKindCode = { null: 0, loopback: 1, tap: 2, macvtap: 2, 'af-packet': 3 } as const;
 
 export interface NativeNetDevice {
   setMemory(regions: NativeRegion[]): void;
   setFeatures(features: bigint): void;
+  /** The dirty log area (a mapping id), or -1: none. Threads restart on it. */
+  setLog(mappingId: number): void;
+  /** Used ring logging of vring `index` at this guest address, or -1n: none. */
+  setRingLog(index: number, logGuestAddr: bigint): void;
   setHost(kind: number, fds: number[], sourceLen: number): void;
   /** policy 0 none, 1 toeplitz, 2 flow-affinity; a 40-byte key; an indirection table. */
   setSteering(policy: number, key: Buffer, table: number[]): void;
@@ -181,6 +190,8 @@ export interface RingModelConfig {
   usedIdx: number;
   /** Record ring trace steps (drainTrace). */
   trace?: boolean;
+  /** The dirty log (a mapping), with used ring logging at `logGuestAddr` when given. */
+  log?: { mappingId: number; logGuestAddr?: bigint };
 }
 
 export interface NativeRingModel {
@@ -194,6 +205,8 @@ export interface NativeRingModel {
   needNotify(): boolean;
   setNotification(enable: boolean): void;
   rewind(count: number): void;
+  /** Moves the marks the ring still caches into the log (what a stop does). */
+  syncLog(): void;
   state(): {
     lastAvailIdx: number;
     shadowAvailIdx: number;

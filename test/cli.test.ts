@@ -224,6 +224,20 @@ describe('the binary', () => {
     expect(() => parseHostBackend('tap:vun0,forever')).toThrow(ConfigError);
   });
 
+  it('macvtap:PARENT takes a mode, the guest MAC and a name; without a MAC only passthru', () => {
+    const spec = parseHostBackend('macvtap:veth0,mode=vepa,mac=52:54:00:AB:cd:ef,name=mv0');
+    expect(spec).toEqual({ kind: 'macvtap', parent: 'veth0', mode: 'vepa', mac: '52:54:00:ab:cd:ef', name: 'mv0' });
+    expect(parseHostBackend(formatHostBackend(spec))).toEqual(spec);
+    expect(parseHostBackend('macvtap:eth1,mode=passthru')).toEqual({
+      kind: 'macvtap',
+      parent: 'eth1',
+      mode: 'passthru',
+    });
+    expect(() => parseHostBackend('macvtap:eth1')).toThrow(/needs mac=GUEST_MAC/);
+    expect(() => parseHostBackend('macvtap:eth1,mode=hub,mac=52:54:00:00:00:01')).toThrow(/mode=hub/);
+    expect(() => parseHostBackend('macvtap:eth1,mac=52:54:00:00:01')).toThrow(ConfigError);
+  });
+
   it('exits 2 with a coded message on a bad argument', () => {
     const r = spawnSync(process.execPath, [bin, '--socket', '/tmp/x', '--queues', '999'], { encoding: 'utf8' });
     expect(r.status).toBe(2);

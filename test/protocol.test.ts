@@ -55,6 +55,7 @@ describe('negotiation', () => {
     expect(hs.protocolFeatures).toBe(OFFERED_PROTOCOL_FEATURES);
     for (const bit of [
       'MQ',
+      'LOG_SHMFD',
       'REPLY_ACK',
       'NET_MTU',
       'CONFIGURE_MEM_SLOTS',
@@ -64,7 +65,7 @@ describe('negotiation', () => {
     ] as const) {
       expect(hasFeature(hs.protocolFeatures, ProtocolFeature[bit]), bit).toBe(true);
     }
-    for (const bit of ['LOG_SHMFD', 'BACKEND_REQ', 'CONFIG', 'INFLIGHT_SHMFD', 'PAGEFAULT'] as const) {
+    for (const bit of ['BACKEND_REQ', 'CONFIG', 'INFLIGHT_SHMFD', 'PAGEFAULT'] as const) {
       expect(hasFeature(hs.protocolFeatures, ProtocolFeature[bit]), bit).toBe(false);
     }
     expect(hs.queues).toBe(4n);

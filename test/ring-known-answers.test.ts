@@ -213,3 +213,30 @@ describe('split ring known answers (TS reference and C++, each held to the answe
     });
   });
 });
+
+describe('the dirty log of the used ring (vhost-user.rst "Migration")', () => {
+  const chain: Op = { op: 'chain', descs: [d(0x2000n, 100, true)] };
+  const complete: Op = { op: 'complete', count: 1, lens: [100] };
+  // Used ring writes are logged at log_guest_addr (LOG_USED_AT = 0x100000: page 256, log
+  // byte 32, bit 0), not at the used ring's own address (page 0 here).
+  const onlyPage256 = (log: Buffer | undefined) => {
+    expect(log?.[32]).toBe(1);
+    expect([...(log ?? [])].filter((b, i) => i !== 32 && b !== 0)).toEqual([]);
+  };
+  it('a completion marks the page of log_guest_addr, nothing else', () => {
+    const got = runSequence([chain, { op: 'publish' }, pop, complete], NO_FEATURES, 0);
+    onlyPage256(got.log);
+  });
+  it('with EVENT_IDX a pop alone marks it too (avail_event is in the used ring)', () => {
+    const got = runSequence([chain, { op: 'publish' }, pop], { ...NO_FEATURES, eventIdx: true }, 0);
+    onlyPage256(got.log);
+  });
+  it('a ring that writes nothing leaves the log clear', () => {
+    const got = runSequence([chain, { op: 'publish' }], NO_FEATURES, 0);
+    expect([...(got.log ?? [1])].every((b) => b === 0)).toBe(true);
+  });
+  it('logging off: no marks', () => {
+    const got = runSequence([chain, { op: 'publish' }, pop, complete], NO_FEATURES, 0, false, { noLog: true });
+    expect([...(got.log ?? [1])].every((b) => b === 0)).toBe(true);
+  });
+});

@@ -67,6 +67,13 @@ export const FLAGS: readonly Flag[] = [
     help: "group of the created socket (a name or a gid): with --socket-mode 0660, QEMU's group can connect",
   },
   {
+    name: 'user',
+    kind: 'string',
+    value: 'USER[:GROUP]',
+    config: 'user',
+    help: 'drop to this user (and group) once the socket and the host devices are open (docs/privileges.md)',
+  },
+  {
     name: 'mtu',
     kind: 'int',
     value: 'N',

@@ -18,7 +18,7 @@ import { flagHelp, mergeFlags, parseArgsOptions } from './flags.js';
 import { startHttp } from '../metrics/http.js';
 import { Notifier, systemdListenFd } from '../service/systemd.js';
 import { decideReload } from './reload.js';
-import { groupId, userId } from '../service/users.js';
+import { dropPrivileges, groupId, userId } from '../service/users.js';
 import { formatStatus } from '../metrics/status-text.js';
 import { explainFile } from '../trace/explain.js';
 import { MessageTrace } from '../trace/message-trace.js';
@@ -252,6 +252,11 @@ export async function main(argv: string[]): Promise<number> {
       const started = await startHttp(backend, h, p, observe);
       http = started.server;
       log.info({ listen: `${h}:${started.port}` }, 'http: /status and /metrics');
+    }
+    // --user: everything that needs root is open (socket, host devices, outputs); drop now.
+    if (config.user) {
+      const to = dropPrivileges(config.user);
+      log.info({ user: config.user, ...to }, 'privileges dropped (docs/privileges.md says what that leaves)');
     }
     // systemd (Type=notify): serving from here on.
     const notifier = new Notifier(native, process.env, (err) =>

@@ -36,6 +36,14 @@ export const configSchema = z
       })
       .strict()
       .default({ client: false, mode: 0o600 }),
+    /**
+     * Drop to this user (a name or uid; its primary group, or USER:GROUP) once the socket,
+     * the host devices and the output files are open.
+     */
+    user: z
+      .string()
+      .regex(/^[^:\s]+(:[^:\s]+)?$/, 'USER or USER:GROUP')
+      .optional(),
     queues: z.number().int().min(1).max(MAX_QUEUE_PAIRS).default(1),
     /** The host TAP's MTU, set at start and kept (the front-end's NET_SET_MTU then changes nothing). */
     mtu: z.number().int().min(68).max(65535).optional(),

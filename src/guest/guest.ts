@@ -81,11 +81,23 @@ arg() { sed -n "s/.*\\b$1=\\([^ ]*\\).*/\\1/p" /proc/cmdline; }
 
 export interface GuestRun {
   qemu: Proc;
+  /** What the guest booted: a second QEMU (a migration's destination) must be given the same. */
+  guest: { kernel: string; initrd: string; append: string };
   /** Resolves when the guest printed `VUN-PHASE name`. */
   phase(name: string, timeoutMs?: number): Promise<void>;
   /** Resolves with the results once the guest printed VUN-DONE. */
   done(timeoutMs?: number): Promise<Map<string, { rc: number; text: string }>>;
   cleanup(): Promise<void>;
+}
+
+/** The `VUN-RESULT name rc text` lines a scenario printed on a console. */
+export function guestResults(consoleText: string): Map<string, { rc: number; text: string }> {
+  const m = new Map<string, { rc: number; text: string }>();
+  for (const line of consoleText.split('\n')) {
+    const r = /VUN-RESULT (\S+) (-?\d+) ?(.*)/.exec(line.replace(/\r$/, ''));
+    if (r) m.set(r[1] as string, { rc: Number(r[2]), text: r[3] ?? '' });
+  }
+  return m;
 }
 
 /** Boots the guest with `script` as /scenario.sh (a second cpio archive after the base one). */
@@ -122,17 +134,12 @@ export function bootGuest(
     ...(o.dyndbg ? ['virtio_net.dyndbg=+p'] : []),
     ...(o.append ?? []),
   ].join(' ');
-  const qemu = startQemu({ ...o, guest: { kernel: img.kernel, initrd, append } });
-  const results = (): Map<string, { rc: number; text: string }> => {
-    const m = new Map<string, { rc: number; text: string }>();
-    for (const line of qemu.output.split('\n')) {
-      const r = /VUN-RESULT (\S+) (-?\d+) ?(.*)/.exec(line.replace(/\r$/, ''));
-      if (r) m.set(r[1] as string, { rc: Number(r[2]), text: r[3] ?? '' });
-    }
-    return m;
-  };
+  const guest = { kernel: img.kernel, initrd, append };
+  const qemu = startQemu({ ...o, guest });
+  const results = () => guestResults(qemu.output);
   return {
     qemu,
+    guest,
     phase: async (name, timeoutMs = 120_000) => {
       try {
         await waitFor(

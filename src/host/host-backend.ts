@@ -1,29 +1,41 @@
 /**
  * Host backends as the user names them: `tap:NAME` (`tap:NAME,persist`: the TAP outlives the
- * backend), `af-packet:IFACE`, `loopback`, `null` (optionally `null:source=LEN`). Parsing is
- * pure; opening asks the kernel.
+ * backend), `macvtap:PARENT[,mode=M][,mac=MAC][,name=NAME]`, `af-packet:IFACE`, `loopback`,
+ * `null` (optionally `null:source=LEN`). Parsing is pure; opening asks the kernel.
  */
+import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { ConfigError, ErrorCode } from '../errors.js';
 import { call, type NativeBinding } from '../native.js';
 
 export type HostBackendSpec =
   | { kind: 'tap'; name: string; persist?: boolean }
+  /**
+   * A macvtap on PARENT (created unless NAME exists): its /dev/tapN speaks the TAP API. `mac`
+   * is the guest's MAC: a macvtap receives unicast only for its own address (not needed in
+   * passthru mode, which takes the parent's traffic whole).
+   */
+  | { kind: 'macvtap'; parent: string; mode: MacvtapMode; mac?: string; name?: string }
   | { kind: 'af-packet'; iface: string }
   | { kind: 'loopback' }
   | { kind: 'null'; sourceLen?: number };
 
 const IFNAMSIZ = 16;
+export const MACVTAP_MODES = ['bridge', 'vepa', 'private', 'passthru'] as const;
+export type MacvtapMode = (typeof MACVTAP_MODES)[number];
 
 export function parseHostBackend(s: string): HostBackendSpec {
-  const [kind, arg, ...rest] = s.split(':');
+  const colon = s.indexOf(':');
+  const kind = colon < 0 ? s : s.slice(0, colon);
+  const arg = colon < 0 ? undefined : s.slice(colon + 1);
   const bad = (why: string): never => {
     throw new ConfigError(ErrorCode.ConfigInvalid, `invalid backend '${s}'`, [
-      `backend: ${why} (expected tap:NAME[,persist], af-packet:IFACE, loopback, null or null:source=LEN)`,
+      `backend: ${why} (expected tap:NAME[,persist], macvtap:PARENT[,mode=bridge|vepa|private|passthru][,mac=MAC][,name=NAME], af-packet:IFACE, loopback, null or null:source=LEN)`,
     ]);
   };
-  if (rest.length > 0) bad('too many ":"');
+  // Only a macvtap's mac= option holds ':' of its own.
+  if (kind !== 'macvtap' && arg?.includes(':')) bad('too many ":"');
   const ifname = (v: string | undefined): string => {
     if (!v || v.length >= IFNAMSIZ || /[\s/:]/.test(v))
       bad(`interface name must be 1-${IFNAMSIZ - 1} characters without spaces, '/' or ':'`);
@@ -36,6 +48,21 @@ export function parseHostBackend(s: string): HostBackendSpec {
       return options.includes('persist')
         ? { kind: 'tap', name: ifname(name), persist: true }
         : { kind: 'tap', name: ifname(name) };
+    }
+    case 'macvtap': {
+      const [parent, ...options] = (arg ?? '').split(',');
+      const spec: HostBackendSpec & { kind: 'macvtap' } = { kind: 'macvtap', parent: ifname(parent), mode: 'bridge' };
+      for (const o of options) {
+        const [k, v] = o.split('=');
+        if (k === 'mode' && (MACVTAP_MODES as readonly string[]).includes(v ?? '')) spec.mode = v as MacvtapMode;
+        else if (k === 'mac' && v && /^([0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}$/.test(v)) spec.mac = v.toLowerCase();
+        else if (k === 'name') spec.name = ifname(v);
+        else bad(`unknown or bad macvtap option '${o}' (mode=bridge|vepa|private|passthru, mac=MAC, name=NAME)`);
+      }
+      if (!spec.mac && spec.mode !== 'passthru') {
+        bad('macvtap needs mac=GUEST_MAC (a macvtap receives unicast only for its own address) unless mode=passthru');
+      }
+      return spec;
     }
     case 'af-packet':
       return { kind: 'af-packet', iface: ifname(arg) };
@@ -58,6 +85,8 @@ export function formatHostBackend(b: HostBackendSpec): string {
   switch (b.kind) {
     case 'tap':
       return `tap:${b.name}${b.persist ? ',persist' : ''}`;
+    case 'macvtap':
+      return `macvtap:${b.parent},mode=${b.mode}${b.mac ? `,mac=${b.mac}` : ''}${b.name ? `,name=${b.name}` : ''}`;
     case 'af-packet':
       return `af-packet:${b.iface}`;
     case 'loopback':
@@ -148,6 +177,27 @@ export function openHostBackend(
         };
         return { spec, fds, name, mac, setMtu, close };
       }
+      case 'macvtap': {
+        const m = openMacvtap(spec, opts.queuePairs);
+        const closeAll = () => {
+          close();
+          m.remove();
+        };
+        try {
+          for (let i = 0; i < opts.queuePairs; i++) {
+            fds.push(
+              call(`open ${m.dev}`, () =>
+                native.tapOpenPath(m.dev, { vnetHdr: true, multiQueue: opts.queuePairs > 1 }),
+              ),
+            );
+          }
+          call(`set up ${m.name}`, () => native.ifaceSetup(m.name, { up: true, mtu: opts.mtu }));
+        } catch (err) {
+          m.remove();
+          throw err;
+        }
+        return { spec, fds, name: m.name, mac: spec.mac, close: closeAll };
+      }
       case 'af-packet': {
         const group = opts.queuePairs > 1 ? process.pid & 0xffff : undefined;
         for (let i = 0; i < opts.queuePairs; i++) {
@@ -162,6 +212,69 @@ export function openHostBackend(
     }
   } catch (err) {
     close();
+    throw err;
+  }
+}
+
+/** `ip` (iproute2): creating a macvtap is rtnetlink work done once, at start. */
+function ip(args: string[]): { ok: boolean; out: string } {
+  const r = spawnSync('ip', args, { encoding: 'utf8' });
+  if (r.error) {
+    throw new ConfigError(ErrorCode.ConfigInvalid, 'macvtap: cannot run ip (iproute2)', [String(r.error.message)]);
+  }
+  return { ok: r.status === 0, out: `${r.stdout}${r.stderr}`.trim() };
+}
+
+/**
+ * The macvtap device: created on the parent (named `name`, or mvt-PARENT) unless a link of that
+ * name exists, in which case it is attached to as it is. Its character device is /dev/tapN
+ * (N = its ifindex); where no udev made the node, it is made from the major:minor in sysfs.
+ */
+function openMacvtap(
+  spec: HostBackendSpec & { kind: 'macvtap' },
+  queuePairs: number,
+): { name: string; dev: string; remove(): void } {
+  const name = spec.name ?? `mvt-${spec.parent}`.slice(0, IFNAMSIZ - 1);
+  const fail = (why: string, detail: string): never => {
+    throw new ConfigError(ErrorCode.ConfigInvalid, `macvtap ${name} on ${spec.parent}: ${why}`, [detail]);
+  };
+  let created = false;
+  if (!existsSync(`/sys/class/net/${name}`)) {
+    if (!existsSync(`/sys/class/net/${spec.parent}`)) fail('no such parent interface', spec.parent);
+    const r = ip([
+      'link',
+      'add',
+      'link',
+      spec.parent,
+      'name',
+      name,
+      ...(spec.mac ? ['address', spec.mac] : []),
+      ...(queuePairs > 1 ? ['numtxqueues', String(queuePairs), 'numrxqueues', String(queuePairs)] : []),
+      'type',
+      'macvtap',
+      'mode',
+      spec.mode,
+    ]);
+    if (!r.ok) fail('ip link add failed', r.out);
+    created = true;
+  } else if (!existsSync(`/sys/class/net/${name}/macvtap`)) {
+    fail('a link of that name exists and is not a macvtap', name);
+  }
+  const remove = () => {
+    if (created) ip(['link', 'del', name]);
+    created = false;
+  };
+  try {
+    const ifindex = readFileSync(`/sys/class/net/${name}/ifindex`, 'utf8').trim();
+    const dev = `/dev/tap${ifindex}`;
+    if (!existsSync(dev)) {
+      const mm = readFileSync(`/sys/class/net/${name}/macvtap/tap${ifindex}/dev`, 'utf8').trim().split(':');
+      const r = spawnSync('mknod', ['-m', '0600', dev, 'c', mm[0] ?? '', mm[1] ?? ''], { encoding: 'utf8' });
+      if (r.status !== 0) fail(`cannot create ${dev}`, `${r.stderr}`.trim());
+    }
+    return { name, dev, remove };
+  } catch (err) {
+    remove();
     throw err;
   }
 }

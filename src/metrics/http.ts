@@ -44,6 +44,8 @@ export function statusOf(backend: BackendView, observe: Observers = {}): Record<
       userAddr: hex(r.userAddr),
       refs: r.refs,
     })),
+    // Live migration: the dirty log's size and whether the device marks it now.
+    dirtyLog: s.dirtyLog ?? null,
     vrings: s.vrings.map((v) => ({
       index: v.index,
       queue: v.queue,

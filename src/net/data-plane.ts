@@ -24,6 +24,11 @@ export interface RingStart {
   desc: bigint;
   avail: bigint;
   used: bigint;
+  /**
+   * VHOST_VRING_F_LOG: log used ring writes at this guest physical address (SET_VRING_ADDR's
+   * log_guest_addr) while the dirty log is on; undefined: the vring did not ask for it.
+   */
+  logGuestAddr: bigint | undefined;
   /** Next avail index to read. */
   lastAvailIdx: number;
   /** -1: no kick fd, poll the ring. */
@@ -45,6 +50,12 @@ export interface DataPlaneEvents {
   vringBroken(index: number, error: string): void;
 }
 
+/** The dirty log as mapped by the session: a native mapping of `size` bytes. */
+export interface DirtyLogArea {
+  mappingId: number;
+  size: number;
+}
+
 /** The memory table as the data plane reads it (the session's MemoryTable satisfies this). */
 export interface GuestMemorySource {
   readonly regions: readonly { mappingId: number; guestAddr: bigint; size: bigint; userAddr: bigint }[];
@@ -55,8 +66,18 @@ export interface GuestMemorySource {
 export interface DataPlane {
   /** Per-vring counters (frames, bytes, drops by reason, kicks, notifications). */
   readonly counters: DeviceCounters;
-  /** SET_FEATURES: the acked virtio features (header size, EVENT_IDX, offloads). */
+  /**
+   * SET_FEATURES: the acked virtio features (header size, EVENT_IDX, offloads; VHOST_F_LOG_ALL
+   * turns the dirty log on). Running rings are quiesced, switched and resumed.
+   */
   setFeatures(features: bigint): void;
+  /**
+   * SET_LOG_BASE: the dirty log area (a mapping the session owns), or none. When this returns
+   * nothing writes the previous area any more.
+   */
+  setLog(log: DirtyLogArea | undefined): void;
+  /** SET_VRING_ADDR on a running ring that only turns VHOST_VRING_F_LOG on or off. */
+  setRingLog(index: number, logGuestAddr: bigint | undefined): void;
   /** The ring got its first kick: process it from `lastAvailIdx` on. */
   start(ring: RingStart, memory: GuestMemorySource): void;
   /** GET_VRING_BASE and friends: stop the ring and return where it stopped. */

@@ -105,6 +105,7 @@ class AfPacketPort implements HostPort {
 export function makeHostPort(native: NativeBinding, spec: HostBackendSpec, fd: number | undefined): HostPort {
   switch (spec.kind) {
     case 'tap':
+    case 'macvtap':
       if (fd !== undefined) return new TapPort(native, fd);
       break;
     case 'af-packet':

@@ -16,7 +16,14 @@ import { DeviceCounters } from './counters.js';
 import { makeHostPort } from './host-ports.js';
 import { ANNOUNCE_GAPS_MS, Announcer } from './rarp.js';
 import { headerLen } from './rules.js';
-import type { DataPlane, DataPlaneEvents, GuestMemorySource, RingPosition, RingStart } from './data-plane.js';
+import type {
+  DataPlane,
+  DirtyLogArea,
+  DataPlaneEvents,
+  GuestMemorySource,
+  RingPosition,
+  RingStart,
+} from './data-plane.js';
 import { defaultRss, STEERING_CODE, type Steering } from './rss.js';
 
 const timeOf = (r: ObserveRecord): bigint => (r.kind === 'frame' ? r.frame.timeNs : r.timeNs);
@@ -84,7 +91,7 @@ export class NativeDataPlane implements DataPlane {
     // send is one system call the kernel orders with the worker's own (no shared state).
     const port = makeHostPort(native, host.spec, host.fds[0]);
     this.announcer = new Announcer((frame) => {
-      if (host.spec.kind !== 'tap' && host.spec.kind !== 'af-packet') return;
+      if (host.spec.kind === 'loopback' || host.spec.kind === 'null') return;
       try {
         port.send(Buffer.concat([Buffer.alloc(this.hdrLen), frame]));
       } catch (err) {
@@ -184,11 +191,19 @@ export class NativeDataPlane implements DataPlane {
     this.dev.setFeatures(features);
   }
 
+  setLog(log: DirtyLogArea | undefined): void {
+    this.dev.setLog(log ? log.mappingId : -1);
+  }
+
+  setRingLog(index: number, logGuestAddr: bigint | undefined): void {
+    this.dev.setRingLog(index, logGuestAddr ?? -1n);
+  }
+
   start(ring: RingStart, memory: GuestMemorySource): void {
     this.resume(memory);
     this.broken.delete(ring.index);
     // usedIdx -1: continue from used->idx in guest memory (what QEMU resumes from).
-    this.dev.startQueue(ring.index, { ...ring, usedIdx: -1 });
+    this.dev.startQueue(ring.index, { ...ring, logGuestAddr: ring.logGuestAddr ?? -1n, usedIdx: -1 });
     this.log.info(
       { vring: ring.index, num: ring.num, lastAvailIdx: ring.lastAvailIdx, desc: hex(ring.desc) },
       'vring processing',

@@ -7,6 +7,7 @@ import type { Logger } from 'pino';
 import { applyHostMtu, type OpenHostBackend } from '../host/host-backend.js';
 import type { NativeBinding, NativePoller } from '../native.js';
 import { hasFeature, VirtioFeature as F } from '../features.js';
+import { DirtyLog } from '../virtio/dirty-log.js';
 import type { GuestMemoryRef } from '../virtio/guest-memory.js';
 import { ringErrorName } from '../virtio/ring-errors.js';
 import { type Element, SplitRingRef } from '../virtio/split-ring.js';
@@ -19,7 +20,14 @@ import { ANNOUNCE_GAPS_MS, Announcer } from './rarp.js';
 import { changesFrame, faultNote, holds, Liar, type Lies, rulesOf, twice } from '../faults/lies.js';
 import { faultEvent, type FaultSink } from '../faults/log.js';
 import { type CompiledPlan, VRING_ACTIONS } from '../faults/plan.js';
-import type { DataPlane, DataPlaneEvents, GuestMemorySource, RingPosition, RingStart } from './data-plane.js';
+import type {
+  DataPlane,
+  DataPlaneEvents,
+  DirtyLogArea,
+  GuestMemorySource,
+  RingPosition,
+  RingStart,
+} from './data-plane.js';
 import { defaultRss, flowInput, reverseFlowInput, type Steering, toeplitz } from './rss.js';
 import {
   ChainVerdict,
@@ -62,6 +70,8 @@ export class TsDataPlane implements DataPlane {
   private features = 0n;
   private hdrLen = 12;
   private mem: GuestMemoryRef | undefined;
+  /** The dirty log area (SET_LOG_BASE); marked while VHOST_F_LOG_ALL is acked (`dirty`). */
+  private logArea: DirtyLog | undefined;
   private readonly runs = new Map<number, RingRun>();
   private readonly hostPollers = new Map<number, NativePoller>();
   private readonly pending = new Map<number, Buffer>();
@@ -121,6 +131,24 @@ export class TsDataPlane implements DataPlane {
 
   private has(bit: bigint): boolean {
     return hasFeature(this.features, bit);
+  }
+
+  /** The dirty log in force: an area, and VHOST_F_LOG_ALL acked. */
+  private get dirty(): DirtyLog | undefined {
+    return this.has(F.VHOST_F_LOG_ALL) ? this.logArea : undefined;
+  }
+
+  setLog(log: DirtyLogArea | undefined): void {
+    // Single-threaded: no write is in flight; the rings take the new area now.
+    this.logArea = log ? new DirtyLog(new Uint8Array(this.native.mappingBuffer(log.mappingId))) : undefined;
+    for (const run of this.runs.values()) run.ring.log = this.dirty;
+  }
+
+  setRingLog(index: number, logGuestAddr: bigint | undefined): void {
+    const run = this.runs.get(index);
+    if (!run) return;
+    run.vring.logGuestAddr = logGuestAddr;
+    this.reattach(run);
   }
 
   setFeatures(features: bigint): void {
@@ -240,6 +268,7 @@ export class TsDataPlane implements DataPlane {
 
   private attach(vring: RingStart, usedIdx: number): SplitRingRef {
     const ring = this.makeRing(vring, usedIdx);
+    ring.log = this.dirty;
     const trace = this.observe.ringTrace;
     if (trace) ring.onEvent = (e) => trace.record(vring.index, e);
     return ring;
@@ -262,6 +291,7 @@ export class TsDataPlane implements DataPlane {
         eventIdx: this.has(F.RING_F_EVENT_IDX),
         indirect: this.has(F.RING_F_INDIRECT_DESC),
         notifyOnEmpty: this.has(F.F_NOTIFY_ON_EMPTY),
+        ...(vring.logGuestAddr !== undefined ? { logGuestAddr: vring.logGuestAddr } : {}),
       },
       vring.lastAvailIdx,
       usedIdx,
@@ -634,6 +664,7 @@ export class TsDataPlane implements DataPlane {
         const take = Math.min(s.len, frame.length - copied - n);
         if (take <= 0) break;
         frame.copy(s.bytes, s.offset, copied + n, copied + n + take);
+        run.ring.log?.mark(s.gpa, take);
         n += take;
       }
       run.ring.fill(e.head, n, f.count++);
@@ -643,8 +674,8 @@ export class TsDataPlane implements DataPlane {
     // The header as the guest reads it: num_buffers = chains holding this frame; flags cleared
     // when the guest cannot take them.
     const nb = numBuffersOffset(this.hdrLen);
-    if (nb >= 0) this.writeIn(chains[0] as Element, nb, [chains.length & 0xff, chains.length >> 8]);
-    if (verdict === ReceiveVerdict.clearFlags) this.writeIn(chains[0] as Element, 0, [0]);
+    if (nb >= 0) this.writeIn(chains[0] as Element, nb, [chains.length & 0xff, chains.length >> 8], run.ring.log);
+    if (verdict === ReceiveVerdict.clearFlags) this.writeIn(chains[0] as Element, 0, [0], run.ring.log);
     let numBuffers = chains.length;
     if (l && this.liar) {
       this.takeNotifyLies(index, l, (chains[0] as Element).head);
@@ -657,7 +688,7 @@ export class TsDataPlane implements DataPlane {
           old: BigInt(chains.length),
           new: l.headerValue[6],
         });
-        this.writeIn(chains[0] as Element, nb, [numBuffers & 0xff, (numBuffers >> 8) & 0xff]);
+        this.writeIn(chains[0] as Element, nb, [numBuffers & 0xff, (numBuffers >> 8) & 0xff], run.ring.log);
       }
       const head = (chains[0] as Element).head;
       let reported = head;
@@ -711,12 +742,14 @@ export class TsDataPlane implements DataPlane {
     ]);
   }
 
-  private writeIn(e: Element, pos: number, bytes: number[]): void {
+  /** Writes `bytes` at byte `pos` of the chain's writable part, each marked in the dirty log. */
+  private writeIn(e: Element, pos: number, bytes: number[], log: DirtyLog | undefined): void {
     for (const b of bytes) {
       let p = pos++;
       for (const s of e.in) {
         if (p < s.len) {
           s.bytes[s.offset + p] = b;
+          log?.mark(s.gpa + BigInt(p), 1);
           break;
         }
         p -= s.len;

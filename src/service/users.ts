@@ -29,3 +29,24 @@ export function groupId(group: string | number): number {
   if (typeof group === 'number' || /^\d+$/.test(group)) return Number(group);
   return Number(lookup('group', group)[2]);
 }
+
+/**
+ * Drops to `spec` (USER or USER:GROUP) for good: supplementary groups, then the group, then the
+ * user (in that order: after setuid the others are no longer allowed). glibc applies each to
+ * every thread of the process, the data-plane workers included. Returns what it became.
+ */
+export function dropPrivileges(spec: string): { uid: number; gid: number } {
+  const [user, group] = spec.split(':') as [string, string | undefined];
+  const u = userId(user);
+  const gid = group !== undefined ? groupId(group) : u.gid;
+  if (!process.setgroups || !process.setgid || !process.setuid) {
+    throw new ConfigError(ErrorCode.ConfigInvalid, '--user needs a POSIX system');
+  }
+  process.setgroups([gid]);
+  process.setgid(gid);
+  process.setuid(u.uid);
+  if (process.getuid?.() !== u.uid || process.geteuid?.() !== u.uid || process.getgid?.() !== gid) {
+    throw new ConfigError(ErrorCode.ConfigInvalid, `dropping to ${spec} did not take`);
+  }
+  return { uid: u.uid, gid };
+}

@@ -106,6 +106,8 @@ function describe(request: number, p: Payload, reply: boolean): Record<string, u
       return { nregions: p.table.nregions, regions: p.table.regions.map(region) };
     case 'singleRegion':
       return { region: region(p.region) };
+    case 'log':
+      return { mmapSize: hex(p.log.mmapSize), mmapOffset: hex(p.log.mmapOffset) };
     case 'raw':
       return { bytes: p.bytes.toString('hex') };
   }

@@ -6,6 +6,8 @@ import { ErrorCode, ProtocolError } from '../errors.js';
 import {
   header as headerLayout,
   type HeaderFields,
+  logDescription,
+  type LogDescription,
   MEM_REGION_SIZE,
   MEM_TABLE_HEAD_SIZE,
   memRegion,
@@ -20,7 +22,7 @@ import {
   type VringState,
 } from './layouts.js';
 
-export type { MemRegion, SingleRegion, VringAddr, VringState };
+export type { LogDescription, MemRegion, SingleRegion, VringAddr, VringState };
 
 /** Front-end requests, numbered as in vhost-user.rst "Front-end message types". */
 export const Request = {
@@ -249,6 +251,7 @@ export type Payload =
   | { kind: 'vringAddr'; addr: VringAddr }
   | { kind: 'memTable'; table: MemTable }
   | { kind: 'singleRegion'; region: MemRegion }
+  | { kind: 'log'; log: LogDescription }
   | { kind: 'raw'; bytes: Buffer };
 
 export function decodePayload(request: number, buf: Buffer): Payload {
@@ -264,6 +267,8 @@ export function decodePayload(request: number, buf: Buffer): Payload {
       return { kind: 'vringAddr', addr: vringAddr.decode(buf) };
     case 'singleRegion':
       return { kind: 'singleRegion', region: singleRegion.decode(buf).region };
+    case 'log':
+      return { kind: 'log', log: logDescription.decode(buf) };
     case 'memTable': {
       const head = memTableHead.decode(buf);
       const room = (buf.length - MEM_TABLE_HEAD_SIZE) / MEM_REGION_SIZE;
@@ -315,6 +320,12 @@ export function encodeMemTable(regions: MemRegion[]): Buffer {
   const b = Buffer.alloc(MEM_TABLE_HEAD_SIZE + regions.length * MEM_REGION_SIZE);
   memTableHead.encode({ nregions: regions.length, padding: 0 }, b, 0);
   regions.forEach((r, i) => memRegion.encode(r, b, MEM_TABLE_HEAD_SIZE + i * MEM_REGION_SIZE));
+  return b;
+}
+
+export function encodeLogDescription(log: LogDescription): Buffer {
+  const b = Buffer.alloc(16);
+  logDescription.encode(log, b, 0);
   return b;
 }
 

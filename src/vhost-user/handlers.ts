@@ -77,7 +77,7 @@ const vringFileRow = (apply: (s: Session, index: number, fd: number | undefined)
     handle: (s, p, fds) => apply(s, vringFile(p).index, fds[0]),
   });
 
-const { MQ, RARP, NET_MTU, CONFIGURE_MEM_SLOTS, STATUS, RESET_DEVICE } = ProtocolFeature;
+const { MQ, LOG_SHMFD, RARP, NET_MTU, CONFIGURE_MEM_SLOTS, STATUS, RESET_DEVICE } = ProtocolFeature;
 
 export const handlerTable: Partial<Record<RequestName, AnyRow>> = {
   GET_FEATURES: row('none', { fds: () => NONE, reply: 'u64', handle: (s) => s.getFeatures() }),
@@ -90,6 +90,15 @@ export const handlerTable: Partial<Record<RequestName, AnyRow>> = {
     reply: 'ack',
     handle: (s, p, fds) => s.setMemTable(p.table, fds),
   }),
+  // vhost-user.rst "Migration": with LOG_SHMFD the log comes as an fd, and the front-end waits
+  // for a reply (QEMU reads one whatever its payload; we send a zero u64 as libvhost-user does).
+  SET_LOG_BASE: row('log', {
+    fds: () => ONE,
+    needs: LOG_SHMFD,
+    reply: 'u64',
+    handle: (s, p, fds) => s.setLogBase(p.log, fds[0] as number),
+  }),
+  SET_LOG_FD: row('none', { fds: () => ONE, reply: 'ack', handle: (s, _p, fds) => s.setLogFd(fds[0] as number) }),
   SET_VRING_NUM: row('vringState', {
     fds: () => NONE,
     vring: (p) => p.state.index,

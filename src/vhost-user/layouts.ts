@@ -75,6 +75,13 @@ export interface SingleRegion {
 }
 export const singleRegion = lo.struct<SingleRegion>([u64('padding'), memRegion.replicate('region')]);
 
+/** Log description (SET_LOG_BASE): the dirty log's size and offset in the fd that comes with it. */
+export interface LogDescription {
+  mmapSize: bigint;
+  mmapOffset: bigint;
+}
+export const logDescription = lo.struct<LogDescription>([u64('mmapSize'), u64('mmapOffset')]);
+
 /** Message header: request, flags, payload size. */
 export interface HeaderFields {
   request: number;

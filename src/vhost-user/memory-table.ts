@@ -69,6 +69,15 @@ function checkRegion(r: MemRegion, others: readonly MemRegion[]): void {
   }
 }
 
+/** SET_LOG_BASE's area, checked like a region: not empty, no wrap, within 2^53. */
+export function checkLogArea(log: { mmapSize: bigint; mmapOffset: bigint }): void {
+  const ctx = { mmapSize: hex(log.mmapSize), mmapOffset: hex(log.mmapOffset) };
+  if (log.mmapSize === 0n) throw new SessionError(ErrorCode.BadRegion, 'dirty log of size 0', ctx);
+  if (log.mmapSize > MAX_SAFE || log.mmapOffset > MAX_SAFE || log.mmapOffset + log.mmapSize > MAX_SAFE) {
+    throw new SessionError(ErrorCode.BadRegion, 'dirty log size or offset beyond 2^53', ctx);
+  }
+}
+
 export class MemoryTable {
   private list: MappedRegion[] = [];
 
@@ -166,6 +175,23 @@ export class MemoryTable {
   /** Region holding front-end addresses `[va, va+len)` entirely, if any. */
   findVa(va: bigint, len: bigint): MappedRegion | undefined {
     return this.list.find((m) => va >= m.userAddr && va + len <= m.userAddr + m.size);
+  }
+
+  /**
+   * Maps [offset, offset+size) of `fd` (which the caller keeps owning): the dirty log. The
+   * native call refuses a range outside the file, so a later access cannot raise SIGBUS.
+   */
+  mapArea(fd: number, size: bigint, offset: bigint, what: string): number {
+    try {
+      return this.native.mmapFd(fd, Number(size), Number(offset));
+    } catch (err) {
+      const e = err as { code?: string; message?: string };
+      throw new SessionError(ErrorCode.MapFailed, `cannot map ${what}: ${e.message ?? String(err)}`, {
+        size: hex(size),
+        offset: hex(offset),
+        errno: e.code,
+      });
+    }
   }
 
   private map(r: MemRegion, fd: number): MappedRegion {

@@ -11,9 +11,9 @@ import type { CompiledPlan } from '../faults/plan.js';
 import type { NativeBinding, NativePoller } from '../native.js';
 import type { VringCounters } from '../net/counters.js';
 import type { DataPlane, DataPlaneFactory, RingPosition } from '../net/data-plane.js';
-import type { MemRegion, MemTable, VringAddr, VringState } from './codec.js';
+import type { LogDescription, MemRegion, MemTable, VringAddr, VringState } from './codec.js';
 import type { LintFinding } from './lint.js';
-import { MAX_MEM_SLOTS, MemoryTable } from './memory-table.js';
+import { checkLogArea, MAX_MEM_SLOTS, MemoryTable } from './memory-table.js';
 
 /** One vring as the session knows it. Index: even = receiveq, odd = transmitq (virtio §5.1.2). */
 export interface Vring {
@@ -63,6 +63,11 @@ export interface SessionView {
   mtu: number | undefined;
   lint: Record<string, number>;
   memory: { guestAddr: bigint; size: bigint; userAddr: bigint; refs: number }[];
+  /**
+   * The dirty log (live migration): its size, and whether the device marks it now
+   * (VHOST_F_LOG_ALL acked); undefined before SET_LOG_BASE.
+   */
+  dirtyLog: { bytes: number; logging: boolean } | undefined;
   vrings: VringView[];
   /** The memory table as a TS view, for reading rings (the ring page); throws when unmapped. */
   memoryView: MemoryTable['refView'];
@@ -94,6 +99,7 @@ export const MAX_QUEUE_SIZE = 32768;
 /** Protocol features this backend implements; nothing else is offered. */
 export const OFFERED_PROTOCOL_FEATURES = featureMask(
   ProtocolFeature.MQ,
+  ProtocolFeature.LOG_SHMFD,
   ProtocolFeature.REPLY_ACK,
   ProtocolFeature.NET_MTU,
   ProtocolFeature.CONFIGURE_MEM_SLOTS,
@@ -124,6 +130,7 @@ export const OFFERED_FEATURES = featureMask(
   VirtioFeature.NET_F_GUEST_TSO4,
   VirtioFeature.NET_F_GUEST_TSO6,
   VirtioFeature.NET_F_GUEST_ECN,
+  VirtioFeature.VHOST_F_LOG_ALL,
 );
 
 /**
@@ -134,6 +141,14 @@ export const OFFERED_FEATURES = featureMask(
  */
 export function offeredFeatures(queuePairs: number): bigint {
   return queuePairs > 1 ? OFFERED_FEATURES | featureMask(VirtioFeature.NET_F_MQ) : OFFERED_FEATURES;
+}
+
+/** VHOST_VRING_F_LOG (bit 0 of SET_VRING_ADDR's flags): the used ring is logged. */
+export const VRING_F_LOG = 1;
+
+/** Where the used ring of `a` is logged, or undefined when it did not ask (VRING_F_LOG). */
+function usedLogAddr(a: VringAddr): bigint | undefined {
+  return a.flags & VRING_F_LOG ? a.logGuestAddr : undefined;
 }
 
 function newVring(index: number): Vring {
@@ -166,6 +181,9 @@ export class Session {
   status = 0;
   mtu: number | undefined;
   rarpMac: string | undefined;
+  /** The dirty log mapping (SET_LOG_BASE) and the log fd (SET_LOG_FD), while set. */
+  private dirtyLog: { mappingId: number; size: number } | undefined;
+  private logFd = -1;
   private readonly kickWatchers = new Map<number, NativePoller>();
   private readonly listeners: ((c: SessionChange) => void)[] = [];
   private readonly dataPlane: DataPlane;
@@ -216,6 +234,7 @@ export class Session {
         userAddr: r.userAddr,
         refs: r.refs,
       })),
+      dirtyLog: this.dirtyLog && { bytes: this.dirtyLog.size, logging: this.logging() },
       vrings: this.vrings.map((v) => ({
         index: v.index,
         queue: queueName(v.index),
@@ -375,6 +394,54 @@ export class Session {
     this.changed({ what: 'memory region removed', guestAddr: hex(region.guestAddr), size: hex(region.size) });
   }
 
+  // --- dirty log (live migration) -------------------------------------------------------
+
+  /** Whether the device marks the dirty log now: an area, and VHOST_F_LOG_ALL acked. */
+  logging(): boolean {
+    return (
+      this.dirtyLog !== undefined &&
+      this.ackedFeatures !== undefined &&
+      hasFeature(this.ackedFeatures, VirtioFeature.VHOST_F_LOG_ALL)
+    );
+  }
+
+  /**
+   * SET_LOG_BASE: map the log (its size and offset checked like a region's, inside the file),
+   * hand it to the data plane, then unmap the previous one. Takes ownership of `fd`: the
+   * mapping keeps the memory, so the fd is closed at once (DPDK and libvhost-user do the same).
+   */
+  setLogBase(log: LogDescription, fd: number): bigint {
+    let mappingId: number;
+    try {
+      checkLogArea(log);
+      mappingId = this.memory.mapArea(fd, log.mmapSize, log.mmapOffset, 'dirty log');
+    } finally {
+      this.native.close(fd);
+    }
+    const old = this.dirtyLog;
+    this.dirtyLog = { mappingId, size: Number(log.mmapSize) };
+    this.dataPlane.setLog(this.dirtyLog);
+    if (old) this.native.munmap(old.mappingId);
+    this.changed({ what: 'dirty log set', bytes: this.dirtyLog.size, offset: hex(log.mmapOffset) });
+    return 0n;
+  }
+
+  /** SET_LOG_FD: kept (and closed with the session); the device does not signal it. */
+  setLogFd(fd: number): void {
+    if (this.logFd >= 0) this.native.close(this.logFd);
+    this.logFd = fd;
+  }
+
+  private dropLog(): void {
+    if (this.dirtyLog) {
+      this.dataPlane.setLog(undefined);
+      this.native.munmap(this.dirtyLog.mappingId);
+      this.dirtyLog = undefined;
+    }
+    if (this.logFd >= 0) this.native.close(this.logFd);
+    this.logFd = -1;
+  }
+
   // --- vrings ---------------------------------------------------------------------------
 
   setVringNum(s: VringState): void {
@@ -391,6 +458,21 @@ export class Session {
 
   setVringAddr(a: VringAddr): void {
     const v = this.vring(a.index);
+    const o = v.addr;
+    if (
+      v.started &&
+      o &&
+      o.descUserAddr === a.descUserAddr &&
+      o.availUserAddr === a.availUserAddr &&
+      o.usedUserAddr === a.usedUserAddr
+    ) {
+      // vhost-user.rst "Migration": logging starts and stops with SET_VRING_ADDR's
+      // VHOST_VRING_F_LOG while the ring runs; the ring itself stays where it is.
+      v.addr = { ...a };
+      if (this.running.has(v.index)) this.dataPlane.setRingLog(v.index, usedLogAddr(a));
+      this.changed({ what: 'vring log', vring: v.index, logUsed: usedLogAddr(a) !== undefined });
+      return;
+    }
     this.refuseWhileStarted(v, 'SET_VRING_ADDR');
     v.addr = { ...a };
   }
@@ -525,6 +607,7 @@ export class Session {
   close(): void {
     for (const v of this.vrings) this.resetVring(v);
     this.dataPlane.close();
+    this.dropLog();
     this.memory.clear();
   }
 
@@ -544,6 +627,7 @@ export class Session {
         desc: v.addr.descUserAddr,
         avail: v.addr.availUserAddr,
         used: v.addr.usedUserAddr,
+        logGuestAddr: usedLogAddr(v.addr),
         lastAvailIdx: v.lastAvailIdx,
         kickFd: v.kickPolling ? -1 : v.kickFd,
         callFd: v.callFd,

@@ -35,6 +35,12 @@ export class GuestMemoryRef {
     return undefined;
   }
 
+  /** The guest physical address of front-end VA `va` (the dirty log speaks GPAs). */
+  vaToGpa(va: bigint): bigint | undefined {
+    const r = this.regions.find((x) => va >= x.va && va - x.va < x.size);
+    return r ? r.gpa + (va - r.va) : undefined;
+  }
+
   /** View of GPA range [gpa, gpa+len) inside one region, or undefined. */
   gpaViewContiguous(gpa: bigint, len: bigint): { bytes: Uint8Array; offset: number } | undefined {
     const r = this.findGpa(gpa);

@@ -15,6 +15,7 @@
  *   3. flush:  publish them by storing used->idx once
  *   4. notify: decide, from used_event or the NO_INTERRUPT flag, whether to interrupt
  */
+import type { DirtyLog } from './dirty-log.js';
 import type { GuestMemoryRef, Segment } from './guest-memory.js';
 import {
   descFlags,
@@ -46,6 +47,11 @@ export interface RingConfig {
   eventIdx: boolean;
   indirect: boolean;
   notifyOnEmpty: boolean;
+  /**
+   * VHOST_VRING_F_LOG (vhost-user.rst "Migration"): log used ring writes at this guest
+   * physical address (SET_VRING_ADDR's log_guest_addr) while the dirty log is on.
+   */
+  logGuestAddr?: bigint;
 }
 
 /** One chain: readable segments (`out`) then writable ones (`in`). */
@@ -87,6 +93,8 @@ export class SplitRingRef {
   private desc: Area | undefined;
   private avail: Area | undefined;
   private used: Area | undefined;
+  /** The dirty page log (live migration): set while VHOST_F_LOG_ALL is acked. */
+  log: DirtyLog | undefined;
   /** Set to see every step (the ring trace); unset costs nothing but a test. */
   onEvent: ((e: RingEvent) => void) | undefined;
 
@@ -183,6 +191,7 @@ export class SplitRingRef {
     const at = u.offset + 4 + 8 * slot;
     u.view.setUint32(at, head, true);
     u.view.setUint32(at + 4, len >>> 0, true);
+    this.logUsed(4 + 8 * slot, 8);
     this.onEvent?.({ ev: 'used', slot, id: head, len: len >>> 0 });
   }
 
@@ -194,6 +203,7 @@ export class SplitRingRef {
     this.usedIdx = u16(this.usedIdx + count);
     const u = this.used as Area;
     u.view.setUint16(u.offset + 2, this.usedIdx, true);
+    this.logUsed(2, 2);
     this.onEvent?.({ ev: 'flush', usedIdx: this.usedIdx, count });
   }
 
@@ -242,6 +252,7 @@ export class SplitRingRef {
     const u = this.used as Area;
     const v = u.view.getUint16(u.offset, true);
     u.view.setUint16(u.offset, enable ? v & ~USED_F_NO_NOTIFY : v | USED_F_NO_NOTIFY, true);
+    this.logUsed(0, 2);
   }
 
   empty(): boolean {
@@ -273,6 +284,16 @@ export class SplitRingRef {
   private setAvailEvent(v: number): void {
     const u = this.used as Area;
     u.view.setUint16(u.offset + 4 + 8 * this.cfg.num, v, true);
+    this.logUsed(4 + 8 * this.cfg.num, 2);
+  }
+
+  /**
+   * vhost-user.rst "Migration": "when logging modifications to the used ring (when
+   * VHOST_VRING_F_LOG is set for this ring), log_guest_addr should be used to calculate the
+   * log offset: the write to first byte of the used ring is logged at this offset".
+   */
+  private logUsed(offset: number, len: number): void {
+    if (this.log && this.cfg.logGuestAddr !== undefined) this.log.mark(this.cfg.logGuestAddr + BigInt(offset), len);
   }
 
   private peekHead(): number {
@@ -295,20 +316,23 @@ export class SplitRingRef {
   /** Writes one field of descriptor `i` in guest memory; returns the old value. */
   rewriteDesc(i: number, field: 'addr' | 'len' | 'flags', v: bigint): bigint {
     const t = this.desc as Area;
-    const at = t.offset + 16 * (i % this.cfg.num);
-    if (field === 'addr') {
-      const old = t.view.getBigUint64(at, true);
+    const [fieldAt, size] = { addr: [0, 8], len: [8, 4], flags: [12, 2] }[field] as [number, number];
+    const at = t.offset + 16 * (i % this.cfg.num) + fieldAt;
+    let old: bigint;
+    if (size === 8) {
+      old = t.view.getBigUint64(at, true);
       t.view.setBigUint64(at, BigInt.asUintN(64, v), true);
-      return old;
+    } else if (size === 4) {
+      old = BigInt(t.view.getUint32(at, true));
+      t.view.setUint32(at, Number(BigInt.asUintN(32, v)), true);
+    } else {
+      old = BigInt(t.view.getUint16(at, true));
+      t.view.setUint16(at, Number(BigInt.asUintN(16, v)), true);
     }
-    if (field === 'len') {
-      const old = t.view.getUint32(at + 8, true);
-      t.view.setUint32(at + 8, Number(BigInt.asUintN(32, v)), true);
-      return BigInt(old);
-    }
-    const old = t.view.getUint16(at + 12, true);
-    t.view.setUint16(at + 12, Number(BigInt.asUintN(16, v)), true);
-    return BigInt(old);
+    // A write to guest memory like any other: the dirty log hears of it.
+    const gpa = this.log ? this.mem.vaToGpa(this.cfg.descVa + BigInt(at - t.offset)) : undefined;
+    if (gpa !== undefined) this.log?.mark(gpa, size);
+    return old;
   }
 
   private readChain(trail?: RingDesc[]): Element | number {

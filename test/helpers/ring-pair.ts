@@ -6,6 +6,7 @@
  * the outcome to a known answer (agreement alone cannot catch a misreading both share).
  */
 import { expect } from 'vitest';
+import { DirtyLog } from '../../src/virtio/dirty-log.js';
 import { GuestMemoryRef } from '../../src/virtio/guest-memory.js';
 import { type Element, SplitRingRef } from '../../src/virtio/split-ring.js';
 import { records } from '../../src/trace/observe.js';
@@ -30,13 +31,29 @@ export interface Side {
   fd: number;
   maps: number[];
   bytes: Uint8Array[];
+  /** The dirty log: a memfd of LOG_BYTES. */
+  logFd: number;
+  logMap: number;
+  log: Uint8Array;
 }
+/** The dirty log covers 2 MiB of guest addresses; used ring writes are logged at LOG_USED_AT. */
+export const LOG_BYTES = 64;
+export const LOG_USED_AT = 0x10_0000n;
 let sides: Side[] = [];
 
 function makeSide(): Side {
   const fd = native.memfdCreate('diff', 2 * REGION);
   const maps = [native.mmapFd(fd, REGION, 0), native.mmapFd(fd, REGION, REGION)];
-  return { fd, maps, bytes: maps.map((m) => new Uint8Array(native.mappingBuffer(m))) };
+  const logFd = native.memfdCreate('diff-log', LOG_BYTES);
+  const logMap = native.mmapFd(logFd, LOG_BYTES, 0);
+  return {
+    fd,
+    maps,
+    bytes: maps.map((m) => new Uint8Array(native.mappingBuffer(m))),
+    logFd,
+    logMap,
+    log: new Uint8Array(native.mappingBuffer(logMap)),
+  };
 }
 
 /** Maps the two memories (call from beforeAll). */
@@ -48,6 +65,8 @@ export function closeSides(): void {
   for (const s of sides) {
     for (const m of s.maps) native.munmap(m);
     native.close(s.fd);
+    native.munmap(s.logMap);
+    native.close(s.logFd);
   }
   sides = [];
 }
@@ -93,6 +112,8 @@ export interface Outcome {
   state: ReturnType<SplitRingRef['state']>;
   /** The error's name when the ring broke. */
   error?: string;
+  /** The dirty log at the end (both rings agreed on it). */
+  log?: Buffer;
 }
 
 /** Runs one sequence; throws on the first difference; returns what happened. */
@@ -110,12 +131,15 @@ export function runSequence(
      * data: a pop computes addresses and reads no buffer byte.
      */
     regionBSize?: bigint;
+    /** Dirty log off (default on: used ring writes logged at LOG_USED_AT). */
+    noLog?: boolean;
   } = {},
 ): Outcome {
+  const logged = !opts.noLog;
   const descShift = opts.descShift ?? 0;
   const sizeB = opts.regionBSize ?? BigInt(REGION);
   const outcome: Outcome = { popped: [], notify: [], used: [], state: undefined as never };
-  for (const s of sides) for (const b of s.bytes) b.fill(0);
+  for (const s of sides) for (const b of [...s.bytes, s.log]) b.fill(0);
   const driver = new RingDriver(
     sides.flatMap((s) => [s.bytes[0] as Uint8Array]),
     LAYOUT,
@@ -130,6 +154,7 @@ export function runSequence(
     availVa: driver.availVa,
     usedVa: driver.usedVa,
     ...feat,
+    ...(logged ? { logGuestAddr: LOG_USED_AT } : {}),
   };
   const s0 = sides[0] as Side;
   const s1 = sides[1] as Side;
@@ -142,6 +167,7 @@ export function runSequence(
     startIdx,
     startIdx,
   );
+  if (logged) ref.log = new DirtyLog(s0.log);
   const fast = new native.RingModel(
     [
       { mappingId: s1.maps[0] as number, gpa: GPA_A, size: BigInt(REGION), va: VA_A },
@@ -156,6 +182,7 @@ export function runSequence(
       lastAvailIdx: startIdx,
       usedIdx: startIdx,
       trace,
+      ...(logged ? { log: { mappingId: s1.logMap, logGuestAddr: LOG_USED_AT } } : {}),
     },
   );
   // With `trace`, both rings also report every step; the C++ records must decode to the same
@@ -210,6 +237,8 @@ export function runSequence(
         expect(fast.needNotify(), where).toBe(notify);
         outcome.notify.push(notify);
         poppedNotFilled = 0;
+        // The C++ ring ORs a burst's marks into the log at flush: from then on both logs agree.
+        expect(Buffer.from(s1.log).equals(Buffer.from(s0.log)), `${where}: dirty log`).toBe(true);
         break;
       }
       case 'rewind':
@@ -248,6 +277,14 @@ export function runSequence(
       }
     }
   });
+  // A stop syncs what the C++ ring still caches (avail_event writes of later pops).
+  fast.syncLog();
+  if (!Buffer.from(s1.log).equals(Buffer.from(s0.log))) {
+    throw new Error(
+      `end of sequence: dirty log differs: ref ${Buffer.from(s0.log).toString('hex')} C++ ${Buffer.from(s1.log).toString('hex')}`,
+    );
+  }
+  outcome.log = Buffer.from(s0.log);
   outcome.state = ref.state();
   if (ref.broken) outcome.error = ringErrorNames[ref.error];
   return outcome;

@@ -1,0 +1,217 @@
+/**
+ * A live migration on this host, as an operator would run one: two QEMUs (the source and an
+ * `-incoming` destination), each on its own backend process and TAP, both TAPs in one Linux
+ * bridge inside a network namespace we create, with the host's address on the bridge. The
+ * guest pings the host every 50 ms and moves TCP (iperf3) while QMP `migrate` runs.
+ *
+ * What it reports: QEMU's own figures (status, downtime, total time), what the guest saw
+ * (pings sent and answered, the longest gap between answers, iperf3's result), where the
+ * bridge's forwarding entry for the guest MAC points after the switch, and the first frame
+ * the destination TAP carried from the guest MAC (the RARP, when the announce did its job).
+ * Used by guest-tests/migration.test.ts and bench/migration.bench.mjs.
+ */
+import { rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { tmpdir } from 'node:os';
+import { mkdtempSync } from 'node:fs';
+import { Proc } from '../util/proc.js';
+import { waitFor } from '../util/wait.js';
+import { bootGuest, guestResults, Netns, requireRoot, startBackend, waitForLink } from './guest.js';
+import { Qmp } from './qmp.js';
+import { startQemu } from './qemu.js';
+
+export const GUEST_MAC = '52:54:00:12:34:56';
+const HOST_IP = '10.78.0.1';
+/** Set, so that it stays put when ports join (a bridge takes its lowest port's MAC otherwise). */
+const BRIDGE_MAC = '02:00:00:78:00:01';
+const GUEST_IP = '10.78.0.2';
+/** Guest ping interval (ms) and count: about 15 s of pings around the migration. */
+export const PING_MS = 50;
+const PING_COUNT = 300;
+
+export interface MigrationResult {
+  /** QEMU's query-migrate after the end: 'completed' when it worked. */
+  status: string;
+  /** QEMU's downtime (ms): from the source's stop to the destination's start. */
+  downtimeMs: number;
+  totalMs: number;
+  ramTransferredBytes: number;
+  /** The destination's run state once the source reported completion. */
+  destinationStatus: string;
+  /** Guest pings to the host: sent, answered, and the longest gap between answers (ms). */
+  pingsSent: number;
+  pingsAnswered: number;
+  longestGapMs: number;
+  /** iperf3 (guest to host) across the migration: exit code and receiver line. */
+  iperf: { rc: number; text: string };
+  /** The bridge port of the guest MAC, read right after completion. */
+  fdbPort: string | undefined;
+  /** The first frame the destination's TAP carried from the guest MAC: its ethertype. */
+  firstFrameType: string | undefined;
+  capture?: string;
+  /** Host pings the guest after the migration (through the destination). */
+  hostPingRc: number | null;
+  /** The backends' logs (the destination's says SEND_RARP) and the consoles, for reports. */
+  logs: { source: string; destination: string; sourceConsole: string; destinationConsole: string };
+}
+
+const SCRIPT = `
+H=${HOST_IP}
+ping -c 3 -W 3 $H > /tmp/p0 2>&1; res first-ping $?
+phase traffic
+iperf3 -c $H -t 12 -f m > /tmp/i 2>&1 &
+IPERF=$!
+/usr/bin/ping -D -i ${PING_MS / 1000} -c ${PING_COUNT} -W 1 $H > /tmp/p 2>&1
+res ping $? "$(grep -E 'packets transmitted' /tmp/p)"
+res gap 0 "$(awk '/bytes from/ { t = substr($1, 2, length($1) - 2) + 0; if (p > 0 && t - p > m) m = t - p; p = t } END { printf "%d", m * 1000 }' /tmp/p)"
+wait $IPERF; res iperf $? "$(grep receiver /tmp/i | tail -1)"
+`;
+
+function parsePing(text: string): { sent: number; answered: number } {
+  const m = /(\d+) packets transmitted, (\d+) received/.exec(text);
+  return { sent: Number(m?.[1] ?? 0), answered: Number(m?.[2] ?? 0) };
+}
+
+/** Runs one migration; everything it starts is stopped (by pid) and removed before it returns. */
+export async function runMigration(
+  o: {
+    /** vhost-user: our backends (default); qemu-tap: QEMU's own virtio-net, the anchor. */
+    frontend?: 'vhost-user' | 'qemu-tap';
+    datapath?: 'native' | 'ts';
+    backendArgs?: string[];
+  } = {},
+): Promise<MigrationResult> {
+  requireRoot('the migration scenario');
+  const cleanups: (() => unknown)[] = [];
+  try {
+    const ns = new Netns();
+    cleanups.push(() => ns.delete());
+    const dir = mkdtempSync(join(tmpdir(), 'vun-migrate-'));
+    cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
+    ns.sh(
+      `ip link add br0 address ${BRIDGE_MAC} type bridge && ip link set br0 up && ip addr add ${HOST_IP}/24 dev br0`,
+    );
+    // ours: a backend process per side, each creating its TAP. qemu-tap (the anchor): QEMU's
+    // own virtio-net on a TAP we create (-netdev tap,vhost=off), QEMU inside the namespace.
+    const ours = (o.frontend ?? 'vhost-user') === 'vhost-user';
+    const args = ['--datapath', o.datapath ?? 'native', ...(o.backendArgs ?? [])];
+    const sides = (['A', 'B'] as const).map((side) => {
+      const sock = join(dir, `vhost-${side}.sock`);
+      const tap = `vun${side}`;
+      let proc: Proc | undefined;
+      if (ours) {
+        proc = startBackend(ns, sock, ['--backend', `tap:${tap}`, ...args]);
+        const p = proc;
+        cleanups.push(() => p.stop());
+      } else {
+        ns.sh(`ip tuntap add dev ${tap} mode tap vnet_hdr`);
+      }
+      return { side, sock, proc, tap };
+    });
+    for (const b of sides) {
+      await waitForLink(ns, b.tap);
+      ns.sh(`ip link set ${b.tap} master br0 && ip link set ${b.tap} up`);
+    }
+    const [src, dst] = sides as [(typeof sides)[0], (typeof sides)[0]];
+    const net = (tap: string, sock: string) =>
+      ours ? { socketPath: sock } : { socketPath: '', builtinTap: tap, netns: ns.name };
+    const iperf = ns.spawn('iperf3', ['-s', '-B', HOST_IP]);
+    cleanups.push(() => iperf.stop());
+
+    // The first frame the destination's TAP brought into the bridge from the guest MAC: a RARP,
+    // or a frame for the host (which the bridge never sends out of a port, so it came from the
+    // backend). Flooded guest broadcasts leave through vunB too; they are not counted.
+    const cap = ns.spawn('tshark', [
+      '-i',
+      dst.tap,
+      '-c',
+      '20',
+      '-f',
+      `ether src ${GUEST_MAC} and (ether proto 0x8035 or ether dst ${BRIDGE_MAC})`,
+      '-T',
+      'fields',
+      '-e',
+      'frame.time_epoch',
+      '-e',
+      'eth.type',
+    ]);
+    cleanups.push(() => cap.stop());
+    await waitFor(() => /Capture started/.test(cap.output), 15_000, 'tshark capturing');
+
+    const qmpSrc = join(dir, 'qmp-src.sock');
+    const qmpDst = join(dir, 'qmp-dst.sock');
+    const migSock = join(dir, 'migrate.sock');
+    const guest = bootGuest({
+      ...net(src.tap, src.sock),
+      script: SCRIPT,
+      ip: `${GUEST_IP}/24`,
+      extraArgs: ['-qmp', `unix:${qmpSrc},server=on,wait=off`],
+    });
+    cleanups.push(() => guest.cleanup());
+    // The destination: the same machine and guest files, waiting for the migration stream.
+    const dest: Proc = startQemu({
+      ...net(dst.tap, dst.sock),
+      guest: guest.guest,
+      extraArgs: ['-qmp', `unix:${qmpDst},server=on,wait=off`, '-incoming', `unix:${migSock}`],
+    });
+    cleanups.push(() => dest.stop());
+    const qs = await Qmp.open(qmpSrc);
+    cleanups.push(() => qs.close());
+    const qd = await Qmp.open(qmpDst);
+    cleanups.push(() => qd.close());
+
+    await guest.phase('traffic');
+    // Let ping and TCP run a while on the source before moving.
+    await new Promise((r) => setTimeout(r, 3000));
+    await qs.execute('migrate-set-parameters', { 'max-bandwidth': 8 * 1024 * 1024 * 1024, 'downtime-limit': 300 });
+    await qs.execute('migrate', { uri: `unix:${migSock}` });
+    let info: Record<string, unknown> = {};
+    const end = Date.now() + 120_000;
+    for (;;) {
+      info = await qs.execute<Record<string, unknown>>('query-migrate');
+      if (['completed', 'failed', 'cancelled'].includes(String(info.status)) || Date.now() > end) break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    const fdb = ns.try(`bridge fdb show br br0 | grep -i '${GUEST_MAC}' | grep -v permanent`).out;
+    const fdbPort = /dev (\S+)/.exec(fdb)?.[1];
+    const destinationStatus = String((await qd.execute<{ status: string }>('query-status')).status);
+    // The source has handed over: stop it so only the destination's guest runs.
+    await guest.qemu.stop();
+
+    // The guest's scenario goes on on the destination's console.
+    const doneBy = Date.now() + 90_000;
+    await waitFor(
+      () => dest.output.includes('VUN-DONE') || !dest.running || Date.now() > doneBy,
+      95_000,
+      'the guest on the destination',
+    );
+    const hostPing = ns.try(`ping -c 3 -W 3 ${GUEST_IP}`);
+    await Promise.race([cap.exited, new Promise((r) => setTimeout(r, 2000))]);
+    const r = guestResults(dest.output);
+    const ping = parsePing(r.get('ping')?.text ?? '');
+    const ram = (info.ram ?? {}) as { transferred?: number };
+    return {
+      status: String(info.status),
+      downtimeMs: Number(info.downtime ?? -1),
+      totalMs: Number(info['total-time'] ?? -1),
+      ramTransferredBytes: Number(ram.transferred ?? 0),
+      destinationStatus,
+      pingsSent: ping.sent,
+      pingsAnswered: ping.answered,
+      longestGapMs: Number(r.get('gap')?.text ?? -1),
+      iperf: r.get('iperf') ?? { rc: -999, text: 'missing' },
+      fdbPort,
+      firstFrameType: /^\S+\s+(0x[0-9a-f]{4})$/im.exec(cap.output)?.[1],
+      capture: cap.output,
+      hostPingRc: hostPing.status,
+      logs: {
+        source: src.proc?.tail(30) ?? '',
+        destination: dst.proc?.tail(30) ?? '',
+        sourceConsole: guest.qemu.tail(30),
+        destinationConsole: dest.output.slice(-20000),
+      },
+    };
+  } finally {
+    for (const c of cleanups.reverse()) await c();
+  }
+}
