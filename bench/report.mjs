@@ -17,6 +17,7 @@ const devFocused = load('device-layer-focused');
 const faultCost = load('fault-cost');
 const faultCostRx = load('fault-cost-rx');
 const mig = load('migration');
+const restart = load('restart');
 const m = (ring ?? tap ?? tcp ?? mq)?.machine;
 
 let md = `# Benchmarks
@@ -112,6 +113,20 @@ ${row('QEMU virtio-net, tap (anchor)', mig.qemuTap)}
 
 `;
 }
+if (restart) {
+  const row = (name, r) =>
+    `| ${name} | ${r.restarts} | ${r.outages} | ${r.failed} | ${r.p50Ms} | ${r.p95Ms} | ${r.maxMs} | ${r.periodMs} |`;
+  md += `## 9. Restarts under load
+
+${restart.description} (\`node bench/restart.bench.mjs\`).
+
+| mode | restarts | outages seen | failed | p50 ms | p95 ms | max ms | period ms |
+| --- | --- | --- | --- | --- | --- | --- | --- |
+${row('server (QEMU reconnect=1)', restart.server)}
+${row('client (QEMU server=on)', restart.client)}
+
+`;
+}
 const notes = join(root, 'bench', 'notes.md');
 md += `## Where we stand, and what limits us
 
@@ -120,7 +135,7 @@ ${existsSync(notes) ? readFileSync(notes, 'utf8').trim() : 'No reading written y
 ## Running
 
 \`\`\`sh
-npm run bench                      # all six, then this page (as root; about 25 minutes)
+npm run bench                      # all of them, then this page (as root; about 45 minutes)
 node bench/ring-throughput.bench.mjs   # one of them: prints one number, writes bench/results/NAME.json
 VUN_BENCH_RUNS=5 VUN_BENCH_SECONDS=10 npm run bench
 \`\`\`

@@ -1,4 +1,4 @@
-// npm run bench: the six benchmarks one after another (each prints one number), then the report.
+// npm run bench: the benchmarks one after another (each prints one number), then the report.
 import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { root } from './lib.mjs';

@@ -13,6 +13,7 @@ packages=(
   chromium fonts-dejavu-core # renders the live ring page in the ring page test
   tshark                    # reads our pcapng captures back (capture tests)
   systemd                   # systemd-socket-activate: socket activation without a running systemd
+  libvirt-daemon-system libvirt-clients libvirt-daemon-driver-qemu  # the libvirt guest test (its own libvirtd)
 )
 
 missing=()

@@ -10,6 +10,7 @@ import { hex } from './features.js';
 import { call, loadNative, type NativeBinding, type NativePoller } from './native.js';
 import { ControlConnection, type RawMessage } from './transport/connection.js';
 import type { DataPlaneFactory } from './net/data-plane.js';
+import type { Steering } from './net/rss.js';
 import { NativeDataPlane } from './net/native-data-plane.js';
 import { type DispatchObserver, dispatch } from './vhost-user/handlers.js';
 import {
@@ -21,6 +22,7 @@ import {
 } from './vhost-user/session.js';
 import { encodeMessage, encodeU64, Flags, type Header, HEADER_SIZE, Request, requestName } from './vhost-user/codec.js';
 import type { MessageTrace } from './trace/message-trace.js';
+import type { PcapWriter } from './trace/pcapng.js';
 import { ErrorCode, HostIoError, InjectedFault } from './errors.js';
 import { ProtocolFeature } from './features.js';
 import { FaultLog } from './faults/log.js';
@@ -97,6 +99,8 @@ export class VhostUserNetBackend extends EventEmitter<BackendEvents> implements 
   sessions = 0;
   /** The fault plan in force (applied to every session from its start), or undefined. */
   private plan: CompiledPlan | undefined;
+  /** Steering set after start-up (SIGHUP reload); undefined: what the data-plane factory was given. */
+  private steering: Steering | undefined;
   /** The plan's session rules (undefined: none), and the current session's disconnect timers. */
   private sessionFaults: SessionFaults | undefined;
   private faultTimers: NodeJS.Timeout[] = [];
@@ -145,6 +149,24 @@ export class VhostUserNetBackend extends EventEmitter<BackendEvents> implements 
     }
     this.log.info({ rules: compiled.plan.rules.length, seed: compiled.plan.seed }, 'fault plan loaded');
     return compiled.plan;
+  }
+
+  /**
+   * Receive steering from now on (SIGHUP reload): applied to the current session's data plane
+   * at once, and to every later session from its start.
+   */
+  setSteering(steering: Steering): void {
+    this.steering = steering;
+    this.current?.setSteering(steering);
+    this.log.info({ policy: steering.policy, table: steering.rss.table.length }, 'steering set');
+  }
+
+  /**
+   * The capture of the current session from now on (SIGHUP reload; undefined: off). Later
+   * sessions take theirs from the data-plane factory's observers, which the caller updates.
+   */
+  setCapture(capture: PcapWriter | undefined): void {
+    this.current?.setCapture(capture);
   }
 
   /** No fault plan from now on. */
@@ -395,6 +417,7 @@ export class VhostUserNetBackend extends EventEmitter<BackendEvents> implements 
       this.makeDataPlane,
       log,
     );
+    if (this.steering) session.setSteering(this.steering);
     if (this.plan) {
       this.faultLog.use(this.plan.plan);
       session.setFaults(this.plan, this.faultLog);

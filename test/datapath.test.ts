@@ -231,6 +231,26 @@ describe.each(['native', 'ts'] as const)('%s data path', (kind) => {
       expect(countersOf(session).vring(0).handedOver).toBe(want1.length);
     });
 
+    it('steering changed on a running session (a reload) moves the flows at once', async () => {
+      const { session, ram, pairs } = await device(2, BASE, { policy: 'toeplitz', rss: defaultRss(2) });
+      const [p0, p1] = pairs as [Pair, Pair];
+      await postRxBuffers(session, p0, 64, 2048, DATA);
+      await postRxBuffers(session, p1, 64, 2048, DATA + 0x20000);
+      // Every entry of the indirection table names pair 1: every flow goes there.
+      const all1 = defaultRss(2);
+      session.setSteering({ policy: 'toeplitz', rss: { key: all1.key, table: all1.table.map(() => 1) } });
+      const frames = Array.from({ length: 20 }, (_, i) => udp(4000 + i, 53, i));
+      frames.forEach((f, i) => send(ram, p0, DATA + 0x40000 + i * 0x1000, f));
+      await waitFor(() => p1.rx.usedIdx() === 20, 5000, 'all frames on receiveq1');
+      expect(p0.rx.usedIdx()).toBe(0);
+      // And back to none: frames stay on the pair that carried them.
+      session.setSteering({ policy: 'none', rss: defaultRss(2) });
+      const more = Array.from({ length: 10 }, (_, i) => udp(5000 + i, 53, 100 + i));
+      more.forEach((f, i) => send(ram, p0, DATA + 0x60000 + i * 0x1000, f));
+      await waitFor(() => p0.rx.usedIdx() === 10, 5000, 'frames on receiveq0');
+      expect(p1.rx.usedIdx()).toBe(20);
+    });
+
     it('flow-affinity: replies follow the transmitq their flow last used', async () => {
       const steering: Steering = { policy: 'flow-affinity', rss: defaultRss(2) };
       const { session, ram, pairs } = await device(2, BASE, steering);

@@ -1,9 +1,9 @@
 /**
- * SIGHUP while serving: the log level and the fault plan change without dropping the session;
+ * SIGHUP while serving: the log level, steering and the fault plan change without dropping the session;
  * a change to anything else refuses the reload and names the option; a bad plan changes
  * nothing. The real CLI with a config file, a front-end connected throughout.
  */
-import { writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { packageRoot } from '../src/native.js';
@@ -11,7 +11,8 @@ import { Proc } from '../src/util/proc.js';
 import { changedOptions } from '../src/cli/reload.js';
 import { parseConfig } from '../src/config/config.js';
 import { native, tempDir, waitFor } from './helpers/harness.js';
-import { MockFrontend } from './helpers/mock-frontend.js';
+import { type DriverPair, MockFrontend, transmit } from './helpers/mock-frontend.js';
+import { featureMask, VirtioFeature as F } from '../src/features.js';
 
 const cleanups: (() => unknown)[] = [];
 afterEach(async () => {
@@ -25,7 +26,7 @@ describe('reload', () => {
     expect(changedOptions(a, b).sort()).toEqual(['log.level', 'queues']);
   });
 
-  it('SIGHUP applies the log level and the fault plan, refuses the rest, keeps the session', async () => {
+  it('SIGHUP applies the log level, steering and the fault plan, refuses the rest, keeps the session', async () => {
     const tmp = tempDir();
     cleanups.push(tmp.cleanup);
     const sock = join(tmp.dir, 'vhost.sock');
@@ -34,18 +35,8 @@ describe('reload', () => {
     const write = (o: Record<string, unknown>) =>
       writeFileSync(file, JSON.stringify({ socket: { path: sock }, backend: 'null', ...o }));
     write({ faults: plan('first') });
-    const b = new Proc(process.execPath, [join(packageRoot, 'bin', 'vhost-user-net.js'), '--config', file]);
-    cleanups.push(() => b.stop());
-    await waitFor(() => /"listening"/.test(b.output), 10_000, 'listening');
-    const fe = MockFrontend.connect(native, sock);
-    cleanups.push(() => fe.close());
-    await fe.handshake();
-    const hup = async (want: RegExp) => {
-      const from = b.output.length;
-      process.kill(b.pid, 'SIGHUP');
-      await waitFor(() => want.test(b.output.slice(from)), 5000, String(want));
-      return b.output.slice(from);
-    };
+    const { b, fe } = await serveConfig(file, sock);
+    const hup = (want: RegExp) => sighup(b, want);
 
     let out = await hup(/configuration reloaded/);
     expect(out).toMatch(/"changed":\[\]/);
@@ -57,10 +48,24 @@ describe('reload', () => {
     await fe.u64('GET_FEATURES');
     await waitFor(() => /"request":"GET_FEATURES"/.test(b.output), 3000, 'a debug line');
 
-    write({ faults: plan('second'), log: { level: 'debug' }, queues: 2 });
+    // Steering (policy, key, table) changes on the running session (test/datapath.test.ts shows
+    // the frames move with it).
+    write({ faults: plan('second'), log: { level: 'debug' }, steering: { policy: 'none' } });
+    out = await hup(/configuration reloaded/);
+    expect(out).toMatch(/"changed":\["steering"\]/);
+    expect(out).toMatch(/"policy":"none".*"msg":"steering set"/);
+    write({ faults: plan('second'), log: { level: 'debug' }, steering: { policy: 'none', table: [3] } });
+    out = await hup(/reload refused/);
+    expect(out).toMatch(/steering.table: queue pair 3 does not exist/);
+
+    write({ faults: plan('second'), log: { level: 'debug' }, steering: { policy: 'none' }, queues: 2 });
     out = await hup(/reload refused/);
     expect(out).toMatch(/queues cannot change while serving/);
-    write({ faults: { seed: 1, rules: [{ name: 'x', on: 'transmitq0', do: 'melt' }] }, log: { level: 'debug' } });
+    write({
+      faults: { seed: 1, rules: [{ name: 'x', on: 'transmitq0', do: 'melt' }] },
+      log: { level: 'debug' },
+      steering: { policy: 'none' },
+    });
     out = await hup(/reload refused/);
     expect(out).toMatch(/VUN_FAULT_PLAN_INVALID/);
 
@@ -69,4 +74,78 @@ describe('reload', () => {
     expect(await fe.u64('GET_QUEUE_NUM')).toBe(1n);
     expect(b.output).not.toMatch(/session closed/);
   });
+
+  it('SIGHUP moves the capture to a new file; one that cannot be opened changes nothing', async () => {
+    const tmp = tempDir();
+    cleanups.push(tmp.cleanup);
+    const sock = join(tmp.dir, 'vhost.sock');
+    const file = join(tmp.dir, 'config.json');
+    const [a, b2] = [join(tmp.dir, 'a.pcapng'), join(tmp.dir, 'b.pcapng')];
+    const write = (pcap: string) =>
+      writeFileSync(file, JSON.stringify({ socket: { path: sock }, backend: 'null', pcap: { file: pcap } }));
+    write(a);
+    const { b, fe } = await serveConfig(file, sock);
+    const { ram, pairs } = await fe.bringUp(featureMask(F.F_VERSION_1, F.VHOST_USER_F_PROTOCOL_FEATURES), 1);
+    const p = pairs[0] as DriverPair;
+    const frame = Buffer.alloc(60, 7);
+    let base = 0x200000;
+    const send = (n: number) => {
+      transmit(native, ram, p, Array(n).fill(frame), { base });
+      base += n * 0x1000;
+    };
+    const hup = (want: RegExp) => sighup(b, want);
+    send(3);
+    await waitFor(() => packets(a) === 3, 5000, '3 frames in a.pcapng');
+    write(b2);
+    expect(await hup(/configuration reloaded/)).toMatch(/"changed":\["pcap"\]/);
+    send(2);
+    await waitFor(() => packets(b2) === 2, 5000, '2 frames in b.pcapng');
+    expect(packets(a)).toBe(3);
+    write(join(tmp.dir, 'no-such-dir', 'c.pcapng'));
+    expect(await hup(/reload refused/)).toMatch(/nothing changed/);
+    send(1);
+    await waitFor(() => packets(b2) === 3, 5000, 'still capturing into b.pcapng');
+    // pcap removed: capture off.
+    writeFileSync(file, JSON.stringify({ socket: { path: sock }, backend: 'null' }));
+    expect(await hup(/configuration reloaded/)).toMatch(/"changed":\["pcap"\]/);
+    send(2);
+    await waitFor(() => p.tx.usedIdx() === 8, 5000, 'frames sent after capture off');
+    await new Promise((r) => setTimeout(r, 200));
+    expect(packets(b2)).toBe(3);
+    expect(fe.isPeerClosed).toBe(false);
+  });
 });
+
+/** The real CLI on `file`, listening on `sock`, and a front-end that negotiated with it. */
+async function serveConfig(file: string, sock: string): Promise<{ b: Proc; fe: MockFrontend }> {
+  const b = new Proc(process.execPath, [join(packageRoot, 'bin', 'vhost-user-net.js'), '--config', file]);
+  cleanups.push(() => b.stop());
+  await waitFor(() => /"listening"/.test(b.output), 10_000, 'listening');
+  const fe = MockFrontend.connect(native, sock);
+  cleanups.push(() => fe.close());
+  await fe.handshake();
+  return { b, fe };
+}
+
+/** SIGHUP, then the log lines up to the one matching `want`. */
+async function sighup(b: Proc, want: RegExp): Promise<string> {
+  const from = b.output.length;
+  process.kill(b.pid, 'SIGHUP');
+  await waitFor(() => want.test(b.output.slice(from)), 5000, String(want));
+  return b.output.slice(from);
+}
+
+/** Enhanced Packet Blocks (type 6) in a pcapng file, walking the blocks by their lengths. */
+function packets(path: string): number {
+  if (!existsSync(path)) return -1;
+  const f = readFileSync(path);
+  let n = 0;
+  for (let at = 0; at + 8 <= f.length;) {
+    const type = f.readUInt32LE(at);
+    const len = f.readUInt32LE(at + 4);
+    if (len < 12 || at + len > f.length) break;
+    if (type === 6) n++;
+    at += len;
+  }
+  return n;
+}

@@ -175,18 +175,22 @@ export async function main(argv: string[]): Promise<number> {
         `cpus: ${notOurs.join(',')} not in this process's CPU set (${[...allowed].join(',')})`,
       ]);
     }
-    const observe: Observers = {
-      ringTrace: cmd.traceRings ? new RingTrace(cmd.traceRings) : undefined,
-      capture: config.pcap
-        ? new PcapWriter(config.pcap.file, config.queues * 2, {
-            snapLen: config.pcap.snapLen,
-            maxBytes: (config.pcap.maxMb ?? 0) * 1024 * 1024,
-            keepFiles: config.pcap.keepFiles,
+    const captureOf = (c: Config): PcapWriter | undefined =>
+      c.pcap
+        ? new PcapWriter(c.pcap.file, c.queues * 2, {
+            snapLen: c.pcap.snapLen,
+            maxBytes: (c.pcap.maxMb ?? 0) * 1024 * 1024,
+            keepFiles: c.pcap.keepFiles,
             application: `vhost-user-net ${version()}`,
             onError: (error) =>
               log.error({ code: ErrorCode.OutputFile, error }, 'capture stopped: a write failed (frames keep flowing)'),
           })
-        : undefined,
+        : undefined;
+    // The observers every session's data plane is built with (and /status reads); a reload
+    // replaces the capture here for later sessions and tells the current one.
+    const observe: Observers = {
+      ringTrace: cmd.traceRings ? new RingTrace(cmd.traceRings) : undefined,
+      capture: captureOf(config),
     };
     const host = openHostBackend(native, config.hostBackend, {
       queuePairs: config.queues,
@@ -297,9 +301,24 @@ export async function main(argv: string[]): Promise<number> {
           );
           return;
         }
+        // What can fail comes first, so that a failure changes nothing: the new capture file is
+        // opened, then the plan is checked and loaded (a bad one throws before it applies).
+        const capture = outcome.changed.includes('pcap') ? { next: captureOf(next.config) } : undefined;
         if (planChanged) {
-          if (plan === undefined) backend.clearFaults();
-          else backend.loadFaults(plan, `reload (${next.faultsFile ?? 'config file: faults'})`);
+          try {
+            if (plan === undefined) backend.clearFaults();
+            else backend.loadFaults(plan, `reload (${next.faultsFile ?? 'config file: faults'})`);
+          } catch (err) {
+            capture?.next?.close();
+            throw err;
+          }
+        }
+        if (outcome.changed.includes('steering')) backend.setSteering(steeringOf(next.config));
+        if (capture) {
+          const old = observe.capture;
+          observe.capture = capture.next;
+          backend.setCapture(capture.next);
+          old?.close();
         }
         log.level = next.config.log.level;
         current = { config: next.config, plan };

@@ -100,20 +100,24 @@ export function guestResults(consoleText: string): Map<string, { rc: number; tex
   return m;
 }
 
-/** Boots the guest with `script` as /scenario.sh (a second cpio archive after the base one). */
-export function bootGuest(
-  o: Omit<QemuOptions, 'guest'> & {
-    script: string;
-    ip: string;
-    mtu?: number;
-    /** The guest kernel's warnings and errors on the console (QEMU's output), not only in dmesg. */
-    kernelLog?: boolean;
-    /** virtio_net's pr_debug lines on (dynamic debug from the command line). */
-    dyndbg?: boolean;
-    /** More kernel command-line arguments. */
-    append?: string[];
-  },
-): GuestRun {
+export interface ScenarioOptions {
+  script: string;
+  ip: string;
+  mtu?: number;
+  /** The guest kernel's warnings and errors on the console (QEMU's output), not only in dmesg. */
+  kernelLog?: boolean;
+  /** virtio_net's pr_debug lines on (dynamic debug from the command line). */
+  dyndbg?: boolean;
+  /** More kernel command-line arguments. */
+  append?: string[];
+}
+
+/**
+ * The files a guest running `script` boots from: the kernel, an initrd with the script as
+ * /scenario.sh (a second cpio archive after the base one) in a fresh directory (`dir`, removed
+ * by the caller), and the kernel command line.
+ */
+export function scenarioBoot(o: ScenarioOptions): { kernel: string; initrd: string; append: string; dir: string } {
   const img = guestImage();
   const dir = mkdtempSync(join(tmpdir(), 'vun-guest-'));
   const sdir = join(dir, 'root');
@@ -134,7 +138,12 @@ export function bootGuest(
     ...(o.dyndbg ? ['virtio_net.dyndbg=+p'] : []),
     ...(o.append ?? []),
   ].join(' ');
-  const guest = { kernel: img.kernel, initrd, append };
+  return { kernel: img.kernel, initrd, append, dir };
+}
+
+/** Boots the guest with `script` as /scenario.sh, under QEMU started here. */
+export function bootGuest(o: Omit<QemuOptions, 'guest'> & ScenarioOptions): GuestRun {
+  const { dir, ...guest } = scenarioBoot(o);
   const qemu = startQemu({ ...o, guest });
   const results = () => guestResults(qemu.output);
   return {

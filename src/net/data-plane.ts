@@ -14,6 +14,8 @@ import type { CompiledPlan } from '../faults/plan.js';
 import type { NativeBinding } from '../native.js';
 import type { GuestMemoryRef } from '../virtio/guest-memory.js';
 import type { DeviceCounters } from './counters.js';
+import type { Steering } from './rss.js';
+import type { PcapWriter } from '../trace/pcapng.js';
 
 /** A ring to run: everything the data plane needs, copied from the session's record. */
 export interface RingStart {
@@ -96,6 +98,13 @@ export interface DataPlane {
    * fault to `sink`. Event counts start again from zero.
    */
   setFaults(plan: CompiledPlan | undefined, sink: FaultSink | undefined): void;
+  /** Receive steering from now on (SIGHUP reload): learned flows are forgotten. */
+  setSteering(steering: Steering): void;
+  /**
+   * The capture from now on (SIGHUP reload; undefined: off): what was recorded before goes to
+   * the previous writer first, which the caller closes afterwards.
+   */
+  setCapture(capture: PcapWriter | undefined): void;
   /** SEND_RARP: the guest moved (migration) and asks us to announce `mac`. */
   sendRarp(mac: string): void;
   /** NET_SET_MTU: the guest's MTU, for the host interface when it is ours. */

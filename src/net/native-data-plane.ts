@@ -9,6 +9,7 @@ import { applyHostMtu, type OpenHostBackend } from '../host/host-backend.js';
 import { call, HostKindCode, type NativeBinding, type NativeNetDevice } from '../native.js';
 import { ringErrorName } from '../virtio/ring-errors.js';
 import { type CapturedFrame, type ObserveRecord, type Observers, records } from '../trace/observe.js';
+import type { PcapWriter } from '../trace/pcapng.js';
 import { faultEvent, type FaultSink } from '../faults/log.js';
 import { faultNote } from '../faults/lies.js';
 import type { CompiledPlan } from '../faults/plan.js';
@@ -49,7 +50,7 @@ export class NativeDataPlane implements DataPlane {
   readonly counters: DeviceCounters;
   private readonly dev: NativeNetDevice;
   private readonly broken = new Set<number>();
-  private readonly observe: Observers;
+  private observe: Observers;
 
   constructor(
     native: NativeBinding,
@@ -79,7 +80,7 @@ export class NativeDataPlane implements DataPlane {
     if (options.cpus?.length) call('pin worker threads (--cpus)', () => this.dev.setCpus(options.cpus as number[]));
     if (options.threadOf) this.dev.setThreads(options.threadOf);
     if (options.pollUs) this.dev.setPoll(options.pollUs);
-    this.dev.setSteering(STEERING_CODE[steering.policy], Buffer.from(steering.rss.key), steering.rss.table);
+    this.setSteering(steering);
     this.dev.setHost(
       HostKindCode[host.spec.kind],
       host.fds,
@@ -189,6 +190,16 @@ export class NativeDataPlane implements DataPlane {
   setFeatures(features: bigint): void {
     this.hdrLen = headerLen(features);
     this.dev.setFeatures(features);
+  }
+
+  setCapture(capture: PcapWriter | undefined): void {
+    this.drainObserve(); // into the previous writer
+    this.observe = { ...this.observe, capture };
+    this.configureObservation();
+  }
+
+  setSteering(steering: Steering): void {
+    this.dev.setSteering(STEERING_CODE[steering.policy], Buffer.from(steering.rss.key), steering.rss.table);
   }
 
   setLog(log: DirtyLogArea | undefined): void {

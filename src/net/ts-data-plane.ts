@@ -63,8 +63,8 @@ export class TsDataPlane implements DataPlane {
   readonly queuePairs: number;
   /** The host side of each queue pair. */
   private readonly ports: HostPort[];
-  private readonly steering: Steering;
-  private readonly observe: Observers;
+  private steering: Steering;
+  private observe: Observers;
   /** Positions of rings not running (where they stopped). */
   private readonly stopped = new Map<number, RingPosition>();
   private features = 0n;
@@ -136,6 +136,16 @@ export class TsDataPlane implements DataPlane {
   /** The dirty log in force: an area, and VHOST_F_LOG_ALL acked. */
   private get dirty(): DirtyLog | undefined {
     return this.has(F.VHOST_F_LOG_ALL) ? this.logArea : undefined;
+  }
+
+  setCapture(capture: PcapWriter | undefined): void {
+    // Frame by frame: nothing is pending; the next frame goes to the new writer.
+    this.observe = { ...this.observe, capture };
+  }
+
+  setSteering(steering: Steering): void {
+    this.steering = steering;
+    this.flows.clear();
   }
 
   setLog(log: DirtyLogArea | undefined): void {

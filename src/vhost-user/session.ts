@@ -11,6 +11,8 @@ import type { CompiledPlan } from '../faults/plan.js';
 import type { NativeBinding, NativePoller } from '../native.js';
 import type { VringCounters } from '../net/counters.js';
 import type { DataPlane, DataPlaneFactory, RingPosition } from '../net/data-plane.js';
+import type { Steering } from '../net/rss.js';
+import type { PcapWriter } from '../trace/pcapng.js';
 import type { LogDescription, MemRegion, MemTable, VringAddr, VringState } from './codec.js';
 import type { LintFinding } from './lint.js';
 import { checkLogArea, MAX_MEM_SLOTS, MemoryTable } from './memory-table.js';
@@ -210,6 +212,16 @@ export class Session {
   /** A fault plan for this session's data plane from now on (undefined: none). */
   setFaults(plan: CompiledPlan | undefined, sink: FaultSink | undefined): void {
     this.dataPlane.setFaults(plan, sink);
+  }
+
+  /** Receive steering for this session's data plane from now on. */
+  setSteering(steering: Steering): void {
+    this.dataPlane.setSteering(steering);
+  }
+
+  /** The capture for this session's data plane from now on (undefined: off). */
+  setCapture(capture: PcapWriter | undefined): void {
+    this.dataPlane.setCapture(capture);
   }
 
   /** Counters of vring `index` (read from the data plane's shared counters, no native call). */
