@@ -22,7 +22,7 @@ import {
 } from './vhost-user/session.js';
 import { encodeMessage, encodeU64, Flags, type Header, HEADER_SIZE, Request, requestName } from './vhost-user/codec.js';
 import type { MessageTrace } from './trace/message-trace.js';
-import type { PcapWriter } from './trace/pcapng.js';
+import type { Observers } from './trace/observe.js';
 import { ErrorCode, HostIoError, InjectedFault } from './errors.js';
 import { ProtocolFeature } from './features.js';
 import { FaultLog } from './faults/log.js';
@@ -99,6 +99,8 @@ export class VhostUserNetBackend extends EventEmitter<BackendEvents> implements 
   sessions = 0;
   /** The fault plan in force (applied to every session from its start), or undefined. */
   private plan: CompiledPlan | undefined;
+  /** The protocol trace (`--trace-messages`), replaced by a reload. */
+  private messageTrace: MessageTrace | undefined;
   /** Steering set after start-up (SIGHUP reload); undefined: what the data-plane factory was given. */
   private steering: Steering | undefined;
   /** The plan's session rules (undefined: none), and the current session's disconnect timers. */
@@ -125,6 +127,7 @@ export class VhostUserNetBackend extends EventEmitter<BackendEvents> implements 
     this.native = native ?? loadNative();
     this.reconnectDelay = options.reconnectMinMs;
     this.faultLog = new FaultLog(options.faultLog);
+    this.messageTrace = options.trace;
   }
 
   /** The fault plan in force, as loaded (undefined: none). */
@@ -162,11 +165,18 @@ export class VhostUserNetBackend extends EventEmitter<BackendEvents> implements 
   }
 
   /**
-   * The capture of the current session from now on (SIGHUP reload; undefined: off). Later
-   * sessions take theirs from the data-plane factory's observers, which the caller updates.
+   * The observers (capture, ring trace) of the current session from now on (SIGHUP reload).
+   * Later sessions take theirs from the data-plane factory, which the caller updates.
    */
-  setCapture(capture: PcapWriter | undefined): void {
-    this.current?.setCapture(capture);
+  setObservers(observe: Observers): void {
+    this.current?.setObservers(observe);
+  }
+
+  /** The protocol trace from now on (undefined: off); returns the previous one to close. */
+  setMessageTrace(trace: MessageTrace | undefined): MessageTrace | undefined {
+    const old = this.messageTrace;
+    this.messageTrace = trace;
+    return old;
   }
 
   /** No fault plan from now on. */
@@ -422,10 +432,9 @@ export class VhostUserNetBackend extends EventEmitter<BackendEvents> implements 
       this.faultLog.use(this.plan.plan);
       session.setFaults(this.plan, this.faultLog);
     }
-    const trace = this.options.trace;
     session.onChange((c) => {
       log.info(c, c.what);
-      trace?.change(id, c);
+      this.messageTrace?.change(id, c);
     });
     const conn = new ControlConnection(this.native, fd, log.child({ component: 'transport' }), {
       onMessage: (msg) => {
@@ -435,6 +444,7 @@ export class VhostUserNetBackend extends EventEmitter<BackendEvents> implements 
         );
         this.emit('message', session, msg.header);
         const fds = msg.fds.length;
+        const trace = this.messageTrace;
         const observer: DispatchObserver | undefined = trace && {
           start: () => trace.requestStart(),
           done: (err, reply) => {
@@ -452,7 +462,7 @@ export class VhostUserNetBackend extends EventEmitter<BackendEvents> implements 
         this.current = undefined;
         log.info({ reason: reason?.message, code: (reason as { code?: string } | undefined)?.code }, 'session closed');
         this.emit('sessionClosed', session, reason);
-        trace?.session(id, 'closed', reason ? { reason: reason.message } : {});
+        this.messageTrace?.session(id, 'closed', reason ? { reason: reason.message } : {});
         if (this.stopped) return;
         if (this.options.client) {
           this.reconnectTimer = setTimeout(() => this.dial(), this.options.reconnectMinMs);
@@ -467,7 +477,7 @@ export class VhostUserNetBackend extends EventEmitter<BackendEvents> implements 
     this.sessionFaults?.begin(this.sessionStartMs);
     this.armDisconnects(conn);
     log.info({ fd }, 'session started');
-    trace?.session(id, 'connected');
+    this.messageTrace?.session(id, 'connected');
     this.emit('session', session);
     conn.start();
   }

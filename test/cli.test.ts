@@ -129,7 +129,7 @@ describe('host backend details', () => {
     if (r.action !== 'serve') throw new Error('not serve');
     expect(r.config.pcap).toEqual({ file: '/tmp/c.pcapng', snapLen: 128, maxMb: 10, keepFiles: 3 });
     expect(r.config.datapath).toBe('native');
-    expect(r.traceRings).toBe('/tmp/r.jsonl');
+    expect(r.config.trace.rings).toBe('/tmp/r.jsonl');
     expect(configErrorOf(['--socket', '/tmp/x', '--pcap-snaplen', '128']).message).toMatch(
       /--pcap-snaplen needs --pcap FILE/,
     );

@@ -75,15 +75,23 @@ describe('reload', () => {
     expect(b.output).not.toMatch(/session closed/);
   });
 
-  it('SIGHUP moves the capture to a new file; one that cannot be opened changes nothing', async () => {
+  it('SIGHUP moves the capture and the traces to new files; a file that cannot be opened changes nothing', async () => {
     const tmp = tempDir();
     cleanups.push(tmp.cleanup);
     const sock = join(tmp.dir, 'vhost.sock');
     const file = join(tmp.dir, 'config.json');
-    const [a, b2] = [join(tmp.dir, 'a.pcapng'), join(tmp.dir, 'b.pcapng')];
-    const write = (pcap: string) =>
-      writeFileSync(file, JSON.stringify({ socket: { path: sock }, backend: 'null', pcap: { file: pcap } }));
-    write(a);
+    const at = (name: string) => join(tmp.dir, name);
+    const write = (o: { pcap?: string; rings?: string; messages?: string }) =>
+      writeFileSync(
+        file,
+        JSON.stringify({
+          socket: { path: sock },
+          backend: 'null',
+          ...(o.pcap ? { pcap: { file: o.pcap } } : {}),
+          trace: { ...(o.rings ? { rings: o.rings } : {}), ...(o.messages ? { messages: o.messages } : {}) },
+        }),
+      );
+    write({ pcap: at('a.pcapng'), rings: at('a-rings.jsonl'), messages: at('a-msgs.jsonl') });
     const { b, fe } = await serveConfig(file, sock);
     const { ram, pairs } = await fe.bringUp(featureMask(F.F_VERSION_1, F.VHOST_USER_F_PROTOCOL_FEATURES), 1);
     const p = pairs[0] as DriverPair;
@@ -94,24 +102,47 @@ describe('reload', () => {
       base += n * 0x1000;
     };
     const hup = (want: RegExp) => sighup(b, want);
+    const lines = (f: string, re: RegExp) =>
+      existsSync(f)
+        ? readFileSync(f, 'utf8')
+            .split('\n')
+            .filter((l) => re.test(l)).length
+        : -1;
     send(3);
-    await waitFor(() => packets(a) === 3, 5000, '3 frames in a.pcapng');
-    write(b2);
-    expect(await hup(/configuration reloaded/)).toMatch(/"changed":\["pcap"\]/);
+    await waitFor(() => packets(at('a.pcapng')) === 3, 5000, '3 frames in a.pcapng');
+    await waitFor(() => lines(at('a-rings.jsonl'), /"ev":"flush"/) > 0, 5000, 'ring steps in a-rings');
+    expect(lines(at('a-msgs.jsonl'), /GET_QUEUE_NUM/)).toBeGreaterThan(0);
+
+    write({ pcap: at('b.pcapng'), rings: at('b-rings.jsonl'), messages: at('b-msgs.jsonl') });
+    expect(await hup(/configuration reloaded/)).toMatch(/"changed":\["trace","pcap"\]/);
+    const ringsInA = lines(at('a-rings.jsonl'), /./);
     send(2);
-    await waitFor(() => packets(b2) === 2, 5000, '2 frames in b.pcapng');
-    expect(packets(a)).toBe(3);
-    write(join(tmp.dir, 'no-such-dir', 'c.pcapng'));
+    await fe.u64('GET_QUEUE_NUM');
+    await waitFor(() => packets(at('b.pcapng')) === 2, 5000, '2 frames in b.pcapng');
+    await waitFor(() => lines(at('b-rings.jsonl'), /"ev":"flush"/) > 0, 5000, 'ring steps in b-rings');
+    await waitFor(
+      () => lines(at('b-msgs.jsonl'), /"kind":"request".*"request":"GET_QUEUE_NUM"/) === 1,
+      5000,
+      'the request in b-msgs',
+    );
+    expect(packets(at('a.pcapng'))).toBe(3);
+    expect(lines(at('a-rings.jsonl'), /./)).toBe(ringsInA);
+    // The handshake's request only: the old trace got nothing after the reload.
+    expect(lines(at('a-msgs.jsonl'), /"kind":"request".*"request":"GET_QUEUE_NUM"/)).toBe(1);
+
+    write({ pcap: at('no-such-dir/c.pcapng'), rings: at('b-rings.jsonl'), messages: at('b-msgs.jsonl') });
     expect(await hup(/reload refused/)).toMatch(/nothing changed/);
     send(1);
-    await waitFor(() => packets(b2) === 3, 5000, 'still capturing into b.pcapng');
-    // pcap removed: capture off.
-    writeFileSync(file, JSON.stringify({ socket: { path: sock }, backend: 'null' }));
-    expect(await hup(/configuration reloaded/)).toMatch(/"changed":\["pcap"\]/);
+    await waitFor(() => packets(at('b.pcapng')) === 3, 5000, 'still capturing into b.pcapng');
+    // pcap and traces removed: all off.
+    write({});
+    expect(await hup(/configuration reloaded/)).toMatch(/"changed":\["trace","pcap"\]/);
+    const ringsInB = lines(at('b-rings.jsonl'), /./);
     send(2);
     await waitFor(() => p.tx.usedIdx() === 8, 5000, 'frames sent after capture off');
     await new Promise((r) => setTimeout(r, 200));
-    expect(packets(b2)).toBe(3);
+    expect(packets(at('b.pcapng'))).toBe(3);
+    expect(lines(at('b-rings.jsonl'), /./)).toBe(ringsInB);
     expect(fe.isPeerClosed).toBe(false);
   });
 });

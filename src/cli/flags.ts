@@ -140,12 +140,14 @@ export const FLAGS: readonly Flag[] = [
     name: 'trace-messages',
     kind: 'string',
     value: 'FILE',
+    config: 'trace.messages',
     help: 'write every vhost-user message, decoded, as JSON lines (- for stdout)',
   },
   {
     name: 'trace-rings',
     kind: 'string',
     value: 'FILE',
+    config: 'trace.rings',
     help: [
       'every ring step (avail reads, chains, used, notify decisions) as JSON',
       'lines (either data path; on the C++ one it costs throughput)',

@@ -65,7 +65,7 @@ export function parseCommandLine(
   | { action: 'demo'; datapath: 'native' | 'ts' }
   | { action: 'explain'; file: string }
   | { action: 'status'; http: string }
-  | { action: 'serve'; config: Config; traceMessages?: string; traceRings?: string; faultsFile?: string } {
+  | { action: 'serve'; config: Config; faultsFile?: string } {
   let parsed;
   try {
     parsed = parseArgs({
@@ -109,8 +109,6 @@ export function parseCommandLine(
   return {
     action: 'serve',
     config: parseConfig(merged, configFile ? `configuration (${configFile} and flags)` : 'arguments'),
-    traceMessages: str('trace-messages'),
-    traceRings: str('trace-rings'),
     faultsFile: str('faults'),
   };
 }
@@ -186,10 +184,12 @@ export async function main(argv: string[]): Promise<number> {
               log.error({ code: ErrorCode.OutputFile, error }, 'capture stopped: a write failed (frames keep flowing)'),
           })
         : undefined;
+    const ringTraceOf = (c: Config) => (c.trace.rings ? new RingTrace(c.trace.rings) : undefined);
+    const messageTraceOf = (c: Config) => (c.trace.messages ? new MessageTrace(c.trace.messages) : undefined);
     // The observers every session's data plane is built with (and /status reads); a reload
     // replaces the capture here for later sessions and tells the current one.
     const observe: Observers = {
-      ringTrace: cmd.traceRings ? new RingTrace(cmd.traceRings) : undefined,
+      ringTrace: ringTraceOf(config),
       capture: captureOf(config),
     };
     const host = openHostBackend(native, config.hostBackend, {
@@ -227,7 +227,7 @@ export async function main(argv: string[]): Promise<number> {
         queuePairs: config.queues,
         reconnectMinMs: config.reconnect.minMs,
         reconnectMaxMs: config.reconnect.maxMs,
-        trace: cmd.traceMessages ? new MessageTrace(cmd.traceMessages) : undefined,
+        trace: messageTraceOf(config),
         faultLog: config.faultLog === '-' ? process.stdout : config.faultLog,
       },
       log,
@@ -275,6 +275,7 @@ export async function main(argv: string[]): Promise<number> {
       backend.stop();
       host.close();
       observe.ringTrace?.close();
+      backend.setMessageTrace(undefined)?.close();
       if (observe.capture) {
         observe.capture.close();
         log.info(
@@ -301,25 +302,41 @@ export async function main(argv: string[]): Promise<number> {
           );
           return;
         }
-        // What can fail comes first, so that a failure changes nothing: the new capture file is
-        // opened, then the plan is checked and loaded (a bad one throws before it applies).
-        const capture = outcome.changed.includes('pcap') ? { next: captureOf(next.config) } : undefined;
-        if (planChanged) {
-          try {
+        // What can fail comes first, so that a failure changes nothing: the new output files
+        // are opened, then the plan is checked and loaded (a bad one throws before it applies).
+        const has = (o: string) => outcome.changed.includes(o);
+        const traceChanged = (k: 'rings' | 'messages') =>
+          has('trace') && current.config.trace[k] !== next.config.trace[k];
+        const opened: { close(): void }[] = [];
+        const open = <T extends { close(): void } | undefined>(w: T): T => {
+          if (w) opened.push(w);
+          return w;
+        };
+        let outputs: { capture?: PcapWriter; ringTrace?: RingTrace; messages?: MessageTrace } = {};
+        try {
+          outputs = {
+            ...(has('pcap') ? { capture: open(captureOf(next.config)) } : {}),
+            ...(traceChanged('rings') ? { ringTrace: open(ringTraceOf(next.config)) } : {}),
+            ...(traceChanged('messages') ? { messages: open(messageTraceOf(next.config)) } : {}),
+          };
+          if (planChanged) {
             if (plan === undefined) backend.clearFaults();
             else backend.loadFaults(plan, `reload (${next.faultsFile ?? 'config file: faults'})`);
-          } catch (err) {
-            capture?.next?.close();
-            throw err;
           }
+        } catch (err) {
+          for (const w of opened) w.close();
+          throw err;
         }
-        if (outcome.changed.includes('steering')) backend.setSteering(steeringOf(next.config));
-        if (capture) {
-          const old = observe.capture;
-          observe.capture = capture.next;
-          backend.setCapture(capture.next);
-          old?.close();
+        if (has('steering')) backend.setSteering(steeringOf(next.config));
+        if (has('pcap') || traceChanged('rings')) {
+          const old = { ...observe };
+          if (has('pcap')) observe.capture = outputs.capture;
+          if (traceChanged('rings')) observe.ringTrace = outputs.ringTrace;
+          backend.setObservers({ ...observe });
+          if (old.capture !== observe.capture) old.capture?.close();
+          if (old.ringTrace !== observe.ringTrace) old.ringTrace?.close();
         }
+        if (traceChanged('messages')) backend.setMessageTrace(outputs.messages)?.close();
         log.level = next.config.log.level;
         current = { config: next.config, plan };
         log.info({ changed: outcome.changed }, 'configuration reloaded (SIGHUP)');

@@ -1,14 +1,15 @@
 /**
  * SIGHUP: the configuration (file and flags) read again while serving. What can change without
  * dropping the session is applied: the log level, receive steering (policy, key, indirection
- * table), the capture (`pcap`: a new file, other settings, on or off) and the fault plan (`faults` in the file, or the file `--faults` names, read again). A change to anything else refuses the whole reload
+ * table), the capture (`pcap`: a new file, other settings, on or off), the ring and message
+ * traces (`trace.rings`, `trace.messages`: a new file, on or off) and the fault plan (`faults` in the file, or the file `--faults` names, read again). A change to anything else refuses the whole reload
  * with the options named (they need a restart); an invalid configuration or plan changes
  * nothing.
  */
 import type { Config } from '../config/config.js';
 
 /** Options a reload may change (config paths). */
-export const RELOADABLE = ['log.level', 'faults', 'steering', 'pcap'] as const;
+export const RELOADABLE = ['log.level', 'faults', 'steering', 'pcap', 'trace'] as const;
 
 /** The config paths whose values differ (top-level keys; `log.*` one level down). */
 export function changedOptions(a: Config, b: Config): string[] {

@@ -79,6 +79,11 @@ export const configSchema = z
     threads: z.number().int().min(1).optional(),
     /** Or an explicit map: pair p runs on thread threadOf[p]. */
     threadOf: z.array(z.number().int().min(0)).optional(),
+    /** Traces as JSON lines: every vhost-user message (`--trace-messages`, `-`: stdout), every ring step (`--trace-rings`). */
+    trace: z
+      .object({ messages: z.string().min(1).optional(), rings: z.string().min(1).optional() })
+      .strict()
+      .default({}),
     /** pcapng capture of every vring (`--pcap`): frames with their virtio-net headers. */
     pcap: z
       .object({

@@ -15,7 +15,7 @@ import type { NativeBinding } from '../native.js';
 import type { GuestMemoryRef } from '../virtio/guest-memory.js';
 import type { DeviceCounters } from './counters.js';
 import type { Steering } from './rss.js';
-import type { PcapWriter } from '../trace/pcapng.js';
+import type { Observers } from '../trace/observe.js';
 
 /** A ring to run: everything the data plane needs, copied from the session's record. */
 export interface RingStart {
@@ -101,10 +101,10 @@ export interface DataPlane {
   /** Receive steering from now on (SIGHUP reload): learned flows are forgotten. */
   setSteering(steering: Steering): void;
   /**
-   * The capture from now on (SIGHUP reload; undefined: off): what was recorded before goes to
-   * the previous writer first, which the caller closes afterwards.
+   * The observers from now on (SIGHUP reload: a new capture file or ring trace, or either off):
+   * what was recorded before goes to the previous ones first; the caller closes those after.
    */
-  setCapture(capture: PcapWriter | undefined): void;
+  setObservers(observe: Observers): void;
   /** SEND_RARP: the guest moved (migration) and asks us to announce `mac`. */
   sendRarp(mac: string): void;
   /** NET_SET_MTU: the guest's MTU, for the host interface when it is ours. */

@@ -9,7 +9,6 @@ import { applyHostMtu, type OpenHostBackend } from '../host/host-backend.js';
 import { call, HostKindCode, type NativeBinding, type NativeNetDevice } from '../native.js';
 import { ringErrorName } from '../virtio/ring-errors.js';
 import { type CapturedFrame, type ObserveRecord, type Observers, records } from '../trace/observe.js';
-import type { PcapWriter } from '../trace/pcapng.js';
 import { faultEvent, type FaultSink } from '../faults/log.js';
 import { faultNote } from '../faults/lies.js';
 import type { CompiledPlan } from '../faults/plan.js';
@@ -192,9 +191,9 @@ export class NativeDataPlane implements DataPlane {
     this.dev.setFeatures(features);
   }
 
-  setCapture(capture: PcapWriter | undefined): void {
-    this.drainObserve(); // into the previous writer
-    this.observe = { ...this.observe, capture };
+  setObservers(observe: Observers): void {
+    this.drainObserve(); // into the previous writers
+    this.observe = { ...observe };
     this.configureObservation();
   }
 

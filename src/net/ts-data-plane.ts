@@ -138,9 +138,10 @@ export class TsDataPlane implements DataPlane {
     return this.has(F.VHOST_F_LOG_ALL) ? this.logArea : undefined;
   }
 
-  setCapture(capture: PcapWriter | undefined): void {
-    // Frame by frame: nothing is pending; the next frame goes to the new writer.
-    this.observe = { ...this.observe, capture };
+  setObservers(observe: Observers): void {
+    // Frame by frame, step by step: nothing is pending; the rings take the new ring trace.
+    this.observe = { ...observe };
+    for (const run of this.runs.values()) this.reattach(run);
   }
 
   setSteering(steering: Steering): void {

@@ -12,7 +12,7 @@ import type { NativeBinding, NativePoller } from '../native.js';
 import type { VringCounters } from '../net/counters.js';
 import type { DataPlane, DataPlaneFactory, RingPosition } from '../net/data-plane.js';
 import type { Steering } from '../net/rss.js';
-import type { PcapWriter } from '../trace/pcapng.js';
+import type { Observers } from '../trace/observe.js';
 import type { LogDescription, MemRegion, MemTable, VringAddr, VringState } from './codec.js';
 import type { LintFinding } from './lint.js';
 import { checkLogArea, MAX_MEM_SLOTS, MemoryTable } from './memory-table.js';
@@ -219,9 +219,9 @@ export class Session {
     this.dataPlane.setSteering(steering);
   }
 
-  /** The capture for this session's data plane from now on (undefined: off). */
-  setCapture(capture: PcapWriter | undefined): void {
-    this.dataPlane.setCapture(capture);
+  /** The observers (capture, ring trace) of this session's data plane from now on. */
+  setObservers(observe: Observers): void {
+    this.dataPlane.setObservers(observe);
   }
 
   /** Counters of vring `index` (read from the data plane's shared counters, no native call). */
