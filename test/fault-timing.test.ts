@@ -47,11 +47,12 @@ async function arrivals(pair: DriverPair, n: number, timeoutMs: number): Promise
   return at;
 }
 
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] as number;
 const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
 const sd = (xs: number[]) => Math.sqrt(mean(xs.map((x) => (x - mean(xs)) ** 2)));
 
 describe.each(['native', 'ts'] as const)('fault timing on the %s data path', (datapath) => {
-  it('delay: frames come back the asked time later (mean within 10%), logged with each delay', async () => {
+  it('delay: frames come back the asked time later (never sooner, median within 10%), logged with each delay', async () => {
     const { pair, ram, lines } = await device(datapath, 'loopback', {
       seed: 1,
       rules: [{ name: 'late', on: 'transmitq0', do: 'delay', value: 40 }],
@@ -67,8 +68,13 @@ describe.each(['native', 'ts'] as const)('fault timing on the %s data path', (da
     }
     const at = await got;
     expect(at.length).toBe(N);
-    const latency = mean(at.map((t, i) => t - (sent[i] as number)));
-    expect(Math.abs(latency - 40) / 40, `mean latency ${latency.toFixed(2)} ms`).toBeLessThan(0.1);
+    const latencies = at.map((t, i) => t - (sent[i] as number));
+    // No frame comes back before its delay (less 1 ms of timer granularity); the median is within
+    // 10% of it. The median, not the mean: on a shared machine one late wake-up of this polling
+    // loop or of the worker would move the mean by itself (a run saw a 53 ms mean).
+    expect(Math.min(...latencies), 'earliest arrival').toBeGreaterThan(39);
+    const latency = median(latencies);
+    expect(Math.abs(latency - 40) / 40, `median latency ${latency.toFixed(2)} ms`).toBeLessThan(0.1);
     expect(lines.filter((l) => l.do === 'delay').map((l) => l.new)).toEqual(Array(N).fill(40_000));
   });
 
