@@ -1,5 +1,6 @@
 // Guest memory mappings: mmap of region fds at an offset, with the whole range checked against
 // the file first, and memfd_create for the mock front-end's guest RAM.
+#include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -33,7 +34,10 @@ Napi::Value MemfdCreate(const Napi::CallbackInfo& info) {
   std::string name = info[0].As<Napi::String>().Utf8Value();
   uint64_t size;
   if (!GetSize(env, info[1], "size", &size)) return env.Undefined();
-  int fd = memfd_create(name.c_str(), MFD_CLOEXEC);
+  // memfdCreate(name, size, {sealable}): sealable memfds can take seals (QEMU's are sealed).
+  const bool sealable = info.Length() > 2 && info[2].IsObject() &&
+                        info[2].As<Napi::Object>().Get("sealable").ToBoolean();
+  int fd = memfd_create(name.c_str(), MFD_CLOEXEC | (sealable ? MFD_ALLOW_SEALING : 0));
   if (fd < 0) {
     ThrowErrno(env, "memfd_create", errno);
     return env.Undefined();
@@ -46,6 +50,24 @@ Napi::Value MemfdCreate(const Napi::CallbackInfo& info) {
   }
   GetState(env)->OwnFd(fd);
   return Napi::Number::New(env, fd);
+}
+
+// fileSeals(fd) -> the fd's seals (F_GET_SEALS: F_SEAL_SEAL 1, SHRINK 2, GROW 4, WRITE 8), or
+// -1 when the file cannot carry seals (not a memfd or shmem file). A region whose file is not
+// sealed against shrinking can be cut short by the front-end after we mapped it.
+Napi::Value FileSeals(const Napi::CallbackInfo& info) {
+  int fd = info[0].As<Napi::Number>().Int32Value();
+  int seals = fcntl(fd, F_GET_SEALS);
+  return Napi::Number::New(info.Env(), seals < 0 ? -1 : seals);
+}
+
+// addSeals(fd, seals): F_ADD_SEALS (tests seal memfds as QEMU does).
+Napi::Value AddSeals(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = info[0].As<Napi::Number>().Int32Value();
+  if (fcntl(fd, F_ADD_SEALS, info[1].As<Napi::Number>().Int32Value()) != 0)
+    ThrowErrno(env, "fcntl(F_ADD_SEALS)", errno);
+  return env.Undefined();
 }
 
 // mmapFd(fd, size, offset) -> mapping id. Maps [offset, offset+size) of fd shared and
@@ -170,6 +192,8 @@ void UnmapAll(napi_env env, EnvState* st) {
 void InitMemory(Napi::Env env, Napi::Object exports) {
   exports.Set("memfdCreate", Napi::Function::New<MemfdCreate>(env));
   exports.Set("mmapFd", Napi::Function::New<MmapFd>(env));
+  exports.Set("fileSeals", Napi::Function::New<FileSeals>(env));
+  exports.Set("addSeals", Napi::Function::New<AddSeals>(env));
   exports.Set("munmap", Napi::Function::New<Munmap>(env));
   exports.Set("mappingBuffer", Napi::Function::New<MappingBuffer>(env));
   exports.Set("mappingCount", Napi::Function::New<MappingCount>(env));

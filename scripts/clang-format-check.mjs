@@ -1,12 +1,14 @@
-// Checks (or with --fix, applies) clang-format on native/ sources.
+// Checks (or with --fix, applies) clang-format on native/ sources and the fuzz targets.
 import { spawnSync } from 'node:child_process';
 import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
 
 const fix = process.argv.includes('--fix');
-const files = readdirSync('native')
-  .filter((f) => /\.(cc|h)$/.test(f))
-  .map((f) => join('native', f));
+const files = ['native', join('native', 'fuzz')].flatMap((dir) =>
+  readdirSync(dir)
+    .filter((f) => /\.(cc|h)$/.test(f))
+    .map((f) => join(dir, f)),
+);
 const args = fix ? ['-i', ...files] : ['--dry-run', '--Werror', ...files];
 const r = spawnSync('clang-format', args, { stdio: 'inherit' });
 if (r.error) {

@@ -40,7 +40,11 @@ export interface NativeBinding {
   sendMsg(fd: number, buf: Buffer, fds: number[]): number;
   close(fd: number): void;
   ownedFds(): number;
-  memfdCreate(name: string, size: number): number;
+  memfdCreate(name: string, size: number, opts?: { sealable?: boolean }): number;
+  /** F_GET_SEALS of `fd` (F_SEAL_SEAL 1, SHRINK 2, GROW 4, WRITE 8), or -1 when it cannot carry seals. */
+  fileSeals(fd: number): number;
+  /** F_ADD_SEALS (tests seal memfds as QEMU does). */
+  addSeals(fd: number, seals: number): void;
   mmapFd(fd: number, size: number, offset: number): number;
   munmap(id: number): void;
   mappingBuffer(id: number): ArrayBuffer;

@@ -43,6 +43,7 @@ export function statusOf(backend: BackendView, observe: Observers = {}): Record<
       size: hex(r.size),
       userAddr: hex(r.userAddr),
       refs: r.refs,
+      sealed: r.sealed,
     })),
     // Live migration: the dirty log's size and whether the device marks it now.
     dirtyLog: s.dirtyLog ?? null,

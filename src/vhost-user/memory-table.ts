@@ -24,6 +24,12 @@ export interface MappedRegion {
   /** Native mapping id. */
   mappingId: number;
   /**
+   * Whether the region's file is sealed against shrinking (F_SEAL_SHRINK; QEMU seals its
+   * memfds). An unsealed file can be cut short by the front-end after we mapped it, and the
+   * next access to the lost pages raises SIGBUS.
+   */
+  sealed: boolean;
+  /**
    * How many ADD_MEM_REG named this very region. QEMU runs one vhost device per queue pair and
    * each adds (and later removes) the same regions: repeats are references, not overlaps.
    */
@@ -213,6 +219,11 @@ export class MemoryTable {
       mmapOffset: r.mmapOffset,
       fd,
       mappingId,
+      // F_SEAL_SHRINK = 2 (fcntl.h); -1: a file that cannot carry seals.
+      sealed: (() => {
+        const seals = this.native.fileSeals(fd);
+        return seals >= 0 && (seals & 2) !== 0;
+      })(),
       refs: 1,
     };
   }

@@ -15,7 +15,7 @@ import type { Steering } from '../net/rss.js';
 import type { Observers } from '../trace/observe.js';
 import type { LogDescription, MemRegion, MemTable, VringAddr, VringState } from './codec.js';
 import type { LintFinding } from './lint.js';
-import { checkLogArea, MAX_MEM_SLOTS, MemoryTable } from './memory-table.js';
+import { checkLogArea, type MappedRegion, MAX_MEM_SLOTS, MemoryTable } from './memory-table.js';
 
 /** One vring as the session knows it. Index: even = receiveq, odd = transmitq (virtio §5.1.2). */
 export interface Vring {
@@ -64,7 +64,7 @@ export interface SessionView {
   status: number;
   mtu: number | undefined;
   lint: Record<string, number>;
-  memory: { guestAddr: bigint; size: bigint; userAddr: bigint; refs: number }[];
+  memory: { guestAddr: bigint; size: bigint; userAddr: bigint; refs: number; sealed: boolean }[];
   /**
    * The dirty log (live migration): its size, and whether the device marks it now
    * (VHOST_F_LOG_ALL acked); undefined before SET_LOG_BASE.
@@ -187,6 +187,8 @@ export class Session {
   private dirtyLog: { mappingId: number; size: number } | undefined;
   private logFd = -1;
   private readonly kickWatchers = new Map<number, NativePoller>();
+  /** Mappings already reported as unsealed (the warning is said once per region). */
+  private readonly warnedUnsealed = new Set<number>();
   private readonly listeners: ((c: SessionChange) => void)[] = [];
   private readonly dataPlane: DataPlane;
   /** Vrings handed to the data plane (started with an address). */
@@ -245,6 +247,7 @@ export class Session {
         size: r.size,
         userAddr: r.userAddr,
         refs: r.refs,
+        sealed: r.sealed,
       })),
       dirtyLog: this.dirtyLog && { bytes: this.dirtyLog.size, logging: this.logging() },
       vrings: this.vrings.map((v) => ({
@@ -390,6 +393,18 @@ export class Session {
   setMemTable(table: MemTable, fds: number[]): void {
     this.memory.replace(table.regions, fds);
     this.changed({ what: 'memory table set', regions: table.nregions });
+    for (const r of this.memory.regions) this.warnUnsealed(r);
+  }
+
+  /** Says, once per mapping, that the front-end could shrink a region's file under us. */
+  private warnUnsealed(r: MappedRegion): void {
+    if (r.sealed || this.warnedUnsealed.has(r.mappingId)) return;
+    this.warnedUnsealed.add(r.mappingId);
+    this.changed({ what: 'memory region not sealed', guestAddr: hex(r.guestAddr), size: hex(r.size) });
+    this.log.warn(
+      { guestAddr: hex(r.guestAddr), size: hex(r.size) },
+      "memory region's file is not sealed against shrinking: a front-end that shrinks it makes the next access fault (SIGBUS)",
+    );
   }
 
   getMaxMemSlots(): bigint {
@@ -397,7 +412,7 @@ export class Session {
   }
 
   addMemReg(region: MemRegion, fd: number): void {
-    this.memory.add(region, fd);
+    this.warnUnsealed(this.memory.add(region, fd));
     this.changed({ what: 'memory region added', guestAddr: hex(region.guestAddr), size: hex(region.size) });
   }
 
