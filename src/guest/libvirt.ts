@@ -95,9 +95,8 @@ export function virsh(args: string[]): string {
 
 /**
  * Starts libvirtd (the system instance) and virtlogd in the foreground as our children (the
- * caller stops both, each by its pid) and
- * waits until virsh reaches libvirtd. Throws, saying exactly why, when it cannot: not installed, another libvirtd
- * already running, or it exits.
+ * caller stops both, each by its pid) and waits until virsh reaches libvirtd. Throws, saying
+ * exactly why, when it cannot: not installed, another libvirtd already running, or it exits.
  */
 export async function startLibvirtd(pidDir: string): Promise<Proc[]> {
   const bin = requireCommand('libvirtd', 'libvirt-daemon-system');

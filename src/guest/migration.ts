@@ -10,10 +10,9 @@
  * the destination TAP carried from the guest MAC (the RARP, when the announce did its job).
  * Used by guest-tests/migration.test.ts and bench/migration.bench.mjs.
  */
-import { rmSync } from 'node:fs';
-import { join } from 'node:path';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { mkdtempSync } from 'node:fs';
+import { join } from 'node:path';
 import { Proc } from '../util/proc.js';
 import { waitFor } from '../util/wait.js';
 import { bootGuest, guestResults, Netns, requireRoot, startBackend, waitForLink } from './guest.js';

@@ -459,12 +459,10 @@ export class Session {
     this.logFd = fd;
   }
 
-  private dropLog(): void {
-    if (this.dirtyLog) {
-      this.dataPlane.setLog(undefined);
-      this.native.munmap(this.dirtyLog.mappingId);
-      this.dirtyLog = undefined;
-    }
+  /** Session over, data plane closed: unmap the log and close the log fd. */
+  private releaseLog(): void {
+    if (this.dirtyLog) this.native.munmap(this.dirtyLog.mappingId);
+    this.dirtyLog = undefined;
     if (this.logFd >= 0) this.native.close(this.logFd);
     this.logFd = -1;
   }
@@ -634,7 +632,7 @@ export class Session {
   close(): void {
     for (const v of this.vrings) this.resetVring(v);
     this.dataPlane.close();
-    this.dropLog();
+    this.releaseLog();
     this.memory.clear();
   }
 
