@@ -8,6 +8,7 @@
         "native/poller.cc",
         "native/sockets.cc",
         "native/memory.cc",
+        "native/memory_fault.cc",
         "native/eventfd.cc",
         "native/host.cc",
         "native/net_device.cc",

@@ -57,6 +57,12 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   st->pollerCtor = Napi::Persistent(poller);
   exports.Set("Poller", poller);
   exports.Set("abiVersion", Napi::Number::New(env, 1));
+#ifdef VUN_SANITIZED
+  // The sanitizers this build runs under (npm run test:asan checks it loaded this one).
+  exports.Set("sanitizers", Napi::String::New(env, VUN_SANITIZED));
+#else
+  exports.Set("sanitizers", Napi::String::New(env, ""));
+#endif
   return exports;
 }
 

@@ -10,6 +10,7 @@
 #include "env_state.h"
 #include "errors.h"
 #include "exports.h"
+#include "memory_fault.h"
 
 namespace vun {
 namespace {
@@ -109,6 +110,7 @@ Napi::Value MmapFd(const Napi::CallbackInfo& info) {
     ThrowErrno(env, "mmap", errno);
     return env.Undefined();
   }
+  GuestRangeAdd(p, length);  // a SIGBUS in here is contained (memory_fault.h)
   EnvState* st = GetState(env);
   uint32_t id = st->nextMappingId++;
   Mapping m;
@@ -144,6 +146,7 @@ Napi::Value Munmap(const Napi::CallbackInfo& info) {
     return env.Undefined();
   }
   DetachBuffers(env, it->second);
+  GuestRangeRemove(it->second.base);
   munmap(it->second.base, it->second.length);
   st->mappings.erase(it);
   return env.Undefined();
@@ -174,6 +177,34 @@ Napi::Value MappingBuffer(const Napi::CallbackInfo& info) {
   return Napi::Value(env, ab);
 }
 
+// truncateFile(fd, size): ftruncate. Tests shrink a memfd under running rings with it, as a
+// hostile front-end would.
+Napi::Value TruncateFile(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = info[0].As<Napi::Number>().Int32Value();
+  uint64_t size;
+  if (!GetSize(env, info[1], "size", &size)) return env.Undefined();
+  if (ftruncate(fd, static_cast<off_t>(size)) != 0) ThrowErrno(env, "ftruncate", errno);
+  return env.Undefined();
+}
+
+// memoryFaults() -> SIGBUS faults on guest memory contained so far (memory_fault.h).
+Napi::Value MemoryFaults(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), static_cast<double>(MemoryFaultCount()));
+}
+
+// memoryFaultScope(vring | -1) -> the previous vring: which vring the JS thread's guest
+// memory accesses belong to (the TS data plane), for faults to be charged to it.
+Napi::Value MemoryFaultScopeJs(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(),
+                           SetMemoryFaultVring(info[0].As<Napi::Number>().Int32Value()));
+}
+
+// takeMemoryFault(vring) -> whether `vring` faulted on the JS thread since the last call.
+Napi::Value TakeMemoryFaultJs(const Napi::CallbackInfo& info) {
+  return Napi::Boolean::New(info.Env(), TakeMemoryFault(info[0].As<Napi::Number>().Uint32Value()));
+}
+
 // mappingCount() -> number of live mappings (leak checks in tests).
 Napi::Value MappingCount(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), static_cast<double>(GetState(info.Env())->mappings.size()));
@@ -184,6 +215,7 @@ Napi::Value MappingCount(const Napi::CallbackInfo& info) {
 void UnmapAll(napi_env env, EnvState* st) {
   for (auto& kv : st->mappings) {
     DetachBuffers(env, kv.second);
+    GuestRangeRemove(kv.second.base);
     munmap(kv.second.base, kv.second.length);
   }
   st->mappings.clear();
@@ -197,6 +229,11 @@ void InitMemory(Napi::Env env, Napi::Object exports) {
   exports.Set("munmap", Napi::Function::New<Munmap>(env));
   exports.Set("mappingBuffer", Napi::Function::New<MappingBuffer>(env));
   exports.Set("mappingCount", Napi::Function::New<MappingCount>(env));
+  exports.Set("truncateFile", Napi::Function::New<TruncateFile>(env));
+  exports.Set("memoryFaults", Napi::Function::New<MemoryFaults>(env));
+  exports.Set("memoryFaultScope", Napi::Function::New<MemoryFaultScopeJs>(env));
+  exports.Set("takeMemoryFault", Napi::Function::New<TakeMemoryFaultJs>(env));
+  InstallMemoryFaultHandler();
 }
 
 }  // namespace vun

@@ -6,6 +6,7 @@
 
 #include <cstring>
 
+#include "memory_fault.h"
 #include "net_rules.h"
 
 namespace vun {
@@ -44,11 +45,27 @@ bool QueuePair::Active() const {
 }
 
 void QueuePair::Broken(SplitRing& ring, uint32_t vring) {
+  // A walk that failed on the zero page the SIGBUS handler put in failed because the memory
+  // went away, not because the driver wrote something wrong: say so.
+  if (TakeMemoryFault(vring)) ring.Break(kMemoryFault);
   QueueState& q = cfg_.queues[vring];
   q.broken = true;
   q.error = ring.error;
   cfg_.Count(vring, kCRingError, 1);
   events_.VringBroken(vring, ring.error);  // logged once, by JS
+}
+
+void QueuePair::TakeMemoryFaults() {
+  const QueueState& qr = cfg_.queues[receiveq_];
+  const QueueState& qt = cfg_.queues[transmitq_];
+  if (TakeMemoryFault(receiveq_) && qr.started && !qr.broken) {
+    toGuest_.Break(kMemoryFault);
+    Broken(toGuest_, receiveq_);
+  }
+  if (TakeMemoryFault(transmitq_) && qt.started && !qt.broken) {
+    fromGuest_.Break(kMemoryFault);
+    Broken(fromGuest_, transmitq_);
+  }
 }
 
 void QueuePair::Notify(SplitRing& ring, uint32_t vring) {
@@ -100,6 +117,7 @@ void QueuePair::ProcessTransmitq() {
   const uint32_t vt = transmitq_;
   QueueState& q = cfg_.queues[vt];
   if (!q.started || q.broken) return;
+  MemoryFaultScope scope(vt);
   const uint32_t hdr = cfg_.hdrLen;
   for (;;) {
     uint32_t n = fromGuest_.PopBurst(fromGuestElems_, kMaxBurst, fromGuestSegs_.data());
@@ -229,6 +247,7 @@ bool QueuePair::Setup(int epfd, uint64_t tag) {
   if (timerFd_ >= 0) add(timerFd_, kHoldTimer);
   timerArmedNs_ = 0;  // re-armed (or disarmed) by the first pass
   bool polled = false;
+  MemoryFaultScope scope(receiveq_);
   if (qr.started && !qr.broken) {
     if (!toGuest_.Attach(cfg_.mem, qr.cfg, qr.lastAvailIdx, qr.usedIdx))
       Broken(toGuest_, receiveq_);
@@ -239,6 +258,7 @@ bool QueuePair::Setup(int epfd, uint64_t tag) {
     cfg_.Publish(receiveq_, qr.lastAvailIdx, qr.usedIdx);
   }
   if (qt.started && !qt.broken) {
+    MemoryFaultScope txScope(transmitq_);
     if (!fromGuest_.Attach(cfg_.mem, qt.cfg, qt.lastAvailIdx, qt.usedIdx))
       Broken(fromGuest_, transmitq_);
     if (qt.kickFd >= 0)
@@ -299,7 +319,10 @@ void QueuePair::Teardown() {
   QueueState& qt = cfg_.queues[transmitq_];
   // used-burst: a stop publishes what waits (the positions handed back must hold it).
   burstN_[0] = burstN_[1] = 0;
-  if (heldUsed_[1] && qt.started) fromGuest_.Flush(heldUsed_[1]);
+  {
+    MemoryFaultScope scope(transmitq_);
+    if (heldUsed_[1] && qt.started && !qt.broken) fromGuest_.Flush(heldUsed_[1]);
+  }
   heldUsed_[1] = 0;
   FlushReceiveq();
   SignalHandover();
@@ -308,6 +331,7 @@ void QueuePair::Teardown() {
   // is handed back: the front-end's last log sync follows GET_VRING_BASE.
   if (toGuest_.log.On()) toGuest_.log.Sync();
   if (fromGuest_.log.On()) fromGuest_.log.Sync();
+  TakeMemoryFaults();
   cached_ = pos_ = 0;
   if (qr.started) {
     qr.lastAvailIdx = toGuest_.lastAvailIdx;

@@ -120,6 +120,7 @@ class QueuePair {
     if (holdToGuest_.size() || holdFromGuest_.size() || timerArmedNs_ != FrameHold::kNever ||
         notifyAtNs_[0] != FrameHold::kNever || notifyAtNs_[1] != FrameHold::kNever)
       ReleaseHeld();
+    TakeMemoryFaults();
     return progress_;
   }
   // Hands the ring positions back to the device config (the next start and stopQueue use them).
@@ -139,6 +140,8 @@ class QueuePair {
   void FlushReceiveq();
   void Notify(SplitRing& ring, uint32_t vring);
   void Broken(SplitRing& ring, uint32_t vring);
+  // A vring whose guest memory faulted during this step (memory_fault.h) is marked broken.
+  void TakeMemoryFaults();
   void WatchHost(bool on);
   // Faults (queue_pair_faults.cc): take the event's lies; apply and record them.
   void TakeLies(VringFaults& f, uint32_t vring, Lies* lies);

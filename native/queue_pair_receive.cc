@@ -3,6 +3,7 @@
 // num_buffers), flushed and notified once per burst; with a fault plan, told lies on the way.
 #include <cstring>
 
+#include "memory_fault.h"
 #include "net_rules.h"
 #include "queue_pair.h"
 
@@ -57,6 +58,7 @@ int QueuePair::Deliver(const uint8_t* frame, uint32_t len) {
   QueueState& q = cfg_.queues[vr];
   const uint32_t hdr = cfg_.hdrLen;
   if (!q.started || q.broken) return 0;
+  MemoryFaultScope scope(vr);
   if (!q.enabled) {
     // A disabled receiveq gets nothing.
     cfg_.Count(vr, kCDropDisabled, 1);
@@ -213,6 +215,7 @@ void QueuePair::FlushReceiveq() {
   if (filled_ == 0 || filled_ < burstN_[0]) return;  // used-burst: until the batch is full
   burstN_[0] = 0;
   const uint32_t vr = receiveq_;
+  MemoryFaultScope scope(vr);
   toGuest_.Flush(filled_);
   filled_ = 0;
   cfg_.Publish(vr, toGuest_.lastAvailIdx, toGuest_.usedIdx);
@@ -259,6 +262,7 @@ void QueuePair::ProcessReceiveq() {
   const uint32_t vr = receiveq_;
   QueueState& q = cfg_.queues[vr];
   if (!q.started || q.broken) return;
+  MemoryFaultScope scope(vr);
   const bool hostFrames = port_->Produces();
   for (;;) {
     bool blocked = !DrainHandover();

@@ -1,5 +1,5 @@
-// Driver violations a ring walk can find. The TS reference (src/virtio/ring-errors.ts) uses the
-// same numbers; a test compares the two tables.
+// Driver violations a ring walk can find, and memory the front-end took away under a ring. The TS
+// reference (src/virtio/ring-errors.ts) uses the same numbers; a test compares the two tables.
 #pragma once
 
 #include <cstdint>
@@ -21,7 +21,8 @@ enum RingError : uint32_t {
   kChainTooLong = 11,           // chain over 2^32 - 1 bytes
   kRingAddrInvalid = 12,        // desc/avail/used areas not mapped, or misaligned
   kTooManySegments = 13,        // more memory segments than one element can carry
-  kRingErrorCount = 14,
+  kMemoryFault = 14,            // guest memory gone under the ring (SIGBUS, memory_fault.h)
+  kRingErrorCount = 15,
 };
 
 inline const char* RingErrorName(uint32_t e) {
@@ -40,6 +41,7 @@ inline const char* RingErrorName(uint32_t e) {
       "CHAIN_TOO_LONG",
       "RING_ADDR_INVALID",
       "TOO_MANY_SEGMENTS",
+      "MEMORY_FAULT",
   };
   return e < kRingErrorCount ? names[e] : "UNKNOWN";
 }

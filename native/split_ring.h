@@ -237,6 +237,9 @@ class SplitRing {
   }
 
   // vring_need_event() from the virtio spec §2.7.10.
+  // Marks the ring broken with `err` from outside the walk (a memory fault): it pops nothing more.
+  void Break(uint32_t err) { Fail(err); }
+
   static bool NeedEvent(uint16_t event, uint16_t newIdx, uint16_t old) {
     return static_cast<uint16_t>(newIdx - event - 1) < static_cast<uint16_t>(newIdx - old);
   }

@@ -19,9 +19,12 @@ void WorkerThread::Start() {
   for (QueuePair* p : pairs) any |= p->Active();
   if (!any) return;
   stopFd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-  // Workers take no signals: Node's main thread handles them.
+  // Workers take no signals: Node's main thread handles them. Faults stay deliverable: a
+  // blocked SIGBUS from a memory access kills the process instead of reaching the handler that
+  // contains it (memory_fault.h).
   sigset_t all, old;
   sigfillset(&all);
+  for (int sig : {SIGBUS, SIGSEGV, SIGFPE, SIGILL}) sigdelset(&all, sig);
   pthread_sigmask(SIG_SETMASK, &all, &old);
   thread_ = std::thread([this] { Run(); });
   pthread_sigmask(SIG_SETMASK, &old, nullptr);

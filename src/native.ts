@@ -27,6 +27,8 @@ export interface NativePoller {
 
 export interface NativeBinding {
   abiVersion: number;
+  /** The sanitizers this build of the addon runs under ("" for the normal build). */
+  sanitizers: string;
   unixListen(path: string, mode: number, backlog: number): number;
   adoptListenFd(fd: number): number;
   unixAccept(listenFd: number): number;
@@ -49,6 +51,14 @@ export interface NativeBinding {
   munmap(id: number): void;
   mappingBuffer(id: number): ArrayBuffer;
   mappingCount(): number;
+  /** ftruncate (tests shrink a memfd under running rings, as a hostile front-end would). */
+  truncateFile(fd: number, size: number): void;
+  /** SIGBUS faults on guest memory contained so far, process-wide (native/memory_fault.h). */
+  memoryFaults(): number;
+  /** Charges this thread's guest-memory faults to `vring` (-1: none); returns the previous one. */
+  memoryFaultScope(vring: number): number;
+  /** Whether `vring` faulted on this thread since the last call (clears it). */
+  takeMemoryFault(vring: number): boolean;
   eventfdCreate(initval: number): number;
   eventfdRead(fd: number): bigint | null;
   eventfdWrite(fd: number, value: bigint): void;
@@ -232,7 +242,8 @@ let binding: NativeBinding | undefined;
 export function loadNative(): NativeBinding {
   if (!binding) {
     const require = createRequire(import.meta.url);
-    const path = join(packageRoot, 'build', 'Release', 'vhost_user_net.node');
+    // VUN_NATIVE_ADDON: another build of the addon (npm run test:asan loads the sanitized one).
+    const path = process.env.VUN_NATIVE_ADDON ?? join(packageRoot, 'build', 'Release', 'vhost_user_net.node');
     try {
       binding = require(path) as NativeBinding;
     } catch (err) {

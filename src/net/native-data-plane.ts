@@ -7,7 +7,7 @@ import type { Logger } from 'pino';
 import { hex } from '../features.js';
 import { applyHostMtu, type OpenHostBackend } from '../host/host-backend.js';
 import { call, HostKindCode, type NativeBinding, type NativeNetDevice } from '../native.js';
-import { ringErrorName } from '../virtio/ring-errors.js';
+import { brokenMessage, ringErrorName } from '../virtio/ring-errors.js';
 import { type CapturedFrame, type ObserveRecord, type Observers, records } from '../trace/observe.js';
 import { faultEvent, type FaultSink } from '../faults/log.js';
 import { faultNote } from '../faults/lies.js';
@@ -67,13 +67,11 @@ export class NativeDataPlane implements DataPlane {
         this.log.warn({ thread: e.thread, cpu: e.cpu, errno: e.errno }, 'worker thread not pinned: it runs on any CPU');
         return;
       }
-      // A driver violation: the queue is marked broken; logged once, then only counted.
+      // A driver violation (or memory taken away): the queue is marked broken; logged once,
+      // then only counted.
       if (this.broken.has(e.vring)) return;
       this.broken.add(e.vring);
-      this.log.error(
-        { vring: e.vring, error: e.name },
-        'vring broken by a driver violation; this queue stops, the others go on',
-      );
+      this.log.error({ vring: e.vring, error: e.name }, brokenMessage(e.name));
       events.vringBroken(e.vring, e.name);
     });
     if (options.cpus?.length) call('pin worker threads (--cpus)', () => this.dev.setCpus(options.cpus as number[]));

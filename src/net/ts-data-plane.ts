@@ -9,7 +9,7 @@ import type { NativeBinding, NativePoller } from '../native.js';
 import { hasFeature, VirtioFeature as F } from '../features.js';
 import { DirtyLog } from '../virtio/dirty-log.js';
 import type { GuestMemoryRef } from '../virtio/guest-memory.js';
-import { ringErrorName } from '../virtio/ring-errors.js';
+import { brokenMessage, RingError, ringErrorName } from '../virtio/ring-errors.js';
 import { type Element, SplitRingRef } from '../virtio/split-ring.js';
 import type { Observers } from '../trace/observe.js';
 import type { CapturedFrame, PcapWriter } from '../trace/pcapng.js';
@@ -318,15 +318,33 @@ export class TsDataPlane implements DataPlane {
     run.ring.signalledUsedValid = old.signalledUsedValid;
   }
 
+  /**
+   * Runs `fn` with this thread's guest-memory faults charged to vring `index`
+   * (native/memory_fault.h): an access past the end of a file the front-end shrank lands on a
+   * zero page instead of killing the process, and the vring is marked broken (MEMORY_FAULT).
+   */
+  private charged<T>(index: number, fn: () => T): T {
+    const outer = this.native.memoryFaultScope(index);
+    try {
+      return fn();
+    } finally {
+      this.native.memoryFaultScope(outer);
+      const run = this.runs.get(index);
+      if (this.native.takeMemoryFault(index) && run && !run.broken) {
+        run.ring.break(RingError.MEMORY_FAULT);
+        this.broken(run);
+      }
+    }
+  }
+
   private broken(run: RingRun): void {
     if (run.broken) return;
     run.broken = true;
+    // A walk that failed on the zero page put in for a fault failed because the memory went.
+    if (this.native.takeMemoryFault(run.vring.index)) run.ring.break(RingError.MEMORY_FAULT);
     this.counters.add(run.vring.index, 'ringErrors');
     const name = ringErrorName(run.ring.error);
-    this.log.error(
-      { vring: run.vring.index, error: name },
-      'vring broken by a driver violation; this queue stops, the others go on',
-    );
+    this.log.error({ vring: run.vring.index, error: name }, brokenMessage(name));
     this.events.vringBroken(run.vring.index, name);
   }
 
@@ -403,6 +421,10 @@ export class TsDataPlane implements DataPlane {
 
   /** transmitq: every chain to the host, used with len 0, one flush and notify per burst. */
   private processTx(pair: number): void {
+    this.charged(2 * pair + 1, () => this.processTxBurst(pair));
+  }
+
+  private processTxBurst(pair: number): void {
     const run = this.runs.get(2 * pair + 1);
     if (!run || run.broken || !this.mem) return;
     const index = run.vring.index;
@@ -599,6 +621,10 @@ export class TsDataPlane implements DataPlane {
    * (the caller keeps it), -1 ring broken.
    */
   private deliver(pair: number, frame: Buffer): number {
+    return this.charged(2 * pair, () => this.deliverFrame(pair, frame));
+  }
+
+  private deliverFrame(pair: number, frame: Buffer): number {
     // (frame may be replaced by a changed copy: fault injection)
     const run = this.runs.get(2 * pair);
     if (!run || run.broken) return 0;
@@ -769,6 +795,10 @@ export class TsDataPlane implements DataPlane {
   }
 
   private flushRx(pair: number): void {
+    this.charged(2 * pair, () => this.flushRxBurst(pair));
+  }
+
+  private flushRxBurst(pair: number): void {
     const run = this.runs.get(2 * pair);
     const f = this.filled.get(pair);
     if (!run || !f || f.count === 0) return;

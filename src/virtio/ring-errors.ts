@@ -1,5 +1,5 @@
 /**
- * Driver violations found while walking a ring. The numbers are shared with the C++ fast path
+ * Driver violations found while walking a ring (and MEMORY_FAULT, raised by the data plane). The numbers are shared with the C++ fast path
  * (native/ring_errors.h); a test compares both tables.
  */
 export const RingError = {
@@ -30,6 +30,12 @@ export const RingError = {
   RING_ADDR_INVALID: 12,
   /** More memory segments than one element may carry (1024). */
   TOO_MANY_SEGMENTS: 13,
+  /**
+   * Not a driver violation: the memory under the ring or a buffer went away while in use (a
+   * front-end shrank the region's file: SIGBUS, contained by native/memory_fault.h). Raised by
+   * the data plane, never by the walk.
+   */
+  MEMORY_FAULT: 14,
 } as const;
 
 export type RingErrorCode = (typeof RingError)[keyof typeof RingError];
@@ -44,3 +50,10 @@ export function ringErrorName(code: number): string {
 
 /** All names by code, in order (compared with the native table). */
 export const ringErrorNames: readonly string[] = names;
+
+/** The log line for a vring that broke with error `name` (both data planes say the same). */
+export function brokenMessage(name: string): string {
+  return name === 'MEMORY_FAULT'
+    ? 'vring broken: its guest memory went away under it (SIGBUS contained); this queue stops, the others go on'
+    : 'vring broken by a driver violation; this queue stops, the others go on';
+}

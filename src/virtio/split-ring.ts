@@ -116,6 +116,11 @@ export class SplitRingRef {
     }
   }
 
+  /** Marks the ring broken from outside the walk (a memory fault): it pops nothing more. */
+  break(err: number): void {
+    this.fail(err);
+  }
+
   availIdx(): number {
     const a = this.avail as Area;
     return a.view.getUint16(a.offset + 2, true);
