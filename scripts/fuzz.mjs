@@ -11,7 +11,7 @@
 // (test/fuzz-regressions.test.ts replays native/fuzz/regressions/TARGET/*). The last line of
 // each target's run says how many executions it made, and writes build/fuzz/TARGET.json.
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readdirSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -26,17 +26,24 @@ export const targets = () =>
     .map((f) => f.slice(5, -3))
     .sort();
 
-/** Builds build/fuzz/TARGET when its source or a header (native/, native/fuzz/) is newer. */
+/**
+ * Builds build/fuzz/TARGET when its sources or a header (native/, native/fuzz/) is newer. A
+ * target that drives more than headers names the native sources it links in comment lines
+ * `// fuzz-sources: a.cc b.cc` (relative to native/).
+ */
 export function build(target) {
   mkdirSync(out, { recursive: true });
   const bin = join(out, target);
   const source = join(src, `fuzz_${target}.cc`);
+  const extra = [...readFileSync(source, 'utf8').matchAll(/^\/\/ fuzz-sources:(.*)$/gm)]
+    .flatMap((m) => m[1].trim().split(/\s+/))
+    .map((f) => join(root, 'native', f));
   const headers = [join(root, 'native'), src].flatMap((dir) =>
     readdirSync(dir)
       .filter((f) => f.endsWith('.h'))
       .map((f) => statSync(join(dir, f)).mtimeMs),
   );
-  const newest = Math.max(statSync(source).mtimeMs, ...headers);
+  const newest = Math.max(statSync(source).mtimeMs, ...extra.map((f) => statSync(f).mtimeMs), ...headers);
   if (existsSync(bin) && statSync(bin).mtimeMs > newest) return bin;
   const r = spawnSync(
     CXX,
@@ -48,6 +55,7 @@ export function build(target) {
       '-fno-sanitize-recover=undefined',
       '-fno-omit-frame-pointer',
       source,
+      ...extra,
       '-o',
       bin,
     ],
