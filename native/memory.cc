@@ -164,11 +164,28 @@ Napi::Value MappingBuffer(const Napi::CallbackInfo& info) {
     return env.Undefined();
   }
   Mapping& m = it->second;
+  // mappingBuffer(id, offset, length): a window (JS views are limited to 4 GiB; a region may
+  // be larger).
+  uint64_t off = 0, len = m.size;
+  if (info.Length() > 1) {
+    if (!GetSize(env, info[1], "offset", &off) || !GetSize(env, info[2], "length", &len))
+      return env.Undefined();
+    if (off > m.size || len > m.size - off) {
+      ThrowErrno(env, "mappingBuffer", EINVAL, "window outside the mapping");
+      return env.Undefined();
+    }
+  }
   napi_value ab;
-  napi_status s = napi_create_external_arraybuffer(env, static_cast<char*>(m.base) + m.delta,
-                                                   m.size, nullptr, nullptr, &ab);
+  napi_status s = napi_create_external_arraybuffer(env, static_cast<char*>(m.base) + m.delta + off,
+                                                   len, nullptr, nullptr, &ab);
   if (s != napi_ok) {
-    ThrowErrno(env, "napi_create_external_arraybuffer", ENOMEM);
+    // V8 refuses some sizes (its own RangeError is then pending: let it through, never throw
+    // a second exception over it, which is fatal).
+    bool pending = false;
+    napi_is_exception_pending(env, &pending);
+    if (!pending)
+      ThrowErrno(env, "napi_create_external_arraybuffer", ENOMEM,
+                 "cannot view " + std::to_string(len) + " bytes of a mapping from JS");
     return env.Undefined();
   }
   napi_ref ref;

@@ -119,7 +119,11 @@ void QueuePair::ProcessTransmitq() {
   if (!q.started || q.broken) return;
   MemoryFaultScope scope(vt);
   const uint32_t hdr = cfg_.hdrLen;
-  for (;;) {
+  for (uint32_t budget = kTransmitBudget;; budget -= budget < kMaxBurst ? budget : kMaxBurst) {
+    if (budget == 0) {
+      more_ = true;  // yield (notifications stay off): the thread comes back at once
+      return;
+    }
     uint32_t n = fromGuest_.PopBurst(fromGuestElems_, kMaxBurst, fromGuestSegs_.data());
     uint16_t filled = heldUsed_[1];  // used-burst: written, not published yet
     for (uint32_t i = 0; i < n; i++) {

@@ -115,6 +115,7 @@ class QueuePair {
   // One pass over both queues; true when a frame moved (busy-poll keeps going while it does).
   bool Work() {
     progress_ = false;
+    more_ = false;
     ProcessTransmitq();
     ProcessReceiveq();
     if (holdToGuest_.size() || holdFromGuest_.size() || timerArmedNs_ != FrameHold::kNever ||
@@ -123,6 +124,15 @@ class QueuePair {
     TakeMemoryFaults();
     return progress_;
   }
+  // Whether the last pass stopped with work left (the receive budget ran out): the thread
+  // looks at its fds without sleeping and comes back.
+  bool More() const { return more_; }
+  // Frames a receive pass takes from the host before it yields: a host that never runs dry
+  // (null:source, a busy TAP) and a guest that refills as fast must not keep the thread from
+  // its stop signal.
+  static constexpr uint32_t kReceiveBudget = 256;
+  // Chains a transmit pass pops before it yields (a guest that keeps the transmitq full).
+  static constexpr uint32_t kTransmitBudget = 256;
   // Hands the ring positions back to the device config (the next start and stopQueue use them).
   void Teardown();
 
@@ -174,6 +184,7 @@ class QueuePair {
   int epfd_ = -1;  // the running thread's epoll fd (borrowed)
   uint64_t tag_ = 0;
   bool progress_ = false;
+  bool more_ = false;
   bool hostWatched_ = false;
   SplitRing toGuest_, fromGuest_;
   // toGuest: one frame waiting for guest buffers, as [virtio-net header][frame].

@@ -264,9 +264,14 @@ void QueuePair::ProcessReceiveq() {
   if (!q.started || q.broken) return;
   MemoryFaultScope scope(vr);
   const bool hostFrames = port_->Produces();
+  uint32_t budget = kReceiveBudget;
   for (;;) {
     bool blocked = !DrainHandover();
     while (!blocked && hostFrames) {
+      if (budget-- == 0) {
+        more_ = true;  // yield: the thread comes back at once
+        break;
+      }
       if (pendingLen_ == 0) pendingLen_ = port_->Receive(bounce_.data(), kBounceSize, cfg_.hdrLen);
       if (pendingLen_ == 0) break;
       int r = Route(bounce_.data(), pendingLen_);

@@ -66,11 +66,15 @@ void WorkerThread::Run() {
   auto lastProgress = std::chrono::steady_clock::now();
   const auto spin = std::chrono::microseconds(cfg_.pollUs);
   for (bool stop = false; !stop;) {
-    bool progress = false;
-    for (QueuePair* p : active) progress |= p->Work();
+    bool progress = false, more = false;
+    for (QueuePair* p : active) {
+      progress |= p->Work();
+      more |= p->More();
+    }
     // A polled ring (no kick fd) is looked at every millisecond; otherwise sleep until an fd,
     // unless busy-polling: then keep looking (timeout 0) until `pollUs` pass without a frame.
-    int timeout = polled ? 1 : -1;
+    // A pair that yielded with work left is come back to at once.
+    int timeout = more ? 0 : polled ? 1 : -1;
     if (cfg_.pollUs) {
       auto now = std::chrono::steady_clock::now();
       if (progress) lastProgress = now;

@@ -25,6 +25,8 @@ exec npx vitest run \
   test/ring-known-answers.test.ts \
   test/ring-differential.test.ts \
   test/memory-pulled.test.ts \
+  test/isolation.test.ts \
+  test/control-fuzz.test.ts \
   test/memory-seals.test.ts \
   test/dirty-log.test.ts \
   test/faults.test.ts \

@@ -49,7 +49,8 @@ export interface NativeBinding {
   addSeals(fd: number, seals: number): void;
   mmapFd(fd: number, size: number, offset: number): number;
   munmap(id: number): void;
-  mappingBuffer(id: number): ArrayBuffer;
+  /** An ArrayBuffer over the mapping (or a window of it: JS views stop at 4 GiB); detached on munmap. */
+  mappingBuffer(id: number, offset?: number, length?: number): ArrayBuffer;
   mappingCount(): number;
   /** ftruncate (tests shrink a memfd under running rings, as a hostile front-end would). */
   truncateFile(fd: number, size: number): void;

@@ -220,8 +220,38 @@ describe('vrings', () => {
     fe.unmap(ram);
   });
 
+  it('a front-end that lost the ring position (SET_VRING_BASE 0, buffers waiting) is resumed from used->idx at SET_VRING_KICK', async () => {
+    // What DPDK's virtio_user does when a restarted back-end reconnects: the driver is at
+    // avail 44, the dead back-end completed up to 40, and SET_VRING_BASE says 0.
+    const ram = await ready();
+    const changes: Record<string, unknown>[] = [];
+    session.onChange((c) => changes.push(c));
+    const dv = new DataView(ram.bytes.buffer, ram.bytes.byteOffset);
+    dv.setUint16(0x10000 + 256 * 16 + 2, 44, true); // avail->idx of vring 1
+    dv.setUint16(0x10000 + 0x8000 + 2, 40, true); // used->idx of vring 1
+    await fe.setupVring(1, ram, { base: 0 });
+    const v = session.vrings[1];
+    // Started without a kick: the driver kicked for those 4 buffers already, to the old back-end.
+    await waitFor(() => v?.started === true, 2000, 'ring start at SET_VRING_KICK');
+    expect(changes).toContainEqual(
+      expect.objectContaining({ what: 'vring resumed from used->idx', vring: 1, setVringBase: 0, usedIdx: 40 }),
+    );
+    expect(changes).toContainEqual(
+      expect.objectContaining({ what: 'vring started', vring: 1, reason: 'kick fd set with buffers already waiting' }),
+    );
+    const r = await fe.request('GET_VRING_BASE', state({ index: 1, num: 0 }));
+    // Resumed at 40: the first waiting chain (zeroed memory: a descriptor of length 0) breaks
+    // the ring there, so the position handed back is 40, not 0 (nor 44).
+    expect(r?.payload.readUInt32LE(4)).toBe(40);
+    fe.unmap(ram);
+  });
+
   it('GET_VRING_BASE stops the ring, returns the avail index and closes kick and call fds', async () => {
     const ram = await ready();
+    // A driver at 0xfffe (next to the wrap): avail->idx and used->idx in guest memory agree.
+    const dv = new DataView(ram.bytes.buffer, ram.bytes.byteOffset);
+    dv.setUint16(0x10000 + 256 * 16 + 2, 0xfffe, true);
+    dv.setUint16(0x10000 + 0x8000 + 2, 0xfffe, true);
     const { kick } = await fe.setupVring(1, ram, { base: 0xfffe });
     native.eventfdWrite(kick, 1n);
     const v = session.vrings[1];

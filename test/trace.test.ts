@@ -30,6 +30,11 @@ async function scriptedSession(): Promise<TraceRecord[]> {
   await fe.acked('SET_FEATURES', encodeU64(f));
   const ram = fe.guestRam(1 << 20, 0x4000_0000n, 0x7f12_3400_0000n);
   await fe.acked('SET_MEM_TABLE', MockFrontend.memTable([ram.region]), [ram.fd]);
+  // A driver at position 5: avail->idx and used->idx say so too (the device resumes from
+  // used->idx when SET_VRING_BASE disagrees with it).
+  const dv = new DataView(ram.bytes.buffer, ram.bytes.byteOffset);
+  dv.setUint16(256 * 16 + 2, 5, true);
+  dv.setUint16(0x8000 + 2, 5, true);
   const { kick } = await fe.setupVring(0, ram, { base: 5 });
   await fe.acked('SET_VRING_ENABLE', MockFrontend.state({ index: 0, num: 1 }));
   native.eventfdWrite(kick, 1n);

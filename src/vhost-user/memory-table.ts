@@ -84,6 +84,9 @@ export function checkLogArea(log: { mmapSize: bigint; mmapOffset: bigint }): voi
   }
 }
 
+/** The largest view of one region the TS reference takes (see refView). */
+const VIEW_PIECE = 1n << 30n;
+
 export class MemoryTable {
   private list: MappedRegion[] = [];
 
@@ -93,16 +96,30 @@ export class MemoryTable {
     return this.list;
   }
 
-  /** The mapped regions as the TS reference reads guest memory (views die with the mappings). */
+  /**
+   * The mapped regions as the TS reference reads guest memory (views die with the mappings).
+   * A JS view stops at 4 GiB, so a larger region is seen as adjacent pieces of 1 GiB: buffers
+   * crossing a piece edge are split like buffers crossing a region edge (a ring area across
+   * one is refused as across regions; the C++ path sees the region whole).
+   */
   refView(): GuestMemoryRef {
-    return new GuestMemoryRef(
-      this.list.map((r) => ({
-        gpa: r.guestAddr,
-        size: r.size,
-        va: r.userAddr,
-        bytes: new Uint8Array(this.native.mappingBuffer(r.mappingId)),
-      })),
-    );
+    const pieces = [];
+    for (const r of this.list) {
+      for (let off = 0n; off < r.size; off += VIEW_PIECE) {
+        const len = r.size - off < VIEW_PIECE ? r.size - off : VIEW_PIECE;
+        pieces.push({
+          gpa: r.guestAddr + off,
+          size: len,
+          va: r.userAddr + off,
+          bytes: new Uint8Array(
+            r.size <= VIEW_PIECE
+              ? this.native.mappingBuffer(r.mappingId)
+              : this.native.mappingBuffer(r.mappingId, Number(off), Number(len)),
+          ),
+        });
+      }
+    }
+    return new GuestMemoryRef(pieces);
   }
 
   /**
@@ -181,6 +198,16 @@ export class MemoryTable {
   /** Region holding front-end addresses `[va, va+len)` entirely, if any. */
   findVa(va: bigint, len: bigint): MappedRegion | undefined {
     return this.list.find((m) => va >= m.userAddr && va + len <= m.userAddr + m.size);
+  }
+
+  /**
+   * The little-endian u16 at front-end address `va` in guest memory (a ring index: avail->idx,
+   * used->idx), or undefined when that is not mapped. A 2-byte window, read once.
+   */
+  u16At(va: bigint): number | undefined {
+    const r = this.findVa(va, 2n);
+    if (!r) return undefined;
+    return new DataView(this.native.mappingBuffer(r.mappingId, Number(va - r.userAddr), 2)).getUint16(0, true);
   }
 
   /**

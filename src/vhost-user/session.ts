@@ -549,6 +549,14 @@ export class Session {
     }
     v.kickPolling = false;
     v.kickFd = fd;
+    if (v.addr && this.buffersWaiting(v)) {
+      // Buffers made available that no back-end completed: the driver kicked for them already,
+      // and that kick went to a back-end that is gone (DPDK's virtio_user reconnecting after a
+      // back-end restart, with its transmitq full, kicks no more). Counted as the ring's kick:
+      // it starts now.
+      this.startVring(v, 'kick fd set with buffers already waiting');
+      return;
+    }
     // vhost-user.rst "Ring states": the back-end starts the ring upon receiving a kick, that is
     // on detecting that the kick fd is readable.
     const w = new this.native.Poller(fd, () => {
@@ -557,6 +565,14 @@ export class Session {
     });
     w.start(1);
     this.kickWatchers.set(index, w);
+  }
+
+  /** Whether guest memory shows buffers available and not used (avail->idx != used->idx). */
+  private buffersWaiting(v: Vring): boolean {
+    if (!v.addr) return false;
+    const avail = this.memory.u16At(v.addr.availUserAddr + 2n);
+    const used = this.memory.u16At(v.addr.usedUserAddr + 2n);
+    return avail !== undefined && used !== undefined && avail !== used;
   }
 
   setVringCall(index: number, fd: number | undefined): void {
@@ -645,6 +661,22 @@ export class Session {
       return;
     }
     this.running.add(v.index);
+    // Where the ring resumes. This device never leaves a chain popped but unused when it
+    // stops, so at rest the next avail index equals used->idx. A front-end that lost the
+    // position says otherwise: DPDK's virtio_user sends SET_VRING_BASE 0 when a restarted
+    // backend reconnects, with the ring thousands of entries on. Like DPDK's vhost library,
+    // trust used->idx then (chains the driver made available and the device never completed
+    // are taken again: a frame may be sent twice, none is lost from the transmitq).
+    let lastAvailIdx = v.lastAvailIdx;
+    const used = this.memory.u16At(v.addr.usedUserAddr + 2n);
+    if (used !== undefined && used !== lastAvailIdx) {
+      this.log.warn(
+        { vring: v.index, setVringBase: lastAvailIdx, usedIdx: used },
+        'SET_VRING_BASE differs from used->idx in guest memory: resuming from used->idx',
+      );
+      this.changed({ what: 'vring resumed from used->idx', vring: v.index, setVringBase: lastAvailIdx, usedIdx: used });
+      lastAvailIdx = used;
+    }
     this.dataPlane.start(
       {
         index: v.index,
@@ -653,7 +685,7 @@ export class Session {
         avail: v.addr.availUserAddr,
         used: v.addr.usedUserAddr,
         logGuestAddr: usedLogAddr(v.addr),
-        lastAvailIdx: v.lastAvailIdx,
+        lastAvailIdx,
         kickFd: v.kickPolling ? -1 : v.kickFd,
         callFd: v.callFd,
         enabled: this.isEnabled(v),
