@@ -60,6 +60,10 @@ void Poller::Close() {
     napi_async_destroy(env_, asyncContext_);
     asyncContext_ = nullptr;
   }
+  // The callback is never called again: let it go. A strong reference kept here is a GC root,
+  // and the callback usually reaches this poller's own JS object (a connection holds its
+  // poller): the whole graph would never be collected (a session leaked per connection).
+  callback_.Reset();
   EnvState* st = GetState(Napi::Env(env_));
   if (st) st->pollers.erase(this);
 }
