@@ -18,6 +18,7 @@ const faultCost = load('fault-cost');
 const faultCostRx = load('fault-cost-rx');
 const mig = load('migration');
 const restart = load('restart');
+const soak = load('soak');
 const m = (ring ?? tap ?? tcp ?? mq)?.machine;
 
 let md = `# Benchmarks
@@ -124,6 +125,32 @@ ${restart.description} (\`node bench/restart.bench.mjs\`).
 | --- | --- | --- | --- | --- | --- | --- | --- |
 ${row('server (QEMU reconnect=1)', restart.server)}
 ${row('client (QEMU server=on)', restart.client)}
+
+`;
+}
+if (soak) {
+  const at = (m) => soak.samples.find((x) => x.minute === m);
+  const first = soak.samples[0];
+  const last = soak.samples[soak.samples.length - 1];
+  const drops = (x) => Object.values(x.drops).reduce((a, b) => a + b, 0);
+  const rows = [1, 2, 5, 10, 15, 20, 25, 30]
+    .map(at)
+    .filter(Boolean)
+    .map(
+      (x) =>
+        `| ${x.minute} | ${x.rssKiB} | ${x.fds} | ${x.framesFromGuest} | ${x.framesToGuest} | ${drops(x)} | ${x.ringErrors} |`,
+    )
+    .join('\n');
+  md += `## 10. Soak
+
+${soak.description} (\`node bench/soak.bench.mjs\`; every minute in \`bench/results/soak.json\`). Pass: RSS
+grows less than 5% from the end of minute 1 to the end, and the fd count never moves.
+
+**${soak.pass ? 'Pass' : 'FAIL'}**: RSS ${first.rssKiB} KiB after minute 1, ${last.rssKiB} KiB after minute ${last.minute} (${soak.rssGrowthPct.toFixed(2)}%); fds ${soak.fds.min} to ${soak.fds.max}; ${soak.framesPerSecond} frames/s each way on average; ${soak.ringErrors} ring errors.
+
+| minute | RSS KiB | fds | frames from guest | frames to guest | drops | ring errors |
+| --- | --- | --- | --- | --- | --- | --- |
+${rows}
 
 `;
 }
