@@ -222,6 +222,23 @@ Napi::Value TakeMemoryFaultJs(const Napi::CallbackInfo& info) {
   return Napi::Boolean::New(info.Env(), TakeMemoryFault(info[0].As<Napi::Number>().Uint32Value()));
 }
 
+// mappingU16(id, offset) -> the little-endian u16 at byte `offset` of the mapping (a ring
+// index the control plane looks at when a ring starts), read once; no ArrayBuffer is made.
+Napi::Value MappingU16(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  uint32_t id = info[0].As<Napi::Number>().Uint32Value();
+  uint64_t off;
+  if (!GetSize(env, info[1], "offset", &off)) return env.Undefined();
+  auto it = GetState(env)->mappings.find(id);
+  if (it == GetState(env)->mappings.end() || off > it->second.size || it->second.size - off < 2) {
+    ThrowErrno(env, "mappingU16", EINVAL, "unknown mapping or offset outside it");
+    return env.Undefined();
+  }
+  uint16_t v;
+  std::memcpy(&v, static_cast<uint8_t*>(it->second.base) + it->second.delta + off, 2);
+  return Napi::Number::New(env, v);
+}
+
 // mappingCount() -> number of live mappings (leak checks in tests).
 Napi::Value MappingCount(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), static_cast<double>(GetState(info.Env())->mappings.size()));
@@ -246,6 +263,7 @@ void InitMemory(Napi::Env env, Napi::Object exports) {
   exports.Set("munmap", Napi::Function::New<Munmap>(env));
   exports.Set("mappingBuffer", Napi::Function::New<MappingBuffer>(env));
   exports.Set("mappingCount", Napi::Function::New<MappingCount>(env));
+  exports.Set("mappingU16", Napi::Function::New<MappingU16>(env));
   exports.Set("truncateFile", Napi::Function::New<TruncateFile>(env));
   exports.Set("memoryFaults", Napi::Function::New<MemoryFaults>(env));
   exports.Set("memoryFaultScope", Napi::Function::New<MemoryFaultScopeJs>(env));

@@ -119,8 +119,8 @@ void QueuePair::ProcessTransmitq() {
   if (!q.started || q.broken) return;
   MemoryFaultScope scope(vt);
   const uint32_t hdr = cfg_.hdrLen;
-  for (uint32_t budget = kTransmitBudget;; budget -= budget < kMaxBurst ? budget : kMaxBurst) {
-    if (budget == 0) {
+  for (uint32_t bursts = 0;; bursts++) {
+    if (bursts == kTransmitBursts) {
       more_ = true;  // yield (notifications stay off): the thread comes back at once
       return;
     }

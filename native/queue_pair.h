@@ -124,15 +124,14 @@ class QueuePair {
     TakeMemoryFaults();
     return progress_;
   }
-  // Whether the last pass stopped with work left (the receive budget ran out): the thread
-  // looks at its fds without sleeping and comes back.
+  // Whether the last pass stopped with work left (a budget ran out): the thread looks at its
+  // fds without sleeping and comes back.
   bool More() const { return more_; }
-  // Frames a receive pass takes from the host before it yields: a host that never runs dry
-  // (null:source, a busy TAP) and a guest that refills as fast must not keep the thread from
-  // its stop signal.
+  // What one pass takes before it yields, so that a host that never runs dry (null:source, a
+  // busy TAP), a guest that refills as fast, or one that keeps its transmitq full cannot keep
+  // the thread from its stop signal: host frames into the receiveq, bursts off the transmitq.
   static constexpr uint32_t kReceiveBudget = 256;
-  // Chains a transmit pass pops before it yields (a guest that keeps the transmitq full).
-  static constexpr uint32_t kTransmitBudget = 256;
+  static constexpr uint32_t kTransmitBursts = 4;
   // Hands the ring positions back to the device config (the next start and stopQueue use them).
   void Teardown();
 

@@ -268,10 +268,11 @@ void QueuePair::ProcessReceiveq() {
   for (;;) {
     bool blocked = !DrainHandover();
     while (!blocked && hostFrames) {
-      if (budget-- == 0) {
+      if (budget == 0) {
         more_ = true;  // yield: the thread comes back at once
         break;
       }
+      budget--;
       if (pendingLen_ == 0) pendingLen_ = port_->Receive(bounce_.data(), kBounceSize, cfg_.hdrLen);
       if (pendingLen_ == 0) break;
       int r = Route(bounce_.data(), pendingLen_);

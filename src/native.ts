@@ -52,6 +52,8 @@ export interface NativeBinding {
   /** An ArrayBuffer over the mapping (or a window of it: JS views stop at 4 GiB); detached on munmap. */
   mappingBuffer(id: number, offset?: number, length?: number): ArrayBuffer;
   mappingCount(): number;
+  /** The little-endian u16 at byte `offset` of a mapping (a ring index), read once. */
+  mappingU16(id: number, offset: number): number;
   /** ftruncate (tests shrink a memfd under running rings, as a hostile front-end would). */
   truncateFile(fd: number, size: number): void;
   /** SIGBUS faults on guest memory contained so far, process-wide (native/memory_fault.h). */

@@ -20,7 +20,6 @@
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { featureMask, ProtocolFeature } from '../src/features.js';
-import type { ControlConnection } from '../src/transport/connection.js';
 import {
   decodeHeader,
   encodeLogDescription,
@@ -36,8 +35,8 @@ import {
   Request,
   type RequestName,
 } from '../src/vhost-user/codec.js';
-import { OFFERED_PROTOCOL_FEATURES, offeredFeatures, type Session } from '../src/vhost-user/session.js';
-import { native, type Served, serve } from './helpers/harness.js';
+import { OFFERED_PROTOCOL_FEATURES, offeredFeatures } from '../src/vhost-user/session.js';
+import { connectNow, native, type Served, serve } from './helpers/harness.js';
 
 const RUNS = Number(process.env.VUN_CONTROL_FUZZ_RUNS ?? 3000);
 const BATCH = 2000;
@@ -230,13 +229,6 @@ beforeAll(() => {
 });
 afterAll(() => srv.stop());
 
-interface Internals {
-  acceptOne(): void;
-  connection: ControlConnection | undefined;
-  current: Session | undefined;
-}
-const readable = (c: ControlConnection) => (c as unknown as { onReadable(s: number): void }).onReadable(1);
-
 function makeFd(kind: FdKind): number {
   if (kind === 'eventfd') return native.eventfdCreate(0);
   return native.memfdCreate('fuzz-ram', kind === 'memfd' ? REGION : 4096);
@@ -268,14 +260,9 @@ function drainReplies(fd: number, inbox: { buf: Buffer }): void {
 const stats = { sequences: 0, messages: 0, closedByBackend: 0, reasons: new Map<string, number>(), started: 0 };
 
 function runSequence(steps: Step[]): void {
-  const backend = srv.backend as unknown as Internals;
   const fds0 = native.ownedFds();
   const maps0 = native.mappingCount();
-  const fd = native.unixConnect(srv.path);
-  backend.acceptOne();
-  const conn = backend.connection;
-  const session = backend.current;
-  if (!conn || !session) throw new Error('the backend did not take the connection');
+  const { fd, conn, session, read } = connectNow(srv);
   let reason: unknown;
   srv.backend.once('sessionClosed', (_s: unknown, r: unknown) => {
     reason = r;
@@ -295,7 +282,7 @@ function runSequence(steps: Step[]): void {
         for (const f of fds) native.close(f);
       }
       stats.messages++;
-      readable(conn);
+      read();
       drainReplies(fd, inbox);
       if (conn.isClosed) break;
       const view = session.view();
@@ -306,7 +293,7 @@ function runSequence(steps: Step[]): void {
     }
   } finally {
     native.close(fd);
-    if (!conn.isClosed) readable(conn); // sees the hang-up and closes the session
+    if (!conn.isClosed) read(); // sees the hang-up and closes the session
   }
   if (!conn.isClosed) throw new Error('the backend did not close on hang-up');
   if (reason !== undefined) {

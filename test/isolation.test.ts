@@ -9,6 +9,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { featureMask, VirtioFeature as F } from '../src/features.js';
 import { RingError, ringErrorNames } from '../src/virtio/ring-errors.js';
 import { DESC_F_NEXT, DESC_F_WRITE } from '../src/virtio/split-ring.js';
+import { encodeU64, encodeVringAddr } from '../src/vhost-user/codec.js';
 import type { Session } from '../src/vhost-user/session.js';
 import { type DatapathKind, native, type Served, serve, shutdown, waitFor } from './helpers/harness.js';
 import { type DriverPair, type GuestRam, MockFrontend } from './helpers/mock-frontend.js';
@@ -109,9 +110,20 @@ const poisons: Record<string, { indirect: boolean; raise(c: Ctx): Promise<void> 
     raise: async ({ fe, ram, p1 }) => {
       // The front-end stops the ring and gives it a misaligned descriptor table (§2.7: 16).
       await fe.request('GET_VRING_BASE', MockFrontend.state({ index: 3, num: 0 }));
-      await fe.acked('SET_VRING_ADDR', vringAddr(3, ram.region.userAddr + 0x30008n));
+      const base = ram.region.userAddr + 0x30000n; // where vring 3's areas are (MockFrontend.setupVring)
+      await fe.acked(
+        'SET_VRING_ADDR',
+        encodeVringAddr({
+          index: 3,
+          flags: 0,
+          descUserAddr: base + 8n,
+          availUserAddr: base + BigInt(NUM * 16),
+          usedUserAddr: base + 0x8000n,
+          logGuestAddr: 0n,
+        }),
+      );
       const kick = fe.eventfd();
-      await fe.acked('SET_VRING_KICK', u64(3n), [kick]);
+      await fe.acked('SET_VRING_KICK', encodeU64(3n), [kick]);
       p1.kicks.tx = kick;
     },
   },
@@ -124,23 +136,6 @@ const poisons: Record<string, { indirect: boolean; raise(c: Ctx): Promise<void> 
 function offer(r: RingDriver, head: number): void {
   r.offer(head);
   r.publish();
-}
-
-const u64 = (v: bigint) => {
-  const b = Buffer.alloc(8);
-  b.writeBigUInt64LE(v);
-  return b;
-};
-
-function vringAddr(index: number, desc: bigint): Buffer {
-  const b = Buffer.alloc(40);
-  b.writeUInt32LE(index, 0);
-  b.writeUInt32LE(0, 4);
-  b.writeBigUInt64LE(desc, 8);
-  b.writeBigUInt64LE(desc - 8n + BigInt(NUM * 16), 16);
-  b.writeBigUInt64LE(desc - 8n + 0x8000n, 24);
-  b.writeBigUInt64LE(0n, 32);
-  return b;
 }
 
 function frameOf(seq: number): Buffer {

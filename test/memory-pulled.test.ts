@@ -10,6 +10,7 @@
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import { featureMask, VirtioFeature as F, ProtocolFeature } from '../src/features.js';
+import { encodeU64 } from '../src/vhost-user/codec.js';
 import type { Session } from '../src/vhost-user/session.js';
 import { type DatapathKind, native, type Served, serve, shutdown, waitFor } from './helpers/harness.js';
 import { type GuestRam, MockFrontend } from './helpers/mock-frontend.js';
@@ -48,12 +49,6 @@ interface Device {
   broken: Map<number, string>;
 }
 
-const u64 = (v: bigint) => {
-  const b = Buffer.alloc(8);
-  b.writeBigUInt64LE(v);
-  return b;
-};
-
 async function ok(what: string, ack: Promise<bigint>): Promise<void> {
   const v = await ack;
   if (v !== 0n) throw new Error(`${what} refused (ack ${v})`);
@@ -72,7 +67,7 @@ async function device(kind: DatapathKind, pair1Rings: 'A' | 'B' = 'B'): Promise<
   });
   const hs = await f.handshake();
   expect(hs.protocolFeatures & featureMask(ProtocolFeature.CONFIGURE_MEM_SLOTS)).not.toBe(0n);
-  await ok('SET_FEATURES', f.acked('SET_FEATURES', u64(FEATURES)));
+  await ok('SET_FEATURES', f.acked('SET_FEATURES', encodeU64(FEATURES)));
   const a = f.guestRam(4 * MiB, 0n, 0x7f0000000000n);
   const b = f.guestRam(MiB, BigInt(4 * MiB), 0x7f1000000000n);
   await ok('SET_MEM_TABLE', f.acked('SET_MEM_TABLE', MockFrontend.memTable([a.region, b.region]), [a.fd, b.fd]));

@@ -93,6 +93,8 @@ describe('views of mappings over 4 GiB', () => {
       const w = new Uint8Array(native.mappingBuffer(id, 2 ** 32 + 4096, 4096));
       w[0] = 7;
       expect(new Uint8Array(native.mappingBuffer(id, 2 ** 32 + 4096, 1))[0]).toBe(7);
+      expect(native.mappingU16(id, 2 ** 32 + 4096)).toBe(7); // a ring index read without a view
+      expect(() => native.mappingU16(id, 2 ** 33 - 1)).toThrow(/outside/);
       expect(() => native.mappingBuffer(id, 2 ** 33 - 1, 2)).toThrow(/outside the mapping/);
     } finally {
       native.munmap(id);

@@ -9,9 +9,8 @@ import v8 from 'node:v8';
 import vm from 'node:vm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { encodeMessage, Flags, Request } from '../src/vhost-user/codec.js';
-import type { ControlConnection } from '../src/transport/connection.js';
 import type { Session } from '../src/vhost-user/session.js';
-import { native, type Served, serve } from './helpers/harness.js';
+import { connectNow, native, type Served, serve } from './helpers/harness.js';
 
 v8.setFlagsFromString('--expose-gc');
 const gc = vm.runInNewContext('gc') as () => void;
@@ -22,25 +21,16 @@ beforeAll(() => {
 });
 afterAll(() => srv.stop());
 
-interface Internals {
-  acceptOne(): void;
-  connection: ControlConnection | undefined;
-  current: Session | undefined;
-}
-
 describe('sessions are collected after they close', () => {
   it('300 sessions served and closed leave none alive', async () => {
-    const backend = srv.backend as unknown as Internals;
     const refs: WeakRef<Session>[] = [];
     for (let i = 0; i < 300; i++) {
-      const fd = native.unixConnect(srv.path);
-      backend.acceptOne();
-      const conn = backend.connection as ControlConnection;
-      refs.push(new WeakRef(backend.current as Session));
+      const { fd, conn, session, read } = connectNow(srv);
+      refs.push(new WeakRef(session));
       native.sendMsg(fd, encodeMessage(Request.GET_FEATURES, Flags.VERSION), []);
-      (conn as unknown as { onReadable(s: number): void }).onReadable(1);
+      read();
       native.close(fd);
-      (conn as unknown as { onReadable(s: number): void }).onReadable(1);
+      read();
       expect(conn.isClosed).toBe(true);
     }
     // Handles close and native finalizers run on the event loop: let it turn, then collect.

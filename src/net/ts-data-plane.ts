@@ -324,10 +324,16 @@ export class TsDataPlane implements DataPlane {
    * zero page instead of killing the process, and the vring is marked broken (MEMORY_FAULT).
    */
   private charged<T>(index: number, fn: () => T): T {
-    const outer = this.native.memoryFaultScope(index);
+    // Already charged to this vring (a frame delivered inside a receive pass): nothing to do,
+    // and no native call per frame.
+    if (this.chargedTo === index) return fn();
+    const outer = this.chargedTo;
+    this.chargedTo = index;
+    this.native.memoryFaultScope(index);
     try {
       return fn();
     } finally {
+      this.chargedTo = outer;
       this.native.memoryFaultScope(outer);
       const run = this.runs.get(index);
       if (this.native.takeMemoryFault(index) && run && !run.broken) {
@@ -336,6 +342,9 @@ export class TsDataPlane implements DataPlane {
       }
     }
   }
+
+  /** The vring this thread's guest-memory faults are charged to now (-1: none). */
+  private chargedTo = -1;
 
   private broken(run: RingRun): void {
     if (run.broken) return;
@@ -815,6 +824,10 @@ export class TsDataPlane implements DataPlane {
 
   /** receiveq: host frames into guest buffers until either side runs dry. */
   private processRx(pair: number): void {
+    this.charged(2 * pair, () => this.processRxBurst(pair));
+  }
+
+  private processRxBurst(pair: number): void {
     const run = this.runs.get(2 * pair);
     const port = this.port(pair);
     if (!run || run.broken || !this.mem || !port.produces) return;

@@ -202,12 +202,11 @@ export class MemoryTable {
 
   /**
    * The little-endian u16 at front-end address `va` in guest memory (a ring index: avail->idx,
-   * used->idx), or undefined when that is not mapped. A 2-byte window, read once.
+   * used->idx), or undefined when that is not mapped.
    */
   u16At(va: bigint): number | undefined {
     const r = this.findVa(va, 2n);
-    if (!r) return undefined;
-    return new DataView(this.native.mappingBuffer(r.mappingId, Number(va - r.userAddr), 2)).getUint16(0, true);
+    return r ? this.native.mappingU16(r.mappingId, Number(va - r.userAddr)) : undefined;
   }
 
   /**

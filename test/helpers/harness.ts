@@ -7,6 +7,7 @@ import { type BackendOptions, VhostUserNetBackend } from '../../src/backend.js';
 import { silentLogger } from '../../src/log.js';
 import { loadNative } from '../../src/native.js';
 import type { Session } from '../../src/vhost-user/session.js';
+import type { ControlConnection } from '../../src/transport/connection.js';
 import { type DriverPair, MockFrontend } from './mock-frontend.js';
 import { NativeDataPlane } from '../../src/net/native-data-plane.js';
 import { TsDataPlane } from '../../src/net/ts-data-plane.js';
@@ -146,4 +147,29 @@ export function planDevices() {
       await shutdown(c?.srv, c?.fe);
     },
   };
+}
+
+/**
+ * A connection served without the event loop turning (fuzzing and leak tests run thousands):
+ * connects to `srv`, has the backend accept at once, and gives `read()`, which makes the
+ * connection read what is waiting right now (as its poller would).
+ */
+export function connectNow(srv: Served): {
+  fd: number;
+  conn: ControlConnection;
+  session: Session;
+  read(): void;
+} {
+  const backend = srv.backend as unknown as {
+    acceptOne(): void;
+    connection: ControlConnection | undefined;
+    current: Session | undefined;
+  };
+  const fd = native.unixConnect(srv.path);
+  backend.acceptOne();
+  const conn = backend.connection;
+  const session = backend.current;
+  if (!conn || !session) throw new Error('the backend did not take the connection');
+  const read = () => (conn as unknown as { onReadable(status: number): void }).onReadable(1);
+  return { fd, conn, session, read };
 }
