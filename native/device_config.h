@@ -8,10 +8,11 @@
 #include <memory>
 #include <vector>
 
+#include "dirty_log.h"
 #include "faults.h"
 #include "guest_memory.h"
 #include "observe.h"
-#include "split_ring.h"
+#include "ring_types.h"
 
 namespace vun {
 

@@ -6,7 +6,7 @@
 #include <cstdint>
 #include <memory>
 
-#include "split_ring.h"
+#include "ring_types.h"
 
 namespace vun {
 

@@ -4,7 +4,8 @@
 //
 //   NetDevice (JS thread) --Reconfigure--> DeviceConfig, Steering, QueuePair ports
 //                                           ^ read by
-//   WorkerThread (one per pair or group) --runs--> QueuePair --> SplitRing, HostPort, Steering
+//   WorkerThread (one per pair or group) --runs--> QueuePair --> Vring (split or packed), HostPort,
+//   Steering
 #pragma once
 
 #include <napi.h>

@@ -23,13 +23,27 @@ enum ObserveType : uint16_t {
   kObsUsed = 4,    // u16 slot, u16 0, u32 id, u32 len
   kObsFlush = 5,   // u16 usedIdx, u16 count
   kObsNotify = 6,  // u8 sent, u8 why, u8 eventIdx, u8 0, u16 usedEvent, newUsed, oldUsed, flags
-  kObsKicks = 7,   // u8 enabled, u8 eventIdx, u16 avail_event value (EVENT_IDX)
+  kObsKicks = 7,   // u8 enabled, u8 mode (KicksMode), u16 avail_event or off_wrap value
   kObsFault = 8,   // u16 rule, u8 action, u8 field (0xff: none), u32 ringIdx (~0: none),
                    // u64 event, u64 old, u64 new (an injected fault: faults.h)
 };
 
 // Why a notification was sent or suppressed (kObsNotify `why`).
-enum NotifyWhy : uint8_t { kWhyFlags = 0, kWhyEventIdx = 1, kWhyOnEmpty = 2, kWhyFirst = 3 };
+enum NotifyWhy : uint8_t {
+  kWhyFlags = 0,
+  kWhyEventIdx = 1,
+  kWhyOnEmpty = 2,
+  kWhyFirst = 3,
+  kWhyPackedFlags = 4,  // packed: the driver event suppression flags decided
+  kWhyPackedDesc = 5,   // packed: EVENT_IDX, the driver's event offset and wrap counter
+};
+// How kicks were asked for or suppressed (kObsKicks `mode`).
+enum KicksMode : uint8_t {
+  kKicksSplitFlags = 0,   // split: used->flags NO_NOTIFY
+  kKicksSplitEvent = 1,   // split: avail_event
+  kKicksPackedFlags = 2,  // packed: device event flags ENABLE/DISABLE
+  kKicksPackedDesc = 3,   // packed: device event DESC at an offset and wrap counter
+};
 
 struct ObsDesc {
   uint64_t addr;
@@ -37,7 +51,8 @@ struct ObsDesc {
   uint16_t flags;
   uint16_t next;
   uint8_t indirect;  // 1: an entry of the indirect table the previous top-level entry points to
-  uint8_t pad[7];
+  uint8_t packed;    // 1: a packed ring descriptor (`next` holds its buffer id)
+  uint8_t pad[6];
 };
 static_assert(sizeof(ObsDesc) == 24, "ObsDesc layout is shared with src/trace/observe.ts");
 
@@ -123,7 +138,8 @@ class VringObserver {
     ring.Commit();
   }
 
-  void Desc(uint64_t addr, uint32_t len, uint16_t flags, uint16_t next, bool indirect) {
+  void Desc(uint64_t addr, uint32_t len, uint16_t flags, uint16_t next, bool indirect,
+            bool packed = false) {
     if (descs.size() >= kObsMaxDescs) {
       descsSkipped++;
       return;
@@ -134,6 +150,7 @@ class VringObserver {
     d.flags = flags;
     d.next = next;
     d.indirect = indirect ? 1 : 0;
+    d.packed = packed ? 1 : 0;
     descs.push_back(d);
   }
 
@@ -202,11 +219,11 @@ class VringObserver {
     ring.Commit();
   }
 
-  void Kicks(bool enabled, bool eventIdx, uint16_t value) {
+  void Kicks(bool enabled, KicksMode mode, uint16_t value) {
     uint8_t* p = Begin(kObsKicks, 4);
     if (!p) return;
     p[0] = enabled;
-    p[1] = eventIdx;
+    p[1] = mode;
     std::memcpy(p + 2, &value, 2);
     ring.Commit();
   }

@@ -44,15 +44,15 @@ bool QueuePair::Active() const {
   return cfg_.queues[receiveq_].started || cfg_.queues[transmitq_].started;
 }
 
-void QueuePair::Broken(SplitRing& ring, uint32_t vring) {
+void QueuePair::Broken(Vring& ring, uint32_t vring) {
   // A walk that failed on the zero page the SIGBUS handler put in failed because the memory
   // went away, not because the driver wrote something wrong: say so.
   if (TakeMemoryFault(vring)) ring.Break(kMemoryFault);
   QueueState& q = cfg_.queues[vring];
   q.broken = true;
-  q.error = ring.error;
+  q.error = ring.Error();
   cfg_.Count(vring, kCRingError, 1);
-  events_.VringBroken(vring, ring.error);  // logged once, by JS
+  events_.VringBroken(vring, ring.Error());  // logged once, by JS
 }
 
 void QueuePair::TakeMemoryFaults() {
@@ -68,16 +68,15 @@ void QueuePair::TakeMemoryFaults() {
   }
 }
 
-void QueuePair::Notify(SplitRing& ring, uint32_t vring) {
-  const uint16_t signalled = ring.signalledUsed;
-  const bool signalledValid = ring.signalledUsedValid;
+void QueuePair::Notify(Vring& ring, uint32_t vring) {
+  const uint16_t signalled = ring.SignalledUsed();
+  const bool signalledValid = ring.SignalledUsedValid();
   bool send = ring.NeedNotify();
   if (send && NotifyHeldBack(vring)) {
     // notify-drop: the interrupt is owed, not sent. The ring forgets it was decided, so the
     // first decision after the window (EVENT_IDX compares used_event with the last one sent)
     // interrupts the driver for everything that piled up.
-    ring.signalledUsed = signalled;
-    ring.signalledUsedValid = signalledValid;
+    ring.SetSignalled(signalled, signalledValid);
     send = false;
   }
   const int d = vring == receiveq_ ? 0 : 1;
@@ -136,15 +135,15 @@ void QueuePair::ProcessTransmitq() {
       }
       if (l) TakeNotifyLies(vt, *l, e.head);
       if (!l) {
-        fromGuest_.Fill(e.head, 0, filled++);
+        fromGuest_.Fill(e.head, 0, filled++, e.slots);
       } else if (l->withhold >= 0) {
         // Never completed: the chain stays in flight for the guest (the device knows it is done).
         Record(vt, l->withhold, kFaultWithhold, kFieldId, e.head, l->event, e.head, 0);
       } else {
         uint32_t id, len;
         LieUsed(vt, *l, e.head, 0, &id, &len);
-        fromGuest_.Fill(id, len, filled++);
-        if (l->Twice()) fromGuest_.Fill(id, len, filled++);  // completed a second time
+        fromGuest_.Fill(id, len, filled++, e.slots);
+        if (l->Twice()) fromGuest_.Fill(id, len, filled++, e.slots);  // completed a second time
       }
       if (e.outLen < hdr) {
         cfg_.Count(vt, kCDropMalformed, 1);
@@ -219,11 +218,11 @@ void QueuePair::ProcessTransmitq() {
       }
       progress_ = true;
       cfg_.Count(vt, kCBursts, 1);
-      cfg_.Publish(vt, fromGuest_.lastAvailIdx, fromGuest_.usedIdx);
+      cfg_.Publish(vt, fromGuest_.LastAvailIdx(), fromGuest_.UsedIdx());
       FlushReceiveq();  // loopback frames delivered here
       SignalHandover();
     }
-    if (fromGuest_.broken) {
+    if (fromGuest_.Broken()) {
       Broken(fromGuest_, vt);
       return;
     }
@@ -287,10 +286,10 @@ bool QueuePair::Setup(int epfd, uint64_t tag) {
   toGuestLies_.pending = false;
   // Dirty log: on while VHOST_F_LOG_ALL is acked and the front-end gave a log area.
   const LogArea logArea = cfg_.Has(kFLogAll) ? cfg_.log : LogArea{};
-  toGuest_.log.area = logArea;
-  fromGuest_.log.area = logArea;
-  toGuest_.trace = cfg_.TraceOf(receiveq_);
-  fromGuest_.trace = cfg_.TraceOf(transmitq_);
+  toGuest_.SetLogArea(logArea);
+  fromGuest_.SetLogArea(logArea);
+  toGuest_.SetTrace(cfg_.TraceOf(receiveq_));
+  fromGuest_.SetTrace(cfg_.TraceOf(transmitq_));
   capToGuest_ = cfg_.CaptureOf(receiveq_);
   capFromGuest_ = cfg_.CaptureOf(transmitq_);
   return polled;
@@ -333,17 +332,17 @@ void QueuePair::Teardown() {
   if (cached_ > pos_) toGuest_.Rewind(static_cast<uint16_t>(cached_ - pos_));
   // Marks still cached (avail_event, a descriptor rewrite) reach the log before the position
   // is handed back: the front-end's last log sync follows GET_VRING_BASE.
-  if (toGuest_.log.On()) toGuest_.log.Sync();
-  if (fromGuest_.log.On()) fromGuest_.log.Sync();
+  if (toGuest_.Log().On()) toGuest_.Log().Sync();
+  if (fromGuest_.Log().On()) fromGuest_.Log().Sync();
   TakeMemoryFaults();
   cached_ = pos_ = 0;
   if (qr.started) {
-    qr.lastAvailIdx = toGuest_.lastAvailIdx;
-    qr.usedIdx = toGuest_.usedIdx;
+    qr.lastAvailIdx = toGuest_.LastAvailIdx();
+    qr.usedIdx = toGuest_.UsedIdx();
   }
   if (qt.started) {
-    qt.lastAvailIdx = fromGuest_.lastAvailIdx;
-    qt.usedIdx = fromGuest_.usedIdx;
+    qt.lastAvailIdx = fromGuest_.LastAvailIdx();
+    qt.usedIdx = fromGuest_.UsedIdx();
   }
   cfg_.Publish(receiveq_, qr.lastAvailIdx, qr.usedIdx);
   cfg_.Publish(transmitq_, qt.lastAvailIdx, qt.usedIdx);

@@ -1,6 +1,6 @@
 // One queue pair's data path: receiveq 2n (toGuest) and transmitq 2n+1 (fromGuest), its two
-// split rings, its host port and its bounce buffers. A WorkerThread runs one or more pairs.
-// queue_pair.cc: set-up, events, the transmitq; queue_pair_receive.cc: the receiveq;
+// vrings (split or packed), its host port and its bounce buffers. A WorkerThread runs one or more
+// pairs. queue_pair.cc: set-up, events, the transmitq; queue_pair_receive.cc: the receiveq;
 // queue_pair_faults.cc: the fault plan's lies.
 //
 //   transmitq --pop--> HostPort::Send (or loopback: Route) --fill/flush/notify--> used ring
@@ -17,8 +17,8 @@
 #include "frame_hold.h"
 #include "host_port.h"
 #include "observe.h"
-#include "split_ring.h"
 #include "steering.h"
+#include "vring.h"
 
 namespace vun {
 
@@ -147,8 +147,8 @@ class QueuePair {
   bool DrainHandover();
   void SignalHandover();
   void FlushReceiveq();
-  void Notify(SplitRing& ring, uint32_t vring);
-  void Broken(SplitRing& ring, uint32_t vring);
+  void Notify(Vring& ring, uint32_t vring);
+  void Broken(Vring& ring, uint32_t vring);
   // A vring whose guest memory faulted during this step (memory_fault.h) is marked broken.
   void TakeMemoryFaults();
   void WatchHost(bool on);
@@ -185,7 +185,7 @@ class QueuePair {
   bool progress_ = false;
   bool more_ = false;
   bool hostWatched_ = false;
-  SplitRing toGuest_, fromGuest_;
+  Vring toGuest_, fromGuest_;
   // toGuest: one frame waiting for guest buffers, as [virtio-net header][frame].
   std::vector<uint8_t> bounce_;
   uint32_t pendingLen_ = 0;

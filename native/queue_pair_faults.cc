@@ -186,12 +186,10 @@ void QueuePair::LieUsed(uint32_t vring, const Lies& l, uint16_t head, uint32_t l
                         uint32_t* outLen) {
   uint32_t reportId = head;
   uint32_t reportLen = len;
-  SplitRing& ring = vring == receiveq_ ? toGuest_ : fromGuest_;
+  Vring& ring = vring == receiveq_ ? toGuest_ : fromGuest_;
   if (l.descRewrite >= 0) {
     // desc-rewrite: the head descriptor changes in guest memory before the chain is completed.
-    const auto field = l.descField == kFieldAddr  ? SplitRing::kDescAddr
-                       : l.descField == kFieldLen ? SplitRing::kDescLen
-                                                  : SplitRing::kDescFlags;
+    const uint8_t field = l.descField == kFieldAddr ? 0 : l.descField == kFieldLen ? 1 : 2;
     const uint64_t old = ring.RewriteDesc(head, field, l.descValue);
     Record(vring, l.descRewrite, kFaultDescRewrite, l.descField, head, l.event, old, l.descValue);
   }

@@ -103,14 +103,14 @@ int QueuePair::Deliver(const uint8_t* frame, uint32_t len) {
   const int nb = NumBuffersOffset(hdr);
   uint8_t* at[3] = {nullptr, nullptr, nullptr};
   uint64_t atGpa[3] = {UINT64_MAX, UINT64_MAX, UINT64_MAX};  // the same bytes, for the dirty log
-  uint16_t taken = 0, firstHead = 0;
+  uint16_t taken = 0, firstHead = 0, firstSlots = 1;
   uint32_t firstLen = 0;
   uint32_t copied = 0;
   while (copied < len || taken == 0) {
     if (pos_ == cached_) {
       pos_ = cached_ = 0;
       cached_ = toGuest_.PopBurst(toGuestElems_, kMaxBurst, toGuestSegs_.data());
-      if (toGuest_.broken) {
+      if (toGuest_.Broken()) {
         Broken(toGuest_, vr);
         return -1;
       }
@@ -131,6 +131,7 @@ int QueuePair::Deliver(const uint8_t* frame, uint32_t len) {
     }
     if (taken == 0) {
       firstHead = e.head;
+      firstSlots = e.slots;
       at[0] = ByteAt(e, 0);
       atGpa[0] = GpaAt(e, 0);
       if (nb >= 0) {
@@ -140,9 +141,9 @@ int QueuePair::Deliver(const uint8_t* frame, uint32_t len) {
         atGpa[2] = GpaAt(e, nb + 1);
       }
     }
-    uint32_t n = ScatterIn(e, 0, frame + copied, len - copied, toGuest_.log);
+    uint32_t n = ScatterIn(e, 0, frame + copied, len - copied, toGuest_.Log());
     copied += n;
-    toGuest_.Fill(e.head, n, filled_++);
+    toGuest_.Fill(e.head, n, filled_++, e.slots);
     if (taken == 0) firstLen = n;
     taken++;
   }
@@ -176,17 +177,17 @@ int QueuePair::Deliver(const uint8_t* frame, uint32_t len) {
       // The first chain's used element, written again with the lie.
       uint32_t usedLen;
       LieUsed(vr, *l, firstHead, firstLen, &reported, &usedLen);
-      toGuest_.Fill(reported, usedLen, firstFill);
+      toGuest_.Fill(reported, usedLen, firstFill, firstSlots);
     }
     // used-id "repeat": a second used element for the same head.
-    if (l->Twice()) toGuest_.Fill(reported, firstLen, filled_++);
+    if (l->Twice()) toGuest_.Fill(reported, firstLen, filled_++, firstSlots);
     l->pending = false;
   }
   // The header bytes were written again after the copy marked their pages: mark them again,
   // or a page copied (and its bit cleared) in between would keep the old bytes.
-  if (toGuest_.log.On()) {
+  if (toGuest_.Log().On()) {
     for (int k = 0; k < 3; k++)
-      if (at[k] && atGpa[k] != UINT64_MAX) toGuest_.log.Mark(atGpa[k], 1);
+      if (at[k] && atGpa[k] != UINT64_MAX) toGuest_.Log().Mark(atGpa[k], 1);
   }
   if (capToGuest_) {
     struct Part {
@@ -218,7 +219,7 @@ void QueuePair::FlushReceiveq() {
   MemoryFaultScope scope(vr);
   toGuest_.Flush(filled_);
   filled_ = 0;
-  cfg_.Publish(vr, toGuest_.lastAvailIdx, toGuest_.usedIdx);
+  cfg_.Publish(vr, toGuest_.LastAvailIdx(), toGuest_.UsedIdx());
   cfg_.Count(vr, kCFrames, burstFrames_);
   cfg_.Count(vr, kCBytes, burstBytes_);
   cfg_.Count(vr, kCBursts, 1);
@@ -284,7 +285,7 @@ void QueuePair::ProcessReceiveq() {
     }
     FlushReceiveq();
     SignalHandover();
-    if (q.broken || toGuest_.broken) return;
+    if (q.broken || toGuest_.Broken()) return;
     if (!blocked) break;
     // No guest buffers: stop reading the host, ask for a kick, and look once more.
     WatchHost(false);
@@ -294,7 +295,7 @@ void QueuePair::ProcessReceiveq() {
   // Give back chains popped for frames that did not come.
   if (cached_ > pos_) {
     toGuest_.Rewind(static_cast<uint16_t>(cached_ - pos_));
-    cfg_.Publish(vr, toGuest_.lastAvailIdx, toGuest_.usedIdx);
+    cfg_.Publish(vr, toGuest_.LastAvailIdx(), toGuest_.UsedIdx());
   }
   cached_ = pos_ = 0;
   WatchHost(true);

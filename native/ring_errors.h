@@ -22,7 +22,9 @@ enum RingError : uint32_t {
   kRingAddrInvalid = 12,        // desc/avail/used areas not mapped, or misaligned
   kTooManySegments = 13,        // more memory segments than one element can carry
   kMemoryFault = 14,            // guest memory gone under the ring (SIGBUS, memory_fault.h)
-  kRingErrorCount = 15,
+  kDescNotAvailable = 15,       // packed: a later descriptor of a chain not available (wrap)
+  kBufferIdOutOfRange = 16,     // packed: buffer id >= queue size
+  kRingErrorCount = 17,
 };
 
 inline const char* RingErrorName(uint32_t e) {
@@ -42,6 +44,8 @@ inline const char* RingErrorName(uint32_t e) {
       "RING_ADDR_INVALID",
       "TOO_MANY_SEGMENTS",
       "MEMORY_FAULT",
+      "DESC_NOT_AVAILABLE",
+      "ID_OUT_OF_RANGE",
   };
   return e < kRingErrorCount ? names[e] : "UNKNOWN";
 }

@@ -14,18 +14,12 @@
 #include "guest_memory.h"
 #include "observe.h"
 #include "ring_errors.h"
+#include "ring_types.h"
 
 namespace vun {
 
-constexpr uint16_t kDescFNext = 1;
-constexpr uint16_t kDescFWrite = 2;
-constexpr uint16_t kDescFIndirect = 4;
 constexpr uint16_t kAvailFNoInterrupt = 1;
 constexpr uint16_t kUsedFNoNotify = 1;
-// Segments one chain may use (libvhost-user's VIRTQUEUE_MAX_SIZE), and per burst.
-constexpr uint32_t kMaxChainSegs = 1024;
-constexpr uint32_t kBurstSegs = 4096;
-constexpr uint32_t kMaxBurst = 64;
 
 struct VringDesc {
   uint64_t addr;
@@ -34,26 +28,6 @@ struct VringDesc {
   uint16_t next;
 };
 static_assert(sizeof(VringDesc) == 16, "virtq_desc is 16 bytes");
-
-// One popped chain: readable segments first (outNum), then writable ones (inNum).
-struct Element {
-  uint16_t head;
-  uint32_t outNum, inNum;
-  uint64_t outLen, inLen;
-  Segment* segs;
-};
-
-struct RingConfig {
-  uint16_t num = 0;
-  uint64_t descVa = 0, availVa = 0, usedVa = 0;
-  bool eventIdx = false;
-  bool indirect = false;
-  bool notifyOnEmpty = false;
-  // VHOST_VRING_F_LOG: used ring writes are logged at this guest physical address
-  // (SET_VRING_ADDR's log_guest_addr) while the dirty log is on.
-  bool logUsed = false;
-  uint64_t logGuestAddr = 0;
-};
 
 class SplitRing {
  public:
@@ -145,7 +119,7 @@ class SplitRing {
 
   // Writes used entry `idx` of the batch being filled: chain `head` (virtq_used_elem.id is 32
   // bits), `len` bytes written.
-  void Fill(uint32_t head, uint32_t len, uint16_t idx) {
+  void Fill(uint32_t head, uint32_t len, uint16_t idx, uint16_t /*slots*/ = 1) {
     uint8_t* ent = used_ + 4 + 8 * static_cast<uint16_t>((usedIdx + idx) % cfg.num);
     uint32_t id = head;
     std::memcpy(ent, &id, 4);
@@ -196,10 +170,10 @@ class SplitRing {
       if (enable) {
         uint16_t a = AvailIdx();
         SetAvailEvent(a);
-        if (trace) trace->Kicks(true, true, a);
+        if (trace) trace->Kicks(true, kKicksSplitEvent, a);
       }
     } else {
-      if (trace) trace->Kicks(enable, false, 0);
+      if (trace) trace->Kicks(enable, kKicksSplitFlags, 0);
       uint16_t* f = reinterpret_cast<uint16_t*>(used_);
       uint16_t v = __atomic_load_n(f, __ATOMIC_RELAXED);
       v = enable ? (v & ~kUsedFNoNotify) : (v | kUsedFNoNotify);
@@ -285,6 +259,7 @@ class SplitRing {
     std::memcpy(&head, avail_ + 4 + 2 * slot, 2);
     if (head >= cfg.num) return kHeadOutOfRange;
     e->head = head;
+    e->slots = 1;
     e->outNum = e->inNum = 0;
     e->outLen = e->inLen = 0;
     e->segs = segs;

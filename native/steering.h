@@ -10,8 +10,8 @@
 #include <vector>
 
 #include "byte_ring.h"
+#include "ring_types.h"
 #include "rss.h"
-#include "split_ring.h"
 
 namespace vun {
 

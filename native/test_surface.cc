@@ -1,7 +1,7 @@
-// The test-only native surface: the C++ split ring driven one call at a time (RingModel), the
-// RSS path, and the virtio-net device rules (net_rules.h). Only tests use it, to hold the C++
-// code to known answers and to the TS reference; one JS call per operation is fine there,
-// never on the data path.
+// The test-only native surface: the C++ rings (split and packed) driven one call at a time
+// (RingModel), the RSS path, and the virtio-net device rules (net_rules.h). Only tests use it, to
+// hold the C++ code to known answers and to the TS reference; one JS call per operation is fine
+// there, never on the data path.
 #include <napi.h>
 
 #include <memory>
@@ -14,7 +14,7 @@
 #include "napi_values.h"
 #include "net_rules.h"
 #include "rss.h"
-#include "split_ring.h"
+#include "vring.h"
 
 namespace vun {
 namespace {
@@ -33,8 +33,8 @@ class RingModel : public Napi::ObjectWrap<RingModel> {
          InstanceMethod<&RingModel::DrainTrace>("drainTrace")});
   }
 
-  // new RingModel(regions[{mappingId, gpa, size, va}], {num, desc, avail, used, eventIdx,
-  //               indirect, notifyOnEmpty, lastAvailIdx, usedIdx})
+  // new RingModel(regions[{mappingId, gpa, size, va}], {num, desc, avail, used, packed,
+  //               eventIdx, indirect, notifyOnEmpty, lastAvailIdx, usedIdx})
   explicit RingModel(const Napi::CallbackInfo& info)
       : Napi::ObjectWrap<RingModel>(info), segs_(kBurstSegs) {
     Napi::Env env = info.Env();
@@ -57,6 +57,7 @@ class RingModel : public Napi::ObjectWrap<RingModel> {
     cfg.descVa = BigU64(c.Get("desc"));
     cfg.availVa = BigU64(c.Get("avail"));
     cfg.usedVa = BigU64(c.Get("used"));
+    cfg.packed = c.Get("packed").ToBoolean();
     cfg.eventIdx = c.Get("eventIdx").ToBoolean();
     cfg.indirect = c.Get("indirect").ToBoolean();
     cfg.notifyOnEmpty = c.Get("notifyOnEmpty").ToBoolean();
@@ -68,8 +69,8 @@ class RingModel : public Napi::ObjectWrap<RingModel> {
         ThrowArg(env, "RingModel: unknown log mapping");
         return;
       }
-      ring_.log.area =
-          LogArea{static_cast<uint8_t*>(it->second.base) + it->second.delta, it->second.size};
+      ring_.SetLogArea(
+          LogArea{static_cast<uint8_t*>(it->second.base) + it->second.delta, it->second.size});
       if (l.Has("logGuestAddr") && l.Get("logGuestAddr").IsBigInt()) {
         cfg.logUsed = true;
         cfg.logGuestAddr = BigU64(l.Get("logGuestAddr"));
@@ -77,7 +78,7 @@ class RingModel : public Napi::ObjectWrap<RingModel> {
     }
     if (c.Get("trace").ToBoolean()) {
       trace_.reset(new VringObserver(0, 1u << 20, false, true, 0));
-      ring_.trace = trace_.get();
+      ring_.SetTrace(trace_.get());
     }
     ring_.Attach(mem_, cfg,
                  static_cast<uint16_t>(c.Get("lastAvailIdx").As<Napi::Number>().Uint32Value()),
@@ -96,6 +97,7 @@ class RingModel : public Napi::ObjectWrap<RingModel> {
       const Element& e = elems[i];
       Napi::Object o = Napi::Object::New(env);
       o.Set("head", e.head);
+      o.Set("slots", e.slots);
       auto segs = [&](uint32_t from, uint32_t count) {
         Napi::Array a = Napi::Array::New(env, count);
         for (uint32_t k = 0; k < count; k++) {
@@ -115,9 +117,10 @@ class RingModel : public Napi::ObjectWrap<RingModel> {
     return out;
   }
   Napi::Value Fill(const Napi::CallbackInfo& info) {
-    ring_.Fill(static_cast<uint16_t>(info[0].As<Napi::Number>().Uint32Value()),
-               info[1].As<Napi::Number>().Uint32Value(),
-               static_cast<uint16_t>(info[2].As<Napi::Number>().Uint32Value()));
+    ring_.Fill(
+        info[0].As<Napi::Number>().Uint32Value(), info[1].As<Napi::Number>().Uint32Value(),
+        static_cast<uint16_t>(info[2].As<Napi::Number>().Uint32Value()),
+        static_cast<uint16_t>(info[3].IsNumber() ? info[3].As<Napi::Number>().Uint32Value() : 1));
     return info.Env().Undefined();
   }
   Napi::Value Flush(const Napi::CallbackInfo& info) {
@@ -133,7 +136,7 @@ class RingModel : public Napi::ObjectWrap<RingModel> {
   }
   // What a stop does (QueuePair::Teardown): marks still cached reach the log.
   Napi::Value SyncLog(const Napi::CallbackInfo& info) {
-    if (ring_.log.On()) ring_.log.Sync();
+    if (ring_.Log().On()) ring_.Log().Sync();
     return info.Env().Undefined();
   }
   Napi::Value Rewind(const Napi::CallbackInfo& info) {
@@ -143,13 +146,13 @@ class RingModel : public Napi::ObjectWrap<RingModel> {
   Napi::Value State(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     Napi::Object o = Napi::Object::New(env);
-    o.Set("lastAvailIdx", ring_.lastAvailIdx);
-    o.Set("shadowAvailIdx", ring_.shadowAvailIdx);
-    o.Set("usedIdx", ring_.usedIdx);
-    o.Set("signalledUsed", ring_.signalledUsed);
-    o.Set("signalledUsedValid", ring_.signalledUsedValid);
-    o.Set("broken", ring_.broken);
-    o.Set("error", ring_.error);
+    o.Set("lastAvailIdx", ring_.LastAvailIdx());
+    o.Set("shadowAvailIdx", ring_.ShadowAvailIdx());
+    o.Set("usedIdx", ring_.UsedIdx());
+    o.Set("signalledUsed", ring_.SignalledUsed());
+    o.Set("signalledUsedValid", ring_.SignalledUsedValid());
+    o.Set("broken", ring_.Broken());
+    o.Set("error", ring_.Error());
     return o;
   }
 
@@ -169,7 +172,7 @@ class RingModel : public Napi::ObjectWrap<RingModel> {
 
   GuestMemory mem_;
   std::unique_ptr<VringObserver> trace_;
-  SplitRing ring_;
+  Vring ring_;
   std::vector<Segment> segs_;
 };
 

@@ -197,6 +197,8 @@ export interface NativeFaultRule {
 
 export interface RingModelConfig {
   num: number;
+  /** The packed layout (desc, avail, used: descriptor ring, driver area, device area). */
+  packed?: boolean;
   desc: bigint;
   avail: bigint;
   used: bigint;
@@ -214,10 +216,16 @@ export interface RingModelConfig {
 export interface NativeRingModel {
   /** The ring trace records written since the last call ([u32 len][record]...). */
   drainTrace(): Buffer;
-  popBurst(
-    max: number,
-  ): { head: number; out: [bigint, number][]; in: [bigint, number][]; outLen: number; inLen: number }[];
-  fill(head: number, len: number, idx: number): void;
+  popBurst(max: number): {
+    head: number;
+    slots: number;
+    out: [bigint, number][];
+    in: [bigint, number][];
+    outLen: number;
+    inLen: number;
+  }[];
+  /** `slots`: the packed ring's descriptor count of the chain (split ignores it). */
+  fill(head: number, len: number, idx: number, slots?: number): void;
   flush(count: number): void;
   needNotify(): boolean;
   setNotification(enable: boolean): void;

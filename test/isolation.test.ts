@@ -165,7 +165,10 @@ async function device(kind: DatapathKind, indirect: boolean) {
 
 describe.each(['native', 'ts'] as const)('%s data path: one queue pair broken, the other forwarding', (kind) => {
   it('every walk error code has a poison here', () => {
-    const walk = ringErrorNames.filter((n) => n !== 'OK' && n !== 'MEMORY_FAULT');
+    // The packed ring's own codes are held by test/packed-ring.test.ts; this device runs split rings.
+    const walk = ringErrorNames.filter(
+      (n) => !['OK', 'MEMORY_FAULT', 'DESC_NOT_AVAILABLE', 'ID_OUT_OF_RANGE'].includes(n),
+    );
     expect(Object.keys(poisons).sort()).toEqual([...walk].sort());
   });
 

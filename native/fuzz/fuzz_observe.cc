@@ -119,7 +119,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
                 in.ConsumeIntegral<uint8_t>(), in.ConsumeIntegral<uint32_t>(), 1, 2, 3);
         break;
       case 8:
-        o.Kicks(in.ConsumeBool(), in.ConsumeBool(), in.ConsumeIntegral<uint16_t>());
+        o.Kicks(in.ConsumeBool(), static_cast<KicksMode>(in.ConsumeIntegralInRange<int>(0, 3)),
+                in.ConsumeIntegral<uint16_t>());
         break;
       case 9:
         o.ring.Drain([&](const uint8_t* r, uint32_t len) {

@@ -9,14 +9,21 @@ import { ringErrorName } from '../virtio/ring-errors.js';
 import type { FaultEvent } from '../faults/log.js';
 import type { CapturedFrame, PcapWriter } from './pcapng.js';
 import type { RingTrace } from './ring-trace.js';
-import { descFlags, notifyEvent, type NotifyReason, type RingDesc, type RingEvent } from '../virtio/ring-events.js';
+import {
+  descFlags,
+  notifyEvent,
+  packedPos,
+  type NotifyReason,
+  type RingDesc,
+  type RingEvent,
+} from '../virtio/ring-events.js';
 
 export type { CapturedFrame };
 
 export const OBS = { frame: 1, avail: 2, chain: 3, used: 4, flush: 5, notify: 6, kicks: 7, fault: 8 } as const;
 const OBS_HEADER = 16;
 const DESC_F_NEXT = 1;
-const REASONS: NotifyReason[] = ['flags', 'event-idx', 'on-empty', 'first'];
+const REASONS: NotifyReason[] = ['flags', 'event-idx', 'on-empty', 'first', 'packed-flags', 'packed-desc'];
 
 export type ObserveRecord =
   | { kind: 'frame'; frame: CapturedFrame }
@@ -68,7 +75,14 @@ export function decodeRecord(rec: Buffer): ObserveRecord | undefined {
           addr: `0x${b.readBigUInt64LE(at).toString(16)}`,
           len: b.readUInt32LE(at + 8),
           flags: descFlags(flags),
-          ...(flags & DESC_F_NEXT ? { next: b.readUInt16LE(at + 14) } : {}),
+          // Packed ring descriptors carry a buffer id where split ones carry next.
+          ...(b[at + 17] === 1
+            ? b[at + 16] === 1
+              ? {}
+              : { id: b.readUInt16LE(at + 14) }
+            : flags & DESC_F_NEXT
+              ? { next: b.readUInt16LE(at + 14) }
+              : {}),
         };
         const parent = descs[descs.length - 1];
         if (b[at + 16] === 1 && parent) (parent.indirect ??= []).push(d);
@@ -116,8 +130,14 @@ export function decodeRecord(rec: Buffer): ObserveRecord | undefined {
     }
     case OBS.kicks: {
       const enabled = b[0] === 1;
+      const v = b.readUInt16LE(2);
       const how =
-        b[1] === 1 ? `avail_event = ${b.readUInt16LE(2)}` : `used->flags NO_NOTIFY ${enabled ? 'cleared' : 'set'}`;
+        [
+          `used->flags NO_NOTIFY ${enabled ? 'cleared' : 'set'}`,
+          `avail_event = ${v}`,
+          `device event: ${enabled ? 'ENABLE' : 'DISABLE'}`,
+          `device event: DESC at ${packedPos(v)}`,
+        ][b[1] ?? 0] ?? `kicks mode ${b[1]}`;
       return ring({ ev: 'kicks', enabled, how });
     }
     default:

@@ -36,6 +36,14 @@ export const RingError = {
    * the data plane, never by the walk.
    */
   MEMORY_FAULT: 14,
+  /**
+   * Packed ring: a later descriptor of a chain not marked available for the wrap counter of its
+   * position (§2.8.6: the flags of every descriptor in a list are set, and the first is made
+   * available last). Also how a chain longer than the ring shows: it reaches its own start.
+   */
+  DESC_NOT_AVAILABLE: 15,
+  /** Packed ring: a buffer id not below the queue size (§2.8.6). */
+  ID_OUT_OF_RANGE: 16,
 } as const;
 
 export type RingErrorCode = (typeof RingError)[keyof typeof RingError];

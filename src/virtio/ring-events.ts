@@ -11,6 +11,8 @@ export interface RingDesc {
   len: number;
   flags: string[];
   next?: number;
+  /** Packed ring: the buffer id field of a descriptor in the ring. */
+  id?: number;
   /** Descriptors of the indirect table this one points to. */
   indirect?: RingDesc[];
 }
@@ -45,7 +47,11 @@ export type RingEvent =
 
 export type NotifyEvent = Extract<RingEvent, { ev: 'notify' }>;
 /** What decided a notification: the driver's flags, EVENT_IDX, NOTIFY_ON_EMPTY, or a first one. */
-export type NotifyReason = 'flags' | 'event-idx' | 'on-empty' | 'first';
+export type NotifyReason = 'flags' | 'event-idx' | 'on-empty' | 'first' | 'packed-flags' | 'packed-desc';
+
+/** A packed ring position as vhost-user encodes it: bits 0-14 position, bit 15 wrap counter. */
+export const packedPos = (v: number): string => `${v & 0x7fff} wrap ${(v >> 15) & 1}`;
+const EVENT_FLAG_NAMES = ['ENABLE', 'DISABLE', 'DESC', 'reserved (3)'];
 
 const u16 = (v: number) => v & 0xffff;
 
@@ -76,6 +82,22 @@ export function notifyEvent(
         usedEvent: n.usedEvent ?? 0,
         newUsedIdx: n.newUsedIdx ?? 0,
       };
+    case 'packed-flags':
+      return {
+        ...base,
+        why: `driver event flags ${EVENT_FLAG_NAMES[(n.availFlags ?? 0) & 3]}`,
+        availFlags: n.availFlags ?? 0,
+      };
+    case 'packed-desc': {
+      const [ue, nu, old] = [n.usedEvent ?? 0, n.newUsedIdx ?? 0, n.oldUsedIdx ?? 0];
+      return {
+        ...base,
+        why: `driver event DESC at ${packedPos(ue)}; used moved from ${packedPos(old)} to ${packedPos(nu)}${sent ? ', past it' : ', not past it'}`,
+        usedEvent: ue,
+        newUsedIdx: nu,
+        oldUsedIdx: old,
+      };
+    }
     case 'event-idx': {
       const [ue, nu, old] = [n.usedEvent ?? 0, n.newUsedIdx ?? 0, n.oldUsedIdx ?? 0];
       return {
@@ -93,6 +115,8 @@ const FLAG_NAMES: [number, string][] = [
   [1, 'NEXT'],
   [2, 'WRITE'],
   [4, 'INDIRECT'],
+  [1 << 7, 'AVAIL'],
+  [1 << 15, 'USED'],
 ];
 export function descFlags(f: number): string[] {
   return FLAG_NAMES.filter(([b]) => f & b).map(([, n]) => n);

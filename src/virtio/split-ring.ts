@@ -27,41 +27,33 @@ import {
 } from './ring-events.js';
 import { RingError, ringErrorName } from './ring-errors.js';
 
-export const DESC_F_NEXT = 1;
-export const DESC_F_WRITE = 2;
-export const DESC_F_INDIRECT = 4;
+import {
+  BURST_SEGS,
+  DESC_F_INDIRECT,
+  DESC_F_NEXT,
+  DESC_F_WRITE,
+  type Element,
+  MAX_BURST,
+  MAX_CHAIN_SEGS,
+  type RingConfig,
+  type RingState,
+  TRACE_MAX_DESCS,
+  type Vring,
+} from './ring-types.js';
+
+export {
+  BURST_SEGS,
+  DESC_F_INDIRECT,
+  DESC_F_NEXT,
+  DESC_F_WRITE,
+  type Element,
+  MAX_BURST,
+  MAX_CHAIN_SEGS,
+  type RingConfig,
+  TRACE_MAX_DESCS,
+};
 export const AVAIL_F_NO_INTERRUPT = 1;
 export const USED_F_NO_NOTIFY = 1;
-/** Segments one chain may use (libvhost-user's VIRTQUEUE_MAX_SIZE), and per burst. */
-export const MAX_CHAIN_SEGS = 1024;
-export const BURST_SEGS = 4096;
-export const MAX_BURST = 64;
-/** Descriptors kept per chain in the ring trace; the rest of a longer chain is not listed. */
-export const TRACE_MAX_DESCS = 256;
-
-export interface RingConfig {
-  num: number;
-  descVa: bigint;
-  availVa: bigint;
-  usedVa: bigint;
-  eventIdx: boolean;
-  indirect: boolean;
-  notifyOnEmpty: boolean;
-  /**
-   * VHOST_VRING_F_LOG (vhost-user.rst "Migration"): log used ring writes at this guest
-   * physical address (SET_VRING_ADDR's log_guest_addr) while the dirty log is on.
-   */
-  logGuestAddr?: bigint;
-}
-
-/** One chain: readable segments (`out`) then writable ones (`in`). */
-export interface Element {
-  head: number;
-  out: Segment[];
-  in: Segment[];
-  outLen: number;
-  inLen: number;
-}
 
 interface Area {
   view: DataView;
@@ -82,7 +74,7 @@ function area(mem: GuestMemoryRef, va: bigint, len: number): Area | undefined {
     : undefined;
 }
 
-export class SplitRingRef {
+export class SplitRingRef implements Vring {
   lastAvailIdx = 0;
   shadowAvailIdx = 0;
   usedIdx = 0;
@@ -190,7 +182,7 @@ export class SplitRingRef {
   }
 
   /** Step 2, fill: used element `idx` of the batch: chain `head`, `len` bytes written. */
-  fill(head: number, len: number, idx: number): void {
+  fill(head: number, len: number, idx: number, _slots = 1): void {
     const u = this.used as Area;
     const slot = u16(this.usedIdx + idx) % this.cfg.num;
     const at = u.offset + 4 + 8 * slot;
@@ -264,7 +256,7 @@ export class SplitRingRef {
     return this.availIdx() === this.lastAvailIdx;
   }
 
-  state() {
+  state(): RingState {
     return {
       lastAvailIdx: this.lastAvailIdx,
       shadowAvailIdx: this.shadowAvailIdx,
@@ -344,7 +336,7 @@ export class SplitRingRef {
     const a = this.avail as Area;
     const head = a.view.getUint16(a.offset + 4 + 2 * (this.lastAvailIdx % this.cfg.num), true);
     if (head >= this.cfg.num) return RingError.HEAD_OUT_OF_RANGE;
-    const e: Element = { head, out: [], in: [], outLen: 0, inLen: 0 };
+    const e: Element = { head, out: [], in: [], outLen: 0, inLen: 0, slots: 1 };
     let table = this.desc as Area;
     let tableSize = this.cfg.num;
     let i = head;

@@ -1,6 +1,7 @@
 /**
- * Two split rings over identical guest memory: the TS reference (SplitRingRef) and the C++
- * ring (RingModel), each over its own copy of the same bytes. `runSequence` applies one list
+ * Two rings of one layout (split or packed) over identical guest memory: the TS reference
+ * (SplitRingRef or PackedRingRef) and the C++ ring (RingModel), each over its own copy of the
+ * same bytes. `runSequence` applies one list
  * of driver and device operations to both, checks after every step that results, ring state,
  * trace and every byte of memory agree, and returns what happened, so a test can also hold
  * the outcome to a known answer (agreement alone cannot catch a misreading both share).
@@ -8,7 +9,10 @@
 import { expect } from 'vitest';
 import { DirtyLog } from '../../src/virtio/dirty-log.js';
 import { GuestMemoryRef } from '../../src/virtio/guest-memory.js';
-import { type Element, SplitRingRef } from '../../src/virtio/split-ring.js';
+import { SplitRingRef } from '../../src/virtio/split-ring.js';
+import { PackedRingRef } from '../../src/virtio/packed-ring.js';
+import type { Element, RingState, Vring } from '../../src/virtio/ring-types.js';
+import { PackedDriver } from './packed-driver.js';
 import { records } from '../../src/trace/observe.js';
 import type { RingEvent } from '../../src/virtio/ring-events.js';
 import { native } from './harness.js';
@@ -73,8 +77,14 @@ export function closeSides(): void {
 
 export type Op =
   | { op: 'chain'; descs: DescSpec[] }
-  | { op: 'indirect'; descs: DescSpec[]; tableLen?: number; extraFlags?: number }
-  | { op: 'raw'; addr: bigint; len: number; flags: number; next: number }
+  /** `tableExtraFlags` (packed): flags besides WRITE in the table's descriptors. */
+  | { op: 'indirect'; descs: DescSpec[]; tableLen?: number; extraFlags?: number; tableExtraFlags?: number }
+  /**
+   * One raw descriptor. Split: `next` as given. Packed: `next` is the buffer id; `wrongWrap`
+   * gives it the AVAIL/USED bits of the other lap; `later` writes it as a later descriptor of a
+   * chain (visible at once) rather than a first one (visible at publish).
+   */
+  | { op: 'raw'; addr: bigint; len: number; flags: number; next: number; wrongWrap?: boolean; later?: boolean }
   | { op: 'publish'; jump?: number }
   /** Puts any head (in range or not) into the next avail slot. */
   | { op: 'offer'; head: number }
@@ -89,11 +99,14 @@ export interface Features {
   eventIdx: boolean;
   indirect: boolean;
   notifyOnEmpty: boolean;
+  /** The packed layout (start positions then are position | wrap << 15). */
+  packed?: boolean;
 }
 
 const strip = (elems: Element[]) =>
   elems.map((e) => ({
     head: e.head,
+    slots: e.slots,
     out: e.out.map((s) => [s.gpa, s.len]),
     in: e.in.map((s) => [s.gpa, s.len]),
     outLen: e.outLen,
@@ -109,11 +122,15 @@ export interface Outcome {
   /** Used elements published, in order. */
   used: { id: number; len: number }[];
   /** Ring state at the end. */
-  state: ReturnType<SplitRingRef['state']>;
+  state: RingState;
   /** The error's name when the ring broke. */
   error?: string;
   /** The dirty log at the end (both rings agreed on it). */
   log?: Buffer;
+  /** Packed: the flags of each used descriptor published, in order. */
+  usedFlags?: number[];
+  /** Packed: the device event suppression structure at the end. */
+  deviceEvent?: { offWrap: number; flags: number };
 }
 
 /** Runs one sequence; throws on the first difference; returns what happened. */
@@ -140,14 +157,15 @@ export function runSequence(
   const sizeB = opts.regionBSize ?? BigInt(REGION);
   const outcome: Outcome = { popped: [], notify: [], used: [], state: undefined as never };
   for (const s of sides) for (const b of [...s.bytes, s.log]) b.fill(0);
-  const driver = new RingDriver(
-    sides.flatMap((s) => [s.bytes[0] as Uint8Array]),
-    LAYOUT,
-    GPA_A + BigInt(INDIRECT_OFF),
-    INDIRECT_OFF,
-  );
-  driver.availIdx = startIdx;
-  driver.publish();
+  const mems = sides.flatMap((s) => [s.bytes[0] as Uint8Array]);
+  const packed = feat.packed === true;
+  const split = packed ? undefined : new RingDriver(mems, LAYOUT, GPA_A + BigInt(INDIRECT_OFF), INDIRECT_OFF);
+  const pd = packed ? new PackedDriver(mems, LAYOUT, GPA_A + BigInt(INDIRECT_OFF), INDIRECT_OFF, startIdx) : undefined;
+  const driver = (split ?? pd) as RingDriver | PackedDriver;
+  if (split) {
+    split.availIdx = startIdx;
+    split.publish();
+  }
   const cfg = {
     num: NUM,
     descVa: driver.descVa + BigInt(descShift),
@@ -158,15 +176,13 @@ export function runSequence(
   };
   const s0 = sides[0] as Side;
   const s1 = sides[1] as Side;
-  const ref = new SplitRingRef(
-    new GuestMemoryRef([
-      { gpa: GPA_A, size: BigInt(REGION), va: VA_A, bytes: s0.bytes[0] as Uint8Array },
-      { gpa: GPA_B, size: sizeB, va: VA_B, bytes: s0.bytes[1] as Uint8Array },
-    ]),
-    cfg,
-    startIdx,
-    startIdx,
-  );
+  const refMem = new GuestMemoryRef([
+    { gpa: GPA_A, size: BigInt(REGION), va: VA_A, bytes: s0.bytes[0] as Uint8Array },
+    { gpa: GPA_B, size: sizeB, va: VA_B, bytes: s0.bytes[1] as Uint8Array },
+  ]);
+  const ref: Vring = packed
+    ? new PackedRingRef(refMem, cfg, startIdx, startIdx)
+    : new SplitRingRef(refMem, cfg, startIdx, startIdx);
   if (logged) ref.log = new DirtyLog(s0.log);
   const fast = new native.RingModel(
     [
@@ -195,22 +211,32 @@ export function runSequence(
     const where = `step ${step} ${JSON.stringify(o, (_k, v) => (typeof v === 'bigint' ? `0x${v.toString(16)}` : v))}`;
     switch (o.op) {
       case 'chain':
-        driver.offer(driver.addChain(o.descs));
+        if (split) split.offer(split.addChain(o.descs));
+        else pd?.addChain(o.descs);
         break;
       case 'indirect':
-        driver.offer(driver.addIndirect(o.descs, { tableLen: o.tableLen, extraFlags: o.extraFlags }));
+        if (split) split.offer(split.addIndirect(o.descs, { tableLen: o.tableLen, extraFlags: o.extraFlags }));
+        else
+          pd?.addIndirect(o.descs, {
+            tableLen: o.tableLen,
+            extraFlags: o.extraFlags,
+            tableExtraFlags: o.tableExtraFlags,
+          });
         break;
       case 'raw': {
-        const [i] = driver.allocDescs(1);
-        driver.rawDesc(i as number, o.addr, o.len, o.flags, o.next);
-        driver.offer(i as number);
+        if (split) {
+          const [i] = split.allocDescs(1);
+          split.rawDesc(i as number, o.addr, o.len, o.flags, o.next);
+          split.offer(i as number);
+        } else pd?.raw(o.addr, o.len, o.flags, o.next, { wrongWrap: o.wrongWrap, first: !o.later });
         break;
       }
       case 'offer':
-        driver.offer(o.head);
+        split?.offer(o.head);
         break;
       case 'publish':
-        driver.publish(o.jump !== undefined ? (driver.availIdx + o.jump) & 0xffff : driver.availIdx);
+        if (split) split.publish(o.jump !== undefined ? (split.availIdx + o.jump) & 0xffff : split.availIdx);
+        else pd?.publish();
         break;
       case 'pop': {
         const a = ref.popBurst(o.max);
@@ -226,13 +252,18 @@ export function runSequence(
         const done = outstanding.splice(0, n);
         done.forEach((e, k) => {
           const len = Math.min(o.lens[k] ?? 0, e.inLen);
-          ref.fill(e.head, len, k);
-          fast.fill(e.head, len, k);
+          ref.fill(e.head, len, k, e.slots);
+          fast.fill(e.head, len, k, e.slots);
         });
-        const before = driver.usedIdx();
+        const before = split?.usedIdx() ?? 0;
         ref.flush(n);
         fast.flush(n);
-        for (let k = 0; k < n; k++) outcome.used.push(driver.usedElem(before + k));
+        if (split) for (let k = 0; k < n; k++) outcome.used.push(split.usedElem(before + k));
+        else
+          for (const u of (pd as PackedDriver).takeUsed()) {
+            outcome.used.push({ id: u.id, len: u.len });
+            (outcome.usedFlags ??= []).push(u.flags);
+          }
         const notify = ref.needNotify();
         expect(fast.needNotify(), where).toBe(notify);
         outcome.notify.push(notify);
@@ -286,6 +317,7 @@ export function runSequence(
   }
   outcome.log = Buffer.from(s0.log);
   outcome.state = ref.state();
+  if (pd) outcome.deviceEvent = pd.deviceEvent();
   if (ref.broken) outcome.error = ringErrorNames[ref.error];
   return outcome;
 }
