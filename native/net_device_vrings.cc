@@ -10,7 +10,9 @@
 namespace vun {
 
 // startQueue(index, {num, desc, avail, used: bigint VAs, logGuestAddr: bigint GPA or -1n,
-// lastAvailIdx, usedIdx, kickFd, callFd, enabled})
+// lastAvailIdx, usedIdx, kickFd, callFd, enabled}). With VIRTIO_F_RING_PACKED acked the ring is
+// packed: desc, avail, used are its descriptor ring, driver area and device area, and both
+// positions are position | wrap counter << 15.
 Napi::Value NetDevice::StartQueue(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   uint32_t index = U32(info[0]);
@@ -26,6 +28,7 @@ Napi::Value NetDevice::StartQueue(const Napi::CallbackInfo& info) {
     q.cfg.descVa = BigU64(o.Get("desc"));
     q.cfg.availVa = BigU64(o.Get("avail"));
     q.cfg.usedVa = BigU64(o.Get("used"));
+    q.cfg.packed = cfg_->Has(kFRingPacked);
     q.cfg.eventIdx = cfg_->Has(kFEventIdx);
     q.cfg.indirect = cfg_->Has(kFIndirect);
     q.cfg.notifyOnEmpty = cfg_->Has(kFNotifyOnEmpty);
@@ -38,7 +41,9 @@ Napi::Value NetDevice::StartQueue(const Napi::CallbackInfo& info) {
     // usedIdx < 0: continue from used->idx in guest memory, as libvhost-user does. After a
     // backend restart QEMU resumes the ring there (split rings only).
     int64_t usedIdx = o.Get("usedIdx").As<Napi::Number>().Int64Value();
-    if (usedIdx < 0) {
+    if (usedIdx < 0 && q.cfg.packed) {
+      usedIdx = q.lastAvailIdx;  // a packed ring keeps no used index in memory
+    } else if (usedIdx < 0) {
       const uint8_t* u = cfg_->mem.VaToHost(q.cfg.usedVa, 4);
       // Acquire: pairs with the release-store of used->idx by whoever wrote it last.
       usedIdx = u ? __atomic_load_n(reinterpret_cast<const uint16_t*>(u + 2), __ATOMIC_ACQUIRE) : 0;

@@ -12,7 +12,7 @@ namespace vun {
 // Virtio feature bit numbers the device rules look at (virtio 1.2 §5.1.3, §6).
 constexpr int kFCsum = 0, kFGuestCsum = 1, kFGuestTso4 = 7, kFGuestTso6 = 8, kFGuestEcn = 9,
               kFGuestUfo = 10, kFMrgRxbuf = 15, kFNotifyOnEmpty = 24, kFIndirect = 28,
-              kFEventIdx = 29, kFVersion1 = 32,
+              kFEventIdx = 29, kFVersion1 = 32, kFRingPacked = 34, kFInOrder = 35,
               kFLogAll = 26;  // VHOST_F_LOG_ALL (vhost-user.rst "Migration")
 
 // virtio-net header fields (virtio 1.2 §5.1.6).

@@ -16,6 +16,7 @@ import { type DispatchObserver, dispatch } from './vhost-user/handlers.js';
 import {
   OFFERED_PROTOCOL_FEATURES,
   offeredFeatures,
+  type RingLayout,
   queueName,
   Session,
   type SessionView,
@@ -45,6 +46,8 @@ export interface BackendOptions {
   reconnectMaxMs: number;
   features?: bigint;
   protocolFeatures?: bigint;
+  /** `--ring`: which ring layouts are offered (default auto: packed offered). */
+  ring?: RingLayout;
   /** Protocol trace: every message both ways, decoded (`--trace-messages`). */
   trace?: MessageTrace;
   /** Where injected faults are written as JSON lines (`--fault-log`; '-' for stdout). */
@@ -421,8 +424,9 @@ export class VhostUserNetBackend extends EventEmitter<BackendEvents> implements 
       this.native,
       {
         queuePairs: this.options.queuePairs,
-        features: this.options.features ?? offeredFeatures(this.options.queuePairs),
+        features: this.options.features ?? offeredFeatures(this.options.queuePairs, this.options.ring),
         protocolFeatures: this.options.protocolFeatures ?? OFFERED_PROTOCOL_FEATURES,
+        requirePacked: this.options.ring === 'packed',
       },
       this.makeDataPlane,
       log,

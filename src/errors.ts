@@ -92,6 +92,10 @@ export const ErrorCode = {
   PeerClosedMidMessage: 'VUN_PROTO_PEER_CLOSED_MID_MESSAGE',
   // session (meaning)
   FeatureNotOffered: 'VUN_FEATURE_NOT_OFFERED',
+  /** SET_FEATURES without a feature the operator required (`--ring packed`). */
+  FeatureRequired: 'VUN_FEATURE_REQUIRED',
+  /** SET_FEATURES that switches the ring layout (RING_PACKED) while a ring runs. */
+  FeatureRingLayoutChanged: 'VUN_FEATURE_RING_LAYOUT_CHANGED',
   ProtocolFeatureNotOffered: 'VUN_FEATURE_PROTOCOL_NOT_OFFERED',
   BadRegion: 'VUN_SESSION_BAD_REGION',
   RegionOverlap: 'VUN_SESSION_REGION_OVERLAP',

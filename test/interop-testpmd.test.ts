@@ -1,6 +1,7 @@
 /**
  * DPDK's testpmd with net_virtio_user as an independent front-end: it connects, negotiates,
- * maps its memory and starts its queues against our backend.
+ * maps its memory and starts its queues against our backend, with split rings and with packed
+ * rings (`packed_vq=1`, virtio 1.2 §2.8).
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import { hasFeature, ProtocolFeature, VirtioFeature } from '../src/features.js';
@@ -9,13 +10,19 @@ import { native, openFds, type Served, serve, waitFor } from './helpers/harness.
 import { Proc, requireCommand } from '../src/util/proc.js';
 
 /** dpdk-testpmd with net_virtio_user as the front-end (plays QEMU and the guest driver). */
-function frontEnd(path: string, queues: number, tag: string, testpmdArgs: string[]): Proc {
+function frontEnd(path: string, queues: number, tag: string, testpmdArgs: string[], packed = false): Proc {
   const testpmd = requireCommand('dpdk-testpmd', 'dpdk-dev');
   return new Proc(testpmd, [
     ...['-l', '0,1', '--no-pci', '--no-huge', '-m', '512', '--file-prefix', `vun-test-${process.pid}-${tag}`],
-    ...['--vdev', `net_virtio_user0,path=${path},queues=${queues}`, '--', ...testpmdArgs],
+    ...['--vdev', `net_virtio_user0,path=${path},queues=${queues}${packed ? ',packed_vq=1' : ''}`],
+    ...['--', ...testpmdArgs],
   ]);
 }
+
+const layouts = [
+  ['split', false],
+  ['packed', true],
+] as const;
 
 let srv: Served | undefined;
 let pmd: Proc | undefined;
@@ -25,93 +32,122 @@ afterEach(async () => {
   srv?.stop();
 });
 
-describe.each([1, 2])('dpdk-testpmd virtio_user with %i queue pair(s)', (queues) => {
-  it('negotiates and starts every vring', async () => {
-    const fdsBefore = openFds();
-    srv = serve({ queuePairs: queues });
-    const seen: string[] = [];
-    srv.backend.on('message', (_s, h) => seen.push(requestName(h.request)));
-    const next = srv.nextSession();
-    pmd = frontEnd(srv.path, queues, `${queues}`, [
-      `--rxq=${queues}`,
-      `--txq=${queues}`,
-      '--total-num-mbufs=16384',
-      '--stats-period',
-      '1',
-    ]);
-    const session = await next;
-    try {
-      await waitFor(() => session.vrings.every((v) => v.started), 30_000, 'testpmd to start all vrings');
-    } catch (e) {
-      throw new Error(`${(e as Error).message}\ntestpmd output:\n${pmd.tail()}\nrequests: ${seen.join(' ')}`);
-    }
-    expect(session.ackedFeatures !== undefined && hasFeature(session.ackedFeatures, VirtioFeature.F_VERSION_1)).toBe(
-      true,
-    );
-    expect(session.hasProtocolFeature(ProtocolFeature.MQ)).toBe(true);
-    expect(session.memory.regions.length).toBeGreaterThan(0);
-    expect(session.vrings.every((v) => session.isEnabled(v))).toBe(true);
-    // virtio_user follows the rules our lint knows.
-    expect(Object.fromEntries(session.lint)).toEqual({});
-    for (const r of [
-      'GET_FEATURES',
-      'SET_FEATURES',
-      'SET_MEM_TABLE',
-      'SET_VRING_ADDR',
-      'SET_VRING_KICK',
-      'SET_VRING_ENABLE',
-    ]) {
-      expect(seen, r).toContain(r);
-    }
-    // testpmd stopping its port stops the rings (GET_VRING_BASE) and closes the connection.
-    const closed = srv.sessionClosed();
-    await pmd.stop('SIGINT');
-    await closed;
-    expect(seen).toContain('GET_VRING_BASE');
-    expect(native.mappingCount()).toBe(0);
-    srv.stop();
-    srv = undefined;
-    expect(openFds()).toBe(fdsBefore);
-  }, 60_000);
-});
+describe.each(layouts.flatMap(([name, packed]) => [1, 2].map((q) => [name, packed, q] as const)))(
+  'dpdk-testpmd virtio_user, %s rings, %i queue pair(s)',
+  (name, packed, queues) => {
+    it('negotiates and starts every vring', async () => {
+      const fdsBefore = openFds();
+      srv = serve({ queuePairs: queues });
+      const seen: string[] = [];
+      srv.backend.on('message', (_s, h) => seen.push(requestName(h.request)));
+      const next = srv.nextSession();
+      pmd = frontEnd(
+        srv.path,
+        queues,
+        `${name}${queues}`,
+        [`--rxq=${queues}`, `--txq=${queues}`, '--total-num-mbufs=16384', '--stats-period', '1'],
+        packed,
+      );
+      const session = await next;
+      try {
+        await waitFor(() => session.vrings.every((v) => v.started), 30_000, 'testpmd to start all vrings');
+      } catch (e) {
+        throw new Error(`${(e as Error).message}\ntestpmd output:\n${pmd.tail()}\nrequests: ${seen.join(' ')}`);
+      }
+      expect(session.ackedFeatures !== undefined && hasFeature(session.ackedFeatures, VirtioFeature.F_VERSION_1)).toBe(
+        true,
+      );
+      expect(session.packed()).toBe(packed);
+      expect(session.hasProtocolFeature(ProtocolFeature.MQ)).toBe(true);
+      expect(session.memory.regions.length).toBeGreaterThan(0);
+      expect(session.vrings.every((v) => session.isEnabled(v))).toBe(true);
+      // virtio_user follows the rules our lint knows.
+      expect(Object.fromEntries(session.lint)).toEqual({});
+      for (const r of [
+        'GET_FEATURES',
+        'SET_FEATURES',
+        'SET_MEM_TABLE',
+        'SET_VRING_ADDR',
+        'SET_VRING_KICK',
+        'SET_VRING_ENABLE',
+      ]) {
+        expect(seen, r).toContain(r);
+      }
+      // testpmd stopping its port stops the rings (GET_VRING_BASE) and closes the connection.
+      const closed = srv.sessionClosed();
+      await pmd.stop('SIGINT');
+      await closed;
+      expect(seen).toContain('GET_VRING_BASE');
+      expect(native.mappingCount()).toBe(0);
+      srv.stop();
+      srv = undefined;
+      expect(openFds()).toBe(fdsBefore);
+    }, 60_000);
+  },
+);
 
-describe('dpdk-testpmd through the loopback backend', () => {
-  it('frames it sends (io forwarding, --tx-first) come back to it, and both sides count them', async () => {
-    srv = serve({ queuePairs: 1 }, { kind: 'loopback' });
-    const next = srv.nextSession();
-    pmd = frontEnd(srv.path, 1, 'lb', [
-      '--forward-mode=io',
-      '--tx-first',
-      '--txpkts=64',
-      '--total-num-mbufs=16384',
-      '--stats-period',
-      '1',
-    ]);
-    const session = await next;
-    await waitFor(() => session.vrings.every((v) => v.started), 30_000, 'testpmd to start its vrings');
-    const counters = {
-      vring: (i: number) => session.counters(i),
-      all: () => session.vrings.map((v) => session.counters(v.index)),
-    };
-    await waitFor(() => counters.vring(0).frames > 10_000, 30_000, 'frames looped back').catch((e) => {
-      throw new Error(`${(e as Error).message}: ${JSON.stringify(counters.all())}\n${pmd?.tail(20)}`);
-    });
-    await pmd.stop('SIGINT');
-    const stats = /Forward statistics for port 0[\s\S]*?RX-packets: (\d+)[\s\S]*?TX-packets: (\d+)/.exec(pmd.output);
-    expect(stats, pmd.tail(30)).not.toBeNull();
-    const rx = Number(stats?.[1]);
-    const tx = Number(stats?.[2]);
-    const ours = { fromGuest: counters.vring(1).frames, toGuest: counters.vring(0).frames };
-    console.log(
-      `testpmd loopback: testpmd tx ${tx} rx ${rx}; backend fromGuest ${ours.fromGuest} toGuest ${ours.toGuest}`,
-    );
-    expect(tx).toBeGreaterThan(10_000);
-    expect(rx).toBeGreaterThan(10_000);
-    // Everything testpmd received, we delivered; everything we delivered, it had sent. (Its
-    // own counters stop a little before ours: compare with the slack of a few rings.)
-    expect(ours.toGuest).toBeGreaterThanOrEqual(rx);
-    expect(ours.fromGuest).toBeGreaterThanOrEqual(ours.toGuest);
-    expect(tx + 1024).toBeGreaterThanOrEqual(ours.fromGuest);
-    expect(counters.vring(0).bytes).toBe(ours.toGuest * 64);
-  }, 90_000);
-});
+describe.each([
+  ['split', false, 'native', 1, 10_000],
+  ['packed', true, 'native', 1, 10_000],
+  ['packed', true, 'native', 2, 10_000],
+  ['packed', true, 'ts', 1, 1_000],
+] as const)(
+  'dpdk-testpmd through the loopback backend, %s rings, %s data path, %i pair(s)',
+  (name, packed, datapath, queues, least) => {
+    it('frames it sends (io forwarding, --tx-first) come back to it, and both sides count them', async () => {
+      srv = serve({ queuePairs: queues }, { kind: 'loopback' }, datapath);
+      const next = srv.nextSession();
+      pmd = frontEnd(
+        srv.path,
+        queues,
+        `lb-${name}-${datapath}-${queues}`,
+        [
+          '--forward-mode=io',
+          '--tx-first',
+          '--txpkts=64',
+          `--rxq=${queues}`,
+          `--txq=${queues}`,
+          '--total-num-mbufs=16384',
+          '--stats-period',
+          '1',
+        ],
+        packed,
+      );
+      const session = await next;
+      await waitFor(() => session.vrings.every((v) => v.started), 30_000, 'testpmd to start its vrings');
+      expect(session.packed()).toBe(packed);
+      const counters = {
+        all: () => session.vrings.map((v) => session.counters(v.index)),
+        /** Summed over the receiveqs (toGuest) or the transmitqs (fromGuest). */
+        sum: (of: 'toGuest' | 'fromGuest', k: 'frames' | 'bytes' | 'ringErrors') =>
+          counters
+            .all()
+            .filter((_c, i) => i % 2 === (of === 'toGuest' ? 0 : 1))
+            .reduce((a, c) => a + c[k], 0),
+      };
+      await waitFor(() => counters.sum('toGuest', 'frames') > least, 30_000, 'frames looped back').catch((e) => {
+        throw new Error(`${(e as Error).message}: ${JSON.stringify(counters.all())}\n${pmd?.tail(20)}`);
+      });
+      await pmd.stop('SIGINT');
+      const stats = /Forward statistics for port 0[\s\S]*?RX-packets: (\d+)[\s\S]*?TX-packets: (\d+)/.exec(pmd.output);
+      expect(stats, pmd.tail(30)).not.toBeNull();
+      const rx = Number(stats?.[1]);
+      const tx = Number(stats?.[2]);
+      const ours = { fromGuest: counters.sum('fromGuest', 'frames'), toGuest: counters.sum('toGuest', 'frames') };
+      console.log(
+        `testpmd loopback (${name}, ${datapath}, ${queues} pairs): testpmd tx ${tx} rx ${rx}; backend fromGuest ${ours.fromGuest} toGuest ${ours.toGuest}`,
+      );
+      expect(tx).toBeGreaterThan(least);
+      expect(rx).toBeGreaterThan(least);
+      expect(counters.sum('toGuest', 'ringErrors') + counters.sum('fromGuest', 'ringErrors')).toBe(0);
+      // Both pairs carried frames (io forwarding keeps each queue's frames on that queue).
+      if (queues > 1) for (const c of counters.all()) expect(c.frames).toBeGreaterThan(0);
+      // Everything testpmd received, we delivered; everything we delivered, it had sent. (Its
+      // own counters stop a little before ours: compare with the slack of a few rings.)
+      expect(ours.toGuest).toBeGreaterThanOrEqual(rx);
+      expect(ours.fromGuest).toBeGreaterThanOrEqual(ours.toGuest);
+      expect(tx + 1024 * queues).toBeGreaterThanOrEqual(ours.fromGuest);
+      expect(counters.sum('toGuest', 'bytes')).toBe(ours.toGuest * 64);
+    }, 90_000);
+  },
+);

@@ -102,6 +102,13 @@ export const FLAGS: readonly Flag[] = [
     help: 'native (C++ workers, default) | ts (the TS reference: slow, for learning)',
   },
   {
+    name: 'ring',
+    kind: 'string',
+    value: 'LAYOUT',
+    config: 'ring',
+    help: 'auto (default: packed offered, the driver chooses) | split | packed (required)',
+  },
+  {
     name: 'steering',
     kind: 'string',
     value: 'POLICY',

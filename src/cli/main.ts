@@ -206,7 +206,8 @@ export async function main(argv: string[]): Promise<number> {
         datapath: config.datapath,
         steering: config.steering.policy,
         queuePairs: config.queues,
-        features: hex(offeredFeatures(config.queues)),
+        features: hex(offeredFeatures(config.queues, config.ring)),
+        ring: config.ring,
         protocolFeatures: hex(OFFERED_PROTOCOL_FEATURES),
       },
       'starting vhost-user-net',
@@ -225,6 +226,7 @@ export async function main(argv: string[]): Promise<number> {
               }
             : undefined,
         queuePairs: config.queues,
+        ring: config.ring,
         reconnectMinMs: config.reconnect.minMs,
         reconnectMaxMs: config.reconnect.maxMs,
         trace: messageTraceOf(config),

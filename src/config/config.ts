@@ -108,6 +108,11 @@ export const configSchema = z
     faultLog: z.string().min(1).optional(),
     /** Which ring implementation moves frames: the C++ workers, or the TS reference (slow). */
     datapath: z.enum(['native', 'ts']).default('native'),
+    /**
+     * Ring layouts offered: auto (VIRTIO_F_RING_PACKED offered, the driver chooses), split (not
+     * offered), packed (offered and required: a driver that does not ack it is refused).
+     */
+    ring: z.enum(['auto', 'split', 'packed']).default('auto'),
     /** Host-side MAC of a TAP we create (default: derived from its name, stable). */
     tapMac: z
       .string()

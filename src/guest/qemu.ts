@@ -27,6 +27,8 @@ export interface QemuOptions {
   netns?: string;
   /** QEMU's host_mtu: offers VIRTIO_NET_F_MTU to the guest and sends NET_SET_MTU. */
   hostMtu?: number;
+  /** packed=on: QEMU offers VIRTIO_F_RING_PACKED to the guest (when the backend does). */
+  packed?: boolean;
   /** Boot a Linux guest (kernel, initrd, command line) instead of the firmware's iPXE. */
   guest?: { kernel: string; initrd: string; append: string };
   smp?: number;
@@ -59,7 +61,7 @@ export function qemuArgs(o: QemuOptions): string[] {
       ? ['-netdev', `tap,id=n0,ifname=${o.builtinTap},script=no,downscript=no,vhost=off`]
       : ['-chardev', chardev, '-netdev', `vhost-user,id=n0,chardev=c0${q > 1 ? `,queues=${q}` : ''}`]),
     '-device',
-    `virtio-net-pci,netdev=n0,vectors=${vectors}${q > 1 ? ',mq=on' : ''}${o.hostMtu ? `,host_mtu=${o.hostMtu}` : ''},mac=52:54:00:12:34:56`,
+    `virtio-net-pci,netdev=n0,vectors=${vectors}${q > 1 ? ',mq=on' : ''}${o.hostMtu ? `,host_mtu=${o.hostMtu}` : ''}${o.packed ? ',packed=on' : ''},mac=52:54:00:12:34:56`,
     '-smp',
     String(o.smp ?? 1),
     '-display',

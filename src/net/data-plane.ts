@@ -31,8 +31,16 @@ export interface RingStart {
    * log_guest_addr) while the dirty log is on; undefined: the vring did not ask for it.
    */
   logGuestAddr: bigint | undefined;
-  /** Next avail index to read. */
+  /**
+   * Next avail index to read. Packed rings (VIRTIO_F_RING_PACKED acked): the next descriptor,
+   * position | wrap counter << 15 (vhost-user.rst "Vring state description").
+   */
   lastAvailIdx: number;
+  /**
+   * Packed rings: the next used position, encoded the same way (a packed ring keeps none in
+   * memory). Split rings leave it out: they continue from used->idx in guest memory.
+   */
+  usedIdx?: number;
   /** -1: no kick fd, poll the ring. */
   kickFd: number;
   callFd: number;

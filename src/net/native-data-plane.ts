@@ -211,7 +211,11 @@ export class NativeDataPlane implements DataPlane {
     this.resume(memory);
     this.broken.delete(ring.index);
     // usedIdx -1: continue from used->idx in guest memory (what QEMU resumes from).
-    this.dev.startQueue(ring.index, { ...ring, logGuestAddr: ring.logGuestAddr ?? -1n, usedIdx: -1 });
+    this.dev.startQueue(ring.index, {
+      ...ring,
+      logGuestAddr: ring.logGuestAddr ?? -1n,
+      usedIdx: ring.usedIdx ?? -1,
+    });
     this.log.info(
       { vring: ring.index, num: ring.num, lastAvailIdx: ring.lastAvailIdx, desc: hex(ring.desc) },
       'vring processing',

@@ -10,7 +10,9 @@ import { hasFeature, VirtioFeature as F } from '../features.js';
 import { DirtyLog } from '../virtio/dirty-log.js';
 import type { GuestMemoryRef } from '../virtio/guest-memory.js';
 import { brokenMessage, RingError, ringErrorName } from '../virtio/ring-errors.js';
-import { type Element, SplitRingRef } from '../virtio/split-ring.js';
+import { SplitRingRef } from '../virtio/split-ring.js';
+import { PackedRingRef } from '../virtio/packed-ring.js';
+import type { Element, RingConfig, Vring } from '../virtio/ring-types.js';
 import type { Observers } from '../trace/observe.js';
 import type { CapturedFrame, PcapWriter } from '../trace/pcapng.js';
 import { DeviceCounters } from './counters.js';
@@ -45,7 +47,7 @@ const READABLE = 1;
 interface RingRun {
   /** What the session started the ring with; `enabled` and `callFd` follow its later calls. */
   vring: RingStart;
-  ring: SplitRingRef;
+  ring: Vring;
   kick?: NativePoller;
   broken: boolean;
 }
@@ -173,7 +175,7 @@ export class TsDataPlane implements DataPlane {
     if (!this.mem) this.resume(memory);
     const vring = { ...start };
     this.stopped.delete(vring.index);
-    const ring = this.attach(vring, -1);
+    const ring = this.attach(vring, vring.usedIdx ?? -1);
     const run: RingRun = { vring, ring, broken: false };
     this.runs.set(vring.index, run);
     if (ring.broken) return this.broken(run);
@@ -277,7 +279,7 @@ export class TsDataPlane implements DataPlane {
 
   // --- rings ------------------------------------------------------------------------------
 
-  private attach(vring: RingStart, usedIdx: number): SplitRingRef {
+  private attach(vring: RingStart, usedIdx: number): Vring {
     const ring = this.makeRing(vring, usedIdx);
     ring.log = this.dirty;
     const trace = this.observe.ringTrace;
@@ -285,28 +287,32 @@ export class TsDataPlane implements DataPlane {
     return ring;
   }
 
-  private makeRing(vring: RingStart, usedIdx: number): SplitRingRef {
+  private makeRing(vring: RingStart, usedIdx: number): Vring {
     const mem = this.mem as GuestMemoryRef;
+    const cfg: RingConfig = {
+      num: vring.num,
+      descVa: vring.desc,
+      availVa: vring.avail,
+      usedVa: vring.used,
+      eventIdx: this.has(F.RING_F_EVENT_IDX),
+      indirect: this.has(F.RING_F_INDIRECT_DESC),
+      notifyOnEmpty: this.has(F.F_NOTIFY_ON_EMPTY),
+      ...(vring.logGuestAddr !== undefined ? { logGuestAddr: vring.logGuestAddr } : {}),
+    };
+    // A packed ring keeps no used index in memory: its position comes with the start.
+    if (this.has(F.F_RING_PACKED))
+      return new PackedRingRef(
+        mem,
+        { ...cfg, packed: true },
+        vring.lastAvailIdx,
+        usedIdx < 0 ? vring.lastAvailIdx : usedIdx,
+      );
     if (usedIdx < 0) {
       // Continue from used->idx in guest memory (what QEMU resumes from after a restart).
       const v = mem.vaView(vring.used, 4n);
       usedIdx = v ? new DataView(v.bytes.buffer, v.bytes.byteOffset).getUint16(v.offset + 2, true) : 0;
     }
-    return new SplitRingRef(
-      mem,
-      {
-        num: vring.num,
-        descVa: vring.desc,
-        availVa: vring.avail,
-        usedVa: vring.used,
-        eventIdx: this.has(F.RING_F_EVENT_IDX),
-        indirect: this.has(F.RING_F_INDIRECT_DESC),
-        notifyOnEmpty: this.has(F.F_NOTIFY_ON_EMPTY),
-        ...(vring.logGuestAddr !== undefined ? { logGuestAddr: vring.logGuestAddr } : {}),
-      },
-      vring.lastAvailIdx,
-      usedIdx,
-    );
+    return new SplitRingRef(mem, cfg, vring.lastAvailIdx, usedIdx);
   }
 
   /** New views (memory changed) or new features: same ring position. */
@@ -446,12 +452,12 @@ export class TsDataPlane implements DataPlane {
         const faults = this.liar?.of(index);
         const l = faults ? this.liar?.take(faults, index) : undefined;
         if (l) this.takeNotifyLies(index, l, e.head);
-        if (!l) run.ring.fill(e.head, 0, filled++);
+        if (!l) run.ring.fill(e.head, 0, filled++, e.slots);
         else if (l.withhold >= 0) this.liar?.recordWithheld(index, l, e.head);
         else {
           const [id, len] = this.liar?.lieUsed(index, l, e.head, 0, run.ring) ?? [e.head, 0];
-          run.ring.fill(id, len, filled++);
-          if (twice(l)) run.ring.fill(id, len, filled++); // completed a second time
+          run.ring.fill(id, len, filled++, e.slots);
+          if (twice(l)) run.ring.fill(id, len, filled++, e.slots); // completed a second time
         }
         if (e.outLen < this.hdrLen) {
           this.counters.add(index, 'dropMalformed');
@@ -713,7 +719,7 @@ export class TsDataPlane implements DataPlane {
         run.ring.log?.mark(s.gpa, take);
         n += take;
       }
-      run.ring.fill(e.head, n, f.count++);
+      run.ring.fill(e.head, n, f.count++, e.slots);
       if (chains.length === 1) firstLen = n;
       copied += n;
     }
@@ -742,10 +748,10 @@ export class TsDataPlane implements DataPlane {
         // The first chain's used element, written again with the lie.
         const [id, len] = this.liar.lieUsed(index, l, head, firstLen, run.ring);
         reported = id;
-        run.ring.fill(id, len, firstFill);
+        run.ring.fill(id, len, firstFill, (chains[0] as Element).slots);
       }
       // used-id "repeat": a second used element for the same head.
-      if (twice(l)) run.ring.fill(reported, firstLen, f.count++);
+      if (twice(l)) run.ring.fill(reported, firstLen, f.count++, (chains[0] as Element).slots);
       l.pending = false;
     }
     if (this.observe.capture) {

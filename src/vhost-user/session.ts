@@ -28,6 +28,11 @@ export interface Vring {
    * the ring stops (reported by GET_VRING_BASE). While the ring runs, the data plane owns it.
    */
   lastAvailIdx: number;
+  /**
+   * Packed rings: the next used position (a packed ring keeps none in memory), from the high
+   * half of SET_VRING_BASE and from the data plane when the ring stops.
+   */
+  usedIdx: number;
   /** -1 when unset; `kickPolling` when the front-end said "no fd" (poll the ring). */
   kickFd: number;
   kickPolling: boolean;
@@ -86,6 +91,8 @@ export interface SessionOptions {
   features: bigint;
   /** Protocol features offered by GET_PROTOCOL_FEATURES. */
   protocolFeatures: bigint;
+  /** `--ring packed`: a driver that does not ack VIRTIO_F_RING_PACKED is refused. */
+  requirePacked?: boolean;
 }
 
 /** A change of session state worth telling a reader (logs, traces, tests). */
@@ -141,9 +148,18 @@ export const OFFERED_FEATURES = featureMask(
  * offers it (and runs the control queue itself), DPDK's virtio_user reads it to learn that it
  * may use more than one pair.
  */
-export function offeredFeatures(queuePairs: number): bigint {
-  return queuePairs > 1 ? OFFERED_FEATURES | featureMask(VirtioFeature.NET_F_MQ) : OFFERED_FEATURES;
+export function offeredFeatures(queuePairs: number, ring: RingLayout = 'auto'): bigint {
+  let f = OFFERED_FEATURES;
+  if (queuePairs > 1) f |= featureMask(VirtioFeature.NET_F_MQ);
+  if (ring !== 'split') f |= featureMask(VirtioFeature.F_RING_PACKED);
+  return f;
 }
+
+/**
+ * Which ring layouts are offered (`--ring`): split only; auto (packed offered, the driver
+ * chooses); packed (offered and required).
+ */
+export type RingLayout = 'split' | 'packed' | 'auto';
 
 /** VHOST_VRING_F_LOG (bit 0 of SET_VRING_ADDR's flags): the used ring is logged. */
 export const VRING_F_LOG = 1;
@@ -159,6 +175,7 @@ function newVring(index: number): Vring {
     num: 0,
     addr: undefined,
     lastAvailIdx: 0,
+    usedIdx: 0,
     kickFd: -1,
     kickPolling: false,
     callFd: -1,
@@ -319,6 +336,21 @@ export class Session {
         extra: featureNames(extra, VirtioFeature),
         features: hex(features),
       });
+    }
+    const packed = hasFeature(features, VirtioFeature.F_RING_PACKED);
+    if (this.options.requirePacked && !packed) {
+      throw new FeatureError(ErrorCode.FeatureRequired, 'SET_FEATURES without VIRTIO_F_RING_PACKED (--ring packed)', {
+        features: hex(features),
+      });
+    }
+    if (this.ackedFeatures !== undefined && this.packed() !== packed && this.vrings.some((v) => v.started)) {
+      throw new FeatureError(
+        ErrorCode.FeatureRingLayoutChanged,
+        'SET_FEATURES changes the ring layout while a ring runs',
+        {
+          features: hex(features),
+        },
+      );
     }
     const before = this.vrings.map((v) => this.isEnabled(v));
     if (this.ackedFeatures !== features) {
@@ -502,8 +534,23 @@ export class Session {
     v.addr = { ...a };
   }
 
+  /** Whether the rings are packed (VIRTIO_F_RING_PACKED acked). */
+  packed(): boolean {
+    return this.ackedFeatures !== undefined && hasFeature(this.ackedFeatures, VirtioFeature.F_RING_PACKED);
+  }
+
   setVringBase(s: VringState): void {
     const v = this.vring(s.index);
+    if (this.packed()) {
+      // vhost-user.rst "Vring state description": for a packed ring, bits 0-14 are the next
+      // descriptor to read and bit 15 the driver's wrap counter; QEMU also sends the used
+      // position and the device's wrap counter in bits 16-31. DPDK's virtio_user sends only
+      // the low half: with nothing in flight, used starts where avail does.
+      this.refuseWhileStarted(v, 'SET_VRING_BASE');
+      v.lastAvailIdx = s.num & 0xffff;
+      v.usedIdx = s.num >>> 16 !== 0 ? s.num >>> 16 : v.lastAvailIdx;
+      return;
+    }
     // Split rings: the next avail index, a u16 (vhost-user.rst "Vring state description").
     if (s.num > 0xffff) {
       throw new SessionError(ErrorCode.BadVringBase, `vring ${s.index}: base ${s.num} exceeds 16 bits`, {
@@ -530,7 +577,8 @@ export class Session {
     this.closeFd(v, 'kickFd');
     this.closeFd(v, 'callFd');
     v.kickPolling = false;
-    return { index, num: v.lastAvailIdx };
+    // Packed: both positions, as QEMU reads them (avail in bits 0-15, used in 16-31).
+    return { index, num: this.packed() ? (v.lastAvailIdx | (v.usedIdx << 16)) >>> 0 : v.lastAvailIdx };
   }
 
   setVringKick(index: number, fd: number | undefined): void {
@@ -570,6 +618,15 @@ export class Session {
   /** Whether guest memory shows buffers available and not used (avail->idx != used->idx). */
   private buffersWaiting(v: Vring): boolean {
     if (!v.addr) return false;
+    if (this.packed()) {
+      // §2.8.1: the descriptor at the next position is available when its AVAIL bit equals the
+      // wrap counter and its USED bit does not.
+      const pos = v.lastAvailIdx & 0x7fff;
+      if (pos >= v.num) return false;
+      const flags = this.memory.u16At(v.addr.descUserAddr + BigInt(16 * pos + 14));
+      const wrap = (v.lastAvailIdx & 0x8000) !== 0;
+      return flags !== undefined && ((flags & 0x80) !== 0) === wrap && ((flags & 0x8000) !== 0) !== wrap;
+    }
     const avail = this.memory.u16At(v.addr.availUserAddr + 2n);
     const used = this.memory.u16At(v.addr.usedUserAddr + 2n);
     return avail !== undefined && used !== undefined && avail !== used;
@@ -668,7 +725,8 @@ export class Session {
     // trust used->idx then (chains the driver made available and the device never completed
     // are taken again: a frame may be sent twice, none is lost from the transmitq).
     let lastAvailIdx = v.lastAvailIdx;
-    const used = this.memory.u16At(v.addr.usedUserAddr + 2n);
+    // A packed ring keeps no used index in memory: it resumes where SET_VRING_BASE says.
+    const used = this.packed() ? undefined : this.memory.u16At(v.addr.usedUserAddr + 2n);
     if (used !== undefined && used !== lastAvailIdx) {
       this.log.warn(
         { vring: v.index, setVringBase: lastAvailIdx, usedIdx: used },
@@ -686,6 +744,7 @@ export class Session {
         used: v.addr.usedUserAddr,
         logGuestAddr: usedLogAddr(v.addr),
         lastAvailIdx,
+        ...(this.packed() ? { usedIdx: v.usedIdx } : {}),
         kickFd: v.kickPolling ? -1 : v.kickFd,
         callFd: v.callFd,
         enabled: this.isEnabled(v),
@@ -696,7 +755,11 @@ export class Session {
 
   /** Stops a started ring; the position of one the data plane ran comes back from it. */
   private stopVring(v: Vring): void {
-    if (this.running.delete(v.index)) v.lastAvailIdx = this.dataPlane.stop(v.index).lastAvailIdx;
+    if (this.running.delete(v.index)) {
+      const at = this.dataPlane.stop(v.index);
+      v.lastAvailIdx = at.lastAvailIdx;
+      v.usedIdx = at.usedIdx;
+    }
     v.started = false;
   }
 
