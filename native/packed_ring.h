@@ -67,6 +67,7 @@ class PackedRing {
     error = kRingOk;
     fillN_ = 0;
     fillEnd_ = 0;
+    batchAny_ = false;
     startsN_ = 0;
     const uint32_t n = c.num;
     desc_ = mem.VaToHost(c.descVa, 16 * uint64_t(n));
@@ -133,9 +134,17 @@ class PackedRing {
       fillAt_[fillN_++] = fillEnd_;
       fillEnd_ += slots;
     }
+    const uint16_t id16 = static_cast<uint16_t>(id);
+    if (cfg.inOrderBatch) {
+      if (idx + 1u == fillN_) {
+        batchId_ = id16;
+        batchLen_ = len;
+        batchAny_ = true;
+      }
+      return;
+    }
     const uint32_t pos = (usedPos + fillAt_[idx]) % cfg.num;
     uint8_t* d = desc_ + 16 * pos;
-    const uint16_t id16 = static_cast<uint16_t>(id);
     std::memcpy(d + 8, &len, 4);
     std::memcpy(d + 12, &id16, 2);
     LogDesc(pos, 8, 4);
@@ -145,15 +154,27 @@ class PackedRing {
   // Hands the filled descriptors to the driver by writing their flags: AVAIL and USED equal to
   // the device wrap counter at each position (§2.8.1), WRITE when data was written (§2.8.4).
   void Flush(uint16_t count) {
-    const uint32_t n = count < fillN_ ? count : fillN_;
+    // IN_ORDER batching publishes every buffer filled (their elements were not written one by one).
+    const uint32_t n = cfg.inOrderBatch || count > fillN_ ? fillN_ : count;
     if (n == 0) {
       log.Sync();
       return;
     }
+    // §2.8.9 IN_ORDER: one used descriptor for the whole batch, over its first descriptor, with
+    // the last buffer's id; then the device skips the batch.
+    const bool batch = cfg.inOrderBatch && batchAny_;
+    if (batch) {
+      uint8_t* d = desc_ + 16 * usedPos;
+      std::memcpy(d + 8, &batchLen_, 4);
+      std::memcpy(d + 12, &batchId_, 2);
+      LogDesc(usedPos, 8, 4);
+      if (trace) trace->Used(usedPos, batchId_, batchLen_);
+    }
+    batchAny_ = false;
     // Release: the buffers' contents and the ids and lengths written by Fill are visible before
     // any of the flags below that hand them over.
     __atomic_thread_fence(__ATOMIC_RELEASE);
-    for (uint32_t k = n; k-- > 0;) {
+    for (uint32_t k = batch ? 1 : n; k-- > 0;) {
       uint32_t pos = usedPos + fillAt_[k];
       bool wrap = usedWrap;
       if (pos >= cfg.num) {
@@ -274,6 +295,10 @@ class PackedRing {
   // This batch's fills: ring offset from usedPos of each; where the next one goes.
   std::vector<uint32_t> fillAt_;
   uint32_t fillN_ = 0, fillEnd_ = 0;
+  // IN_ORDER batching: the last buffer filled, written at Flush.
+  bool batchAny_ = false;
+  uint16_t batchId_ = 0;
+  uint32_t batchLen_ = 0;
 
   bool Fail(uint32_t err) {
     broken = true;

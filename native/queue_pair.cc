@@ -262,7 +262,11 @@ bool QueuePair::Setup(int epfd, uint64_t tag) {
   }
   if (qt.started && !qt.broken) {
     MemoryFaultScope txScope(transmitq_);
-    if (!fromGuest_.Attach(cfg_.mem, qt.cfg, qt.lastAvailIdx, qt.usedIdx))
+    // VIRTIO_F_IN_ORDER: the transmitq publishes one used element per burst (the device writes
+    // nothing into its buffers). Not under a fault plan: its lies are per chain.
+    RingConfig c = qt.cfg;
+    c.inOrderBatch = cfg_.Has(kFInOrder) && !cfg_.FaultsOf(transmitq_);
+    if (!fromGuest_.Attach(cfg_.mem, c, qt.lastAvailIdx, qt.usedIdx))
       Broken(fromGuest_, transmitq_);
     if (qt.kickFd >= 0)
       add(qt.kickFd, kTransmitqKick);

@@ -33,6 +33,9 @@ struct RingConfig {
   // suppression (driver area), device event suppression (device area).
   uint64_t descVa = 0, availVa = 0, usedVa = 0;
   bool packed = false;  // VIRTIO_F_RING_PACKED
+  // VIRTIO_F_IN_ORDER (§2.7.9, §2.8.9): a flush publishes one used element for the batch, with
+  // the id of its last buffer (the transmitq: nothing written, buffers used in order).
+  bool inOrderBatch = false;
   bool eventIdx = false;
   bool indirect = false;
   bool notifyOnEmpty = false;

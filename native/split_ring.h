@@ -52,6 +52,7 @@ class SplitRing {
     lastAvailIdx = shadowAvailIdx = lastAvail;
     usedIdx = used;
     signalledUsedValid = false;
+    batchAny_ = false;
     broken = false;
     error = kRingOk;
     uint64_t n = c.num;
@@ -120,6 +121,19 @@ class SplitRing {
   // Writes used entry `idx` of the batch being filled: chain `head` (virtq_used_elem.id is 32
   // bits), `len` bytes written.
   void Fill(uint32_t head, uint32_t len, uint16_t idx, uint16_t /*slots*/ = 1) {
+    if (cfg.inOrderBatch) {
+      if (!batchAny_ || idx >= batchIdx_) {
+        batchAny_ = true;
+        batchId_ = head;
+        batchLen_ = len;
+        batchIdx_ = idx;
+      }
+      return;
+    }
+    WriteUsed(head, len, idx);
+  }
+
+  void WriteUsed(uint32_t head, uint32_t len, uint16_t idx) {
     uint8_t* ent = used_ + 4 + 8 * static_cast<uint16_t>((usedIdx + idx) % cfg.num);
     uint32_t id = head;
     std::memcpy(ent, &id, 4);
@@ -131,6 +145,10 @@ class SplitRing {
   // Publishes `count` filled entries with one store-release of used->idx: the entries and the
   // buffer contents written before are visible to a driver that reads the new index.
   void Flush(uint16_t count) {
+    // §2.7.9 IN_ORDER: one used entry for the batch (its last buffer's id) in the first slot;
+    // used->idx still moves by the batch's size.
+    if (cfg.inOrderBatch && batchAny_ && count > 0) WriteUsed(batchId_, batchLen_, 0);
+    batchAny_ = false;
     usedIdx = static_cast<uint16_t>(usedIdx + count);
     __atomic_store_n(reinterpret_cast<uint16_t*>(used_ + 2), usedIdx, __ATOMIC_RELEASE);
     LogUsed(2, 2);
@@ -223,6 +241,10 @@ class SplitRing {
   uint8_t* avail_ = nullptr;
   uint8_t* used_ = nullptr;
   const GuestMemory* mem_ = nullptr;
+  // IN_ORDER batching: the last element filled in this batch, written at Flush.
+  bool batchAny_ = false;
+  uint32_t batchId_ = 0, batchLen_ = 0;
+  uint16_t batchIdx_ = 0;
 
   bool Fail(uint32_t err) {
     broken = true;

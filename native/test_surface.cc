@@ -58,6 +58,7 @@ class RingModel : public Napi::ObjectWrap<RingModel> {
     cfg.availVa = BigU64(c.Get("avail"));
     cfg.usedVa = BigU64(c.Get("used"));
     cfg.packed = c.Get("packed").ToBoolean();
+    cfg.inOrderBatch = c.Get("inOrderBatch").ToBoolean();
     cfg.eventIdx = c.Get("eventIdx").ToBoolean();
     cfg.indirect = c.Get("indirect").ToBoolean();
     cfg.notifyOnEmpty = c.Get("notifyOnEmpty").ToBoolean();

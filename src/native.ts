@@ -199,6 +199,8 @@ export interface RingModelConfig {
   num: number;
   /** The packed layout (desc, avail, used: descriptor ring, driver area, device area). */
   packed?: boolean;
+  /** VIRTIO_F_IN_ORDER: one used element per flushed batch. */
+  inOrderBatch?: boolean;
   desc: bigint;
   avail: bigint;
   used: bigint;

@@ -290,6 +290,31 @@ const outcomeCases: Record<string, Case> = {
     start: W | (NUM - 1),
     expect: { deviceEvent: { offWrap: 1, flags: 2 } },
   },
+  // §2.8.9 IN_ORDER: one used descriptor for the batch, over its first descriptor, with the id
+  // of its last buffer; the driver skips every buffer up to it (3 + 1 + 2 descriptors).
+  'IN_ORDER: one used descriptor for a batch of three lists, then the whole batch skipped': {
+    ops: [
+      { op: 'chain', descs: [d(0x3000n, 10), d(0x3100n, 10), d(0x3200n, 10)] },
+      chain1(0x3300n, false),
+      { op: 'chain', descs: [d(0x3400n, 10), d(0x3500n, 10)] },
+      publish,
+      pop,
+      { op: 'complete', count: 3, lens: [0, 0, 0] },
+      chain1(0x3600n, false),
+      publish,
+      pop,
+      { op: 'complete', count: 1, lens: [0] },
+    ],
+    feat: { inOrderBatch: true },
+    expect: {
+      used: [
+        { id: 2, len: 0 },
+        { id: 3, len: 0 },
+      ],
+      usedFlags: [AVAIL | USED, AVAIL | USED],
+      state: { lastAvailIdx: W | 7, usedIdx: W | 7 },
+    },
+  },
   'rewind gives the last popped chains back, to be read again': {
     ops: [
       { op: 'chain', descs: [d(0x3000n, 10), d(0x3100n, 10)] },
@@ -410,6 +435,7 @@ const features = fc.record({
   indirect: fc.boolean(),
   notifyOnEmpty: fc.boolean(),
   packed: fc.constant(true),
+  inOrderBatch: fc.boolean(),
 });
 const RUNS = Number(process.env.VUN_DIFF_RUNS ?? 5000);
 

@@ -90,7 +90,12 @@ const opArb: fc.Arbitrary<Op> = fc.oneof(
   { weight: 1, arbitrary: fc.record({ op: fc.constant('notifyEnable' as const), on: fc.boolean() }) },
 );
 
-const features = fc.record({ eventIdx: fc.boolean(), indirect: fc.boolean(), notifyOnEmpty: fc.boolean() });
+const features = fc.record({
+  eventIdx: fc.boolean(),
+  indirect: fc.boolean(),
+  notifyOnEmpty: fc.boolean(),
+  inOrderBatch: fc.boolean(),
+});
 const RUNS = Number(process.env.VUN_DIFF_RUNS ?? 5000);
 
 describe('split ring: TS reference vs C++ fast path', () => {

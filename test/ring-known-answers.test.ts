@@ -177,6 +177,21 @@ const outcomeCases: Record<string, Case> = {
     start: 0xfffe,
     expect: { popped: [[0, 1, 2]], notify: [true, true, false], state: { usedIdx: 1, lastAvailIdx: 1 } },
   },
+  // §2.7.9 IN_ORDER: "a single used ring entry with the id corresponding to the head entry of
+  // the descriptor chain describing the last buffer in the batch", and used->idx moves by the
+  // batch's size. Heads 0, 2, 3 (the first chain takes descriptors 0 and 1).
+  'IN_ORDER: one used entry for a batch of three, used->idx moved by three': {
+    ops: [
+      { op: 'chain', descs: [d(0x3000n, 10), d(0x3100n, 10)] },
+      { op: 'chain', descs: [d(0x3200n, 10)] },
+      { op: 'chain', descs: [d(0x3300n, 10)] },
+      publish,
+      pop,
+      { op: 'complete', count: 3, lens: [0, 0, 0] },
+    ],
+    feat: { inOrderBatch: true },
+    expect: { popped: [[0, 2, 3]], used: [{ id: 3, len: 0 }], state: { usedIdx: 3, lastAvailIdx: 3 } },
+  },
   'rewind gives the last popped chains back, to be read again': {
     ops: [
       { op: 'chain', descs: [d(0x3000n, 10)] },

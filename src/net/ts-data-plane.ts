@@ -297,6 +297,9 @@ export class TsDataPlane implements DataPlane {
       eventIdx: this.has(F.RING_F_EVENT_IDX),
       indirect: this.has(F.RING_F_INDIRECT_DESC),
       notifyOnEmpty: this.has(F.F_NOTIFY_ON_EMPTY),
+      // VIRTIO_F_IN_ORDER: the transmitq publishes one used element per burst (nothing is
+      // written into its buffers). Not under a fault plan: its lies are per chain.
+      inOrderBatch: vring.index % 2 === 1 && this.has(F.F_IN_ORDER) && !this.liar?.of(vring.index),
       ...(vring.logGuestAddr !== undefined ? { logGuestAddr: vring.logGuestAddr } : {}),
     };
     // A packed ring keeps no used index in memory: its position comes with the start.
@@ -624,6 +627,8 @@ export class TsDataPlane implements DataPlane {
     this.liar = plan
       ? new Liar(plan, this.queuePairs * 2, traced, this.startMs, (v) => this.runs.get(v)?.vring.num ?? 256)
       : undefined;
+    // IN_ORDER batching is on only for transmitqs without rules: the rings learn of the plan.
+    for (const run of this.runs.values()) this.reattach(run);
   }
 
   /** The capture comment's note for a frame with these lies. */

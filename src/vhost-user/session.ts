@@ -140,6 +140,8 @@ export const OFFERED_FEATURES = featureMask(
   VirtioFeature.NET_F_GUEST_TSO6,
   VirtioFeature.NET_F_GUEST_ECN,
   VirtioFeature.VHOST_F_LOG_ALL,
+  // §2.7.9, §2.8.9: buffers are used in the order they were made available (both layouts).
+  VirtioFeature.F_IN_ORDER,
 );
 
 /**

@@ -90,6 +90,8 @@ export class PackedRingRef implements Vring {
   /** This batch's fills: ring offset from usedPos of each, and where the next goes. */
   private fillAt: number[] = [];
   private fillEnd = 0;
+  /** IN_ORDER batching: the last buffer filled (id, len), written at flush. */
+  private batchLast: [number, number] | undefined;
 
   constructor(
     private readonly mem: GuestMemoryRef,
@@ -212,6 +214,10 @@ export class PackedRingRef implements Vring {
       this.fillAt.push(this.fillEnd);
       this.fillEnd += slots;
     }
+    if (this.cfg.inOrderBatch) {
+      if (idx === this.fillAt.length - 1) this.batchLast = [head & 0xffff, len >>> 0];
+      return;
+    }
     const pos = (this.usedPos + (this.fillAt[idx] as number)) % this.cfg.num;
     const d = this.desc as Area;
     const at = d.offset + 16 * pos;
@@ -229,9 +235,23 @@ export class PackedRingRef implements Vring {
    * the ids and lengths before the flags with a release fence.)
    */
   flush(count: number): void {
-    const n = Math.min(count, this.fillAt.length);
+    // IN_ORDER batching publishes every buffer filled (its elements were not written one by one).
+    const n = this.cfg.inOrderBatch ? this.fillAt.length : Math.min(count, this.fillAt.length);
     if (n === 0) return;
     const d = this.desc as Area;
+    // §2.8.9 IN_ORDER: "only writing out a single used descriptor with the Buffer ID
+    // corresponding to the last descriptor in the batch", over the batch's first descriptor;
+    // then skip the whole batch.
+    const batch = this.cfg.inOrderBatch && this.batchLast !== undefined;
+    if (batch) {
+      const [id, len] = this.batchLast as [number, number];
+      const at = d.offset + 16 * this.usedPos;
+      d.view.setUint32(at + 8, len, true);
+      d.view.setUint16(at + 12, id, true);
+      this.logDesc(this.usedPos, 8, 4);
+      this.onEvent?.({ ev: 'used', slot: this.usedPos, id, len });
+    }
+    this.batchLast = undefined;
     const flagsOf = (k: number): [number, number] => {
       const off = this.fillAt[k] as number;
       let pos = this.usedPos + off;
@@ -243,7 +263,7 @@ export class PackedRingRef implements Vring {
       const len = d.view.getUint32(d.offset + 16 * pos + 8, true);
       return [pos, (len ? DESC_F_WRITE : 0) | (wrap ? DESC_F_AVAIL | DESC_F_USED : 0)];
     };
-    for (let k = n - 1; k >= 0; k--) {
+    for (let k = batch ? 0 : n - 1; k >= 0; k--) {
       const [pos, flags] = flagsOf(k);
       d.view.setUint16(d.offset + 16 * pos + 14, flags, true);
       this.logDesc(pos, 14, 2);

@@ -34,6 +34,13 @@ export interface RingConfig {
   /** VIRTIO_F_RING_PACKED: the packed layout (§2.8). */
   packed?: boolean;
   /**
+   * VIRTIO_F_IN_ORDER (§2.7.9, §2.8.9): a flush publishes one used element for the whole batch,
+   * with the id of its last buffer; the driver takes the buffers before it as used in full.
+   * Only where every buffer's length is known without its own element: the transmitq (the
+   * device writes nothing), and only with buffers used in the order they came.
+   */
+  inOrderBatch?: boolean;
+  /**
    * VHOST_VRING_F_LOG (vhost-user.rst "Migration"): log used ring writes at this guest
    * physical address (SET_VRING_ADDR's log_guest_addr) while the dirty log is on.
    */

@@ -181,8 +181,19 @@ export class SplitRingRef implements Vring {
     this.lastAvailIdx = u16(this.lastAvailIdx - count);
   }
 
+  /** IN_ORDER batching: the last element filled in this batch, written at flush. */
+  private batchLast: { head: number; len: number; idx: number } | undefined;
+
   /** Step 2, fill: used element `idx` of the batch: chain `head`, `len` bytes written. */
   fill(head: number, len: number, idx: number, _slots = 1): void {
+    if (this.cfg.inOrderBatch) {
+      if (!this.batchLast || idx >= this.batchLast.idx) this.batchLast = { head, len, idx };
+      return;
+    }
+    this.writeUsed(head, len, idx);
+  }
+
+  private writeUsed(head: number, len: number, idx: number): void {
     const u = this.used as Area;
     const slot = u16(this.usedIdx + idx) % this.cfg.num;
     const at = u.offset + 4 + 8 * slot;
@@ -197,6 +208,12 @@ export class SplitRingRef implements Vring {
    * makes it a store-release: entries and buffer contents become visible first.)
    */
   flush(count: number): void {
+    // §2.7.9: "the device can ... only write out a single used ring entry with the id
+    // corresponding to the head entry of the descriptor chain describing the last buffer in the
+    // batch", in the batch's first slot, and move used->idx by the size of the batch.
+    if (this.cfg.inOrderBatch && this.batchLast && count > 0)
+      this.writeUsed(this.batchLast.head, this.batchLast.len, 0);
+    this.batchLast = undefined;
     this.usedIdx = u16(this.usedIdx + count);
     const u = this.used as Area;
     u.view.setUint16(u.offset + 2, this.usedIdx, true);

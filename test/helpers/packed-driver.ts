@@ -23,6 +23,10 @@ export class PackedDriver {
   private slotsOf = new Map<number, number>();
   /** Buffers made available and not yet seen used (a zeroed descriptor looks used at wrap 0). */
   private inFlight = 0;
+  /** Buffer ids made available, oldest first (IN_ORDER: what one used id stands for). */
+  private order: number[] = [];
+  /** The id of each pending first descriptor. */
+  private pendingIds: number[] = [];
 
   constructor(
     mems: Uint8Array[],
@@ -31,6 +35,8 @@ export class PackedDriver {
     private readonly indirectOff: number,
     /** Where both sides start, as vhost-user encodes it (position | wrap << 15). */
     start = 0x8000,
+    /** VIRTIO_F_IN_ORDER: a used id stands for every buffer made available up to it. */
+    private readonly inOrder = false,
   ) {
     this.views = mems.map((m) => new DataView(m.buffer, m.byteOffset, m.byteLength));
     this.nextAvail = this.nextUsed = start & 0x7fff;
@@ -86,6 +92,7 @@ export class PackedDriver {
       if (k === 0) {
         this.write(at, d.addr, d.len, id);
         this.pending.push([this.nextAvail, flags]);
+        this.pendingIds.push(id);
       } else this.write(at, d.addr, d.len, id, flags);
       this.step();
     });
@@ -107,6 +114,7 @@ export class PackedDriver {
     const id = this.allocId();
     this.write(this.layout.descOff + 16 * this.nextAvail, tableGpa, opts.tableLen ?? 16 * descs.length, id);
     this.pending.push([this.nextAvail, DESC_F_INDIRECT | (opts.extraFlags ?? 0) | this.availBits()]);
+    this.pendingIds.push(id);
     this.step();
     this.slotsOf.set(id, 1);
     return id;
@@ -123,6 +131,7 @@ export class PackedDriver {
     if (opts.first ?? true) {
       this.write(at, addr, len, id);
       this.pending.push([this.nextAvail, f]);
+      this.pendingIds.push(id);
     } else this.write(at, addr, len, id, f);
     this.slotsOf.set(id, 1);
     this.step();
@@ -132,7 +141,9 @@ export class PackedDriver {
   publish(): void {
     for (const [pos, flags] of this.pending) this.u16(this.layout.descOff + 16 * pos + 14, flags);
     this.inFlight += this.pending.length;
+    this.order.push(...this.pendingIds);
     this.pending = [];
+    this.pendingIds = [];
   }
 
   private allocId(): number {
@@ -181,8 +192,22 @@ export class PackedDriver {
       const used = (d.flags & DESC_F_USED) !== 0;
       if (avail !== this.usedWrap || used !== this.usedWrap) break;
       out.push({ id: d.id, len: d.len, flags: d.flags });
-      this.inFlight--;
-      this.nextUsed += this.slotsOf.get(d.id) ?? 1;
+      // Skip this buffer's descriptors; with IN_ORDER, those of every buffer before it too.
+      let skip = 0;
+      if (this.inOrder) {
+        for (;;) {
+          const x = this.order.shift();
+          if (x === undefined) break;
+          skip += this.slotsOf.get(x) ?? 1;
+          this.inFlight--;
+          if (x === d.id) break;
+        }
+      } else {
+        this.order.splice(this.order.indexOf(d.id), 1);
+        skip = this.slotsOf.get(d.id) ?? 1;
+        this.inFlight--;
+      }
+      this.nextUsed += skip;
       if (this.nextUsed >= this.layout.num) {
         this.nextUsed -= this.layout.num;
         this.usedWrap = !this.usedWrap;

@@ -101,6 +101,8 @@ export interface Features {
   notifyOnEmpty: boolean;
   /** The packed layout (start positions then are position | wrap << 15). */
   packed?: boolean;
+  /** VIRTIO_F_IN_ORDER batching: one used element per flush (the driver reads it in order). */
+  inOrderBatch?: boolean;
 }
 
 const strip = (elems: Element[]) =>
@@ -160,7 +162,9 @@ export function runSequence(
   const mems = sides.flatMap((s) => [s.bytes[0] as Uint8Array]);
   const packed = feat.packed === true;
   const split = packed ? undefined : new RingDriver(mems, LAYOUT, GPA_A + BigInt(INDIRECT_OFF), INDIRECT_OFF);
-  const pd = packed ? new PackedDriver(mems, LAYOUT, GPA_A + BigInt(INDIRECT_OFF), INDIRECT_OFF, startIdx) : undefined;
+  const pd = packed
+    ? new PackedDriver(mems, LAYOUT, GPA_A + BigInt(INDIRECT_OFF), INDIRECT_OFF, startIdx, feat.inOrderBatch)
+    : undefined;
   const driver = (split ?? pd) as RingDriver | PackedDriver;
   if (split) {
     split.availIdx = startIdx;
@@ -258,7 +262,10 @@ export function runSequence(
         const before = split?.usedIdx() ?? 0;
         ref.flush(n);
         fast.flush(n);
-        if (split) for (let k = 0; k < n; k++) outcome.used.push(split.usedElem(before + k));
+        // IN_ORDER batching: one element, in the batch's first slot, for the whole batch.
+        if (split)
+          for (let k = 0; k < (feat.inOrderBatch ? Math.min(n, 1) : n); k++)
+            outcome.used.push(split.usedElem(before + k));
         else
           for (const u of (pd as PackedDriver).takeUsed()) {
             outcome.used.push({ id: u.id, len: u.len });
