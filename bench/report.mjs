@@ -19,6 +19,7 @@ const faultCostRx = load('fault-cost-rx');
 const mig = load('migration');
 const restart = load('restart');
 const soak = load('soak');
+const packed = load('packed-ring');
 const m = (ring ?? tap ?? tcp ?? mq)?.machine;
 
 let md = `# Benchmarks
@@ -151,6 +152,23 @@ grows less than 5% from the end of minute 1 to the end, and the fd count never m
 | minute | RSS KiB | fds | frames from guest | frames to guest | drops | ring errors |
 | --- | --- | --- | --- | --- | --- | --- |
 ${rows}
+
+`;
+}
+if (packed) {
+  const sp = (s) => `${f2(s.median)} (${f2(s.min)}-${f2(s.max)})`;
+  md += `## 11. The packed ring against the split ring and DPDK's packed vhost (VM-free, 1 queue)
+
+${packed.description} (\`node bench/packed-ring.bench.mjs\`; ${packed.rounds} alternating rounds of ${packed.secondsPerRun} s). Ratios are taken per round, then their median with min and max.
+
+| direction | frame | ours, packed Mpps | ours, split Mpps | DPDK vhost, packed Mpps | packed / DPDK packed | packed / split |
+| --- | --- | --- | --- | --- | --- | --- |
+${packed.cases
+  .map(
+    (c) =>
+      `| ${c.direction} | ${c.frameBytes} B | ${sp(c.oursPackedMpps)} | ${sp(c.oursSplitMpps)} | ${sp(c.dpdkPackedMpps)} | ${sp(c.packedVsDpdk)}x | ${sp(c.packedVsSplit)}x |`,
+  )
+  .join('\n')}
 
 `;
 }

@@ -12,6 +12,7 @@ const all = [
   'observe-overhead',
   'device-layer',
   'migration',
+  'packed-ring',
 ].filter((b) => !only.length || only.includes(b));
 let failed = 0;
 for (const b of all) {

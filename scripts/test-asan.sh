@@ -24,6 +24,8 @@ exec npx vitest run \
   test/protocol.test.ts \
   test/ring-known-answers.test.ts \
   test/ring-differential.test.ts \
+  test/packed-ring.test.ts \
+  test/packed-device.test.ts \
   test/memory-pulled.test.ts \
   test/isolation.test.ts \
   test/control-fuzz.test.ts \

@@ -127,6 +127,8 @@ const errorCases: Record<string, Case> = {
   ),
   // §2.8.10.1: the descriptor ring is 16-byte aligned.
   RING_ADDR_INVALID: breaks('RING_ADDR_INVALID', [], { opts: { descShift: 8 } }),
+  // §2.8.10.1: the event suppression areas are 4-byte aligned.
+  RING_ADDR_INVALID_driver_area_misaligned: breaks('RING_ADDR_INVALID', [], { opts: { availShift: 2 } }),
   // A position past the ring (SET_VRING_BASE 0x8000 | 16 on a 16-entry ring).
   RING_ADDR_INVALID_position_past_the_ring: breaks('RING_ADDR_INVALID', [], { start: W | NUM }),
   TOO_MANY_SEGMENTS: breaks(

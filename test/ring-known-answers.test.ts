@@ -93,6 +93,8 @@ const errorCases: Record<string, Case> = {
   ),
   // §2.7: the descriptor table is 16-byte aligned.
   RING_ADDR_INVALID: breaks('RING_ADDR_INVALID', [], { opts: { descShift: 8 } }),
+  // §2.7: the available ring is 2-byte aligned.
+  RING_ADDR_INVALID_avail_misaligned: breaks('RING_ADDR_INVALID', [], { opts: { availShift: 1 } }),
   TOO_MANY_SEGMENTS: breaks(
     'TOO_MANY_SEGMENTS',
     [{ op: 'indirect', descs: Array.from({ length: 1025 }, () => d(0x6000n, 1)) }, publish],

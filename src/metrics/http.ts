@@ -15,6 +15,7 @@ import type { CounterName, VringCounters } from '../net/counters.js';
 import type { SessionView } from '../vhost-user/session.js';
 import { statusNames } from '../trace/decode.js';
 import type { Observers } from '../trace/observe.js';
+import { packedInFlight } from '../virtio/ring-types.js';
 import { RING_PAGE } from './ring-page.js';
 import { ringsOf } from './rings.js';
 
@@ -54,9 +55,15 @@ export function statusOf(backend: BackendView, observe: Observers = {}): Record<
       started: v.started,
       enabled: v.enabled,
       broken: v.broken,
+      layout: s.packed ? 'packed' : 'split',
+      // Packed rings: position | wrap counter << 15, as SET_VRING_BASE encodes them.
       lastAvailIdx: v.position.lastAvailIdx,
       usedIdx: v.position.usedIdx,
-      inFlight: v.started ? (v.position.lastAvailIdx - v.position.usedIdx) & 0xffff : 0,
+      inFlight: !v.started
+        ? 0
+        : s.packed
+          ? packedInFlight(v.position.lastAvailIdx, v.position.usedIdx, v.num)
+          : (v.position.lastAvailIdx - v.position.usedIdx) & 0xffff,
       addr: v.addr
         ? { desc: hex(v.addr.descUserAddr), avail: hex(v.addr.availUserAddr), used: hex(v.addr.usedUserAddr) }
         : undefined,

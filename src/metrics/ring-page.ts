@@ -1,9 +1,12 @@
 /**
  * `/rings.html`: a page that draws every started vring live from `/rings`, for teaching. Each
  * ring is a circle of its slots: the arc the driver offered and the device has not read yet
- * (avail), the arc the device popped and has not returned (in flight), and the three indices
- * moving round it. Beside it, the descriptor table coloured by the same states and the chains
- * in flight. Plain SVG, no dependencies; it polls every 300 ms.
+ * (avail), the arc the device popped and has not returned (in flight), and the indices moving
+ * round it. Beside it, the descriptor table coloured by the same states and the chains in
+ * flight. A packed ring is drawn the same way from its one descriptor ring: the device's next
+ * avail and next used positions with their wrap counters, each descriptor's AVAIL/USED bits
+ * and buffer id, and both event suppression areas. Plain SVG, no dependencies; it polls every
+ * 300 ms.
  */
 export const RING_PAGE = /* html */ `<!doctype html>
 <html lang="en">
@@ -70,6 +73,7 @@ function drawRing(v) {
     (v.started ? "started" : "stopped") + (v.enabled ? ", enabled" : ", disabled");
   if (v.broken) { var b = document.createElement("span"); b.className = "broken"; b.textContent = " · BROKEN"; h.appendChild(b); }
   div.appendChild(h);
+  if (v.layout === "packed") return drawPacked(v, div);
   var idx = document.createElement("div");
   idx.className = "idx";
   idx.textContent = "avail.idx " + v.availIdx + "   last_avail_idx " + v.lastAvailIdx + "   used.idx " + v.usedIdx +
@@ -87,17 +91,9 @@ function drawRing(v) {
   pointer(g, cx, cy, r, n, v.lastAvailIdx, "last_avail_idx", "#444", 4);
   pointer(g, cx, cy, r, n, v.usedIdx, "used.idx", "#b36b00", 18);
   // The descriptor table: one cell per descriptor, coloured by the state of its chain.
-  var cols = n <= 64 ? 8 : n <= 256 ? 16 : 32, cell = Math.max(3, Math.floor(220 / cols));
-  var tx = 240, ty = 14;
-  var cap = el("text", { x: tx, y: ty - 4, "font-size": 11, fill: "#555" }, g);
-  cap.textContent = "descriptor table (" + v.desc.length + ")";
-  for (var i = 0; i < v.desc.length; i++) {
-    var d = v.desc[i];
-    var rect = el("rect", { x: tx + (i % cols) * cell, y: ty + Math.floor(i / cols) * cell, width: cell - 1, height: cell - 1,
-      fill: COLORS[d.state], "class": "desc desc-" + d.state, "data-desc": i }, g);
-    var tip = el("title", {}, rect);
-    tip.textContent = "desc " + i + ": addr " + d.addr + " len " + d.len + " [" + d.flags.join("|") + "] next " + d.next;
-  }
+  descGrid(g, v, function (i, d) {
+    return "desc " + i + ": addr " + d.addr + " len " + d.len + " [" + d.flags.join("|") + "] next " + d.next;
+  });
   div.appendChild(svg);
   var list = document.createElement("div");
   list.className = "chains";
@@ -112,6 +108,55 @@ function drawRing(v) {
     if (ent) recent.push("id " + ent.id + " len " + ent.len);
   }
   if (recent.length) lines.push("last used: " + recent.join(", "));
+  list.textContent = lines.join("\\n");
+  div.appendChild(list);
+  return div;
+}
+function descGrid(g, v, tip) {
+  var n = v.size, cols = n <= 64 ? 8 : n <= 256 ? 16 : 32, cell = Math.max(3, Math.floor(220 / cols));
+  var tx = 240, ty = 14;
+  var cap = el("text", { x: tx, y: ty - 4, "font-size": 11, fill: "#555" }, g);
+  cap.textContent = (v.layout === "packed" ? "descriptor ring (" : "descriptor table (") + v.desc.length + ")";
+  for (var i = 0; i < v.desc.length; i++) {
+    var d = v.desc[i];
+    var rect = el("rect", { x: tx + (i % cols) * cell, y: ty + Math.floor(i / cols) * cell, width: cell - 1, height: cell - 1,
+      fill: COLORS[d.state], "class": "desc desc-" + d.state, "data-desc": i }, g);
+    el("title", {}, rect).textContent = tip(i, d);
+  }
+}
+// A packed ring (virtio 1.2 §2.8): one descriptor ring; the device reads at "next avail" and
+// writes used descriptors back at "next used"; each side's wrap counter flips at the ring's end.
+function drawPacked(v, div) {
+  var p = v.packed, n = v.size;
+  var ev = function (e) { return e.flags + (e.flags === "DESC" ? " at " + (e.offWrap & 0x7fff) + " wrap " + (e.offWrap >> 15) : ""); };
+  var idx = document.createElement("div");
+  idx.className = "idx";
+  idx.textContent = "packed · next avail " + p.availPos + " (wrap " + p.availWrap + ")   next used " + p.usedPos +
+    " (wrap " + p.usedWrap + ")   in flight " + v.inFlight;
+  div.appendChild(idx);
+  var evs = document.createElement("div");
+  evs.className = "idx";
+  evs.textContent = "driver event: " + ev(p.driverEvent) + "   device event: " + ev(p.deviceEvent);
+  div.appendChild(evs);
+  var W = 470, H = 250, cx = 120, cy = 125, r = 85;
+  var svg = el("svg", { width: W, height: H, viewBox: "0 0 " + W + " " + H });
+  var g = el("g", {}, svg);
+  el("circle", { cx: cx, cy: cy, r: r, stroke: COLORS.free, "stroke-width": 18, fill: "none" }, g);
+  var offered = v.desc.filter(function (d) { return d.state === "avail"; }).length;
+  arc(g, cx, cy, r, n, p.usedPos, v.inFlight, COLORS.inflight, "slot slot-inflight");
+  arc(g, cx, cy, r, n, p.availPos, Math.min(offered, n), COLORS.avail, "slot slot-avail");
+  pointer(g, cx, cy, r, n, p.availPos, "next avail", "#444", -4);
+  pointer(g, cx, cy, r, n, p.usedPos, "next used", "#b36b00", 12);
+  descGrid(g, v, function (i, d) {
+    return "desc " + i + ": addr " + d.addr + " len " + d.len + " id " + d.id + " [" + d.flags.join("|") + "]";
+  });
+  div.appendChild(svg);
+  var list = document.createElement("div");
+  list.className = "chains";
+  var lines = v.chains.slice(0, 12).map(function (c) {
+    return "avail     id " + c.head + ": " + c.descs.join(" → ") + "  (" + c.bytes + " bytes)";
+  });
+  if (v.chains.length > 12) lines.push("… " + (v.chains.length - 12) + " more");
   list.textContent = lines.join("\\n");
   div.appendChild(list);
   return div;

@@ -22,8 +22,10 @@ export function formatStatus(st: Record<string, unknown>): string[] {
       (c.dropHostError ?? 0) +
       (c.dropDisabled ?? 0) +
       (c.dropMalformed ?? 0);
+    // Packed rings: position and wrap counter ("6/1").
+    const pos = (x: unknown) => (v.layout === 'packed' ? `${Number(x) & 0x7fff}/${(Number(x) >> 15) & 1}` : String(x));
     out.push(
-      `${String(v.index).padStart(5)} ${String(v.queue).padEnd(11)} ${String(v.size).padStart(5)} ${state.padEnd(19)} ${String(v.lastAvailIdx).padStart(5)} ${String(v.usedIdx).padStart(5)} ${String(c.frames).padStart(7)} ${String(c.bytes).padStart(11)} ${String(c.kicks).padStart(8)} ${String(c.notifySent).padStart(8)}/${String(c.notifySuppressed).padEnd(6)} ${drops}`,
+      `${String(v.index).padStart(5)} ${String(v.queue).padEnd(11)} ${String(v.size).padStart(5)} ${state.padEnd(19)} ${pos(v.lastAvailIdx).padStart(5)} ${pos(v.usedIdx).padStart(5)} ${String(c.frames).padStart(7)} ${String(c.bytes).padStart(11)} ${String(c.kicks).padStart(8)} ${String(c.notifySent).padStart(8)}/${String(c.notifySuppressed).padEnd(6)} ${drops}`,
     );
   }
   const obs = st.observation as

@@ -65,6 +65,8 @@ export interface SessionView {
   queuePairs: number;
   offeredFeatures: bigint;
   ackedFeatures: bigint | undefined;
+  /** VIRTIO_F_RING_PACKED acked: the rings are packed (positions are position | wrap << 15). */
+  packed: boolean;
   ackedProtocolFeatures: bigint;
   status: number;
   mtu: number | undefined;
@@ -257,6 +259,7 @@ export class Session {
       queuePairs: this.options.queuePairs,
       offeredFeatures: this.options.features,
       ackedFeatures: this.ackedFeatures,
+      packed: this.packed(),
       ackedProtocolFeatures: this.ackedProtocolFeatures,
       status: this.status,
       mtu: this.mtu,
@@ -279,7 +282,7 @@ export class Session {
         broken: v.broken,
         position: v.started
           ? (positions[v.index] ?? { lastAvailIdx: v.lastAvailIdx, usedIdx: 0 })
-          : { lastAvailIdx: v.lastAvailIdx, usedIdx: positions[v.index]?.usedIdx ?? 0 },
+          : { lastAvailIdx: v.lastAvailIdx, usedIdx: this.packed() ? v.usedIdx : (positions[v.index]?.usedIdx ?? 0) },
         counters: this.counters(v.index),
       })),
       memoryView: () => this.memory.refView(),

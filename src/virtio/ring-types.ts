@@ -59,6 +59,17 @@ export interface Element {
   slots: number;
 }
 
+/**
+ * Descriptors between two packed ring positions (position | wrap counter << 15) of a ring of
+ * `num`: from `used` forward to `avail`; equal positions with different counters are a full lap.
+ */
+export function packedInFlight(avail: number, used: number, num: number): number {
+  const a = avail & 0x7fff;
+  const u = used & 0x7fff;
+  if (a === u) return (avail ^ used) & 0x8000 ? num : 0;
+  return (a - u + num) % num;
+}
+
 /** A ring's position and notification state (what a stop hands back, what tests compare). */
 export interface RingState {
   lastAvailIdx: number;

@@ -19,8 +19,9 @@ import {
   VRING_NOFD_MASK,
   type VringState,
 } from '../../src/vhost-user/codec.js';
-import { featureMask, ProtocolFeature, VirtioFeature } from '../../src/features.js';
-import { RingDriver } from './ring-driver.js';
+import { featureMask, hasFeature, ProtocolFeature, VirtioFeature } from '../../src/features.js';
+import { PackedDriver } from './packed-driver.js';
+import { type Layout, RingDriver } from './ring-driver.js';
 
 export interface Reply {
   request: number;
@@ -236,9 +237,11 @@ export class MockFrontend {
     const ram = this.guestRam(ramBytes);
     await ok('SET_MEM_TABLE', this.acked('SET_MEM_TABLE', encodeMemTable([ram.region]), [ram.fd]));
     const pairs: DriverPair[] = [];
+    // A packed ring starts at position 0 with both wrap counters 1 (§2.8.1), as QEMU sends it.
+    const base = hasFeature(features, VirtioFeature.F_RING_PACKED) ? 0x8000 : 0;
     for (let p = 0; p < queuePairs; p++) {
-      const r = await this.setupVring(2 * p, ram);
-      const t = await this.setupVring(2 * p + 1, ram);
+      const r = await this.setupVring(2 * p, ram, { base });
+      const t = await this.setupVring(2 * p + 1, ram, { base });
       for (const index of [2 * p, 2 * p + 1]) {
         await ok('SET_VRING_ENABLE', this.acked('SET_VRING_ENABLE', encodeVringState({ index, num: 1 })));
       }
@@ -257,17 +260,37 @@ export class MockFrontend {
     const descOff = index * 0x10000;
     return new RingDriver(
       [ram.bytes],
-      {
-        num,
-        descOff,
-        availOff: descOff + num * 16,
-        usedOff: descOff + 0x8000,
-        gpaBase: ram.region.guestAddr,
-        vaBase: ram.region.userAddr,
-      },
+      MockFrontend.layout(index, ram, num),
       ram.region.guestAddr + BigInt(descOff + 0xc000),
       descOff + 0xc000,
     );
+  }
+
+  /**
+   * The driver side of vring `index` as a packed ring (VIRTIO_F_RING_PACKED acked): setupVring's
+   * three areas are its descriptor ring, driver area and device area.
+   */
+  packedDriver(index: number, ram: GuestRam, num = 256, start = 0x8000): PackedDriver {
+    const descOff = index * 0x10000;
+    return new PackedDriver(
+      [ram.bytes],
+      MockFrontend.layout(index, ram, num),
+      ram.region.guestAddr + BigInt(descOff + 0xc000),
+      descOff + 0xc000,
+      start,
+    );
+  }
+
+  private static layout(index: number, ram: GuestRam, num: number): Layout {
+    const descOff = index * 0x10000;
+    return {
+      num,
+      descOff,
+      availOff: descOff + num * 16,
+      usedOff: descOff + 0x8000,
+      gpaBase: ram.region.guestAddr,
+      vaBase: ram.region.userAddr,
+    };
   }
 
   static vringFileNoFd(index: number): Buffer {

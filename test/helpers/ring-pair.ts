@@ -144,6 +144,8 @@ export function runSequence(
   opts: {
     /** Moves the descriptor table by this many bytes (a misplaced ring). */
     descShift?: number;
+    /** Moves the avail ring (packed: the driver area) by this many bytes. */
+    availShift?: number;
     /**
      * Declares region B this large (only its first 32 KiB are mapped): for chains whose
      * lengths add up past 4 GiB. Safe only for sequences that pop and complete nothing with
@@ -173,7 +175,7 @@ export function runSequence(
   const cfg = {
     num: NUM,
     descVa: driver.descVa + BigInt(descShift),
-    availVa: driver.availVa,
+    availVa: driver.availVa + BigInt(opts.availShift ?? 0),
     usedVa: driver.usedVa,
     ...feat,
     ...(logged ? { logGuestAddr: LOG_USED_AT } : {}),
