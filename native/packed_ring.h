@@ -77,6 +77,8 @@ class PackedRing {
     starts_.assign(n ? n : 1, 0);
     slotOfId_.assign(n ? n : 1, 0);
     fillAt_.resize(n + 1u);
+    fillId_.resize(n + 1u);
+    fillLen_.resize(n + 1u);
     if (n == 0 || n > 0x8000 || !desc_ || !driverEvent_ || !deviceEvent_ || (c.descVa & 15) ||
         (c.availVa & 3) || (c.usedVa & 3) || availPos >= n || usedPos >= n) {
       return Fail(kRingAddrInvalid);
@@ -123,9 +125,11 @@ class PackedRing {
     availWrap = at & kWrapBit;
   }
 
-  // Writes the id and length of batch element `idx` (§2.8.6: one used descriptor for a whole
-  // list, then the device skips the list's `slots`). The flags wait for Flush. Writing an
-  // element again rewrites it in place.
+  // Takes the id and length of batch element `idx` (§2.8.6: one used descriptor for a whole
+  // list, then the device skips the list's `slots`). They are written with the flags at Flush:
+  // the driver polls these very descriptors, and writing each cache line once per burst, not
+  // once at fill and again at flush, keeps it from bouncing between the two cores (DPDK keeps
+  // a shadow used ring for the same reason). Filling an element again replaces it.
   void Fill(uint32_t id, uint32_t len, uint16_t idx, uint16_t slots) {
     if (idx > fillN_) return;
     if (idx == fillN_) {
@@ -143,12 +147,9 @@ class PackedRing {
       }
       return;
     }
-    const uint32_t pos = (usedPos + fillAt_[idx]) % cfg.num;
-    uint8_t* d = desc_ + 16 * pos;
-    std::memcpy(d + 8, &len, 4);
-    std::memcpy(d + 12, &id16, 2);
-    LogDesc(pos, 8, 4);
-    if (trace) trace->Used(static_cast<uint16_t>(pos), id16, len);
+    fillId_[idx] = id16;
+    fillLen_[idx] = len;
+    if (trace) trace->Used(static_cast<uint16_t>((usedPos + fillAt_[idx]) % cfg.num), id16, len);
   }
 
   // Hands the filled descriptors to the driver by writing their flags: AVAIL and USED equal to
@@ -171,7 +172,16 @@ class PackedRing {
       if (trace) trace->Used(usedPos, batchId_, batchLen_);
     }
     batchAny_ = false;
-    // Release: the buffers' contents and the ids and lengths written by Fill are visible before
+    if (!batch) {
+      for (uint32_t k = 0; k < n; k++) {
+        const uint32_t pos = (usedPos + fillAt_[k]) % cfg.num;
+        uint8_t* d = desc_ + 16 * pos;
+        std::memcpy(d + 8, &fillLen_[k], 4);
+        std::memcpy(d + 12, &fillId_[k], 2);
+        LogDesc(pos, 8, 4);
+      }
+    }
+    // Release: the buffers' contents and the ids and lengths written above are visible before
     // any of the flags below that hand them over.
     __atomic_thread_fence(__ATOMIC_RELEASE);
     for (uint32_t k = batch ? 1 : n; k-- > 0;) {
@@ -182,8 +192,7 @@ class PackedRing {
         wrap = !wrap;
       }
       uint8_t* d = desc_ + 16 * pos;
-      uint32_t len;
-      std::memcpy(&len, d + 8, 4);
+      const uint32_t len = batch ? batchLen_ : fillLen_[k];
       const uint16_t flags =
           (len ? kDescFWrite : 0) | (wrap ? static_cast<uint16_t>(kDescFAvail | kDescFUsed) : 0);
       // §2.8.11 "Multi-buffer requests": the first descriptor is marked used after the rest;
@@ -194,7 +203,11 @@ class PackedRing {
     }
     const uint32_t advance = n == fillN_ ? fillEnd_ : fillAt_[n];
     Advance(&usedPos, &usedWrap, advance);
-    for (uint32_t k = n; k < fillN_; k++) fillAt_[k - n] = fillAt_[k] - advance;
+    for (uint32_t k = n; k < fillN_; k++) {
+      fillAt_[k - n] = fillAt_[k] - advance;
+      fillId_[k - n] = fillId_[k];
+      fillLen_[k - n] = fillLen_[k];
+    }
     fillN_ -= n;
     fillEnd_ -= advance;
     log.Sync();  // once per burst, after every write the burst made
@@ -294,6 +307,8 @@ class PackedRing {
   std::vector<uint16_t> slotOfId_;
   // This batch's fills: ring offset from usedPos of each; where the next one goes.
   std::vector<uint32_t> fillAt_;
+  std::vector<uint16_t> fillId_;  // the shadow used descriptors: id and length of each
+  std::vector<uint32_t> fillLen_;
   uint32_t fillN_ = 0, fillEnd_ = 0;
   // IN_ORDER batching: the last buffer filled, written at Flush.
   bool batchAny_ = false;

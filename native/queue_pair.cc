@@ -118,6 +118,10 @@ void QueuePair::ProcessTransmitq() {
   if (!q.started || q.broken) return;
   MemoryFaultScope scope(vt);
   const uint32_t hdr = cfg_.hdrLen;
+  if (kicksOn_[1]) {
+    fromGuest_.SetNotification(false);  // working: no kicks until the ring runs empty
+    kicksOn_[1] = false;
+  }
   for (uint32_t bursts = 0;; bursts++) {
     if (bursts == kTransmitBursts) {
       more_ = true;  // yield (notifications stay off): the thread comes back at once
@@ -229,8 +233,10 @@ void QueuePair::ProcessTransmitq() {
     if (n == 0) {
       // Empty: ask for kicks again, then look once more (the driver may have added meanwhile).
       fromGuest_.SetNotification(true);
+      kicksOn_[1] = true;
       if (fromGuest_.Empty() || q.kickFd < 0) return;
       fromGuest_.SetNotification(false);
+      kicksOn_[1] = false;
     }
   }
 }
@@ -283,6 +289,7 @@ bool QueuePair::Setup(int epfd, uint64_t tag) {
   }
   cached_ = pos_ = 0;
   filled_ = 0;
+  kicksOn_[0] = kicksOn_[1] = true;
   faultsToGuest_ = cfg_.FaultsOf(receiveq_);
   faultsFromGuest_ = cfg_.FaultsOf(transmitq_);
   faultLogToGuest_ = cfg_.FaultLogOf(receiveq_);

@@ -185,6 +185,10 @@ class QueuePair {
   bool progress_ = false;
   bool more_ = false;
   bool hostWatched_ = false;
+  // Whether the driver's kicks are on for each vring (0 receiveq, 1 transmitq): on while the
+  // device waits, off while it works (a driver that kicks every refill costs both sides a
+  // syscall). They are on after a start: the device waits for its first kick.
+  bool kicksOn_[2] = {true, true};
   Vring toGuest_, fromGuest_;
   // toGuest: one frame waiting for guest buffers, as [virtio-net header][frame].
   std::vector<uint8_t> bounce_;

@@ -133,12 +133,16 @@ int QueuePair::Deliver(const uint8_t* frame, uint32_t len) {
       firstHead = e.head;
       firstSlots = e.slots;
       at[0] = ByteAt(e, 0);
-      atGpa[0] = GpaAt(e, 0);
       if (nb >= 0) {
         at[1] = ByteAt(e, nb);
         at[2] = ByteAt(e, nb + 1);
-        atGpa[1] = GpaAt(e, nb);
-        atGpa[2] = GpaAt(e, nb + 1);
+      }
+      if (toGuest_.Log().On()) {  // the dirty log's addresses, only while it is on
+        atGpa[0] = GpaAt(e, 0);
+        if (nb >= 0) {
+          atGpa[1] = GpaAt(e, nb);
+          atGpa[2] = GpaAt(e, nb + 1);
+        }
       }
     }
     uint32_t n = ScatterIn(e, 0, frame + copied, len - copied, toGuest_.Log());
@@ -228,6 +232,8 @@ void QueuePair::FlushReceiveq() {
 }
 
 int QueuePair::Route(const uint8_t* frame, uint32_t len) {
+  // One pair: nothing to steer (no call per frame).
+  if (steering_.pairs() == 1) return Deliver(frame, len);
   uint32_t target = steering_.Target(pair_, frame, len, cfg_.hdrLen);
   if (target == pair_) return Deliver(frame, len);
   HandoverRing* ring = steering_.RingForProducer(pair_, target);
@@ -266,6 +272,10 @@ void QueuePair::ProcessReceiveq() {
   MemoryFaultScope scope(vr);
   const bool hostFrames = port_->Produces();
   uint32_t budget = kReceiveBudget;
+  if (kicksOn_[0]) {
+    toGuest_.SetNotification(false);  // working: no kicks until the guest runs out of buffers
+    kicksOn_[0] = false;
+  }
   for (;;) {
     bool blocked = !DrainHandover();
     while (!blocked && hostFrames) {
@@ -290,7 +300,10 @@ void QueuePair::ProcessReceiveq() {
     // No guest buffers: stop reading the host, ask for a kick, and look once more.
     WatchHost(false);
     toGuest_.SetNotification(true);
+    kicksOn_[0] = true;
     if (toGuest_.Empty()) return;
+    toGuest_.SetNotification(false);
+    kicksOn_[0] = false;
   }
   // Give back chains popped for frames that did not come.
   if (cached_ > pos_) {

@@ -89,6 +89,8 @@ export class PackedRingRef implements Vring {
   private slotOfId: Uint16Array;
   /** This batch's fills: ring offset from usedPos of each, and where the next goes. */
   private fillAt: number[] = [];
+  /** This batch's used descriptors, [id, len] each, written at flush (the shadow). */
+  private fillVals: [number, number][] = [];
   private fillEnd = 0;
   /** IN_ORDER batching: the last buffer filled (id, len), written at flush. */
   private batchLast: [number, number] | undefined;
@@ -203,8 +205,9 @@ export class PackedRingRef implements Vring {
    * Step 2, fill: the used descriptor of batch element `idx` for buffer `head` (its id), which
    * took `slots` descriptors; `len` bytes written. §2.8.6: "The device only writes out a single
    * used descriptor for the whole list. It then skips forward according to the number of
-   * descriptors in the list." The flags, which hand the descriptor to the driver, wait for flush.
-   * Writing an element again (idx already filled) rewrites its id and len in place.
+   * descriptors in the list." Kept aside and written, with the flags that hand it to the
+   * driver, at flush: the driver polls these descriptors, and each cache line is then written
+   * once per burst. Filling an element again (idx already filled) replaces it.
    */
   fill(head: number, len: number, idx: number, slots = 1): void {
     if (idx > this.fillAt.length) return;
@@ -219,20 +222,16 @@ export class PackedRingRef implements Vring {
       return;
     }
     const pos = (this.usedPos + (this.fillAt[idx] as number)) % this.cfg.num;
-    const d = this.desc as Area;
-    const at = d.offset + 16 * pos;
-    d.view.setUint32(at + 8, len >>> 0, true);
-    d.view.setUint16(at + 12, head & 0xffff, true);
-    this.logDesc(pos, 8, 4);
+    this.fillVals[idx] = [head & 0xffff, len >>> 0];
     this.onEvent?.({ ev: 'used', slot: pos, id: head & 0xffff, len: len >>> 0 });
   }
 
   /**
-   * Step 3, flush: hands the `count` filled descriptors to the driver by writing their flags:
-   * AVAIL and USED both equal to the device wrap counter at each one's position (§2.8.1), and
-   * WRITE when the device wrote data (§2.8.4). The first one's flags go last (§2.8.11
-   * "Multi-buffer requests"), so the driver never sees part of the batch. (The C++ path orders
-   * the ids and lengths before the flags with a release fence.)
+   * Step 3, flush: writes the `count` filled descriptors' ids and lengths, then hands them to
+   * the driver by writing their flags: AVAIL and USED both equal to the device wrap counter at
+   * each one's position (§2.8.1), and WRITE when the device wrote data (§2.8.4). The first
+   * one's flags go last (§2.8.11 "Multi-buffer requests"), so the driver never sees part of
+   * the batch. (The C++ path orders the ids and lengths before the flags with a release fence.)
    */
   flush(count: number): void {
     // IN_ORDER batching publishes every buffer filled (its elements were not written one by one).
@@ -252,6 +251,13 @@ export class PackedRingRef implements Vring {
       this.onEvent?.({ ev: 'used', slot: this.usedPos, id, len });
     }
     this.batchLast = undefined;
+    for (let k = 0; !batch && k < n; k++) {
+      const pos = (this.usedPos + (this.fillAt[k] as number)) % this.cfg.num;
+      const [id, len] = this.fillVals[k] as [number, number];
+      d.view.setUint32(d.offset + 16 * pos + 8, len, true);
+      d.view.setUint16(d.offset + 16 * pos + 12, id, true);
+      this.logDesc(pos, 8, 4);
+    }
     const flagsOf = (k: number): [number, number] => {
       const off = this.fillAt[k] as number;
       let pos = this.usedPos + off;
@@ -275,6 +281,7 @@ export class PackedRingRef implements Vring {
       this.usedWrap = !this.usedWrap;
     }
     this.fillAt = this.fillAt.slice(n).map((o) => o - advance);
+    this.fillVals = this.fillVals.slice(n);
     this.fillEnd -= advance;
     this.onEvent?.({ ev: 'flush', usedIdx: this.usedIdx, count: n });
   }
