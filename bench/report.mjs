@@ -159,7 +159,7 @@ if (packed) {
   const sp = (s) => `${f2(s.median)} (${f2(s.min)}-${f2(s.max)})`;
   md += `## 11. The packed ring against the split ring and DPDK's packed vhost (VM-free, 1 queue)
 
-${packed.description} (\`node bench/packed-ring.bench.mjs\`; ${packed.rounds} alternating rounds of ${packed.secondsPerRun} s). Ratios are taken per round, then their median with min and max.
+${packed.description} (\`node bench/packed-ring.bench.mjs\`; ${packed.rounds} alternating rounds of ${packed.secondsPerRun} s).
 
 | direction | frame | ours, packed Mpps | ours, packed, --poll-us 50 | ours, split Mpps | DPDK vhost, packed Mpps | packed / DPDK packed | polling / DPDK packed | packed / split |
 | --- | --- | --- | --- | --- | --- | --- | --- | --- |
