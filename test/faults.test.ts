@@ -10,7 +10,7 @@ import { ConfigError, ErrorCode } from '../src/errors.js';
 import { featureMask, VirtioFeature as F } from '../src/features.js';
 import type { FaultLine } from '../src/faults/log.js';
 import { compilePlan, draw, FIELD, FIELD_NAMES, type FaultPlan } from '../src/faults/plan.js';
-import { DESC_F_NEXT, DESC_F_WRITE } from '../src/virtio/split-ring.js';
+import { DESC_F_NEXT, DESC_F_WRITE } from '../src/virtio/ring-types.js';
 import { type DatapathKind, native, planDevices, waitFor } from './helpers/harness.js';
 import { type DriverPair, transmit } from './helpers/mock-frontend.js';
 

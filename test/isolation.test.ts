@@ -8,7 +8,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { featureMask, VirtioFeature as F } from '../src/features.js';
 import { RingError, ringErrorNames } from '../src/virtio/ring-errors.js';
-import { DESC_F_NEXT, DESC_F_WRITE } from '../src/virtio/split-ring.js';
+import { DESC_F_NEXT, DESC_F_WRITE } from '../src/virtio/ring-types.js';
 import { encodeU64, encodeVringAddr } from '../src/vhost-user/codec.js';
 import type { Session } from '../src/vhost-user/session.js';
 import { type DatapathKind, native, type Served, serve, shutdown, waitFor } from './helpers/harness.js';

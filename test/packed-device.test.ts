@@ -6,12 +6,12 @@
  * position shows what is lost without it (vhost-user.rst "Vring state description": a packed
  * ring keeps no used index in guest memory, so nothing else can say where it was).
  */
-import { execFile } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
 import { featureMask, VirtioFeature as F } from '../src/features.js';
 import { startHttp } from '../src/metrics/http.js';
 import { ringsOf, type RingSnapshot } from '../src/metrics/rings.js';
 import { encodeU64 } from '../src/vhost-user/codec.js';
+import { chromium } from './helpers/chromium.js';
 import { bringUpDevice, native, serve, tempDir, waitFor } from './helpers/harness.js';
 import { MockFrontend, type GuestRam } from './helpers/mock-frontend.js';
 import type { PackedDriver } from './helpers/packed-driver.js';
@@ -40,29 +40,6 @@ function offerTransmit(ram: GuestRam, tx: PackedDriver, count: number, at: numbe
     tx.addChain([{ addr: BigInt(a), len: HDR + 100, write: false }]);
   }
   tx.publish();
-}
-
-function chromiumDom(url: string, profile: string): Promise<string> {
-  return new Promise((resolve, reject) =>
-    execFile(
-      '/usr/bin/chromium',
-      [
-        '--headless',
-        '--no-sandbox',
-        '--disable-gpu',
-        '--no-first-run',
-        '--disable-background-networking',
-        '--disable-component-update',
-        `--user-data-dir=${profile}`,
-        '--virtual-time-budget=3000',
-        '--dump-dom',
-        url,
-      ],
-      // Without the ASan runtime the ASan phase preloads into node (Chromium is not ours).
-      { encoding: 'utf8', timeout: 60_000, maxBuffer: 16 << 20, env: { ...process.env, LD_PRELOAD: '' } },
-      (err, stdout, stderr) => (err ? reject(new Error(`chromium: ${err.message}\n${stderr}`)) : resolve(stdout)),
-    ),
-  );
 }
 
 describe.each(['native', 'ts'] as const)('packed rings through the device (%s data path)', (datapath) => {
@@ -105,7 +82,7 @@ describe.each(['native', 'ts'] as const)('packed rings through the device (%s da
       if (datapath === 'native') {
         const profile = tempDir('vun-chromium-');
         try {
-          const dom = await chromiumDom(`http://127.0.0.1:${port}/rings.html`, profile.dir);
+          const dom = await chromium(profile.dir, ['--dump-dom', `http://127.0.0.1:${port}/rings.html`]);
           const p0 = dom.split('<div class="vring"').find((p) => p.includes('data-vring="0"')) as string;
           expect(p0).toContain('packed · next avail 6 (wrap 1)   next used 6 (wrap 1)   in flight 0');
           expect(p0.match(/class="desc desc-avail"/g)).toHaveLength(10);

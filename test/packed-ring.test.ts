@@ -11,18 +11,16 @@
  */
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { RingError, ringErrorNames } from '../src/virtio/ring-errors.js';
-import type { DescSpec } from './helpers/ring-driver.js';
+import { ringErrorNames } from '../src/virtio/ring-errors.js';
+import { addrArb, breaks, type Case, checkCase, d, descsArb, pop, publish } from './helpers/ring-cases.js';
 import {
   closeSides,
   DATA_HI,
-  DATA_LO,
   type Features,
   GPA_B,
   HOLE,
   NUM,
   type Op,
-  type Outcome,
   openSides,
   runSequence,
 } from './helpers/ring-pair.js';
@@ -30,30 +28,13 @@ import {
 beforeAll(openSides);
 afterAll(closeSides);
 
-const d = (addr: bigint, len: number, write = false): DescSpec => ({ addr, len, write });
 const NEXT = 1;
 const INDIRECT = 4;
 const AVAIL = 1 << 7;
 const USED = 1 << 15;
 const WRITE = 2;
 const W = 0x8000; // wrap counter 1
-const pop: Op = { op: 'pop', max: 8 };
-const publish: Op = { op: 'publish' };
 const PACKED: Features = { eventIdx: false, indirect: false, notifyOnEmpty: false, packed: true };
-
-interface Case {
-  ops: Op[];
-  feat?: Partial<Features>;
-  start?: number;
-  opts?: Parameters<typeof runSequence>[4];
-  expect: Partial<Omit<Outcome, 'state'>> & { state?: Partial<Outcome['state']> };
-}
-
-const breaks = (error: keyof typeof RingError, ops: Op[], more: Omit<Case, 'ops' | 'expect'> = {}): Case => ({
-  ops: [...ops, pop],
-  ...more,
-  expect: { error, popped: [[]], state: { broken: true, error: RingError[error] } },
-});
 
 const errorCases: Record<string, Case> = {
   // §2.8.6: every descriptor of a list is marked available; the one after a NEXT never was.
@@ -347,11 +328,7 @@ describe('packed ring known answers (TS reference and C++, each held to the answ
   });
   describe.each([false, true])('with the ring trace %s', (trace) => {
     it.each(Object.entries({ ...errorCases, ...outcomeCases }))('%s', (_name, c) => {
-      const got = runSequence(c.ops, { ...PACKED, ...c.feat }, c.start ?? W, trace, c.opts);
-      const { state, ...rest } = c.expect;
-      expect(got).toMatchObject(rest);
-      if (state) expect(got.state).toMatchObject(state);
-      if (!c.expect.error) expect(got.error).toBeUndefined();
+      checkCase(c, PACKED, W, trace);
     });
   });
 });
@@ -379,20 +356,8 @@ describe('the dirty log of a packed ring', () => {
 
 // --- differential -------------------------------------------------------------------------
 
-const addr = fc.oneof(
-  { weight: 30, arbitrary: fc.bigInt(DATA_LO, DATA_HI - 3001n) },
-  { weight: 1, arbitrary: fc.bigInt(HOLE, HOLE + 0x1000n) },
-  { weight: 1, arbitrary: fc.constant(DATA_HI - 8n) },
-  { weight: 3, arbitrary: fc.constant(GPA_B - 100n) },
-);
-const len = fc.oneof(
-  { weight: 40, arbitrary: fc.integer({ min: 1, max: 3000 }) },
-  { weight: 1, arbitrary: fc.constant(0) },
-);
-const desc = fc.record({ addr, len, write: fc.boolean() });
-const descs = fc
-  .tuple(fc.array(desc, { minLength: 1, maxLength: 5 }), fc.nat(19))
-  .map(([ds, r]) => (r === 0 ? ds : [...ds.filter((x) => !x.write), ...ds.filter((x) => x.write)]));
+const addr = addrArb;
+const descs = descsArb;
 const opArb: fc.Arbitrary<Op> = fc.oneof(
   { weight: 6, arbitrary: descs.map((x) => ({ op: 'chain' as const, descs: x })) },
   {

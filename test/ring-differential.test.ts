@@ -12,41 +12,16 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ringErrorNames } from '../src/virtio/ring-errors.js';
 import { native } from './helpers/harness.js';
 import type { DescSpec } from './helpers/ring-driver.js';
-import {
-  closeSides,
-  DATA_HI,
-  DATA_LO,
-  type Features,
-  GPA_B,
-  HOLE,
-  NUM,
-  type Op,
-  openSides,
-  runSequence,
-} from './helpers/ring-pair.js';
+import { addrArb, descsArb } from './helpers/ring-cases.js';
+import { closeSides, type Features, GPA_B, NUM, type Op, openSides, runSequence } from './helpers/ring-pair.js';
 
 beforeAll(openSides);
 afterAll(closeSides);
 
 // --- operations --------------------------------------------------------------------------
 
-// Mostly well-formed chains (so pops, completions and notifications get exercised), with a
-// steady share of every kind of breakage.
-const addr = fc.oneof(
-  { weight: 30, arbitrary: fc.bigInt(DATA_LO, DATA_HI - 3001n) },
-  { weight: 1, arbitrary: fc.bigInt(HOLE, HOLE + 0x1000n) },
-  { weight: 1, arbitrary: fc.constant(DATA_HI - 8n) }, // runs off the end of memory
-  { weight: 3, arbitrary: fc.constant(GPA_B - 100n) }, // crosses the region edge
-);
-const len = fc.oneof(
-  { weight: 40, arbitrary: fc.integer({ min: 1, max: 3000 }) },
-  { weight: 1, arbitrary: fc.constant(0) },
-);
-const desc = fc.record({ addr, len, write: fc.boolean() });
-// Readable descriptors first (§2.7.4.2) unless the generator decides to break that rule.
-const descs = fc
-  .tuple(fc.array(desc, { minLength: 1, maxLength: 5 }), fc.nat(19))
-  .map(([ds, r]) => (r === 0 ? ds : [...ds.filter((x) => !x.write), ...ds.filter((x) => x.write)]));
+const addr = addrArb;
+const descs = descsArb;
 const opArb: fc.Arbitrary<Op> = fc.oneof(
   { weight: 6, arbitrary: descs.map((d) => ({ op: 'chain' as const, descs: d })) },
   {

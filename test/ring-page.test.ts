@@ -3,7 +3,6 @@
  * Headless Chromium (Debian's `chromium`) loads the page from the backend's HTTP endpoint; the
  * rendered DOM must show the rings' state, and a screenshot is kept in .test-results/.
  */
-import { execFile } from 'node:child_process';
 import { mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -11,38 +10,9 @@ import { featureMask, VirtioFeature as F } from '../src/features.js';
 import { startHttp } from '../src/metrics/http.js';
 import type { RingSnapshot } from '../src/metrics/rings.js';
 import { packageRoot } from '../src/native.js';
+import { chromium } from './helpers/chromium.js';
 import { bringUpDevice, native, serve, tempDir, waitFor } from './helpers/harness.js';
 import { type DriverPair, transmit } from './helpers/mock-frontend.js';
-
-const CHROMIUM = '/usr/bin/chromium';
-
-/**
- * Headless Chromium with the flags this machine needs (no sandbox as root, no network chatter).
- * Asynchronous: the HTTP endpoint it loads runs in this process's event loop.
- */
-function chromium(profile: string, args: string[]): Promise<string> {
-  return new Promise((resolve, reject) =>
-    execFile(
-      CHROMIUM,
-      [
-        '--headless',
-        '--no-sandbox',
-        '--disable-gpu',
-        '--disable-quic',
-        '--no-first-run',
-        '--disable-background-networking',
-        '--disable-component-update',
-        '--disable-sync',
-        `--user-data-dir=${profile}`,
-        '--window-size=1280,900',
-        '--virtual-time-budget=3000',
-        ...args,
-      ],
-      { encoding: 'utf8', timeout: 60_000, maxBuffer: 16 << 20 },
-      (err, stdout, stderr) => (err ? reject(new Error(`chromium: ${err.message}\n${stderr}`)) : resolve(stdout)),
-    ),
-  );
-}
 
 describe.each(['native', 'ts'] as const)('live ring page (%s data path)', (datapath) => {
   it('serves ring snapshots from guest memory and renders them in headless Chromium', async () => {

@@ -19,6 +19,12 @@ export interface Segment {
   offset: number;
 }
 
+/** A ring area as the reference rings read it: a view over its region and its offset there. */
+export interface Area {
+  view: DataView;
+  offset: number;
+}
+
 export class GuestMemoryRef {
   constructor(readonly regions: RefRegion[]) {}
 
@@ -33,6 +39,14 @@ export class GuestMemoryRef {
         return { bytes: r.bytes, offset: Number(va - r.va) };
     }
     return undefined;
+  }
+
+  /** A ring area at front-end VA [va, va+len), inside one region, or undefined. */
+  area(va: bigint, len: number): Area | undefined {
+    const v = this.vaView(va, BigInt(len));
+    return v
+      ? { view: new DataView(v.bytes.buffer, v.bytes.byteOffset, v.bytes.byteLength), offset: v.offset }
+      : undefined;
   }
 
   /** The guest physical address of front-end VA `va` (the dirty log speaks GPAs). */

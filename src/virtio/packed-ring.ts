@@ -19,7 +19,7 @@
  * the ring position, bit 15 the wrap counter.
  */
 import type { DirtyLog } from './dirty-log.js';
-import type { GuestMemoryRef, Segment } from './guest-memory.js';
+import type { Area, GuestMemoryRef, Segment } from './guest-memory.js';
 import { descFlags, notifyEvent, type NotifyEvent, packedPos, type RingDesc, type RingEvent } from './ring-events.js';
 import { RingError, ringErrorName } from './ring-errors.js';
 import {
@@ -44,18 +44,6 @@ export const EVENT_F_ENABLE = 0;
 export const EVENT_F_DISABLE = 1;
 export const EVENT_F_DESC = 2;
 export const WRAP_BIT = 1 << 15;
-
-interface Area {
-  view: DataView;
-  offset: number;
-}
-
-function area(mem: GuestMemoryRef, va: bigint, len: number): Area | undefined {
-  const v = mem.vaView(va, BigInt(len));
-  return v
-    ? { view: new DataView(v.bytes.buffer, v.bytes.byteOffset, v.bytes.byteLength), offset: v.offset }
-    : undefined;
-}
 
 /** §2.8.1: available when AVAIL matches the wrap counter and USED does not. */
 export function isAvail(flags: number, wrap: boolean): boolean {
@@ -107,9 +95,9 @@ export class PackedRingRef implements Vring {
     this.usedWrap = (usedIdx & WRAP_BIT) !== 0;
     const n = cfg.num;
     this.slotOfId = new Uint16Array(n);
-    this.desc = area(mem, cfg.descVa, 16 * n);
-    this.driverEvent = area(mem, cfg.availVa, 4);
-    this.deviceEvent = area(mem, cfg.usedVa, 4);
+    this.desc = mem.area(cfg.descVa, 16 * n);
+    this.driverEvent = mem.area(cfg.availVa, 4);
+    this.deviceEvent = mem.area(cfg.usedVa, 4);
     // §2.8.10.1: descriptor ring 16-byte aligned, both event suppression areas 4; at most 2^15
     // entries (§2.8), and a position past the ring is no position.
     if (

@@ -16,7 +16,7 @@
  *   4. notify: decide, from used_event or the NO_INTERRUPT flag, whether to interrupt
  */
 import type { DirtyLog } from './dirty-log.js';
-import type { GuestMemoryRef, Segment } from './guest-memory.js';
+import type { Area, GuestMemoryRef, Segment } from './guest-memory.js';
 import {
   descFlags,
   notifyEvent,
@@ -41,37 +41,14 @@ import {
   type Vring,
 } from './ring-types.js';
 
-export {
-  BURST_SEGS,
-  DESC_F_INDIRECT,
-  DESC_F_NEXT,
-  DESC_F_WRITE,
-  type Element,
-  MAX_BURST,
-  MAX_CHAIN_SEGS,
-  type RingConfig,
-  TRACE_MAX_DESCS,
-};
 export const AVAIL_F_NO_INTERRUPT = 1;
 export const USED_F_NO_NOTIFY = 1;
-
-interface Area {
-  view: DataView;
-  offset: number;
-}
 
 const u16 = (x: number): number => x & 0xffff;
 
 /** vring_need_event() (§2.7.10): has new_idx moved past event since old? */
 export function needEvent(event: number, newIdx: number, old: number): boolean {
   return u16(newIdx - event - 1) < u16(newIdx - old);
-}
-
-function area(mem: GuestMemoryRef, va: bigint, len: number): Area | undefined {
-  const v = mem.vaView(va, BigInt(len));
-  return v
-    ? { view: new DataView(v.bytes.buffer, v.bytes.byteOffset, v.bytes.byteLength), offset: v.offset }
-    : undefined;
 }
 
 export class SplitRingRef implements Vring {
@@ -99,9 +76,9 @@ export class SplitRingRef implements Vring {
     this.lastAvailIdx = this.shadowAvailIdx = lastAvailIdx;
     this.usedIdx = usedIdx;
     const n = cfg.num;
-    this.desc = area(mem, cfg.descVa, 16 * n);
-    this.avail = area(mem, cfg.availVa, 6 + 2 * n);
-    this.used = area(mem, cfg.usedVa, 6 + 8 * n);
+    this.desc = mem.area(cfg.descVa, 16 * n);
+    this.avail = mem.area(cfg.availVa, 6 + 2 * n);
+    this.used = mem.area(cfg.usedVa, 6 + 8 * n);
     // §2.7: descriptor table 16-byte aligned, available ring 2, used ring 4.
     if (n === 0 || !this.desc || !this.avail || !this.used || cfg.descVa & 15n || cfg.availVa & 1n || cfg.usedVa & 3n) {
       this.fail(RingError.RING_ADDR_INVALID);

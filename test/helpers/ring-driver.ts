@@ -3,7 +3,7 @@
  * entries in guest memory, well formed or broken on purpose. Every write goes to all the
  * memories it was given, so two implementations can be run over identical bytes.
  */
-import { DESC_F_INDIRECT, DESC_F_NEXT, DESC_F_WRITE } from '../../src/virtio/split-ring.js';
+import { DESC_F_INDIRECT, DESC_F_NEXT, DESC_F_WRITE } from '../../src/virtio/ring-types.js';
 
 export interface DescSpec {
   addr: bigint;
