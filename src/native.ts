@@ -6,6 +6,7 @@ import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ErrorCode, HostIoError } from './errors.js';
+import type { RingState } from './virtio/ring-types.js';
 
 export interface RecvResult {
   /** >0: bytes read; 0: the peer closed; -1: nothing to read now. */
@@ -234,15 +235,7 @@ export interface NativeRingModel {
   rewind(count: number): void;
   /** Moves the marks the ring still caches into the log (what a stop does). */
   syncLog(): void;
-  state(): {
-    lastAvailIdx: number;
-    shadowAvailIdx: number;
-    usedIdx: number;
-    signalledUsed: number;
-    signalledUsedValid: boolean;
-    broken: boolean;
-    error: number;
-  };
+  state(): RingState;
 }
 
 const here = dirname(fileURLToPath(import.meta.url));

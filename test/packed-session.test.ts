@@ -8,7 +8,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { featureMask, hasFeature, VirtioFeature } from '../src/features.js';
 import { encodeU64, Request } from '../src/vhost-user/codec.js';
 import { offeredFeatures, type RingLayout, type Session } from '../src/vhost-user/session.js';
-import { native, openFds, type Served, serve } from './helpers/harness.js';
+import { bringUpDevice, native, openFds, type Served, serve, waitFor } from './helpers/harness.js';
 import type { MockFrontend } from './helpers/mock-frontend.js';
 import { MockFrontend as FE } from './helpers/mock-frontend.js';
 
@@ -67,6 +67,23 @@ describe('--ring', () => {
     (srv as Served).stop();
     srv = fe = undefined;
     expect(openFds()).toBe(fds);
+  });
+});
+
+describe('a running ring keeps its layout', () => {
+  it('SET_FEATURES turning RING_PACKED on while a ring runs closes the session (VUN_FEATURE_RING_LAYOUT_CHANGED)', async () => {
+    srv = serve({ queuePairs: 1 });
+    const d = await bringUpDevice(srv, BASE);
+    fe = d.fe;
+    native.eventfdWrite(d.pairs[0]?.kicks.rx as number, 1n);
+    await waitFor(() => d.session.vrings[0]?.started === true);
+    const closed = srv.sessionClosed();
+    d.fe.send(Request.SET_FEATURES, encodeU64(BASE | PACKED));
+    expect(((await closed) as { code?: string } | undefined)?.code).toBe('VUN_FEATURE_RING_LAYOUT_CHANGED');
+    await d.fe.expectClosed();
+    d.fe.close();
+    srv.stop();
+    srv = fe = undefined;
   });
 });
 
