@@ -10,7 +10,7 @@
  * the destination TAP carried from the guest MAC (the RARP, when the announce did its job).
  * Used by guest-tests/migration.test.ts and bench/migration.bench.mjs.
  */
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Proc } from '../util/proc.js';
@@ -27,6 +27,41 @@ const GUEST_IP = '10.78.0.2';
 /** Guest ping interval (ms) and count: about 15 s of pings around the migration. */
 export const PING_MS = 50;
 const PING_COUNT = 300;
+
+/**
+ * Guest RAM on both sides at the handover: the source's after it stopped, the destination's
+ * before it started. Every page the device wrote while the migration ran must have reached the
+ * destination through the dirty log, so the two are equal when the log is right.
+ */
+export interface RamCheck {
+  /** 4 KiB pages compared. */
+  pages: number;
+  /** Guest physical addresses of the pages that differ (the first 32) and how many there are. */
+  differing: string[];
+  count: number;
+  /** Of those, the pages that hold a vring (descriptor table, avail or used ring). */
+  ringPages: string[];
+}
+
+const PAGE = 4096;
+
+/** Compares two RAM images page by page. */
+export function comparePages(a: Buffer, b: Buffer, rings: { start: bigint; end: bigint }[]): RamCheck {
+  const pages = Math.min(a.length, b.length) / PAGE;
+  const differing: string[] = [];
+  const ringPages: string[] = [];
+  let count = 0;
+  for (let p = 0; p < pages; p++) {
+    const o = p * PAGE;
+    if (a.compare(b, o, o + PAGE, o, o + PAGE) === 0) continue;
+    count++;
+    const gpa = BigInt(o);
+    const hex = `0x${gpa.toString(16)}`;
+    if (differing.length < 32) differing.push(hex);
+    if (rings.some((r) => gpa < r.end && gpa + BigInt(PAGE) > r.start)) ringPages.push(hex);
+  }
+  return { pages, differing, count, ringPages };
+}
 
 export interface MigrationResult {
   /** QEMU's query-migrate after the end: 'completed' when it worked. */
@@ -50,7 +85,9 @@ export interface MigrationResult {
   capture?: string;
   /** Host pings the guest after the migration (through the destination). */
   hostPingRc: number | null;
-  /** The backends' logs (the destination's says SEND_RARP) and the consoles, for reports. */
+  /** With `verifyRam`: the source's and destination's RAM compared at the handover. */
+  ram?: RamCheck;
+  /** The backends' logs (the destination's says SEND_RARP) and the whole consoles, for reports. */
   logs: { source: string; destination: string; sourceConsole: string; destinationConsole: string };
 }
 
@@ -64,6 +101,12 @@ IPERF=$!
 res ping $? "$(grep -E 'packets transmitted' /tmp/p)"
 res gap 0 "$(awk '/bytes from/ { t = substr($1, 2, length($1) - 2) + 0; if (p > 0 && t - p > m) m = t - p; p = t } END { printf "%d", m * 1000 }' /tmp/p)"
 wait $IPERF; res iperf $? "$(grep receiver /tmp/i | tail -1)"
+# The host pings the guest through the destination: stay up until three echo requests came
+# (Icmp InEchos in /proc/net/snmp), or 15 s.
+echos() { awk '$1 == "Icmp:" && $2 != "InMsgs" { print $10 }' /proc/net/snmp; }
+e0=$(echos)
+phase host-ping
+i=0; while [ $i -lt 15 ] && [ $(( $(echos) - e0 )) -lt 3 ]; do sleep 1; i=$((i + 1)); done
 `;
 
 function parsePing(text: string): { sent: number; answered: number } {
@@ -78,6 +121,12 @@ export async function runMigration(
     frontend?: 'vhost-user' | 'qemu-tap';
     datapath?: 'native' | 'ts';
     backendArgs?: string[];
+    /**
+     * Compare guest RAM at the handover (see RamCheck): the destination starts paused (-S),
+     * both sides are dumped (QMP pmemsave), then the destination is started. The guest stands
+     * still for the dumps (about 1.5 s), so a benchmark of the switch leaves this off.
+     */
+    verifyRam?: boolean;
   } = {},
 ): Promise<MigrationResult> {
   requireRoot('the migration scenario');
@@ -151,7 +200,13 @@ export async function runMigration(
     const dest: Proc = startQemu({
       ...net(dst.tap, dst.sock),
       guest: guest.guest,
-      extraArgs: ['-qmp', `unix:${qmpDst},server=on,wait=off`, '-incoming', `unix:${migSock}`],
+      extraArgs: [
+        '-qmp',
+        `unix:${qmpDst},server=on,wait=off`,
+        '-incoming',
+        `unix:${migSock}`,
+        ...(o.verifyRam ? ['-S'] : []),
+      ],
     });
     cleanups.push(() => dest.stop());
     const qs = await Qmp.open(qmpSrc);
@@ -171,6 +226,11 @@ export async function runMigration(
       if (['completed', 'failed', 'cancelled'].includes(String(info.status)) || Date.now() > end) break;
       await new Promise((r) => setTimeout(r, 100));
     }
+    let ramCheck: RamCheck | undefined;
+    if (o.verifyRam && info.status === 'completed') {
+      ramCheck = await compareRam(qs, qd, dir);
+      await qd.execute('cont');
+    }
     const fdb = ns.try(`bridge fdb show br br0 | grep -i '${GUEST_MAC}' | grep -v permanent`).out;
     const fdbPort = /dev (\S+)/.exec(fdb)?.[1];
     const destinationStatus = String((await qd.execute<{ status: string }>('query-status')).status);
@@ -179,12 +239,11 @@ export async function runMigration(
 
     // The guest's scenario goes on on the destination's console.
     const doneBy = Date.now() + 90_000;
-    await waitFor(
-      () => dest.output.includes('VUN-DONE') || !dest.running || Date.now() > doneBy,
-      95_000,
-      'the guest on the destination',
-    );
-    const hostPing = ns.try(`ping -c 3 -W 3 ${GUEST_IP}`);
+    const reached = (s: string) => () => dest.output.includes(s) || !dest.running || Date.now() > doneBy;
+    // The guest waits for the host's pings before it powers off.
+    await waitFor(reached('VUN-PHASE host-ping'), 95_000, 'the guest on the destination');
+    const hostPing = ns.try(`ping -c 3 -i 0.2 -W 3 ${GUEST_IP}`);
+    await waitFor(reached('VUN-DONE'), 95_000, 'the guest on the destination');
     await Promise.race([cap.exited, new Promise((r) => setTimeout(r, 2000))]);
     const r = guestResults(dest.output);
     const ping = parsePing(r.get('ping')?.text ?? '');
@@ -203,14 +262,48 @@ export async function runMigration(
       firstFrameType: /^\S+\s+(0x[0-9a-f]{4})$/im.exec(cap.output)?.[1],
       capture: cap.output,
       hostPingRc: hostPing.status,
+      ...(ramCheck ? { ram: ramCheck } : {}),
       logs: {
         source: src.proc?.tail(30) ?? '',
         destination: dst.proc?.tail(30) ?? '',
-        sourceConsole: guest.qemu.tail(30),
-        destinationConsole: dest.output.slice(-20000),
+        sourceConsole: guest.qemu.output,
+        destinationConsole: dest.output,
       },
     };
   } finally {
     for (const c of cleanups.reverse()) await c();
+  }
+}
+
+/** Both sides stand still: the source after completion, the destination before its start. */
+async function compareRam(qs: Qmp, qd: Qmp, dir: string): Promise<RamCheck> {
+  const status = (await qd.execute<{ status: string }>('query-status')).status;
+  if (status !== 'paused') throw new Error(`the destination should wait paused (-S) for the RAM check: ${status}`);
+  // Where the vrings are, as the guest programmed them (QEMU's own view of the device).
+  const devices = await qs.execute<{ name: string; path: string }[]>('x-query-virtio');
+  const net = devices.find((d) => d.name === 'virtio-net');
+  const rings: { start: bigint; end: bigint }[] = [];
+  for (let queue = 0; net; queue++) {
+    let q: Record<string, number>;
+    try {
+      q = await qs.execute<Record<string, number>>('x-query-virtio-queue-status', { path: net.path, queue });
+    } catch {
+      break; // past the last queue
+    }
+    const num = BigInt(q['vring-num'] ?? 0);
+    if (num === 0n) break;
+    const at = (k: string) => BigInt(q[k] ?? 0);
+    rings.push({ start: at('vring-desc'), end: at('vring-desc') + 16n * num });
+    rings.push({ start: at('vring-avail'), end: at('vring-avail') + 6n + 2n * num });
+    rings.push({ start: at('vring-used'), end: at('vring-used') + 6n + 8n * num });
+  }
+  const size = (await qs.execute<{ 'base-memory': number }>('query-memory-size-summary'))['base-memory'];
+  const files = [join(dir, 'ram-source'), join(dir, 'ram-destination')];
+  await qs.execute('pmemsave', { val: 0, size, filename: files[0] });
+  await qd.execute('pmemsave', { val: 0, size, filename: files[1] });
+  try {
+    return comparePages(readFileSync(files[0] as string), readFileSync(files[1] as string), rings);
+  } finally {
+    for (const f of files) rmSync(f, { force: true });
   }
 }
