@@ -141,6 +141,8 @@ class QueuePair {
   // Places a frame ([header][frame]) into receiveq chains. 1: delivered or dropped for good;
   // 0: not enough guest buffers (the caller keeps the frame); -1: ring broken.
   int Deliver(const uint8_t* frame, uint32_t len);
+  static constexpr int kGeneralPath = -2;
+  int DeliverWhole(const uint8_t* frame, uint32_t len, bool clearFlags);
   // Routes a frame for this pair's receiveq to the receiveq steering picks: here, or handed
   // over. Returns what Deliver returns; handed-over frames count as delivered.
   int Route(const uint8_t* frame, uint32_t len);

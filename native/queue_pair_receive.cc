@@ -69,6 +69,12 @@ int QueuePair::Deliver(const uint8_t* frame, uint32_t len) {
     cfg_.Count(vr, kCDropMalformed, 1);
     return 1;
   }
+  // The common case first: no fault plan, capture or dirty log, and a frame that fits the next
+  // chain's first writable segment.
+  if (!faultsToGuest_ && !capToGuest_ && !holdToGuest_.size() && !toGuest_.Log().On()) {
+    const int r = DeliverWhole(frame, len, verdict == kReceiveClearFlags);
+    if (r != kGeneralPath) return r;
+  }
   // With a fault plan, each frame for the guest is an event, decided once: a frame that waits
   // for buffers keeps its lies (one predictable branch without a plan).
   Lies* l = nullptr;
@@ -212,6 +218,45 @@ int QueuePair::Deliver(const uint8_t* frame, uint32_t len) {
       Record(vr, l->duplicate, kFaultDuplicate, kFieldNone, kNoRing, l->event, 0, 0);
     inDuplicate_ = false;
   }
+  if (filled_ >= kFlushEvery) FlushReceiveq();
+  return 1;
+}
+
+// Deliver's short path: the same steps and results (1, 0, -1) for a frame that one chain's
+// first writable segment holds whole (a 64-byte frame in a Linux or DPDK receive buffer),
+// without the bookkeeping for frames spread over several chains, lies, capture and the dirty
+// log; kGeneralPath when the frame does not fit so.
+int QueuePair::DeliverWhole(const uint8_t* frame, uint32_t len, bool clearFlags) {
+  if (pos_ == cached_) {
+    pos_ = cached_ = 0;
+    cached_ = toGuest_.PopBurst(toGuestElems_, kMaxBurst, toGuestSegs_.data());
+    if (toGuest_.Broken()) {
+      Broken(toGuest_, receiveq_);
+      return -1;
+    }
+    if (cached_ == 0) return 0;  // out of buffers
+  }
+  const Element& e = toGuestElems_[pos_];
+  if (e.inNum == 0) return kGeneralPath;
+  const Segment& s = e.segs[e.outNum];
+  // ReceiveChainRule passes: the chain holds at least this segment, which holds the frame,
+  // header included.
+  const uint32_t hdr = cfg_.hdrLen;
+  if (s.len < len || len < hdr) return kGeneralPath;
+  pos_++;
+  std::memcpy(s.host, frame, len);
+  // The header as the guest reads it: num_buffers 1 (§5.1.6.4: the chains holding the frame),
+  // flags cleared when the guest cannot take them.
+  const int nb = NumBuffersOffset(hdr);
+  if (nb >= 0) {
+    s.host[nb] = 1;
+    s.host[nb + 1] = 0;
+  }
+  if (clearFlags) s.host[0] = 0;
+  toGuest_.Fill(e.head, len, filled_++, e.slots);
+  burstFrames_++;
+  burstBytes_ += len - hdr;
+  progress_ = true;
   if (filled_ >= kFlushEvery) FlushReceiveq();
   return 1;
 }
