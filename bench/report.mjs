@@ -6,6 +6,12 @@ import { load, root } from './lib.mjs';
 const f2 = (x) => (x === undefined ? 'n/a' : Number(x).toFixed(2));
 const pct = (x) => (x === undefined ? 'n/a' : `${Number(x).toFixed(2)}x`);
 const spread = (xs) => (xs?.length ? `${f2(Math.min(...xs))}-${f2(Math.max(...xs))}` : '');
+// Ratios of runs made in the same alternating round: their median, min and max.
+const roundRatios = (a, b) => {
+  if (!a?.length || a.length !== b?.length) return 'n/a';
+  const r = a.map((x, k) => x / b[k]).sort((x, y) => x - y);
+  return `${f2(r[Math.floor(r.length / 2)])}x (${f2(r[0])}-${f2(r[r.length - 1])})`;
+};
 
 const ring = load('ring-throughput');
 const tap = load('tap-forwarding');
@@ -34,9 +40,9 @@ if (m) {
   md += `| | |\n| --- | --- |\n| date | ${m.date} |\n| CPU | ${m.cpu} (${m.cores} cores) |\n| kernel | ${m.kernel} |\n| Node | ${m.node} |\n| QEMU | ${m.qemu} |\n| DPDK | ${m.dpdk} |\n| virtualization | ${m.kvm} |\n\n`;
 }
 if (ring) {
-  md += `## 1. VM-free ring throughput (1 queue)\n\n${ring.description}.\n\n| direction | frame | vhost-user-net Mpps (spread) | with --poll-us 50 | DPDK vhost Mpps (spread) | ratio | ratio, polling |\n| --- | --- | --- | --- | --- | --- | --- |\n`;
+  md += `## 1. VM-free ring throughput (1 queue)\n\n${ring.description}.\n\n| direction | frame | vhost-user-net Mpps (spread) | with --poll-us 50 | DPDK vhost Mpps (spread) | ratio per round: median (min-max) | polling |\n| --- | --- | --- | --- | --- | --- | --- |\n`;
   for (const c of ring.cases)
-    md += `| ${c.direction} | ${c.frameBytes} B | ${f2(c.oursMpps)} (${spread(c.oursRuns)}) | ${f2(c.oursPollMpps)} (${spread(c.oursPollRuns)}) | ${f2(c.dpdkMpps)} (${spread(c.dpdkRuns)}) | ${pct(c.ratio)} | ${pct(c.pollRatio)} |\n`;
+    md += `| ${c.direction} | ${c.frameBytes} B | ${f2(c.oursMpps)} (${spread(c.oursRuns)}) | ${f2(c.oursPollMpps)} (${spread(c.oursPollRuns)}) | ${f2(c.dpdkMpps)} (${spread(c.dpdkRuns)}) | ${roundRatios(c.oursRuns, c.dpdkRuns)} | ${roundRatios(c.oursPollRuns, c.dpdkRuns)} |\n`;
   md += '\n';
 }
 if (tap) {

@@ -143,6 +143,9 @@ class QueuePair {
   int Deliver(const uint8_t* frame, uint32_t len);
   static constexpr int kGeneralPath = -2;
   int DeliverWhole(const uint8_t* frame, uint32_t len, bool clearFlags);
+  // The next receive chain: 1 when one waits at pos_, else PopToGuest's answer.
+  int NextToGuest() { return pos_ < cached_ ? 1 : PopToGuest(); }
+  int PopToGuest();
   // Routes a frame for this pair's receiveq to the receiveq steering picks: here, or handed
   // over. Returns what Deliver returns; handed-over frames count as delivered.
   int Route(const uint8_t* frame, uint32_t len);

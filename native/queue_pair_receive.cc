@@ -113,19 +113,13 @@ int QueuePair::Deliver(const uint8_t* frame, uint32_t len) {
   uint32_t firstLen = 0;
   uint32_t copied = 0;
   while (copied < len || taken == 0) {
-    if (pos_ == cached_) {
-      pos_ = cached_ = 0;
-      cached_ = toGuest_.PopBurst(toGuestElems_, kMaxBurst, toGuestSegs_.data());
-      if (toGuest_.Broken()) {
-        Broken(toGuest_, vr);
-        return -1;
-      }
-      if (cached_ == 0) {
-        // Out of buffers: un-take this frame's chains (they are the last popped).
-        toGuest_.Rewind(taken);
-        filled_ -= taken;
-        return 0;
-      }
+    const int next = NextToGuest();
+    if (next < 0) return -1;
+    if (next == 0) {
+      // Out of buffers: un-take this frame's chains (they are the last popped).
+      toGuest_.Rewind(taken);
+      filled_ -= taken;
+      return 0;
     }
     const Element& e = toGuestElems_[pos_++];
     if (ReceiveChainRule(cfg_.features, hdr, e.inLen, len, taken) != kChainTake) {
@@ -222,20 +216,25 @@ int QueuePair::Deliver(const uint8_t* frame, uint32_t len) {
   return 1;
 }
 
+// Pops the next burst of receive chains once the cached ones are used up: 1 when a chain waits
+// at pos_, 0 when the guest has no buffers, -1 when the ring broke (reported).
+int QueuePair::PopToGuest() {
+  pos_ = cached_ = 0;
+  cached_ = toGuest_.PopBurst(toGuestElems_, kMaxBurst, toGuestSegs_.data());
+  if (toGuest_.Broken()) {
+    Broken(toGuest_, receiveq_);
+    return -1;
+  }
+  return cached_ ? 1 : 0;
+}
+
 // Deliver's short path: the same steps and results (1, 0, -1) for a frame that one chain's
 // first writable segment holds whole (a 64-byte frame in a Linux or DPDK receive buffer),
 // without the bookkeeping for frames spread over several chains, lies, capture and the dirty
 // log; kGeneralPath when the frame does not fit so.
 int QueuePair::DeliverWhole(const uint8_t* frame, uint32_t len, bool clearFlags) {
-  if (pos_ == cached_) {
-    pos_ = cached_ = 0;
-    cached_ = toGuest_.PopBurst(toGuestElems_, kMaxBurst, toGuestSegs_.data());
-    if (toGuest_.Broken()) {
-      Broken(toGuest_, receiveq_);
-      return -1;
-    }
-    if (cached_ == 0) return 0;  // out of buffers
-  }
+  const int next = NextToGuest();
+  if (next <= 0) return next;  // broken, or out of buffers
   const Element& e = toGuestElems_[pos_];
   if (e.inNum == 0) return kGeneralPath;
   const Segment& s = e.segs[e.outNum];
