@@ -244,12 +244,16 @@ export const packageRoot = join(here, '..');
 
 let binding: NativeBinding | undefined;
 
+/** The addon file this process loads. VUN_NATIVE_ADDON: another build (npm run test:asan loads the sanitized one). */
+export function nativeAddonPath(): string {
+  return process.env.VUN_NATIVE_ADDON ?? join(packageRoot, 'build', 'Release', 'vhost_user_net.node');
+}
+
 /** Loads the addon once per environment (main thread or worker). */
 export function loadNative(): NativeBinding {
   if (!binding) {
     const require = createRequire(import.meta.url);
-    // VUN_NATIVE_ADDON: another build of the addon (npm run test:asan loads the sanitized one).
-    const path = process.env.VUN_NATIVE_ADDON ?? join(packageRoot, 'build', 'Release', 'vhost_user_net.node');
+    const path = nativeAddonPath();
     try {
       binding = require(path) as NativeBinding;
     } catch (err) {

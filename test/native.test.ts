@@ -1,7 +1,7 @@
 /** The addon on its own: fds over SCM_RIGHTS, mappings, eventfds, cleanup at worker exit. */
 import { Worker } from 'node:worker_threads';
 import { describe, expect, it } from 'vitest';
-import { call } from '../src/native.js';
+import { call, nativeAddonPath } from '../src/native.js';
 import { HostIoError } from '../src/errors.js';
 import { native, openFds } from './helpers/harness.js';
 
@@ -119,7 +119,9 @@ describe('environment cleanup', () => {
       parentPort.postMessage({ owned: n.ownedFds(), maps: n.mappingCount() });
       setInterval(() => {}, 1000);
       `,
-      { eval: true, workerData: new URL('../build/Release/vhost_user_net.node', import.meta.url).pathname },
+      // The addon under test (the sanitized one under test:asan): two different builds of it in
+      // one process would be two copies of every native symbol.
+      { eval: true, workerData: nativeAddonPath() },
     );
     const info = await new Promise<{ owned: number; maps: number }>((r) => w.once('message', r));
     expect(info).toEqual({ owned: 23, maps: 1 });
