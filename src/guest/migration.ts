@@ -30,8 +30,8 @@ const PING_COUNT = 300;
 
 /**
  * Guest RAM on both sides at the handover: the source's after it stopped, the destination's
- * before it started. Every page the device wrote while the migration ran must have reached the
- * destination through the dirty log, so the two are equal when the log is right.
+ * before it started. Equal when the destination starts from the source's memory, the device's
+ * writes included (whether the dirty log or QEMU's own copying carried them: docs/migration.md).
  */
 export interface RamCheck {
   /** 4 KiB pages compared. */
