@@ -182,3 +182,77 @@ export function buildTree(rev) {
     },
   };
 }
+
+/** utime + stime of process `pid`, in seconds (/proc/PID/stat fields 14 and 15, USER_HZ ticks). */
+export function cpuSeconds(pid) {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  // Fields after the command name, which is in parentheses and may hold spaces.
+  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(f[11]) + Number(f[12])) / 100;
+}
+
+/** Machine-wide stolen time in seconds (/proc/stat `cpu` line, 8th value): the hypervisor's share. */
+export function stealSeconds() {
+  const cpu = readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/);
+  return Number(cpu[8]) / 100;
+}
+
+/**
+ * One VM-free ring run: a backend (ours: vhost-user-net with the null backend, worker on core 0;
+ * dpdk: testpmd net_vhost, forwarding core 0) served by testpmd's net_virtio_user on core 1 for
+ * SECONDS after 2 s of start-up. Returns the front-end's packets per second (median of steady
+ * per-second samples), the backend's CPU time per million frames over the same window, and the
+ * machine's stolen CPU share over it (a round the hypervisor starved shows here).
+ */
+export async function ringRun({ impl, dir, size, packed = false, extra = [], tree = root }) {
+  const t = tmp();
+  const sock = join(t.dir, 'vhost.sock');
+  const backend =
+    impl === 'dpdk'
+      ? testpmd({
+          fwdCore: 0,
+          mainCore: 1,
+          vdevs: [`net_vhost0,iface=${sock},queues=1`],
+          mode: dir === 'guest-rx' ? 'txonly' : 'rxonly',
+          txpkts: size,
+        })
+      : ourBackend({
+          socket: sock,
+          backend: dir === 'guest-rx' ? `null:source=${size}` : 'null',
+          cores: '0',
+          extra,
+          tree,
+        });
+  await waitForFile(sock);
+  const fe = testpmd({
+    fwdCore: 1,
+    mainCore: 0,
+    vdevs: [`net_virtio_user0,path=${sock},queues=1${packed ? ',packed_vq=1' : ''}`],
+    mode: dir === 'guest-rx' ? 'rxonly' : 'txonly',
+    txpkts: size,
+  });
+  await sleep(2000);
+  const cpu0 = cpuSeconds(backend.child.pid);
+  const steal0 = stealSeconds();
+  const w0 = Date.now();
+  await sleep(SECONDS * 1000);
+  const cpu1 = cpuSeconds(backend.child.pid);
+  const steal1 = stealSeconds();
+  const wall = (Date.now() - w0) / 1000;
+  await fe.stop();
+  await backend.stop();
+  t.cleanup();
+  const s = steady(ppsSamples(fe.out, dir === 'guest-rx' ? 'Rx' : 'Tx'));
+  if (!s.n) throw new Error(`${impl} ${dir} ${size}: no samples\n${fe.out.slice(-1500)}\n${backend.out.slice(-1500)}`);
+  const frames = s.median * wall;
+  return {
+    pps: s.median,
+    cpuMsPerMframe: ((cpu1 - cpu0) * 1000) / (frames / 1e6),
+    stealShare: (steal1 - steal0) / (wall * cpus().length),
+  };
+}
+
+/** Median, min and max of a list. */
+export function spread(xs) {
+  return { median: median(xs), min: Math.min(...xs), max: Math.max(...xs) };
+}

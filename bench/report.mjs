@@ -26,6 +26,7 @@ const mig = load('migration');
 const restart = load('restart');
 const soak = load('soak');
 const packed = load('packed-ring');
+const afp = load('af-packet');
 const m = (ring ?? tap ?? tcp ?? mq)?.machine;
 
 let md = `# Benchmarks
@@ -40,9 +41,9 @@ if (m) {
   md += `| | |\n| --- | --- |\n| date | ${m.date} |\n| CPU | ${m.cpu} (${m.cores} cores) |\n| kernel | ${m.kernel} |\n| Node | ${m.node} |\n| QEMU | ${m.qemu} |\n| DPDK | ${m.dpdk} |\n| virtualization | ${m.kvm} |\n\n`;
 }
 if (ring) {
-  md += `## 1. VM-free ring throughput (1 queue)\n\n${ring.description}.\n\n| direction | frame | vhost-user-net Mpps (spread) | with --poll-us 50 | DPDK vhost Mpps (spread) | ratio per round: median (min-max) | polling |\n| --- | --- | --- | --- | --- | --- | --- |\n`;
+  md += `## 1. VM-free ring throughput (1 queue)\n\n${ring.description}.\n\n| direction | frame | vhost-user-net Mpps (spread) | with --poll-us 50 | DPDK vhost Mpps (spread) | ratio per round: median (min-max) | polling | CPU ms per Mframe: ours / DPDK | DPDK's CPU / ours per round |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n`;
   for (const c of ring.cases)
-    md += `| ${c.direction} | ${c.frameBytes} B | ${f2(c.oursMpps)} (${spread(c.oursRuns)}) | ${f2(c.oursPollMpps)} (${spread(c.oursPollRuns)}) | ${f2(c.dpdkMpps)} (${spread(c.dpdkRuns)}) | ${roundRatios(c.oursRuns, c.dpdkRuns)} | ${roundRatios(c.oursPollRuns, c.dpdkRuns)} |\n`;
+    md += `| ${c.direction} | ${c.frameBytes} B | ${f2(c.oursMpps)} (${spread(c.oursRuns)}) | ${f2(c.oursPollMpps)} (${spread(c.oursPollRuns)}) | ${f2(c.dpdkMpps)} (${spread(c.dpdkRuns)}) | ${roundRatios(c.oursRuns, c.dpdkRuns)} | ${roundRatios(c.oursPollRuns, c.dpdkRuns)} | ${c.oursCpuMsPerMframe ? `${f2(c.oursCpuMsPerMframe.median)} / ${f2(c.dpdkCpuMsPerMframe.median)}` : 'n/a'} | ${c.dpdkCpuOverOurs ? `${f2(c.dpdkCpuOverOurs.median)}x (${f2(c.dpdkCpuOverOurs.min)}-${f2(c.dpdkCpuOverOurs.max)})` : 'n/a'} |\n`;
   md += '\n';
 }
 if (tap) {
@@ -52,7 +53,16 @@ if (tap) {
   md += '\n';
 }
 if (tcp) {
-  md += `## 3. Guest TCP (iperf3) through a TAP\n\n${tcp.description}.\n\n| direction | vhost-user-net Mbit/s | QEMU virtio-net (vhost=off) Mbit/s | ratio |\n| --- | --- | --- | --- |\n| guest -> host | ${f2(tcp.guestToHost.oursMbits)} | ${f2(tcp.guestToHost.qemuMbits)} | ${pct(tcp.guestToHost.ratio)} |\n| host -> guest | ${f2(tcp.hostToGuest.oursMbits)} | ${f2(tcp.hostToGuest.qemuMbits)} | ${pct(tcp.hostToGuest.ratio)} |\n\n`;
+  if (tcp.pingMs) {
+    const sp = (x) => `${f2(x.median)} (${f2(x.min)}-${f2(x.max)})`;
+    const row = (name, d) =>
+      `| ${name} | ${sp(d.oursMbits)} | ${sp(d.oursWideMbits)} | ${sp(d.oursOffMbits)} | ${sp(d.qemuMbits)} | ${sp(d.ratio)}x | ${sp(d.wideRatio)}x | ${sp(d.offRatio)}x |`;
+    const ping = (k) =>
+      `| ${k} | ${sp(tcp.pingMs.ours[k])} | ${sp(tcp.pingMs['ours-wide'][k])} | ${sp(tcp.pingMs['ours-off'][k])} | ${sp(tcp.pingMs.qemu[k])} |`;
+    md += `## 3. Guest TCP (iperf3) and ping through a TAP\n\n${tcp.description} (\`node bench/guest-tcp.bench.mjs\`; ${tcp.runs} alternating rounds of ${tcp.secondsPerRun} s per direction).\n\n| direction | vhost-user-net Mbit/s | --coalesce-usecs 300 | coalescing off | QEMU virtio-net (vhost=off) | ours / QEMU per round | usecs 300 / QEMU | off / QEMU |\n| --- | --- | --- | --- | --- | --- | --- | --- |\n${row('guest -> host', tcp.guestToHost)}\n${row('host -> guest', tcp.hostToGuest)}\n\n| ping RTT from the guest, ms | vhost-user-net | --coalesce-usecs 300 | coalescing off | QEMU virtio-net |\n| --- | --- | --- | --- | --- |\n${ping('p50')}\n${ping('p99')}\n\n`;
+  } else {
+    md += `## 3. Guest TCP (iperf3) through a TAP\n\n${tcp.description}.\n\n| direction | vhost-user-net Mbit/s | QEMU virtio-net (vhost=off) Mbit/s | ratio |\n| --- | --- | --- | --- |\n| guest -> host | ${f2(tcp.guestToHost.oursMbits)} | ${f2(tcp.guestToHost.qemuMbits)} | ${pct(tcp.guestToHost.ratio)} |\n| host -> guest | ${f2(tcp.hostToGuest.oursMbits)} | ${f2(tcp.hostToGuest.qemuMbits)} | ${pct(tcp.hostToGuest.ratio)} |\n\n`;
+  }
 }
 if (mq) {
   md += `## 4. Multiqueue scaling (VM-free)\n\n${mq.description}.\n\n| queue pairs | Mpps (spread) |\n| --- | --- |\n| 1 | ${f2(mq.onePairMpps)} (${spread(mq.onePairRuns)}) |\n| 2 | ${f2(mq.twoPairsMpps)} (${spread(mq.twoPairsRuns)}) |\n| ratio | ${pct(mq.ratio)} |\n\n`;
@@ -173,6 +183,37 @@ ${packed.cases
   .map(
     (c) =>
       `| ${c.direction} | ${c.frameBytes} B | ${sp(c.oursPackedMpps)} | ${sp(c.oursPackedPollMpps)} | ${sp(c.oursSplitMpps)} | ${sp(c.dpdkPackedMpps)} | ${sp(c.packedVsDpdk)}x | ${sp(c.packedPollVsDpdk)}x | ${sp(c.packedVsSplit)}x |`,
+  )
+  .join('\n')}
+
+`;
+  if (packed.cases[0].cpuMsPerMframe) {
+    md += `The backend's CPU time per million frames (\`/proc/PID/stat\` utime + stime over the measured window, ms): time the hypervisor stole is not counted, so this is steadier than packets per second on a shared machine. DPDK's vhost polls, so its cost is its whole core; ours sleeps when the ring is idle.
+
+| direction | frame | ours, packed | ours, packed, --poll-us 50 | ours, split | DPDK vhost, packed | DPDK's cost / ours (per round) | stolen CPU share |
+| --- | --- | --- | --- | --- | --- | --- | --- |
+${packed.cases
+  .map(
+    (c) =>
+      `| ${c.direction} | ${c.frameBytes} B | ${sp(c.cpuMsPerMframe['ours-packed'])} | ${sp(c.cpuMsPerMframe['ours-packed-poll'])} | ${sp(c.cpuMsPerMframe['ours-split'])} | ${sp(c.cpuMsPerMframe['dpdk-packed'])} | ${sp(c.dpdkCpuOverOurs)}x | ${sp(c.stealShare)} |`,
+  )
+  .join('\n')}
+
+`;
+  }
+}
+if (afp) {
+  const sp = (x) => `${f2(x.median)} (${f2(x.min)}-${f2(x.max)})`;
+  md += `## 12. AF_PACKET forwarding, batched system calls (VM-free, 1 queue)
+
+${afp.description} (\`node bench/af-packet.bench.mjs\`; ${afp.rounds} alternating rounds of ${afp.secondsPerRun} s).
+
+| direction | frame | this tree Mpps | with qdisc-bypass | ${afp.baseRev} Mpps | this / ${afp.baseRev} per round | qdisc-bypass / ${afp.baseRev} | CPU ms per Mframe: this / bypass / ${afp.baseRev} |
+| --- | --- | --- | --- | --- | --- | --- | --- |
+${afp.cases
+  .map(
+    (c) =>
+      `| ${c.direction} | ${c.frameBytes} B | ${sp(c.newMpps)} | ${sp(c.bypassMpps)} | ${sp(c.baseMpps)} | ${sp(c.ratio)}x | ${sp(c.bypassRatio)}x | ${f2(c.newCpuMsPerMframe.median)} / ${f2(c.bypassCpuMsPerMframe.median)} / ${f2(c.baseCpuMsPerMframe.median)} |`,
   )
   .join('\n')}
 

@@ -3,53 +3,15 @@
 // Backends, alternated in the same invocation: (a) vhost-user-net with the null backend, worker
 // on core 0, event driven and with --poll-us 50; (b) dpdk-testpmd with net_vhost, forwarding
 // core 0. Prints our/DPDK guest-TX 64 B.
-import { join } from 'node:path';
-import {
-  ourBackend,
-  RUNS,
-  save,
-  SECONDS,
-  sleep,
-  steady,
-  testpmd,
-  tmp,
-  waitForFile,
-  ppsSamples,
-  virtioUserFrontend,
-} from './lib.mjs';
+import { median, RUNS, ringRun, save, SECONDS, spread } from './lib.mjs';
 
-async function one(impl, dir, size) {
-  const t = tmp();
-  const sock = join(t.dir, 'vhost.sock');
-  let backend;
-  if (impl !== 'dpdk') {
-    const extra = impl === 'ours-poll' ? ['--poll-us', '50'] : [];
-    backend = ourBackend({
-      socket: sock,
-      backend: dir === 'guest-rx' ? `null:source=${size}` : 'null',
-      cores: '0',
-      extra,
-    });
-    await waitForFile(sock);
-  } else {
-    backend = testpmd({
-      fwdCore: 0,
-      mainCore: 1,
-      vdevs: [`net_vhost0,iface=${sock},queues=1`],
-      mode: dir === 'guest-rx' ? 'txonly' : 'rxonly',
-      txpkts: size,
-    });
-    await waitForFile(sock);
-  }
-  const fe = virtioUserFrontend(sock, dir === 'guest-rx' ? 'rxonly' : 'txonly', size);
-  await sleep((SECONDS + 2) * 1000);
-  await fe.stop();
-  await backend.stop();
-  t.cleanup();
-  const s = steady(ppsSamples(fe.out, dir === 'guest-rx' ? 'Rx' : 'Tx'));
-  if (!s.n) throw new Error(`${impl} ${dir} ${size}: no samples\n${fe.out.slice(-1500)}\n${backend.out.slice(-1500)}`);
-  return s.median;
-}
+const one = (impl, dir, size) =>
+  ringRun({
+    impl: impl === 'dpdk' ? 'dpdk' : 'ours',
+    dir,
+    size,
+    extra: impl === 'ours-poll' ? ['--poll-us', '50'] : [],
+  });
 
 const cases = [];
 for (const dir of ['guest-tx', 'guest-rx']) {
@@ -62,22 +24,29 @@ for (const dir of ['guest-tx', 'guest-rx']) {
       poll.push(await one('ours-poll', dir, size));
       dpdk.push(await one('dpdk', dir, size));
     }
-    const med = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+    const pps = (xs) => xs.map((x) => x.pps);
+    const cpu = (xs) => xs.map((x) => x.cpuMsPerMframe);
+    const perRound = (a, b) => a.map((x, k) => x / b[k]);
     cases.push({
       direction: dir,
       frameBytes: size,
-      oursMpps: med(ours) / 1e6,
-      dpdkMpps: med(dpdk) / 1e6,
-      // Each ratio from runs of the same alternating round, then their median.
-      ratio: med(ours.map((x, k) => x / dpdk[k])),
-      oursPollMpps: med(poll) / 1e6,
-      pollRatio: med(poll.map((x, k) => x / dpdk[k])),
-      oursRuns: ours.map((x) => x / 1e6),
-      oursPollRuns: poll.map((x) => x / 1e6),
-      dpdkRuns: dpdk.map((x) => x / 1e6),
+      oursMpps: median(pps(ours)) / 1e6,
+      dpdkMpps: median(pps(dpdk)) / 1e6,
+      // Each ratio from runs of the same alternating round, then their median (min, max).
+      ratio: spread(perRound(pps(ours), pps(dpdk))),
+      oursPollMpps: median(pps(poll)) / 1e6,
+      pollRatio: spread(perRound(pps(poll), pps(dpdk))),
+      // The backend's CPU time per million frames; DPDK's over ours, so above 1 means we are cheaper.
+      oursCpuMsPerMframe: spread(cpu(ours)),
+      dpdkCpuMsPerMframe: spread(cpu(dpdk)),
+      dpdkCpuOverOurs: spread(perRound(cpu(dpdk), cpu(ours))),
+      stealShare: spread([...ours, ...poll, ...dpdk].map((x) => x.stealShare)),
+      oursRuns: pps(ours).map((x) => x / 1e6),
+      oursPollRuns: pps(poll).map((x) => x / 1e6),
+      dpdkRuns: pps(dpdk).map((x) => x / 1e6),
     });
     console.error(
-      `ring ${dir} ${size} B: ours ${(med(ours) / 1e6).toFixed(2)} Mpps, DPDK vhost ${(med(dpdk) / 1e6).toFixed(2)} Mpps`,
+      `ring ${dir} ${size} B: ours ${(median(pps(ours)) / 1e6).toFixed(2)} Mpps, DPDK vhost ${(median(pps(dpdk)) / 1e6).toFixed(2)} Mpps; CPU ms per Mframe ours ${median(cpu(ours)).toFixed(1)}, DPDK ${median(cpu(dpdk)).toFixed(1)}`,
     );
   }
 }
@@ -89,4 +58,4 @@ const r = save('ring-throughput', {
   cases,
 });
 const headline = r.cases.find((c) => c.direction === 'guest-tx' && c.frameBytes === 64);
-console.log(headline.ratio.toFixed(3));
+console.log(headline.ratio.median.toFixed(3));

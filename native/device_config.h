@@ -8,6 +8,7 @@
 #include <memory>
 #include <vector>
 
+#include "coalesce.h"
 #include "dirty_log.h"
 #include "faults.h"
 #include "guest_memory.h"
@@ -30,6 +31,7 @@ namespace vun {
   X(kCKicks, "kicks")                       \
   X(kCNotifySent, "notifySent")             \
   X(kCNotifySuppressed, "notifySuppressed") \
+  X(kCNotifyCoalesced, "notifyCoalesced")   \
   X(kCRingError, "ringErrors")              \
   X(kCBursts, "bursts")                     \
   X(kCHandover, "handedOver")
@@ -90,8 +92,9 @@ struct DeviceConfig {
   uint64_t features = 0;
   uint32_t hdrLen = 12;  // virtio-net header bytes (net_rules.h HeaderLen)
   std::vector<QueueState> queues;
-  std::vector<int> cpus;  // thread t runs on cpus[t % size] when set
-  uint32_t pollUs = 0;    // busy-poll this long after the last frame before sleeping
+  std::vector<int> cpus;    // thread t runs on cpus[t % size] when set
+  uint32_t pollUs = 0;      // busy-poll this long after the last frame before sleeping
+  CoalesceConfig coalesce;  // interrupt coalescing, every vring without a fault plan
   // Observation (capture, ring trace): one per vring when on, else empty.
   std::vector<std::unique_ptr<VringObserver>> observers;
   // Fault plan: one rule table per vring (null: no rule), owned by the vring's thread while it

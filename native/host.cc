@@ -124,16 +124,19 @@ Napi::Value IfaceSetup(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
-// afPacketOpen(ifname, {fanoutGroup?: number}) -> fd: a raw AF_PACKET socket bound to the
-// interface, with PACKET_VNET_HDR (a virtio-net header before every frame), promiscuous, not
-// seeing its own interface's outgoing frames, and joined to a hash fanout group if asked.
+// afPacketOpen(ifname, {fanoutGroup?: number, qdiscBypass?: boolean}) -> fd: a raw AF_PACKET
+// socket bound to the interface, with PACKET_VNET_HDR (a virtio-net header before every frame),
+// promiscuous, not seeing its own interface's outgoing frames, joined to a hash fanout group
+// and sending past the interface's qdisc (PACKET_QDISC_BYPASS) if asked.
 Napi::Value AfPacketOpen(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   std::string name = info[0].As<Napi::String>().Utf8Value();
   int fanout = -1;
+  bool bypass = false;
   if (info.Length() > 1 && info[1].IsObject()) {
     Napi::Value g = info[1].As<Napi::Object>().Get("fanoutGroup");
     if (g.IsNumber()) fanout = g.As<Napi::Number>().Int32Value();
+    bypass = info[1].As<Napi::Object>().Get("qdiscBypass").ToBoolean();
   }
   if (name.empty() || name.size() >= IFNAMSIZ) {
     ThrowErrno(env, "afPacketOpen", ENAMETOOLONG, name);
@@ -174,6 +177,8 @@ Napi::Value AfPacketOpen(const Napi::CallbackInfo& info) {
   mr.mr_type = PACKET_MR_PROMISC;
   if (!failed && setsockopt(fd, SOL_PACKET, PACKET_ADD_MEMBERSHIP, &mr, sizeof(mr)) != 0)
     failed = "setsockopt(PACKET_ADD_MEMBERSHIP)";
+  if (!failed && bypass && setsockopt(fd, SOL_PACKET, PACKET_QDISC_BYPASS, &one, sizeof(one)) != 0)
+    failed = "setsockopt(PACKET_QDISC_BYPASS)";
   if (!failed && fanout >= 0) {
     int arg = (fanout & 0xffff) | (PACKET_FANOUT_HASH << 16);
     if (setsockopt(fd, SOL_PACKET, PACKET_FANOUT, &arg, sizeof(arg)) != 0)

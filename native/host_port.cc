@@ -6,6 +6,8 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cerrno>
 #include <cstring>
 
 namespace vun {
@@ -33,8 +35,8 @@ class NullPort : public HostPort {
     return Sent::kOk;
   }
   bool Produces() const override { return sourceLen_ > 0; }
-  uint32_t Receive(uint8_t* buf, uint32_t cap, uint32_t hdrLen) override {
-    if (sourceLen_ == 0 || hdrLen + sourceLen_ > cap) return 0;
+  Frame Receive(uint8_t* buf, uint32_t cap, uint32_t hdrLen) override {
+    if (sourceLen_ == 0 || hdrLen + sourceLen_ > cap) return {};
     std::memset(buf, 0, hdrLen);
     uint8_t* f = buf + hdrLen;
     std::memset(f, 0xff, 6);
@@ -42,7 +44,7 @@ class NullPort : public HostPort {
     std::memcpy(f + 6, src, 6);
     f[12] = 0x88;
     f[13] = 0xb5;
-    return hdrLen + sourceLen_;
+    return {buf, hdrLen + sourceLen_};
   }
 
  private:
@@ -87,11 +89,11 @@ class TapPort : public HostPort {
   }
   bool Produces() const override { return true; }
   int Fd() const override { return fd_; }
-  uint32_t Receive(uint8_t* buf, uint32_t cap, uint32_t hdrLen) override {
+  Frame Receive(uint8_t* buf, uint32_t cap, uint32_t hdrLen) override {
     for (;;) {
       ssize_t n = read(fd_, buf, cap);
-      if (n < 0) return 0;
-      if (n >= static_cast<ssize_t>(hdrLen)) return static_cast<uint32_t>(n);
+      if (n < 0) return {};
+      if (n >= static_cast<ssize_t>(hdrLen)) return {buf, static_cast<uint32_t>(n)};
       // Shorter than a header: not a frame; read the next one.
     }
   }
@@ -106,37 +108,119 @@ class TapPort : public HostPort {
 };
 
 // AF_PACKET with PACKET_VNET_HDR: the kernel speaks the 10-byte header, without num_buffers.
+// Both ways in batches, one system call for many frames: a transmit burst's frames leave in one
+// sendmmsg straight from the guest's buffers (Flush, before their chains are completed), and
+// frames for the guest come in by recvmmsg, up to kBatch at a time, into the port's buffers.
 class AfPacketPort : public HostPort {
  public:
-  explicit AfPacketPort(int fd) : fd_(fd) {}
-  Sent Send(const Element& e, uint32_t, uint8_t* scratch, uint32_t cap, uint32_t*) override {
-    uint32_t len = CopyChainOut(e, scratch, cap);
-    if (len == UINT32_MAX) return Sent::kTooBig;
-    return SendFrame(scratch, len, nullptr, 0, nullptr);
+  static constexpr uint32_t kBatch = 32;
+  static constexpr uint32_t kSlot = 65536 + 12 + 16;  // a 64 KiB GSO frame and its header
+
+  explicit AfPacketPort(int fd) : fd_(fd), slots_(size_t(kBatch) * kSlot), copies_(kBatch) {
+    for (uint32_t i = 0; i < kBatch; i++) {
+      // Read each header 2 bytes in, so that moving it down leaves num_buffers to fill.
+      rxIov_[i] = iovec{slots_.data() + size_t(i) * kSlot + 2, kSlot - 2};
+      rx_[i].msg_hdr.msg_iov = &rxIov_[i];
+      rx_[i].msg_hdr.msg_iovlen = 1;
+    }
   }
+
+  // Queues the chain's frame without copying it: its segments minus num_buffers (bytes 10-11).
+  Sent Send(const Element& e, uint32_t, uint8_t* scratch, uint32_t cap, uint32_t*) override {
+    if (e.outLen > cap) return Sent::kTooBig;
+    if (e.outLen < 12) return Sent::kFailed;
+    if (e.outNum + 1 > kIovs) {
+      uint32_t len = CopyChainOut(e, scratch, cap);
+      return SendFrame(scratch, len, nullptr, 0, nullptr);
+    }
+    if (n_ == kBatch || iovUsed_ + e.outNum + 1 > kIovs) SendBatch();
+    iovec* iov = iov_ + iovUsed_;
+    uint32_t k = 0, pos = 0;
+    for (uint32_t i = 0; i < e.outNum; i++) {
+      const Segment& g = e.segs[i];
+      // The parts of [pos, pos + len) outside [10, 12).
+      if (pos < 10) iov[k++] = iovec{g.host, std::min<uint64_t>(g.len, 10 - pos)};
+      if (pos + g.len > 12) {
+        const uint32_t from = pos >= 12 ? 0 : 12 - pos;
+        iov[k++] = iovec{g.host + from, g.len - from};
+      }
+      pos += g.len;
+    }
+    Queue(iov, k);
+    return Sent::kOk;
+  }
+  // A frame the device holds (a lie's copy): copied, since the caller reuses its buffer.
   Sent SendFrame(const uint8_t* frame, uint32_t len, uint8_t*, uint32_t, uint32_t*) override {
     if (len < 12) return Sent::kFailed;
-    // Drop num_buffers (bytes 10-11).
-    iovec iov[2] = {{const_cast<uint8_t*>(frame), 10},
-                    {const_cast<uint8_t*>(frame) + 12, len - 12}};
-    msghdr m{};
-    m.msg_iov = iov;
-    m.msg_iovlen = 2;
-    return sendmsg(fd_, &m, MSG_DONTWAIT) >= 0 ? Sent::kOk : Sent::kFailed;
+    if (len > kSlot) return Sent::kTooBig;
+    if (n_ == kBatch || iovUsed_ + 2 > kIovs) SendBatch();
+    std::vector<uint8_t>& c = copies_[n_];
+    c.assign(frame, frame + len);
+    iovec* iov = iov_ + iovUsed_;
+    iov[0] = iovec{c.data(), 10};
+    iov[1] = iovec{c.data() + 12, len - 12};
+    Queue(iov, 2);
+    return Sent::kOk;
   }
+  uint32_t Flush() override { return SendBatch(); }
+
   bool Produces() const override { return true; }
   int Fd() const override { return fd_; }
-  uint32_t Receive(uint8_t* buf, uint32_t cap, uint32_t) override {
-    // Read the 10-byte header 2 bytes in, then move it down so num_buffers (bytes 10-11) is
-    // ours to fill.
-    ssize_t n = recv(fd_, buf + 2, cap - 2, MSG_DONTWAIT);
-    if (n < 10) return 0;
+  Frame Receive(uint8_t*, uint32_t, uint32_t) override {
+    if (next_ == got_) {
+      next_ = got_ = 0;
+      int r = recvmmsg(fd_, rx_, kBatch, MSG_DONTWAIT, nullptr);
+      if (r <= 0) return {};
+      got_ = static_cast<uint32_t>(r);
+    }
+    const uint32_t i = next_++;
+    const uint32_t n = rx_[i].msg_len;
+    uint8_t* buf = slots_.data() + size_t(i) * kSlot;
+    if (n < 10) return Receive(nullptr, 0, 0);  // not a frame: the next one
     std::memmove(buf, buf + 2, 10);
-    return static_cast<uint32_t>(n + 2);
+    return {buf, n + 2};
   }
 
  private:
+  static constexpr uint32_t kIovs = 1024;  // iovecs of one batch (UIO_MAXIOV per frame)
+
+  void Queue(iovec* iov, uint32_t k) {
+    msghdr& m = tx_[n_].msg_hdr;
+    m = msghdr{};
+    m.msg_iov = iov;
+    m.msg_iovlen = k;
+    iovUsed_ += k;
+    n_++;
+  }
+  // Sends what is queued; returns how many frames the kernel refused. A refused frame is
+  // skipped and the rest sent; a full socket buffer (EAGAIN) refuses all that remain.
+  uint32_t SendBatch() {
+    uint32_t done = 0, failed = 0;
+    while (done < n_) {
+      int r = sendmmsg(fd_, tx_ + done, n_ - done, MSG_DONTWAIT);
+      if (r > 0) {
+        done += static_cast<uint32_t>(r);
+      } else if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+        failed += n_ - done;
+        break;
+      } else {
+        failed++;
+        done++;
+      }
+    }
+    n_ = iovUsed_ = 0;
+    return failed;
+  }
+
   int fd_;
+  std::vector<uint8_t> slots_;                // receive: kBatch buffers of kSlot bytes
+  std::vector<std::vector<uint8_t>> copies_;  // transmit: frames SendFrame copied
+  mmsghdr rx_[kBatch] = {};
+  iovec rxIov_[kBatch];
+  uint32_t got_ = 0, next_ = 0;
+  mmsghdr tx_[kBatch] = {};
+  iovec iov_[kIovs];
+  uint32_t n_ = 0, iovUsed_ = 0;
 };
 
 }  // namespace

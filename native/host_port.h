@@ -29,8 +29,18 @@ class HostPort {
   // Sends a frame the device holds (a changed copy of a chain: fault injection), as Send does.
   virtual Sent SendFrame(const uint8_t* frame, uint32_t len, uint8_t* scratch, uint32_t cap,
                          uint32_t* looped) = 0;
-  // Reads one waiting frame into `buf` as [header (hdrLen)][frame]; 0 when none waits.
-  virtual uint32_t Receive(uint8_t* buf, uint32_t cap, uint32_t hdrLen) { return 0; }
+  // Sends what Send and SendFrame queued (a port that batches its system calls); returns how
+  // many of those frames the host refused. The queue pair calls it at the end of each transmit
+  // burst, before it completes the burst's chains: a queued frame may still be read from them.
+  virtual uint32_t Flush() { return 0; }
+  // A frame for the guest as [header (hdrLen)][frame]: where it lies and its length (0: none).
+  struct Frame {
+    const uint8_t* data = nullptr;
+    uint32_t len = 0;
+  };
+  // The next waiting frame: read into `buf` (cap bytes), or lying in the port's own buffers (a
+  // batch read at once), where it stays until the next call.
+  virtual Frame Receive(uint8_t* buf, uint32_t cap, uint32_t hdrLen) { return {}; }
   // Whether Receive can ever return a frame.
   virtual bool Produces() const { return false; }
   // The fd that becomes readable when a frame waits, or -1 (a producing port without one is

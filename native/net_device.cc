@@ -25,6 +25,7 @@ Napi::Function NetDevice::Init(Napi::Env env) {
                          InstanceMethod<&NetDevice::SetCpus>("setCpus"),
                          InstanceMethod<&NetDevice::SetThreads>("setThreads"),
                          InstanceMethod<&NetDevice::SetPoll>("setPoll"),
+                         InstanceMethod<&NetDevice::SetCoalesce>("setCoalesce"),
                          InstanceMethod<&NetDevice::SetObserve>("setObserve"),
                          InstanceMethod<&NetDevice::DrainObserve>("drainObserve"),
                          InstanceMethod<&NetDevice::SetFaults>("setFaults"),
@@ -150,6 +151,22 @@ void NetDevice::ApplyHostConfig() {
 Napi::Value NetDevice::SetPoll(const Napi::CallbackInfo& info) {
   uint32_t us = U32(info[0]);
   Reconfigure(kAllPairs, [&] { cfg_->pollUs = us; });
+  return info.Env().Undefined();
+}
+
+// setCoalesce(mode, usecs, frames): interrupt coalescing for every vring without a fault plan
+// (coalesce.h; mode 0 off, 1 static, 2 adaptive).
+Napi::Value NetDevice::SetCoalesce(const Napi::CallbackInfo& info) {
+  CoalesceConfig c;
+  c.mode = static_cast<uint8_t>(U32(info[0]));
+  c.usecs = U32(info[1]);
+  c.frames = U32(info[2]);
+  if (c.mode > kCoalesceAdaptive) {
+    Napi::RangeError::New(info.Env(), "setCoalesce: mode is 0, 1 or 2")
+        .ThrowAsJavaScriptException();
+    return info.Env().Undefined();
+  }
+  Reconfigure(kAllPairs, [&] { cfg_->coalesce = c; });
   return info.Env().Undefined();
 }
 

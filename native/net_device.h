@@ -74,6 +74,7 @@ class NetDevice : public Napi::ObjectWrap<NetDevice>, private DeviceEvents {
   Napi::Value SetCpus(const Napi::CallbackInfo& info);
   Napi::Value SetThreads(const Napi::CallbackInfo& info);
   Napi::Value SetPoll(const Napi::CallbackInfo& info);
+  Napi::Value SetCoalesce(const Napi::CallbackInfo& info);
   Napi::Value StartQueue(const Napi::CallbackInfo& info);
   Napi::Value StopQueue(const Napi::CallbackInfo& info);
   Napi::Value SetEnabled(const Napi::CallbackInfo& info);

@@ -17,15 +17,26 @@
 namespace vun {
 
 enum ObserveType : uint16_t {
-  kObsFrame = 1,   // u32 origLen, u16 hdrLen, u8 dir (0 toGuest, 1 fromGuest), u8 0, hdr, frame
-  kObsAvail = 2,   // u16 availIdx, u16 lastAvailIdx
-  kObsChain = 3,   // u16 head, u16 ndesc, u32 error, u64 outLen, u64 inLen, ndesc x ObsDesc
-  kObsUsed = 4,    // u16 slot, u16 0, u32 id, u32 len
-  kObsFlush = 5,   // u16 usedIdx, u16 count
-  kObsNotify = 6,  // u8 sent, u8 why, u8 eventIdx, u8 0, u16 usedEvent, newUsed, oldUsed, flags
-  kObsKicks = 7,   // u8 enabled, u8 mode (KicksMode), u16 avail_event or off_wrap value
-  kObsFault = 8,   // u16 rule, u8 action, u8 field (0xff: none), u32 ringIdx (~0: none),
-                   // u64 event, u64 old, u64 new (an injected fault: faults.h)
+  kObsFrame = 1,     // u32 origLen, u16 hdrLen, u8 dir (0 toGuest, 1 fromGuest), u8 0, hdr, frame
+  kObsAvail = 2,     // u16 availIdx, u16 lastAvailIdx
+  kObsChain = 3,     // u16 head, u16 ndesc, u32 error, u64 outLen, u64 inLen, ndesc x ObsDesc
+  kObsUsed = 4,      // u16 slot, u16 0, u32 id, u32 len
+  kObsFlush = 5,     // u16 usedIdx, u16 count
+  kObsNotify = 6,    // u8 sent, u8 why, u8 eventIdx, u8 0, u16 usedEvent, newUsed, oldUsed, flags
+  kObsKicks = 7,     // u8 enabled, u8 mode (KicksMode), u16 avail_event or off_wrap value
+  kObsFault = 8,     // u16 rule, u8 action, u8 field (0xff: none), u32 ringIdx (~0: none),
+                     // u64 event, u64 old, u64 new (an injected fault: faults.h)
+  kObsCoalesce = 9,  // u8 action (CoalesceAction), u8 mode, u16 frames, u32 microseconds
+};
+
+// What interrupt coalescing did with a notification (kObsCoalesce `action`; coalesce.h).
+enum CoalesceAction : uint8_t {
+  kCoalesceHeld = 0,        // asked for, held; microseconds: until it is due
+  kCoalesceJoined = 1,      // asked for while one was held: joined it
+  kCoalesceSentIdle = 2,    // sent at once (adaptive: idle); microseconds: since the last one
+  kCoalesceSentFrames = 3,  // sent early: `frames` used entries were owed
+  kCoalesceSentDue = 4,     // the held one sent at its time
+  kCoalesceSentStop = 5,    // the held one sent as the ring stopped
 };
 
 // Why a notification was sent or suppressed (kObsNotify `why`).
@@ -216,6 +227,18 @@ class VringObserver {
     std::memcpy(p + 8, &event, 8);
     std::memcpy(p + 16, &oldValue, 8);
     std::memcpy(p + 24, &newValue, 8);
+    ring.Commit();
+  }
+
+  void Coalesce(CoalesceAction action, uint8_t mode, uint32_t frames, uint64_t us) {
+    uint8_t* p = Begin(kObsCoalesce, 8);
+    if (!p) return;
+    p[0] = action;
+    p[1] = mode;
+    const uint16_t f = frames > 0xffff ? 0xffff : static_cast<uint16_t>(frames);
+    const uint32_t u = us > 0xffffffffu ? 0xffffffffu : static_cast<uint32_t>(us);
+    std::memcpy(p + 2, &f, 2);
+    std::memcpy(p + 4, &u, 4);
     ring.Commit();
   }
 

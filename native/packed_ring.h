@@ -47,6 +47,7 @@ class PackedRing {
   bool signalledUsedValid = false;
   bool broken = false;
   uint32_t error = kRingOk;
+  bool kicksWanted = true;  // SetNotification's last word; a started ring waits for a kick
   VringObserver* trace = nullptr;
   DirtyLog log;
 
@@ -65,6 +66,7 @@ class PackedRing {
     signalledUsedValid = false;
     broken = false;
     error = kRingOk;
+    kicksWanted = true;
     fillN_ = 0;
     fillEnd_ = 0;
     batchAny_ = false;
@@ -111,8 +113,9 @@ class PackedRing {
       Advance(&availPos, &availWrap, e.slots);
       n++;
     }
-    // With EVENT_IDX the device asks for a kick once the driver makes this position available.
-    if (cfg.eventIdx && !broken) SetDeviceOffWrap(LastAvailIdx());
+    // With EVENT_IDX the device asks for a kick once the driver makes this position available;
+    // only while it wants kicks (at work it leaves the offset behind, and the driver stops).
+    if (cfg.eventIdx && kicksWanted && !broken) SetDeviceOffWrap(LastAvailIdx());
     return n;
   }
 
@@ -253,6 +256,7 @@ class PackedRing {
 
   // Enables or suppresses the driver's kicks (device event suppression structure).
   void SetNotification(bool enable) {
+    kicksWanted = enable;
     if (cfg.eventIdx) {
       if (!enable) return;
       const uint16_t at = LastAvailIdx();

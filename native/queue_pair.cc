@@ -40,6 +40,15 @@ QueuePair::~QueuePair() {
   if (timerFd_ >= 0) close(timerFd_);
 }
 
+void QueuePair::SetPort(std::unique_ptr<HostPort> port) {
+  // A frame still waiting for guest buffers outlives the port it came from: keep a copy.
+  if (pending_.len && pending_.data != bounce_.data()) {
+    std::memmove(bounce_.data(), pending_.data, pending_.len);
+    pending_.data = bounce_.data();
+  }
+  port_ = std::move(port);
+}
+
 bool QueuePair::Active() const {
   return cfg_.queues[receiveq_].started || cfg_.queues[transmitq_].started;
 }
@@ -68,7 +77,7 @@ void QueuePair::TakeMemoryFaults() {
   }
 }
 
-void QueuePair::Notify(Vring& ring, uint32_t vring) {
+void QueuePair::Notify(Vring& ring, uint32_t vring, uint32_t frames) {
   const uint16_t signalled = ring.SignalledUsed();
   const bool signalledValid = ring.SignalledUsedValid();
   bool send = ring.NeedNotify();
@@ -81,6 +90,40 @@ void QueuePair::Notify(Vring& ring, uint32_t vring) {
   }
   const int d = vring == receiveq_ ? 0 : 1;
   const int fd = cfg_.queues[vring].callFd;
+  if (coalesceOn_[d]) {
+    // Coalescing: the ring said whether; this says when. Entries flushed while an interrupt is
+    // held ride on it, asked for or not.
+    Coalescer& c = coalesce_[d];
+    const int64_t now = MonotonicNs();
+    const int64_t lastNs = c.LastSentNs();
+    switch (c.Flushed(cfg_.coalesce, now, frames, send)) {
+      case Coalescer::kNone:
+        break;
+      case Coalescer::kSend:
+        if (traceOf_[d]) {
+          const bool early = c.LastReason() == Coalescer::kFrames;
+          traceOf_[d]->Coalesce(early ? kCoalesceSentFrames : kCoalesceSentIdle, cfg_.coalesce.mode,
+                                c.SentFrames(),
+                                early ? 0 : static_cast<uint64_t>(now - lastNs) / 1000);
+        }
+        send = true;
+        break;
+      case Coalescer::kHold:
+        if (traceOf_[d])
+          traceOf_[d]->Coalesce(kCoalesceHeld, cfg_.coalesce.mode, c.OwedFrames(),
+                                static_cast<uint64_t>(c.DueNs() - now) / 1000);
+        cfg_.Count(vring, kCNotifyCoalesced, 1);
+        return;
+      case Coalescer::kJoin:
+        if (traceOf_[d])
+          traceOf_[d]->Coalesce(kCoalesceJoined, cfg_.coalesce.mode, c.OwedFrames(), 0);
+        cfg_.Count(vring, kCNotifyCoalesced, 1);
+        return;
+      case Coalescer::kWait:
+        cfg_.Count(vring, kCNotifySuppressed, 1);
+        return;
+    }
+  }
   if (send && notifyDelayNs_[d] > 0) {
     // notify-delay: the interrupt goes out later (ReleaseHeld); one pending at a time.
     const int64_t at = MonotonicNs() + notifyDelayNs_[d];
@@ -98,6 +141,14 @@ void QueuePair::Notify(Vring& ring, uint32_t vring) {
   // front-end has not read yet).
   for (; stormN_[d] > 0; stormN_[d]--)
     if (fd >= 0) Wake(fd);
+}
+
+void QueuePair::SendHeld(int d, CoalesceAction why) {
+  const uint32_t v = d == 0 ? receiveq_ : transmitq_;
+  const int fd = cfg_.queues[v].callFd;
+  if (fd >= 0) Wake(fd);
+  cfg_.Count(v, kCNotifySent, 1);
+  if (traceOf_[d]) traceOf_[d]->Coalesce(why, cfg_.coalesce.mode, coalesce_[d].SentFrames(), 0);
 }
 
 void QueuePair::WatchHost(bool on) {
@@ -211,6 +262,8 @@ void QueuePair::ProcessTransmitq() {
       }
       if (l) RecordFrameLies(vt, *l);
     }
+    // Frames a batching port queued leave now, before their chains are completed below.
+    if (const uint32_t refused = port_->Flush()) cfg_.Count(vt, kCDropHostError, refused);
     if (n > 0) {
       if (filled && filled < burstN_[1]) {
         heldUsed_[1] = filled;  // used-burst: publish when the batch is full
@@ -218,7 +271,7 @@ void QueuePair::ProcessTransmitq() {
         fromGuest_.Flush(filled);
         heldUsed_[1] = 0;
         burstN_[1] = 0;
-        Notify(fromGuest_, vt);
+        Notify(fromGuest_, vt, filled);
       }
       progress_ = true;
       cfg_.Count(vt, kCBursts, 1);
@@ -231,6 +284,7 @@ void QueuePair::ProcessTransmitq() {
       return;
     }
     if (n == 0) {
+      if (polling_) return;  // busy-polling: the thread looks again without a kick
       // Empty: ask for kicks again, then look once more (the driver may have added meanwhile).
       fromGuest_.SetNotification(true);
       kicksOn_[1] = true;
@@ -303,6 +357,13 @@ bool QueuePair::Setup(int epfd, uint64_t tag) {
   fromGuest_.SetTrace(cfg_.TraceOf(transmitq_));
   capToGuest_ = cfg_.CaptureOf(receiveq_);
   capFromGuest_ = cfg_.CaptureOf(transmitq_);
+  traceOf_[0] = cfg_.TraceOf(receiveq_);
+  traceOf_[1] = cfg_.TraceOf(transmitq_);
+  for (int d = 0; d < 2; d++) {
+    coalesce_[d].Reset();
+    coalesceOn_[d] =
+        cfg_.coalesce.mode != kCoalesceOff && !(d == 0 ? faultsToGuest_ : faultsFromGuest_);
+  }
   return polled;
 }
 
@@ -340,6 +401,10 @@ void QueuePair::Teardown() {
   heldUsed_[1] = 0;
   FlushReceiveq();
   SignalHandover();
+  // Coalescing: an interrupt still held goes out now, for the entries already published.
+  const int64_t now = MonotonicNs();
+  for (int d = 0; d < 2; d++)
+    if (coalesce_[d].Stop(now)) SendHeld(d, kCoalesceSentStop);
   if (cached_ > pos_) toGuest_.Rewind(static_cast<uint16_t>(cached_ - pos_));
   // Marks still cached (avail_event, a descriptor rewrite) reach the log before the position
   // is handed back: the front-end's last log sync follows GET_VRING_BASE.

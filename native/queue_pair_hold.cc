@@ -56,6 +56,7 @@ void QueuePair::ReleaseHeld() {
       ReleaseFromGuest(f, len);
       return true;
     });
+    if (const uint32_t refused = port_->Flush()) cfg_.Count(transmitq_, kCDropHostError, refused);
     progress_ = true;
   }
   const QueueState& qr = cfg_.queues[receiveq_];
@@ -78,9 +79,13 @@ void QueuePair::ReleaseHeld() {
     if (fd >= 0) Wake(fd);
     cfg_.Count(v, kCNotifySent, 1);
   }
+  // Coalescing: held interrupts that are due.
+  for (int d = 0; d < 2; d++)
+    if (coalesce_[d].Due(now)) SendHeld(d, kCoalesceSentDue);
   // The timer follows the earliest release (absolute CLOCK_MONOTONIC; 0 disarms).
   int64_t next = std::min(std::min(holdToGuest_.NextNs(), holdFromGuest_.NextNs()),
                           std::min(notifyAtNs_[0], notifyAtNs_[1]));
+  next = std::min(next, std::min(coalesce_[0].DueNs(), coalesce_[1].DueNs()));
   if (next == timerArmedNs_ || timerFd_ < 0) return;
   itimerspec t{};
   if (next != FrameHold::kNever) {

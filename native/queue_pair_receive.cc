@@ -266,13 +266,14 @@ void QueuePair::FlushReceiveq() {
   const uint32_t vr = receiveq_;
   MemoryFaultScope scope(vr);
   toGuest_.Flush(filled_);
+  const uint32_t flushed = filled_;
   filled_ = 0;
   cfg_.Publish(vr, toGuest_.LastAvailIdx(), toGuest_.UsedIdx());
   cfg_.Count(vr, kCFrames, burstFrames_);
   cfg_.Count(vr, kCBytes, burstBytes_);
   cfg_.Count(vr, kCBursts, 1);
   burstFrames_ = burstBytes_ = 0;
-  Notify(toGuest_, vr);
+  Notify(toGuest_, vr, flushed);
 }
 
 int QueuePair::Route(const uint8_t* frame, uint32_t len) {
@@ -328,14 +329,14 @@ void QueuePair::ProcessReceiveq() {
         break;
       }
       budget--;
-      if (pendingLen_ == 0) pendingLen_ = port_->Receive(bounce_.data(), kBounceSize, cfg_.hdrLen);
-      if (pendingLen_ == 0) break;
-      int r = Route(bounce_.data(), pendingLen_);
+      if (pending_.len == 0) pending_ = port_->Receive(bounce_.data(), kBounceSize, cfg_.hdrLen);
+      if (pending_.len == 0) break;
+      int r = Route(pending_.data, pending_.len);
       if (r < 0) return;
       if (r == 0)
         blocked = true;
       else
-        pendingLen_ = 0;
+        pending_.len = 0;
     }
     FlushReceiveq();
     SignalHandover();

@@ -39,6 +39,7 @@ class SplitRing {
   bool signalledUsedValid = false;
   bool broken = false;
   uint32_t error = kRingOk;
+  bool kicksWanted = true;  // SetNotification's last word; a started ring waits for a kick
   // Ring trace (--trace-rings): when set, each step below also writes a record. Off, it costs
   // one predictable branch per step.
   VringObserver* trace = nullptr;
@@ -51,6 +52,7 @@ class SplitRing {
     cfg = c;
     lastAvailIdx = shadowAvailIdx = lastAvail;
     usedIdx = used;
+    kicksWanted = true;
     signalledUsedValid = false;
     batchAny_ = false;
     broken = false;
@@ -110,8 +112,10 @@ class SplitRing {
       lastAvailIdx++;
       n++;
     }
-    // §2.7.10: with EVENT_IDX the device asks for a kick once the driver passes avail_event.
-    if (cfg.eventIdx && !broken) SetAvailEvent(lastAvailIdx);
+    // §2.7.10: with EVENT_IDX the device asks for a kick once the driver passes avail_event;
+    // only while it wants kicks (a device at work leaves avail_event behind, so the driver
+    // stops kicking, as Linux's vhost does).
+    if (cfg.eventIdx && kicksWanted && !broken) SetAvailEvent(lastAvailIdx);
     return n;
   }
 
@@ -184,6 +188,7 @@ class SplitRing {
 
   // Enables or suppresses the driver's kicks (used->flags or avail_event).
   void SetNotification(bool enable) {
+    kicksWanted = enable;
     if (cfg.eventIdx) {
       if (enable) {
         uint16_t a = AvailIdx();

@@ -5,8 +5,10 @@
 #include <napi.h>
 
 #include <memory>
+#include <string>
 #include <vector>
 
+#include "coalesce.h"
 #include "env_state.h"
 #include "errors.h"
 #include "exports.h"
@@ -248,7 +250,56 @@ Napi::Object NetRules(Napi::Env env) {
   return o;
 }
 
+// coalesceRun({mode, usecs, frames}, steps): drives one Coalescer (coalesce.h) with a clock of
+// the test's own. A step is [op, atUs, frames, asked] (op 0 a flush, 1 the timer, 2 a stop);
+// the answer per step is 'none' | 'send N' | 'hold' | 'join' | 'wait' for a flush, 'send N' or
+// '-' for the timer and a stop (N: the used entries the interrupt announced).
+Napi::Value CoalesceRun(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object o = info[0].As<Napi::Object>();
+  CoalesceConfig c;
+  c.mode = static_cast<uint8_t>(o.Get("mode").As<Napi::Number>().Uint32Value());
+  c.usecs = o.Get("usecs").As<Napi::Number>().Uint32Value();
+  c.frames = o.Get("frames").As<Napi::Number>().Uint32Value();
+  Napi::Array steps = info[1].As<Napi::Array>();
+  Napi::Array out = Napi::Array::New(env, steps.Length());
+  Coalescer k;
+  k.Reset();
+  auto sent = [&k]() { return "send " + std::to_string(k.SentFrames()); };
+  for (uint32_t i = 0; i < steps.Length(); i++) {
+    Napi::Array st = steps.Get(i).As<Napi::Array>();
+    const uint32_t op = st.Get(0u).As<Napi::Number>().Uint32Value();
+    const int64_t now = static_cast<int64_t>(st.Get(1u).As<Napi::Number>().DoubleValue() * 1000);
+    std::string r;
+    if (op == 0) {
+      const uint32_t frames = st.Get(2u).As<Napi::Number>().Uint32Value();
+      switch (k.Flushed(c, now, frames, st.Get(3u).ToBoolean())) {
+        case Coalescer::kNone:
+          r = "none";
+          break;
+        case Coalescer::kSend:
+          r = sent();
+          break;
+        case Coalescer::kHold:
+          r = "hold";
+          break;
+        case Coalescer::kJoin:
+          r = "join";
+          break;
+        case Coalescer::kWait:
+          r = "wait";
+          break;
+      }
+    } else {
+      r = (op == 1 ? k.Due(now) : k.Stop(now)) ? sent() : "-";
+    }
+    out.Set(i, Napi::String::New(env, r));
+  }
+  return out;
+}
+
 void InitTestSurface(Napi::Env env, Napi::Object exports) {
+  exports.Set("coalesceRun", Napi::Function::New<CoalesceRun>(env));
   exports.Set("netRules", NetRules(env));
   exports.Set("RingModel", RingModel::Init(env));
   exports.Set("rssHash", Napi::Function::New<RssHash>(env));

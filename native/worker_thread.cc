@@ -65,9 +65,11 @@ void WorkerThread::Run() {
   epoll_event evs[16];
   auto lastProgress = std::chrono::steady_clock::now();
   const auto spin = std::chrono::microseconds(cfg_.pollUs);
+  bool polling = false;
   for (bool stop = false; !stop;) {
     bool progress = false, more = false;
     for (QueuePair* p : active) {
+      p->SetPolling(polling);
       progress |= p->Work();
       more |= p->More();
     }
@@ -78,7 +80,10 @@ void WorkerThread::Run() {
     if (cfg_.pollUs) {
       auto now = std::chrono::steady_clock::now();
       if (progress) lastProgress = now;
-      if (now - lastProgress < spin) timeout = 0;
+      const bool wasPolling = polling;
+      polling = now - lastProgress < spin;
+      // The window just ended: one more pass, without polling, turns kicks back on.
+      if (polling || wasPolling) timeout = 0;
     }
     int n = epoll_wait(epfd, evs, 16, timeout);
     for (int i = 0; i < n; i++) {

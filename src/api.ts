@@ -12,6 +12,7 @@ import type { FaultLine } from './faults/log.js';
 import type { FaultPlan } from './faults/plan.js';
 import { openHostBackend, parseHostBackend } from './host/host-backend.js';
 import { loadNative } from './native.js';
+import { COALESCE_DEFAULTS, type CoalesceConfig } from './net/coalesce.js';
 import type { VringCounters } from './net/counters.js';
 import { dataPlaneFactory } from './net/make-data-plane.js';
 import { queueName } from './vhost-user/session.js';
@@ -39,6 +40,8 @@ export interface StartOptions {
   faultLog?: string | NodeJS.WritableStream;
   /** Log level of the backend's own log (pino, to stderr); default 'silent'. */
   logLevel?: 'silent' | 'error' | 'warn' | 'info' | 'debug';
+  /** Interrupt coalescing on the C++ data path (default: adaptive, 50 us, 64 frames). */
+  coalesce?: Partial<CoalesceConfig>;
 }
 
 export interface SessionInfo {
@@ -141,7 +144,12 @@ export async function startBackend(options: StartOptions): Promise<Backend> {
       faultLog: options.faultLog,
     },
     log,
-    dataPlaneFactory({ datapath: options.datapath ?? 'native', queuePairs, host }),
+    dataPlaneFactory({
+      datapath: options.datapath ?? 'native',
+      queuePairs,
+      host,
+      coalesce: { ...COALESCE_DEFAULTS, ...options.coalesce },
+    }),
     native,
   );
   try {

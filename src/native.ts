@@ -72,7 +72,8 @@ export interface NativeBinding {
   ): { fd: number; name: string };
   /** A TAP-API character device by path (a macvtap's /dev/tapN); each call adds one queue. */
   tapOpenPath(path: string, opts: { vnetHdr: boolean; multiQueue: boolean }): number;
-  afPacketOpen(ifname: string, opts?: { fanoutGroup?: number }): number;
+  /** qdiscBypass: PACKET_QDISC_BYPASS (frames sent skip the interface's qdisc). */
+  afPacketOpen(ifname: string, opts?: { fanoutGroup?: number; qdiscBypass?: boolean }): number;
   ifaceSetup(name: string, opts: { mac?: Buffer; up: boolean; mtu?: number }): void;
   fdRead(fd: number, buf: Buffer): number;
   fdWrite(fd: number, buf: Buffer): number;
@@ -90,6 +91,14 @@ export interface NativeBinding {
   /** The C++ RSS path (native/rss.h): tests hold it to src/net/rss.ts. */
   rssHash(key: Buffer, frame: Buffer, table: number[]): { hash: number; type: number; pair: number };
   toeplitz(key: Buffer, input: Buffer): number;
+  /**
+   * Interrupt coalescing's decisions (native/coalesce.h) on a clock the test drives: steps
+   * [op (0 flush, 1 timer, 2 stop), atUs, frames, asked]; tests only.
+   */
+  coalesceRun(
+    cfg: { mode: number; usecs: number; frames: number },
+    steps: [number, number, number?, boolean?][],
+  ): string[];
   /** The virtio-net device rules of native/net_rules.h: tests hold them to src/net/rules.ts. */
   netRules: NativeNetRules;
   /** The CPUs this process may run on (sched_getaffinity): `--cpus` is checked against it. */
@@ -156,6 +165,8 @@ export interface NativeNetDevice {
   setThreads(threadOf: number[]): void;
   /** Busy-poll this many microseconds after the last frame before sleeping (0: never). */
   setPoll(us: number): void;
+  /** Interrupt coalescing (native/coalesce.h): mode 0 off, 1 static, 2 adaptive. */
+  setCoalesce(mode: number, usecs: number, frames: number): void;
   /**
    * Observation rings, one per vring (capture: frames cut to snapLen; trace: ring steps);
    * both false turns them off. Records are decoded by src/trace/observe.ts.

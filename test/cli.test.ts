@@ -39,6 +39,7 @@ describe('parseCommandLine', () => {
   it.each([
     ['tap:vun0', { kind: 'tap', name: 'vun0' }],
     ['af-packet:veth1', { kind: 'af-packet', iface: 'veth1' }],
+    ['af-packet:veth1,qdisc-bypass', { kind: 'af-packet', iface: 'veth1', qdiscBypass: true }],
     ['loopback', { kind: 'loopback' }],
     ['null', { kind: 'null' }],
     ['null:source=1518', { kind: 'null', sourceLen: 1518 }],

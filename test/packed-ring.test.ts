@@ -273,6 +273,13 @@ const outcomeCases: Record<string, Case> = {
     start: W | (NUM - 1),
     expect: { deviceEvent: { offWrap: 1, flags: 2 } },
   },
+  // A device at work (kicks off) leaves the offset where it was: the driver stops kicking.
+  'kicks with EVENT_IDX off: a pop leaves the device event offset behind': {
+    ops: [chain1(0x3000n), chain1(0x3100n), publish, { op: 'notifyEnable', on: false }, pop],
+    feat: { eventIdx: true },
+    start: W | (NUM - 1),
+    expect: { deviceEvent: { offWrap: 0, flags: 0 } },
+  },
   // §2.8.9 IN_ORDER: one used descriptor for the batch, over its first descriptor, with the id
   // of its last buffer; the driver skips every buffer up to it (3 + 1 + 2 descriptors).
   'IN_ORDER: one used descriptor for a batch of three lists, then the whole batch skipped': {

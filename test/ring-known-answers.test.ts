@@ -160,6 +160,34 @@ const outcomeCases: Record<string, Case> = {
     start: 0xfffe,
     expect: { popped: [[0, 1, 2]], notify: [true, true, false], state: { usedIdx: 1, lastAvailIdx: 1 } },
   },
+  // §2.7.10 avail_event: a pop asks for a kick at the next index while the device wants kicks;
+  // a device at work (kicks off) leaves it behind, so the driver stops kicking; turning kicks
+  // on asks at avail->idx.
+  'EVENT_IDX kicks: avail_event follows pops only while kicks are wanted': {
+    ops: [
+      { op: 'chain', descs: [d(0x3000n, 10)] },
+      { op: 'chain', descs: [d(0x3100n, 10)] },
+      publish,
+      { op: 'pop', max: 1 },
+      { op: 'notifyEnable', on: false },
+      { op: 'pop', max: 1 },
+    ],
+    feat: { eventIdx: true },
+    expect: { availEvent: 1, state: { lastAvailIdx: 2 } },
+  },
+  'EVENT_IDX kicks: turned on, avail_event is avail->idx': {
+    ops: [
+      { op: 'chain', descs: [d(0x3000n, 10)] },
+      publish,
+      { op: 'notifyEnable', on: false },
+      pop,
+      { op: 'chain', descs: [d(0x3100n, 10)] },
+      publish,
+      { op: 'notifyEnable', on: true },
+    ],
+    feat: { eventIdx: true },
+    expect: { availEvent: 2, state: { lastAvailIdx: 1 } },
+  },
   // §2.7.9 IN_ORDER: "a single used ring entry with the id corresponding to the head entry of
   // the descriptor chain describing the last buffer in the batch", and used->idx moves by the
   // batch's size. Heads 0, 2, 3 (the first chain takes descriptors 0 and 1).

@@ -137,6 +137,30 @@ export const FLAGS: readonly Flag[] = [
     help: 'busy-poll N microseconds after the last frame before sleeping (default 0)',
   },
   {
+    name: 'coalesce',
+    kind: 'string',
+    value: 'MODE',
+    config: 'coalesce.mode',
+    help: [
+      'interrupt coalescing: adaptive (default: at once when idle, at most one',
+      'per --coalesce-usecs when busy) | static (each held up to usecs) | off',
+    ],
+  },
+  {
+    name: 'coalesce-usecs',
+    kind: 'int',
+    value: 'N',
+    config: 'coalesce.usecs',
+    help: 'the longest an interrupt is held, in microseconds (default 50)',
+  },
+  {
+    name: 'coalesce-frames',
+    kind: 'int',
+    value: 'N',
+    config: 'coalesce.frames',
+    help: 'send a held interrupt once N used entries wait (default 64; 0: no limit)',
+  },
+  {
     name: 'cpus',
     kind: 'list',
     value: 'LIST',

@@ -241,6 +241,7 @@ export async function main(argv: string[]): Promise<number> {
         cpus: config.cpus,
         threadOf: threadMapOf(config),
         pollUs: config.pollUs,
+        coalesce: config.coalesce,
         observe,
       }),
       native,
@@ -255,7 +256,9 @@ export async function main(argv: string[]): Promise<number> {
         config.http.listen.replace(/:\d+$/, '').replace(/^\[|\]$/g, ''),
         Number(/:(\d+)$/.exec(config.http.listen)?.[1]),
       ];
-      const started = await startHttp(backend, h, p, observe);
+      const started = await startHttp(backend, h, p, observe, {
+        coalesce: { ...config.coalesce, datapath: config.datapath },
+      });
       http = started.server;
       log.info({ listen: `${h}:${started.port}` }, 'http: /status and /metrics');
     }

@@ -6,6 +6,7 @@ import { readFileSync } from 'node:fs';
 import { z } from 'zod';
 import { ConfigError, ErrorCode } from '../errors.js';
 import { type HostBackendSpec, parseHostBackend } from '../host/host-backend.js';
+import { COALESCE_DEFAULTS } from '../net/coalesce.js';
 import { defaultRss, type Steering } from '../net/rss.js';
 
 /** The most queue pairs we serve: vring file payloads carry an 8-bit index (256 vrings). */
@@ -75,6 +76,19 @@ export const configSchema = z
       .optional(),
     /** Busy-poll this many microseconds after the last frame before a worker sleeps. */
     pollUs: z.number().int().min(0).max(1_000_000).default(0),
+    /**
+     * Interrupt coalescing per vring (C++ data plane, vrings without a fault plan): `adaptive`
+     * sends at once when the last interrupt is `usecs` old and holds it until then otherwise;
+     * `static` holds every one up to `usecs`; both send early once `frames` used entries wait.
+     */
+    coalesce: z
+      .object({
+        mode: z.enum(['off', 'static', 'adaptive']).default('adaptive'),
+        usecs: z.number().int().min(0).max(1_000_000).default(COALESCE_DEFAULTS.usecs),
+        frames: z.number().int().min(0).max(65536).default(COALESCE_DEFAULTS.frames),
+      })
+      .strict()
+      .prefault({}),
     /** Worker threads: pairs spread round robin over this many (default: one per pair). */
     threads: z.number().int().min(1).optional(),
     /** Or an explicit map: pair p runs on thread threadOf[p]. */

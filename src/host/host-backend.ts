@@ -17,7 +17,8 @@ export type HostBackendSpec =
    * passthru mode, which takes the parent's traffic whole).
    */
   | { kind: 'macvtap'; parent: string; mode: MacvtapMode; mac?: string; name?: string }
-  | { kind: 'af-packet'; iface: string }
+  /** qdiscBypass: PACKET_QDISC_BYPASS, frames skip the interface's queueing discipline (tc). */
+  | { kind: 'af-packet'; iface: string; qdiscBypass?: boolean }
   | { kind: 'loopback' }
   | { kind: 'null'; sourceLen?: number };
 
@@ -31,7 +32,7 @@ export function parseHostBackend(s: string): HostBackendSpec {
   const arg = colon < 0 ? undefined : s.slice(colon + 1);
   const bad = (why: string): never => {
     throw new ConfigError(ErrorCode.ConfigInvalid, `invalid backend '${s}'`, [
-      `backend: ${why} (expected tap:NAME[,persist], macvtap:PARENT[,mode=bridge|vepa|private|passthru][,mac=MAC][,name=NAME], af-packet:IFACE, loopback, null or null:source=LEN)`,
+      `backend: ${why} (expected tap:NAME[,persist], macvtap:PARENT[,mode=bridge|vepa|private|passthru][,mac=MAC][,name=NAME], af-packet:IFACE[,qdisc-bypass], loopback, null or null:source=LEN)`,
     ]);
   };
   // Only a macvtap's mac= option holds ':' of its own.
@@ -64,8 +65,15 @@ export function parseHostBackend(s: string): HostBackendSpec {
       }
       return spec;
     }
-    case 'af-packet':
-      return { kind: 'af-packet', iface: ifname(arg) };
+    case 'af-packet': {
+      const [iface, ...options] = (arg ?? '').split(',');
+      const spec: HostBackendSpec = { kind: 'af-packet', iface: ifname(iface) };
+      for (const o of options) {
+        if (o === 'qdisc-bypass') spec.qdiscBypass = true;
+        else bad(`unknown af-packet option '${o}' (qdisc-bypass)`);
+      }
+      return spec;
+    }
     case 'loopback':
       if (arg !== undefined) bad('loopback takes no argument');
       return { kind: 'loopback' };
@@ -88,7 +96,7 @@ export function formatHostBackend(b: HostBackendSpec): string {
     case 'macvtap':
       return `macvtap:${b.parent},mode=${b.mode}${b.mac ? `,mac=${b.mac}` : ''}${b.name ? `,name=${b.name}` : ''}`;
     case 'af-packet':
-      return `af-packet:${b.iface}`;
+      return `af-packet:${b.iface}${b.qdiscBypass ? ',qdisc-bypass' : ''}`;
     case 'loopback':
       return 'loopback';
     case 'null':
@@ -202,7 +210,9 @@ export function openHostBackend(
         const group = opts.queuePairs > 1 ? process.pid & 0xffff : undefined;
         for (let i = 0; i < opts.queuePairs; i++) {
           fds.push(
-            call(`open AF_PACKET on ${spec.iface}`, () => native.afPacketOpen(spec.iface, { fanoutGroup: group })),
+            call(`open AF_PACKET on ${spec.iface}`, () =>
+              native.afPacketOpen(spec.iface, { fanoutGroup: group, qdiscBypass: spec.qdiscBypass }),
+            ),
           );
         }
         return { spec, fds, name: spec.iface, close };

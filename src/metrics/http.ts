@@ -12,6 +12,7 @@ import type { BackendView } from '../backend.js';
 import { ConfigError, ErrorCode } from '../errors.js';
 import { featureNames, hex, ProtocolFeature, VirtioFeature } from '../features.js';
 import type { CounterName, VringCounters } from '../net/counters.js';
+import type { CoalesceConfig } from '../net/coalesce.js';
 import type { SessionView } from '../vhost-user/session.js';
 import { statusNames } from '../trace/decode.js';
 import type { Observers } from '../trace/observe.js';
@@ -19,15 +20,27 @@ import { packedInFlight } from '../virtio/ring-types.js';
 import { RING_PAGE } from './ring-page.js';
 import { ringsOf } from './rings.js';
 
+/** Settings /status reports beside the session (the CLI passes what it configured). */
+export interface StatusSettings {
+  /** Interrupt coalescing, with the data path it applies to (the C++ one only). */
+  coalesce?: CoalesceConfig & { datapath: 'native' | 'ts' };
+}
+
 /** The /status document. */
-export function statusOf(backend: BackendView, observe: Observers = {}): Record<string, unknown> {
+export function statusOf(
+  backend: BackendView,
+  observe: Observers = {},
+  settings: StatusSettings = {},
+): Record<string, unknown> {
   const s = backend.view();
   const observation = observationOf(observe);
-  if (!s) return { connected: false, sessions: backend.sessions, observation, faults: faultsOf(backend) };
+  const interrupts = interruptsOf(settings);
+  if (!s) return { connected: false, sessions: backend.sessions, observation, interrupts, faults: faultsOf(backend) };
   const acked = s.ackedFeatures ?? 0n;
   return {
     connected: true,
     observation,
+    interrupts,
     faults: faultsOf(backend),
     session: backend.sessions,
     queuePairs: s.queuePairs,
@@ -69,6 +82,19 @@ export function statusOf(backend: BackendView, observe: Observers = {}): Record<
         : undefined,
       counters: v.counters,
     })),
+  };
+}
+
+/** How interrupts are sent: coalescing as configured, and where it applies. */
+function interruptsOf(settings: StatusSettings): Record<string, unknown> | null {
+  const c = settings.coalesce;
+  if (!c) return null;
+  return {
+    coalesce: c.datapath === 'ts' ? 'off' : c.mode,
+    usecs: c.usecs,
+    frames: c.frames,
+    // The TS data plane notifies once per burst; a fault plan decides its vrings' interrupts.
+    appliesTo: c.datapath === 'ts' ? 'nothing (TS data path)' : 'vrings without a fault plan',
   };
 }
 
@@ -246,12 +272,13 @@ export function metricsRegistry(backend: BackendView): Registry {
   );
   counter(
     'vhost_user_net_notifications_total',
-    'Interrupt decisions: sent or suppressed (EVENT_IDX / NO_INTERRUPT)',
+    'Interrupt decisions: sent, suppressed (EVENT_IDX / NO_INTERRUPT) or coalesced into another',
     ['vring', 'queue', 'result'],
     (add) =>
       each((l, c) => {
         add({ ...l, result: 'sent' }, c.notifySent);
         add({ ...l, result: 'suppressed' }, c.notifySuppressed);
+        add({ ...l, result: 'coalesced' }, c.notifyCoalesced);
       }),
   );
   counter('vhost_user_net_sessions_total', 'Front-end connections served', [], (add) => add({}, backend.sessions));
@@ -305,6 +332,7 @@ export async function startHttp(
   host: string,
   port: number,
   observe: Observers = {},
+  settings: StatusSettings = {},
 ): Promise<{ server: Server; port: number }> {
   const reg = metricsRegistry(backend);
   const server = createServer((req, res) => {
@@ -327,7 +355,7 @@ export async function startHttp(
     } else if (url === '/status') {
       res
         .writeHead(200, { 'content-type': 'application/json' })
-        .end(`${JSON.stringify(statusOf(backend, observe), null, 2)}\n`);
+        .end(`${JSON.stringify(statusOf(backend, observe, settings), null, 2)}\n`);
     } else if (url === '/rings') {
       res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(ringsOf(backend)));
     } else if (url === '/rings.html' || url === '/') {

@@ -11,7 +11,8 @@ export function formatStatus(st: Record<string, unknown>): string[] {
     ...(st.memory as { guestAddr: string; size: string; userAddr: string }[]).map(
       (r) => `memory gpa ${r.guestAddr} size ${r.size} qemu va ${r.userAddr}`,
     ),
-    'vring queue        size state               avail  used  frames       bytes    kicks  irq sent/supp  drops',
+    ...interruptLines(st),
+    'vring queue        size state               avail  used  frames       bytes    kicks  irq sent/supp/coal  drops',
   ];
   for (const v of st.vrings as Record<string, unknown>[]) {
     const c = v.counters as Record<string, number>;
@@ -25,7 +26,7 @@ export function formatStatus(st: Record<string, unknown>): string[] {
     // Packed rings: position and wrap counter ("6/1").
     const pos = (x: unknown) => (v.layout === 'packed' ? `${Number(x) & 0x7fff}/${(Number(x) >> 15) & 1}` : String(x));
     out.push(
-      `${String(v.index).padStart(5)} ${String(v.queue).padEnd(11)} ${String(v.size).padStart(5)} ${state.padEnd(19)} ${pos(v.lastAvailIdx).padStart(5)} ${pos(v.usedIdx).padStart(5)} ${String(c.frames).padStart(7)} ${String(c.bytes).padStart(11)} ${String(c.kicks).padStart(8)} ${String(c.notifySent).padStart(8)}/${String(c.notifySuppressed).padEnd(6)} ${drops}`,
+      `${String(v.index).padStart(5)} ${String(v.queue).padEnd(11)} ${String(v.size).padStart(5)} ${state.padEnd(19)} ${pos(v.lastAvailIdx).padStart(5)} ${pos(v.usedIdx).padStart(5)} ${String(c.frames).padStart(7)} ${String(c.bytes).padStart(11)} ${String(c.kicks).padStart(8)} ${String(c.notifySent).padStart(8)}/${`${c.notifySuppressed}/${c.notifyCoalesced ?? 0}`.padEnd(11)} ${drops}`,
     );
   }
   const obs = st.observation as
@@ -34,6 +35,17 @@ export function formatStatus(st: Record<string, unknown>): string[] {
   if (obs?.capture) out.push(`capture ${obs.capture.file}: ${obs.capture.frames} frames, ${obs.capture.lost} lost`);
   if (obs?.ringTrace) out.push(`ring trace: ${obs.ringTrace.dropped} events dropped`);
   return [...out, ...faultLines(st)];
+}
+
+/** Interrupt coalescing as configured (absent when the backend was not given it). */
+function interruptLines(st: Record<string, unknown>): string[] {
+  const i = st.interrupts as { coalesce: string; usecs: number; frames: number; appliesTo: string } | null | undefined;
+  if (!i) return [];
+  return [
+    i.coalesce === 'off'
+      ? `interrupt coalescing off (${i.appliesTo})`
+      : `interrupt coalescing ${i.coalesce}: ${i.usecs} us, ${i.frames} frames (${i.appliesTo})`,
+  ];
 }
 
 /** The fault plan in force and what each rule injected in this session. */

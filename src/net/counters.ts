@@ -14,6 +14,7 @@ export const COUNTER_NAMES = [
   'kicks',
   'notifySent',
   'notifySuppressed',
+  'notifyCoalesced',
   'ringErrors',
   'bursts',
   'handedOver',

@@ -5,6 +5,7 @@
 import type { OpenHostBackend } from '../host/host-backend.js';
 import type { Observers } from '../trace/observe.js';
 import type { DataPlaneFactory } from './data-plane.js';
+import type { CoalesceConfig } from './coalesce.js';
 import { NativeDataPlane } from './native-data-plane.js';
 import type { Steering } from './rss.js';
 import { TsDataPlane } from './ts-data-plane.js';
@@ -15,10 +16,11 @@ export interface DataPlaneChoice {
   host: OpenHostBackend;
   steering?: Steering;
   observe?: Observers;
-  /** C++ only: CPU pinning, pairs per thread, busy-poll. */
+  /** C++ only: CPU pinning, pairs per thread, busy-poll, interrupt coalescing. */
   cpus?: number[];
   threadOf?: number[];
   pollUs?: number;
+  coalesce?: CoalesceConfig;
 }
 
 export function dataPlaneFactory(c: DataPlaneChoice): DataPlaneFactory {
@@ -26,5 +28,10 @@ export function dataPlaneFactory(c: DataPlaneChoice): DataPlaneFactory {
   return (native, log, events) =>
     c.datapath === 'ts'
       ? new TsDataPlane(native, common, log, events)
-      : new NativeDataPlane(native, { ...common, cpus: c.cpus, threadOf: c.threadOf, pollUs: c.pollUs }, log, events);
+      : new NativeDataPlane(
+          native,
+          { ...common, cpus: c.cpus, threadOf: c.threadOf, pollUs: c.pollUs, coalesce: c.coalesce },
+          log,
+          events,
+        );
 }

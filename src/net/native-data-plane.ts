@@ -12,6 +12,7 @@ import { type CapturedFrame, type ObserveRecord, type Observers, records } from 
 import { faultEvent, type FaultSink } from '../faults/log.js';
 import { faultNote } from '../faults/lies.js';
 import type { CompiledPlan } from '../faults/plan.js';
+import { COALESCE_DEFAULTS, COALESCE_MODES, type CoalesceConfig } from './coalesce.js';
 import { DeviceCounters } from './counters.js';
 import { makeHostPort } from './host-ports.js';
 import { ANNOUNCE_GAPS_MS, Announcer } from './rarp.js';
@@ -42,6 +43,8 @@ export interface NativeDataPlaneOptions {
   /** Pair p runs on thread threadOf[p] (default: one thread per pair). */
   threadOf?: number[];
   pollUs?: number;
+  /** Interrupt coalescing (default: adaptive, COALESCE_DEFAULTS). */
+  coalesce?: CoalesceConfig;
   observe?: Observers;
 }
 
@@ -77,6 +80,8 @@ export class NativeDataPlane implements DataPlane {
     if (options.cpus?.length) call('pin worker threads (--cpus)', () => this.dev.setCpus(options.cpus as number[]));
     if (options.threadOf) this.dev.setThreads(options.threadOf);
     if (options.pollUs) this.dev.setPoll(options.pollUs);
+    this.coalesce = options.coalesce ?? { ...COALESCE_DEFAULTS };
+    this.dev.setCoalesce(COALESCE_MODES.indexOf(this.coalesce.mode), this.coalesce.usecs, this.coalesce.frames);
     this.setSteering(steering);
     this.dev.setHost(
       HostKindCode[host.spec.kind],
@@ -99,6 +104,8 @@ export class NativeDataPlane implements DataPlane {
   }
 
   private readonly announcer: Announcer;
+  /** Interrupt coalescing as configured (/status shows it). */
+  readonly coalesce: CoalesceConfig;
   private readonly host: OpenHostBackend;
   private hdrLen = 12;
 

@@ -20,7 +20,19 @@ import {
 
 export type { CapturedFrame };
 
-export const OBS = { frame: 1, avail: 2, chain: 3, used: 4, flush: 5, notify: 6, kicks: 7, fault: 8 } as const;
+export const OBS = {
+  frame: 1,
+  avail: 2,
+  chain: 3,
+  used: 4,
+  flush: 5,
+  notify: 6,
+  kicks: 7,
+  fault: 8,
+  coalesce: 9,
+} as const;
+const COALESCE_MODE_NAMES = ['off', 'static', 'adaptive'];
+type CoalesceAction = Extract<RingEvent, { ev: 'coalesce' }>['action'];
 const OBS_HEADER = 16;
 const DESC_F_NEXT = 1;
 const REASONS: NotifyReason[] = ['flags', 'event-idx', 'on-empty', 'first', 'packed-flags', 'packed-desc'];
@@ -139,6 +151,21 @@ export function decodeRecord(rec: Buffer): ObserveRecord | undefined {
           `device event: DESC at ${packedPos(v)}`,
         ][b[1] ?? 0] ?? `kicks mode ${b[1]}`;
       return ring({ ev: 'kicks', enabled, how });
+    }
+    case OBS.coalesce: {
+      const frames = b.readUInt16LE(2);
+      const us = b.readUInt32LE(4);
+      const mode = COALESCE_MODE_NAMES[b[1] ?? 0] ?? `mode ${b[1]}`;
+      const said: [CoalesceAction, string][] = [
+        ['held', `interrupt held ${us} us (${frames} used entries owed)`],
+        ['joined', `joined the held interrupt (${frames} used entries owed)`],
+        ['sent', `sent at once: the last interrupt was ${us} us ago`],
+        ['sent', `sent early: ${frames} used entries owed`],
+        ['sent', `held interrupt sent at its time (${frames} used entries)`],
+        ['sent', `held interrupt sent as the ring stopped (${frames} used entries)`],
+      ];
+      const [action, why] = said[b[0] ?? 0] ?? ['sent', `coalesce action ${b[0]}`];
+      return ring({ ev: 'coalesce', action, mode, frames, why });
     }
     default:
       return undefined;

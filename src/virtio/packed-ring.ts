@@ -82,6 +82,8 @@ export class PackedRingRef implements Vring {
   private fillEnd = 0;
   /** IN_ORDER batching: the last buffer filled (id, len), written at flush. */
   private batchLast: [number, number] | undefined;
+  /** setNotification's last word; a started ring waits for a kick. */
+  private kicksWanted = true;
 
   constructor(
     private readonly mem: GuestMemoryRef,
@@ -169,7 +171,8 @@ export class PackedRingRef implements Vring {
       out.push(r);
     }
     // With EVENT_IDX the device asks for a kick once the driver makes this position available.
-    if (this.cfg.eventIdx && !this.broken) this.setDeviceOffWrap(this.lastAvailIdx);
+    // Only while the device wants kicks: at work it leaves the offset behind and the driver stops.
+    if (this.cfg.eventIdx && this.kicksWanted && !this.broken) this.setDeviceOffWrap(this.lastAvailIdx);
     return out;
   }
 
@@ -332,6 +335,7 @@ export class PackedRingRef implements Vring {
    * ENABLE/DISABLE, or with EVENT_IDX an event offset (DESC) at the next position to read.
    */
   setNotification(enable: boolean): void {
+    this.kicksWanted = enable;
     const e = this.deviceEvent as Area;
     if (this.cfg.eventIdx) {
       if (!enable) return;

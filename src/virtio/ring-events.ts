@@ -33,6 +33,17 @@ export type RingEvent =
       availFlags?: number;
     }
   | { ev: 'kicks'; enabled: boolean; how: string }
+  /**
+   * Interrupt coalescing (C++ data plane, native/coalesce.h): an interrupt the ring asked for
+   * held, joined to a held one, or sent (at once, early for its frames, at its time, at a stop).
+   */
+  | {
+      ev: 'coalesce';
+      action: 'held' | 'joined' | 'sent';
+      mode: string;
+      frames: number;
+      why: string;
+    }
   /** The fault plan lied here (src/faults/log.ts FaultLine's fields, without seq and t). */
   | {
       ev: 'fault';

@@ -59,6 +59,8 @@ export class SplitRingRef implements Vring {
   signalledUsedValid = false;
   broken = false;
   error: number = RingError.OK;
+  /** setNotification's last word; a started ring waits for a kick. */
+  private kicksWanted = true;
   private desc: Area | undefined;
   private avail: Area | undefined;
   private used: Area | undefined;
@@ -149,7 +151,9 @@ export class SplitRingRef implements Vring {
       out.push(r);
     }
     // §2.7.10: with EVENT_IDX, ask for a kick once the driver passes avail_event.
-    if (this.cfg.eventIdx && !this.broken) this.setAvailEvent(this.lastAvailIdx);
+    // Only while the device wants kicks: at work it leaves avail_event behind and the driver
+    // stops kicking (as Linux's vhost does).
+    if (this.cfg.eventIdx && this.kicksWanted && !this.broken) this.setAvailEvent(this.lastAvailIdx);
     return out;
   }
 
@@ -232,6 +236,7 @@ export class SplitRingRef implements Vring {
 
   /** Enables or suppresses the driver's kicks (avail_event, or used->flags NO_NOTIFY). */
   setNotification(enable: boolean): void {
+    this.kicksWanted = enable;
     if (this.cfg.eventIdx) {
       if (enable) {
         this.setAvailEvent(this.availIdx());

@@ -1,4 +1,5 @@
 /** Shared test plumbing: an in-process backend on a temp socket, fd counting, waiting. */
+import type { CoalesceConfig } from '../../src/net/coalesce.js';
 import type { FaultLine } from '../../src/faults/log.js';
 import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -49,6 +50,7 @@ export function serve(
   steering?: Steering,
   threadOf?: number[],
   observe?: Observers,
+  coalesce?: CoalesceConfig,
 ): Served {
   const tmp = tempDir();
   const path = join(tmp.dir, 'vhost.sock');
@@ -66,7 +68,7 @@ export function serve(
     const common = { queuePairs: o.queuePairs, host: h, steering, observe };
     return datapath === 'ts'
       ? new TsDataPlane(n, common, l, events)
-      : new NativeDataPlane(n, { ...common, threadOf }, l, events);
+      : new NativeDataPlane(n, { ...common, threadOf, coalesce }, l, events);
   });
   backend.start();
   return {

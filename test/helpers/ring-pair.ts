@@ -133,6 +133,8 @@ export interface Outcome {
   usedFlags?: number[];
   /** Packed: the device event suppression structure at the end. */
   deviceEvent?: { offWrap: number; flags: number };
+  /** Split: avail_event (the u16 after the used ring) at the end. */
+  availEvent?: number;
 }
 
 /** Runs one sequence; throws on the first difference; returns what happened. */
@@ -327,6 +329,7 @@ export function runSequence(
   outcome.log = Buffer.from(s0.log);
   outcome.state = ref.state();
   if (pd) outcome.deviceEvent = pd.deviceEvent();
+  if (split) outcome.availEvent = split.availEvent();
   if (ref.broken) outcome.error = ringErrorNames[ref.error];
   return outcome;
 }

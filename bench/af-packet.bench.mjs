@@ -1,0 +1,133 @@
+// Benchmark: AF_PACKET forwarding, VM-free, 64 and 1518-byte frames, both directions, this tree
+// against an older one (BASE_REV, default HEAD~1: built in a temporary worktree) in alternating
+// rounds. A veth pair in a namespace we create; the backend (core 0) serves af-packet:vap0.
+//   guest-tx: testpmd net_virtio_user txonly (core 1) -> backend -> vap0 -> vap1, counted by
+//             vap1's rx_packets.
+//   guest-rx: testpmd net_af_packet txonly on vap1 -> vap0 -> backend -> testpmd
+//             net_virtio_user rxonly, counted by the latter's Rx-pps. Both testpmds share core 1
+//             (two cores): the backend's own core is the one that limits.
+// This tree runs twice: as by default, and with af-packet:vap0,qdisc-bypass.
+// Beside packets per second, the backend's CPU time per million frames (/proc/PID/stat).
+// Prints this tree / the old one, guest-tx 64 B.
+import { spawnSync } from 'node:child_process';
+import { join } from 'node:path';
+import {
+  buildTree,
+  cpuSeconds,
+  median,
+  ourBackend,
+  ppsSamples,
+  root,
+  save,
+  SECONDS,
+  sleep,
+  spread,
+  steady,
+  testpmd,
+  tmp,
+  waitForFile,
+} from './lib.mjs';
+
+const ROUNDS = Number(process.env.VUN_BENCH_RUNS ?? 5);
+const BASE_REV = process.env.BASE_REV ?? 'HEAD~1';
+const ns = `vun-bench-afp-${process.pid}`;
+const sh = (cmd) => spawnSync('ip', ['netns', 'exec', ns, 'sh', '-c', cmd], { encoding: 'utf8' });
+const rxPackets = (dev) => Number(sh(`cat /sys/class/net/${dev}/statistics/rx_packets`).stdout.trim() || 0);
+
+async function one(impl, dir, size) {
+  const t = tmp();
+  const sock = join(t.dir, 'vhost.sock');
+  const tree = impl === 'base' ? base.dir : root;
+  const spec = impl === 'bypass' ? 'af-packet:vap0,qdisc-bypass' : 'af-packet:vap0';
+  const backend = ourBackend({ socket: sock, backend: spec, cores: '0', netns: ns, tree });
+  await waitForFile(sock);
+  const procs = [];
+  if (dir === 'guest-tx') {
+    procs.push(
+      testpmd({
+        fwdCore: 1,
+        mainCore: 0,
+        vdevs: [`net_virtio_user0,path=${sock},queues=1`],
+        mode: 'txonly',
+        txpkts: size,
+      }),
+    );
+  } else {
+    procs.push(
+      testpmd({
+        fwdCore: 1,
+        mainCore: 0,
+        vdevs: [`net_virtio_user0,path=${sock},queues=1`],
+        mode: 'rxonly',
+        txpkts: size,
+      }),
+    );
+    procs.push(
+      testpmd({
+        fwdCore: 1,
+        mainCore: 0,
+        netns: ns,
+        vdevs: ['net_af_packet0,iface=vap1,qdisc_bypass=1'],
+        mode: 'txonly',
+        txpkts: size,
+      }),
+    );
+  }
+  await sleep(2000);
+  const c0 = cpuSeconds(backend.child.pid);
+  const p0 = rxPackets('vap1');
+  const w0 = Date.now();
+  await sleep(SECONDS * 1000);
+  const wall = (Date.now() - w0) / 1000;
+  const cpu = cpuSeconds(backend.child.pid) - c0;
+  const viaVeth = (rxPackets('vap1') - p0) / wall;
+  for (const p of procs.reverse()) await p.stop();
+  await backend.stop();
+  t.cleanup();
+  const pps = dir === 'guest-tx' ? viaVeth : steady(ppsSamples(procs.at(-1).out, 'Rx')).median;
+  if (!pps) throw new Error(`${dir} ${size}: nothing moved\n${backend.out.slice(-1500)}`);
+  return { pps, cpuMsPerMframe: (cpu * 1000) / ((pps * wall) / 1e6) };
+}
+
+spawnSync('ip', ['netns', 'add', ns]);
+sh('ip link add vap0 mtu 9000 type veth peer name vap1 mtu 9000 && ip link set vap0 up && ip link set vap1 up');
+const base = buildTree(BASE_REV);
+try {
+  const cases = [];
+  for (const dir of ['guest-tx', 'guest-rx']) {
+    for (const size of [64, 1518]) {
+      const runs = { new: [], bypass: [], base: [] };
+      for (let r = 0; r < ROUNDS; r++)
+        for (const impl of Object.keys(runs)) runs[impl].push(await one(impl, dir, size));
+      const pps = (k) => runs[k].map((x) => x.pps);
+      const cpu = (k) => runs[k].map((x) => x.cpuMsPerMframe);
+      cases.push({
+        direction: dir,
+        frameBytes: size,
+        newMpps: spread(pps('new').map((x) => x / 1e6)),
+        bypassMpps: spread(pps('bypass').map((x) => x / 1e6)),
+        baseMpps: spread(pps('base').map((x) => x / 1e6)),
+        ratio: spread(pps('new').map((x, k) => x / pps('base')[k])),
+        bypassRatio: spread(pps('bypass').map((x, k) => x / pps('base')[k])),
+        newCpuMsPerMframe: spread(cpu('new')),
+        bypassCpuMsPerMframe: spread(cpu('bypass')),
+        baseCpuMsPerMframe: spread(cpu('base')),
+        baseCpuOverNew: spread(cpu('base').map((x, k) => x / cpu('new')[k])),
+      });
+      console.error(
+        `af-packet ${dir} ${size} B: new ${(median(pps('new')) / 1e6).toFixed(3)} Mpps (qdisc-bypass ${(median(pps('bypass')) / 1e6).toFixed(3)}), ${BASE_REV} ${(median(pps('base')) / 1e6).toFixed(3)} Mpps; CPU ms per Mframe ${median(cpu('new')).toFixed(0)} vs ${median(cpu('base')).toFixed(0)}`,
+      );
+    }
+  }
+  const r = save('af-packet', {
+    description: `VM-free AF_PACKET forwarding over a veth pair (backend on core 0; testpmd virtio_user on core 1; guest-rx frames from testpmd net_af_packet txonly on the peer, also on core 1); this tree (as by default, and with qdisc-bypass) against ${BASE_REV}, alternating rounds; per run the median of per-second samples (guest-rx) or the peer's rx_packets over the window (guest-tx), and the backend's CPU time per million frames`,
+    baseRev: BASE_REV,
+    rounds: ROUNDS,
+    secondsPerRun: SECONDS,
+    cases,
+  });
+  console.log(r.cases[0].ratio.median.toFixed(3));
+} finally {
+  base.remove();
+  spawnSync('ip', ['netns', 'del', ns]);
+}
