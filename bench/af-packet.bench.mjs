@@ -9,7 +9,7 @@
 // This tree runs twice: as by default, and with af-packet:vap0,qdisc-bypass.
 // Beside packets per second, the backend's CPU time per million frames (/proc/PID/stat).
 // Prints this tree / the old one, guest-tx 64 B.
-import { spawnSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import {
   buildTree,
@@ -29,7 +29,10 @@ import {
 } from './lib.mjs';
 
 const ROUNDS = Number(process.env.VUN_BENCH_RUNS ?? 5);
-const BASE_REV = process.env.BASE_REV ?? 'HEAD~1';
+// Named by its short hash in the results, whatever form it was given in.
+const BASE_REV = execFileSync('git', ['-C', root, 'rev-parse', '--short', process.env.BASE_REV ?? 'HEAD~1'], {
+  encoding: 'utf8',
+}).trim();
 const ns = `vun-bench-afp-${process.pid}`;
 const sh = (cmd) => spawnSync('ip', ['netns', 'exec', ns, 'sh', '-c', cmd], { encoding: 'utf8' });
 const rxPackets = (dev) => Number(sh(`cat /sys/class/net/${dev}/statistics/rx_packets`).stdout.trim() || 0);

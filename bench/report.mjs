@@ -28,6 +28,13 @@ const soak = load('soak');
 const packed = load('packed-ring');
 const afp = load('af-packet');
 const m = (ring ?? tap ?? tcp ?? mq)?.machine;
+// Sections measured on another day (another machine of the same kind) say so.
+const when = (r) =>
+  r?.machine && m && r.machine.date.slice(0, 10) !== m.date.slice(0, 10)
+    ? `Measured ${r.machine.date.slice(0, 16).replace('T', ' ')} UTC on ${r.machine.cpu} (${r.machine.cores} cores), kernel ${r.machine.kernel}.\n\n`
+    : r?.machine && m && r.machine.cpu !== m.cpu
+      ? `Measured on ${r.machine.cpu} (${r.machine.cores} cores).\n\n`
+      : '';
 
 let md = `# Benchmarks
 
@@ -59,7 +66,7 @@ if (tcp) {
       `| ${name} | ${sp(d.oursMbits)} | ${sp(d.oursWideMbits)} | ${sp(d.oursOffMbits)} | ${sp(d.qemuMbits)} | ${sp(d.ratio)}x | ${sp(d.wideRatio)}x | ${sp(d.offRatio)}x |`;
     const ping = (k) =>
       `| ${k} | ${sp(tcp.pingMs.ours[k])} | ${sp(tcp.pingMs['ours-wide'][k])} | ${sp(tcp.pingMs['ours-off'][k])} | ${sp(tcp.pingMs.qemu[k])} |`;
-    md += `## 3. Guest TCP (iperf3) and ping through a TAP\n\n${tcp.description} (\`node bench/guest-tcp.bench.mjs\`; ${tcp.runs} alternating rounds of ${tcp.secondsPerRun} s per direction).\n\n| direction | vhost-user-net Mbit/s | --coalesce-usecs 300 | coalescing off | QEMU virtio-net (vhost=off) | ours / QEMU per round | usecs 300 / QEMU | off / QEMU |\n| --- | --- | --- | --- | --- | --- | --- | --- |\n${row('guest -> host', tcp.guestToHost)}\n${row('host -> guest', tcp.hostToGuest)}\n\n| ping RTT from the guest, ms | vhost-user-net | --coalesce-usecs 300 | coalescing off | QEMU virtio-net |\n| --- | --- | --- | --- | --- |\n${ping('p50')}\n${ping('p99')}\n\n`;
+    md += `## 3. Guest TCP (iperf3) and ping through a TAP\n\n${tcp.description} (\`node bench/guest-tcp.bench.mjs\`; ${tcp.runs} alternating rounds of ${tcp.secondsPerRun} s per direction).\n\n${when(tcp)}| direction | vhost-user-net Mbit/s | --coalesce-usecs 300 | coalescing off | QEMU virtio-net (vhost=off) | ours / QEMU per round | usecs 300 / QEMU | off / QEMU |\n| --- | --- | --- | --- | --- | --- | --- | --- |\n${row('guest -> host', tcp.guestToHost)}\n${row('host -> guest', tcp.hostToGuest)}\n\n| ping RTT from the guest, ms | vhost-user-net | --coalesce-usecs 300 | coalescing off | QEMU virtio-net |\n| --- | --- | --- | --- | --- |\n${ping('p50')}\n${ping('p99')}\n\n`;
   } else {
     md += `## 3. Guest TCP (iperf3) through a TAP\n\n${tcp.description}.\n\n| direction | vhost-user-net Mbit/s | QEMU virtio-net (vhost=off) Mbit/s | ratio |\n| --- | --- | --- | --- |\n| guest -> host | ${f2(tcp.guestToHost.oursMbits)} | ${f2(tcp.guestToHost.qemuMbits)} | ${pct(tcp.guestToHost.ratio)} |\n| host -> guest | ${f2(tcp.hostToGuest.oursMbits)} | ${f2(tcp.hostToGuest.qemuMbits)} | ${pct(tcp.hostToGuest.ratio)} |\n\n`;
   }
@@ -177,6 +184,7 @@ if (packed) {
 
 ${packed.description} (\`node bench/packed-ring.bench.mjs\`; ${packed.rounds} alternating rounds of ${packed.secondsPerRun} s).
 
+${when(packed)}
 | direction | frame | ours, packed Mpps | ours, packed, --poll-us 50 | ours, split Mpps | DPDK vhost, packed Mpps | packed / DPDK packed | polling / DPDK packed | packed / split |
 | --- | --- | --- | --- | --- | --- | --- | --- | --- |
 ${packed.cases
@@ -208,6 +216,7 @@ if (afp) {
 
 ${afp.description} (\`node bench/af-packet.bench.mjs\`; ${afp.rounds} alternating rounds of ${afp.secondsPerRun} s).
 
+${when(afp)}
 | direction | frame | this tree Mpps | with qdisc-bypass | ${afp.baseRev} Mpps | this / ${afp.baseRev} per round | qdisc-bypass / ${afp.baseRev} | CPU ms per Mframe: this / bypass / ${afp.baseRev} |
 | --- | --- | --- | --- | --- | --- | --- | --- |
 ${afp.cases
