@@ -179,6 +179,24 @@ describe('a device that coalesces (native data path, loopback)', () => {
       'joined 3',
       'sent 3',
     ]);
+    // /status and `vhost-user-net status` report the setting and the counts.
+    const st = statusOf(
+      srv!.backend,
+      {},
+      { coalesce: { mode: 'adaptive', usecs: 300_000, frames: 0, datapath: 'native' } },
+    );
+    expect(st.interrupts).toEqual({
+      coalesce: 'adaptive',
+      usecs: 300_000,
+      frames: 0,
+      appliesTo: 'vrings without a fault plan',
+    });
+    const text = formatStatus(st);
+    expect(text).toContain('interrupt coalescing adaptive: 300000 us, 0 frames (vrings without a fault plan)');
+    const row = text.find((l) => /^\s+0 receiveq0 /.test(l)) ?? '';
+    expect(row).toContain(` 2/${c.notifySuppressed}/3 `);
+    const ts = statusOf(srv!.backend, {}, { coalesce: { mode: 'adaptive', usecs: 50, frames: 64, datapath: 'ts' } });
+    expect(ts.interrupts).toMatchObject({ coalesce: 'off', appliesTo: 'nothing (TS data path)' });
   });
 
   it('off: every frame interrupts at once', async () => {

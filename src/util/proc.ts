@@ -48,9 +48,11 @@ export class Proc {
   /** Sends `signal` to this process (by its pid) and waits for it, then SIGKILL. */
   async stop(signal: NodeJS.Signals = 'SIGTERM', graceMs = 5000): Promise<number | null> {
     if (!this.running) return this.exitCode ?? null;
-    process.kill(this.pid, signal);
+    // Through the child's handle: a process that exited and was reaped before its 'exit' event
+    // ran is not signalled (process.kill would throw ESRCH, or reach a reused pid).
+    this.child.kill(signal);
     const t = setTimeout(() => {
-      if (this.running) process.kill(this.pid, 'SIGKILL');
+      if (this.running) this.child.kill('SIGKILL');
     }, graceMs);
     const code = await this.exited;
     clearTimeout(t);
