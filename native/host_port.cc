@@ -133,7 +133,7 @@ class AfPacketPort : public HostPort {
       uint32_t len = CopyChainOut(e, scratch, cap);
       return SendFrame(scratch, len, nullptr, 0, nullptr);
     }
-    if (n_ == kBatch || iovUsed_ + e.outNum + 1 > kIovs) SendBatch();
+    if (n_ == kBatch || iovUsed_ + e.outNum + 1 > kIovs) refused_ += SendBatch();
     iovec* iov = iov_ + iovUsed_;
     uint32_t k = 0, pos = 0;
     for (uint32_t i = 0; i < e.outNum; i++) {
@@ -153,7 +153,7 @@ class AfPacketPort : public HostPort {
   Sent SendFrame(const uint8_t* frame, uint32_t len, uint8_t*, uint32_t, uint32_t*) override {
     if (len < 12) return Sent::kFailed;
     if (len > kSlot) return Sent::kTooBig;
-    if (n_ == kBatch || iovUsed_ + 2 > kIovs) SendBatch();
+    if (n_ == kBatch || iovUsed_ + 2 > kIovs) refused_ += SendBatch();
     std::vector<uint8_t>& c = copies_[n_];
     c.assign(frame, frame + len);
     iovec* iov = iov_ + iovUsed_;
@@ -162,23 +162,31 @@ class AfPacketPort : public HostPort {
     Queue(iov, 2);
     return Sent::kOk;
   }
-  uint32_t Flush() override { return SendBatch(); }
+  // What the batches sent so far in this burst (a full batch leaves at once) and this last one
+  // refused.
+  uint32_t Flush() override {
+    const uint32_t refused = refused_ + SendBatch();
+    refused_ = 0;
+    return refused;
+  }
 
   bool Produces() const override { return true; }
   int Fd() const override { return fd_; }
   Frame Receive(uint8_t*, uint32_t, uint32_t) override {
-    if (next_ == got_) {
-      next_ = got_ = 0;
-      int r = recvmmsg(fd_, rx_, kBatch, MSG_DONTWAIT, nullptr);
-      if (r <= 0) return {};
-      got_ = static_cast<uint32_t>(r);
+    for (;;) {
+      if (next_ == got_) {
+        next_ = got_ = 0;
+        int r = recvmmsg(fd_, rx_, kBatch, MSG_DONTWAIT, nullptr);
+        if (r <= 0) return {};
+        got_ = static_cast<uint32_t>(r);
+      }
+      const uint32_t i = next_++;
+      const uint32_t n = rx_[i].msg_len;
+      if (n < 10) continue;  // shorter than the header: not a frame
+      uint8_t* buf = slots_.data() + size_t(i) * kSlot;
+      std::memmove(buf, buf + 2, 10);
+      return {buf, n + 2};
     }
-    const uint32_t i = next_++;
-    const uint32_t n = rx_[i].msg_len;
-    uint8_t* buf = slots_.data() + size_t(i) * kSlot;
-    if (n < 10) return Receive(nullptr, 0, 0);  // not a frame: the next one
-    std::memmove(buf, buf + 2, 10);
-    return {buf, n + 2};
   }
 
  private:
@@ -221,6 +229,7 @@ class AfPacketPort : public HostPort {
   mmsghdr tx_[kBatch] = {};
   iovec iov_[kIovs];
   uint32_t n_ = 0, iovUsed_ = 0;
+  uint32_t refused_ = 0;  // frames refused by batches sent before Flush
 };
 
 }  // namespace

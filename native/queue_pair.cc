@@ -94,29 +94,28 @@ void QueuePair::Notify(Vring& ring, uint32_t vring, uint32_t frames) {
     // Coalescing: the ring said whether; this says when. Entries flushed while an interrupt is
     // held ride on it, asked for or not.
     Coalescer& c = coalesce_[d];
+    VringObserver* trace = ring.Trace();
     const int64_t now = MonotonicNs();
     const int64_t lastNs = c.LastSentNs();
     switch (c.Flushed(cfg_.coalesce, now, frames, send)) {
       case Coalescer::kNone:
         break;
       case Coalescer::kSend:
-        if (traceOf_[d]) {
+        if (trace) {
           const bool early = c.LastReason() == Coalescer::kFrames;
-          traceOf_[d]->Coalesce(early ? kCoalesceSentFrames : kCoalesceSentIdle, cfg_.coalesce.mode,
-                                c.SentFrames(),
-                                early ? 0 : static_cast<uint64_t>(now - lastNs) / 1000);
+          trace->Coalesce(early ? kCoalesceSentFrames : kCoalesceSentIdle, cfg_.coalesce.mode,
+                          c.SentFrames(), early ? 0 : static_cast<uint64_t>(now - lastNs) / 1000);
         }
         send = true;
         break;
       case Coalescer::kHold:
-        if (traceOf_[d])
-          traceOf_[d]->Coalesce(kCoalesceHeld, cfg_.coalesce.mode, c.OwedFrames(),
-                                static_cast<uint64_t>(c.DueNs() - now) / 1000);
+        if (trace)
+          trace->Coalesce(kCoalesceHeld, cfg_.coalesce.mode, c.OwedFrames(),
+                          static_cast<uint64_t>(c.DueNs() - now) / 1000);
         cfg_.Count(vring, kCNotifyCoalesced, 1);
         return;
       case Coalescer::kJoin:
-        if (traceOf_[d])
-          traceOf_[d]->Coalesce(kCoalesceJoined, cfg_.coalesce.mode, c.OwedFrames(), 0);
+        if (trace) trace->Coalesce(kCoalesceJoined, cfg_.coalesce.mode, c.OwedFrames(), 0);
         cfg_.Count(vring, kCNotifyCoalesced, 1);
         return;
       case Coalescer::kWait:
@@ -148,7 +147,8 @@ void QueuePair::SendHeld(int d, CoalesceAction why) {
   const int fd = cfg_.queues[v].callFd;
   if (fd >= 0) Wake(fd);
   cfg_.Count(v, kCNotifySent, 1);
-  if (traceOf_[d]) traceOf_[d]->Coalesce(why, cfg_.coalesce.mode, coalesce_[d].SentFrames(), 0);
+  VringObserver* trace = (d == 0 ? toGuest_ : fromGuest_).Trace();
+  if (trace) trace->Coalesce(why, cfg_.coalesce.mode, coalesce_[d].SentFrames(), 0);
 }
 
 void QueuePair::WatchHost(bool on) {
@@ -357,8 +357,6 @@ bool QueuePair::Setup(int epfd, uint64_t tag) {
   fromGuest_.SetTrace(cfg_.TraceOf(transmitq_));
   capToGuest_ = cfg_.CaptureOf(receiveq_);
   capFromGuest_ = cfg_.CaptureOf(transmitq_);
-  traceOf_[0] = cfg_.TraceOf(receiveq_);
-  traceOf_[1] = cfg_.TraceOf(transmitq_);
   for (int d = 0; d < 2; d++) {
     coalesce_[d].Reset();
     coalesceOn_[d] =

@@ -249,7 +249,6 @@ class QueuePair {
   // interrupts the plan decides.
   Coalescer coalesce_[2];
   bool coalesceOn_[2] = {false, false};
-  VringObserver* traceOf_[2] = {nullptr, nullptr};
 };
 
 }  // namespace vun

@@ -55,6 +55,7 @@ class Vring {
   DirtyLog& Log() { return packed_ ? p_.log : s_.log; }
   void SetLogArea(const LogArea& a) { p_.log.area = s_.log.area = a; }
   void SetTrace(VringObserver* t) { p_.trace = s_.trace = t; }
+  VringObserver* Trace() const { return s_.trace; }
 
   // The fault plan's view of the descriptors (used-id "not-a-head", desc-rewrite).
   uint16_t NextOf(uint16_t head) const { return packed_ ? p_.NextOf(head) : s_.NextOf(head); }

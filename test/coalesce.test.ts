@@ -128,7 +128,7 @@ describe('a device that coalesces (native data path, loopback)', () => {
     traced = '';
     sink.on('data', (d: Buffer) => (traced += d.toString()));
     const observe = { ringTrace: new RingTrace(sink) };
-    srv = serve({ queuePairs: 1 }, { kind: 'loopback' }, 'native', undefined, undefined, observe, coalesce);
+    srv = serve({ queuePairs: 1 }, { kind: 'loopback' }, 'native', undefined, undefined, observe, { coalesce });
     const d = await bringUpDevice(srv, featureMask(F.F_VERSION_1, F.VHOST_USER_F_PROTOCOL_FEATURES));
     fe = d.fe;
     const p = d.pairs[0]!;
@@ -209,5 +209,33 @@ describe('a device that coalesces (native data path, loopback)', () => {
     const c = session.counters(0);
     expect(c.notifySent).toBe(4);
     expect(c.notifyCoalesced).toBe(0);
+  });
+});
+
+describe('kicks while a worker busy-polls (native data path, loopback)', () => {
+  let srv: Served | undefined;
+  let fe: MockFrontend | undefined;
+  afterEach(async () => {
+    await shutdown(srv, fe);
+    srv = fe = undefined;
+  });
+
+  it('--poll-us: an emptied transmitq keeps kicks off for the window, then turns them on', async () => {
+    srv = serve({ queuePairs: 1 }, { kind: 'loopback' }, 'native', undefined, undefined, undefined, {
+      pollUs: 400_000,
+    });
+    const d = await bringUpDevice(srv, featureMask(F.F_VERSION_1, F.VHOST_USER_F_PROTOCOL_FEATURES));
+    fe = d.fe;
+    const p = d.pairs[0]!;
+    d.ram.bytes.fill(0, 0x200000, 0x200000 + 72);
+    p.tx.offer(p.tx.addChain([{ addr: 0x200000n, len: 72, write: false }]));
+    p.tx.publish();
+    native.eventfdWrite(p.kicks.tx, 1n);
+    await waitFor(() => p.tx.usedIdx() === 1, 2000, 'the chain used');
+    const t0 = Date.now();
+    // VRING_USED_F_NO_NOTIFY (1): the device is still looking, the driver need not kick.
+    expect(p.tx.usedFlags() & 1).toBe(1);
+    await waitFor(() => (p.tx.usedFlags() & 1) === 0, 3000, 'kicks on again');
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(250);
   });
 });

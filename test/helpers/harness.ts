@@ -50,7 +50,8 @@ export function serve(
   steering?: Steering,
   threadOf?: number[],
   observe?: Observers,
-  coalesce?: CoalesceConfig,
+  /** C++ data path only: interrupt coalescing and busy-polling. */
+  tuning: { coalesce?: CoalesceConfig; pollUs?: number } = {},
 ): Served {
   const tmp = tempDir();
   const path = join(tmp.dir, 'vhost.sock');
@@ -68,7 +69,7 @@ export function serve(
     const common = { queuePairs: o.queuePairs, host: h, steering, observe };
     return datapath === 'ts'
       ? new TsDataPlane(n, common, l, events)
-      : new NativeDataPlane(n, { ...common, threadOf, coalesce }, l, events);
+      : new NativeDataPlane(n, { ...common, threadOf, ...tuning }, l, events);
   });
   backend.start();
   return {

@@ -171,11 +171,15 @@ export class PackedDriver {
   readDesc(pos: number): { addr: bigint; len: number; id: number; flags: number } {
     const v = this.views[0] as DataView;
     const at = this.layout.descOff + 16 * pos;
+    // Flags first, as a driver must (§2.8.6): the device writes id and len before the flags that
+    // hand the descriptor over, and a running C++ worker may be writing them right now; read
+    // the other way round, an old len could pair with new flags.
+    const flags = v.getUint16(at + 14, true);
     return {
       addr: v.getBigUint64(at, true),
       len: v.getUint32(at + 8, true),
       id: v.getUint16(at + 12, true),
-      flags: v.getUint16(at + 14, true),
+      flags,
     };
   }
 

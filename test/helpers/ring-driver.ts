@@ -152,6 +152,11 @@ export class RingDriver {
     return { id: v.getUint32(at, true), len: v.getUint32(at + 4, true) };
   }
 
+  /** used->flags as the device wrote it (VRING_USED_F_NO_NOTIFY: no kicks wanted). */
+  usedFlags(): number {
+    return (this.views[0] as DataView).getUint16(this.layout.usedOff, true);
+  }
+
   /** avail_event as the device wrote it (the u16 after the used ring, EVENT_IDX). */
   availEvent(): number {
     return (this.views[0] as DataView).getUint16(this.layout.usedOff + 4 + 8 * this.layout.num, true);
