@@ -150,6 +150,7 @@ class QueuePair {
   int Deliver(const uint8_t* frame, uint32_t len);
   static constexpr int kGeneralPath = -2;
   int DeliverWhole(const uint8_t* frame, uint32_t len, bool clearFlags);
+  int ReceiveWhole(uint32_t* budget, bool* blocked);
   // The next receive chain: 1 when one waits at pos_, else PopToGuest's answer.
   int NextToGuest() { return pos_ < cached_ ? 1 : PopToGuest(); }
   int PopToGuest();

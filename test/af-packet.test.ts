@@ -68,7 +68,7 @@ describe('AF_PACKET host port (VM-free, veth in a namespace)', () => {
     ns = backend = fe = undefined;
   });
 
-  async function device() {
+  async function device(extra = 0n) {
     ns = new Netns();
     ns.sh('sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1');
     ns.sh('ip link add vpa type veth peer name vpb && ip link set vpa up && ip link set vpb up');
@@ -78,7 +78,7 @@ describe('AF_PACKET host port (VM-free, veth in a namespace)', () => {
     await waitFor(() => existsSync(sock), 15_000, 'the backend listens');
     fe = MockFrontend.connect(native, sock);
     await fe.handshake();
-    const { ram, pairs } = await fe.bringUp(featureMask(F.F_VERSION_1, F.VHOST_USER_F_PROTOCOL_FEATURES), 1);
+    const { ram, pairs } = await fe.bringUp(featureMask(F.F_VERSION_1, F.VHOST_USER_F_PROTOCOL_FEATURES) | extra, 1);
     return { ram, p: pairs[0]! };
   }
 
@@ -136,7 +136,37 @@ describe('AF_PACKET host port (VM-free, veth in a namespace)', () => {
       expect(u.len).toBe(12 + f.length);
       const at = 0x200000 + u.id * 2048;
       const got = Buffer.from(ram.bytes.subarray(at, at + 12 + f.length));
+      // No GUEST_CSUM, no GSO: flags and the GSO fields are 0 (§5.1.6.4.1).
+      expect(got.subarray(0, 10).equals(Buffer.alloc(10))).toBe(true);
       expect(got.readUInt16LE(10)).toBe(1); // num_buffers
+      expect(got.subarray(12).equals(f)).toBe(true);
+    }
+  });
+
+  it('spreads a wire frame larger than one buffer over several (MRG_RXBUF, num_buffers)', async () => {
+    const { ram, p } = await device(featureMask(F.NET_F_MRG_RXBUF));
+    const SIZE = 512;
+    for (let i = 0; i < 256; i++)
+      p.rx.offer(p.rx.addChain([{ addr: BigInt(0x200000 + i * SIZE), len: SIZE, write: true }]));
+    p.rx.publish();
+    native.eventfdWrite(p.kicks.rx, 1n);
+    // Short frames (one buffer each) between long ones (up to 3 buffers).
+    const frames = Array.from({ length: COUNT }, (_, i) => frame(i, i % 2 ? 60 : 600 + ((i * 97) % 900)));
+    const buffers = frames.map((f) => Math.ceil((12 + f.length) / SIZE));
+    const total = buffers.reduce((a, b) => a + b, 0);
+    await wire(ns!, ['vpb', 'send'], frames.map((f) => `${f.toString('hex')}\n`).join(''));
+    await waitFor(() => p.rx.usedIdx() === total, 5000, 'every buffer used');
+    let u = 0;
+    for (let i = 0; i < COUNT; i++) {
+      const f = frames[i]!;
+      const parts: Buffer[] = [];
+      for (let k = 0; k < buffers[i]!; k++, u++) {
+        const e = p.rx.usedElem(u);
+        parts.push(Buffer.from(ram.bytes.subarray(0x200000 + e.id * SIZE, 0x200000 + e.id * SIZE + e.len)));
+      }
+      const got = Buffer.concat(parts);
+      expect(got.length).toBe(12 + f.length);
+      expect(got.readUInt16LE(10)).toBe(buffers[i]); // num_buffers
       expect(got.subarray(12).equals(f)).toBe(true);
     }
   });

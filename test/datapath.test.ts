@@ -52,8 +52,9 @@ async function postRxBuffers(s: Session, p: Pair, count: number, size: number, b
   await waitFor(() => s.vrings[index]?.started === true, 2000, `receiveq ${index} started`);
 }
 
-function send(ram: GuestRam, p: Pair, at: number, payload: Buffer): void {
+function send(ram: GuestRam, p: Pair, at: number, payload: Buffer, flags = 0): void {
   ram.bytes.fill(0, at, at + HDR);
+  ram.bytes[at] = flags;
   ram.bytes.set(payload, at + HDR);
   // Header and frame in two descriptors (ANY_LAYOUT is not needed for this split).
   p.tx.offer(
@@ -100,6 +101,19 @@ describe.each(['native', 'ts'] as const)('%s data path', (kind) => {
       expect(c.vring(1).frames).toBe(20);
       expect(c.vring(0).frames).toBe(20);
       expect(c.vring(0).bytes).toBe(frames.reduce((a, f) => a + f.length, 0));
+    });
+
+    it('clears header flags the guest cannot take (no GUEST_CSUM): DATA_VALID comes back as 0', async () => {
+      const { session, ram, pairs } = await device(1, features);
+      const p = pairs[0] as Pair;
+      await postRxBuffers(session, p, 8, 2048, DATA);
+      const at = DATA + 0x40000;
+      send(ram, p, at, Buffer.alloc(100, 7), 2); // VIRTIO_NET_HDR_F_DATA_VALID
+      await waitFor(() => p.rx.usedIdx() === 1, 5000, 'the frame on the receive queue');
+      const got = DATA + p.rx.usedElem(0).id * 2048;
+      // §5.1.6.4.1: without GUEST_CSUM the device MUST set flags to zero.
+      expect(ram.bytes[got]).toBe(0);
+      expect(Buffer.from(ram.bytes.subarray(got + HDR, got + HDR + 100)).equals(Buffer.alloc(100, 7))).toBe(true);
     });
 
     it('waits for receive buffers: frames sent before buffers exist are dropped and counted', async () => {
