@@ -54,7 +54,7 @@ if (ring) {
   md += '\n';
 }
 if (tap) {
-  md += `## 2. vhost-user -> TAP forwarding (one backend core)\n\n${tap.description}.\n\n| frame | vhost-user-net Mpps (spread) | testpmd vhost+net_tap Mpps (spread) | ratio |\n| --- | --- | --- | --- |\n`;
+  md += `## 2. vhost-user -> TAP forwarding (one backend core)\n\n${tap.description}.\n\n${when(tap)}| frame | vhost-user-net Mpps (spread) | testpmd vhost+net_tap Mpps (spread) | ratio |\n| --- | --- | --- | --- |\n`;
   for (const c of tap.cases)
     md += `| ${c.frameBytes} B | ${f2(c.oursMpps)} (${spread(c.oursRuns)}) | ${f2(c.dpdkMpps)} (${spread(c.dpdkRuns)}) | ${pct(c.ratio)} |\n`;
   md += '\n';
@@ -72,11 +72,16 @@ if (tcp) {
   }
 }
 if (mq) {
-  md += `## 4. Multiqueue scaling (VM-free)\n\n${mq.description}.\n\n| queue pairs | Mpps (spread) |\n| --- | --- |\n| 1 | ${f2(mq.onePairMpps)} (${spread(mq.onePairRuns)}) |\n| 2 | ${f2(mq.twoPairsMpps)} (${spread(mq.twoPairsRuns)}) |\n| ratio | ${pct(mq.ratio)} |\n\n`;
+  const cpuCell = (x) => (x ? `${f2(x.median)} (${f2(x.min)}-${f2(x.max)})` : 'n/a');
+  md += `## 4. Multiqueue scaling (VM-free)\n\n${mq.description}.\n\n${when(mq)}| queue pairs | Mpps (spread) | CPU ms per Mframe (spread) |\n| --- | --- | --- |\n| 1 | ${f2(mq.onePairMpps)} (${spread(mq.onePairRuns)}) | ${cpuCell(mq.onePairCpuMsPerMframe)} |\n| 2 | ${f2(mq.twoPairsMpps)} (${spread(mq.twoPairsRuns)}) | ${cpuCell(mq.twoPairsCpuMsPerMframe)} |\n| 2 / 1 | ${pct(mq.ratio)} | ${mq.cpuPerFrameRatio ? `${cpuCell(mq.cpuPerFrameRatio)}x per round` : 'n/a'} |\n${
+    mq.twoPairsOneThreadRuns
+      ? `| 2, one thread (--threads 1) | ${f2(mq.twoPairsOneThreadMpps)} (${spread(mq.twoPairsOneThreadRuns)}) | ${cpuCell(mq.twoPairsOneThreadCpuMsPerMframe)} |\n| 2 on one thread / 1 | ${pct(mq.oneThreadRatio)} | ${cpuCell(mq.oneThreadCpuPerFrameRatio)}x per round |\n`
+      : ''
+  }\n`;
 }
 if (obs) {
   const s = obs.spreads;
-  md += `## 5. What observation costs the C++ data path\n\n${obs.description}.\n\n| build / setting | guest-TX 64 B Mpps (spread) | vs. observation off |\n| --- | --- | --- |\n| before observation (${obs.baselineRev.slice(0, 10)}) | ${f2(obs.mpps.baseline)} (${spread(s.baseline)}) | ${pct(obs.mpps.baseline / obs.mpps.off)} |\n| observation off | ${f2(obs.mpps.off)} (${spread(s.off)}) | 1.00x |\n| --pcap (snaplen 64) | ${f2(obs.mpps.pcap)} (${spread(s.pcap)}) | ${pct(obs.pcapVsOff)} |\n| --trace-rings | ${f2(obs.mpps.trace)} (${spread(s.trace)}) | ${pct(obs.traceVsOff)} |\n\n`;
+  md += `## 5. What observation costs the C++ data path\n\n${obs.description}.\n\n${when(obs)}| build / setting | guest-TX 64 B Mpps (spread) | vs. observation off |\n| --- | --- | --- |\n| before observation (${obs.baselineRev.slice(0, 10)}) | ${f2(obs.mpps.baseline)} (${spread(s.baseline)}) | ${pct(obs.mpps.baseline / obs.mpps.off)} |\n| observation off | ${f2(obs.mpps.off)} (${spread(s.off)}) | 1.00x |\n| --pcap (snaplen 64) | ${f2(obs.mpps.pcap)} (${spread(s.pcap)}) | ${pct(obs.pcapVsOff)} |\n| --trace-rings | ${f2(obs.mpps.trace)} (${spread(s.trace)}) | ${pct(obs.traceVsOff)} |\n\n`;
 }
 if (dev) {
   const rows = [
@@ -91,7 +96,7 @@ if (dev) {
       const c = dev.cases[k];
       return `| ${name} | ${unit} | ${f2(c.before)} (${spread(c.runs.before)}) | ${f2(c.after)} (${spread(c.runs.after)}) | ${pct(c.ratio)} |`;
     });
-  md += `## 6. The device layer before and after its restructuring\n\n${dev.description}; ${dev.runs} runs of each, alternated.\n\n| measurement | unit | before (${dev.beforeRev.slice(0, 10)}) median (spread) | after median (spread) | after / before |\n| --- | --- | --- | --- | --- |\n${rows.join('\n')}\n\n`;
+  md += `## 6. The device layer before and after its restructuring\n\n${dev.description}; ${dev.runs} runs of each, alternated.\n\n${when(dev)}| measurement | unit | before (${dev.beforeRev.slice(0, 10)}) median (spread) | after median (spread) | after / before |\n| --- | --- | --- | --- | --- |\n${rows.join('\n')}\n\n`;
   if (devFocused) {
     const f = Object.entries(devFocused.cases).map(
       ([k, c]) =>
@@ -114,7 +119,7 @@ if (faultCost) {
 
 ${faultCost.description} (\`VUN_BEFORE_REV=${faultCost.beforeRev.slice(0, 10)} VUN_BENCH_SAVE_AS=fault-cost VUN_BENCH_ONLY=ring,tap node bench/device-layer.bench.mjs\`; the tree before is the commit before fault injection began).
 
-| measurement | runs each | before median (spread) | now, no plan, median (spread) | now / before |
+${when(faultCost)}| measurement | runs each | before median (spread) | now, no plan, median (spread) | now / before |
 | --- | --- | --- | --- | --- |
 ${rows.join('\n')}
 
@@ -131,7 +136,7 @@ the longest interval between ping replies the guest saw (pings every 50 ms); "RA
 runs where the first frame the bridge took from the guest MAC on the destination's port was the
 announce. Medians with the range over runs.
 
-| front-end | completed | downtime ms | longest gap ms | pings lost | total ms | RARP first |
+${when(mig)}| front-end | completed | downtime ms | longest gap ms | pings lost | total ms | RARP first |
 | --- | --- | --- | --- | --- | --- | --- |
 ${row('vhost-user-net (two backends)', mig.ours)}
 ${row('QEMU virtio-net, tap (anchor)', mig.qemuTap)}
@@ -145,7 +150,7 @@ if (restart) {
 
 ${restart.description} (\`node bench/restart.bench.mjs\`).
 
-| mode | restarts | outages seen | failed | p50 ms | p95 ms | max ms | period ms |
+${when(restart)}| mode | restarts | outages seen | failed | p50 ms | p95 ms | max ms | period ms |
 | --- | --- | --- | --- | --- | --- | --- | --- |
 ${row('server (QEMU reconnect=1)', restart.server)}
 ${row('client (QEMU server=on)', restart.client)}
@@ -170,7 +175,7 @@ if (soak) {
 ${soak.description} (\`node bench/soak.bench.mjs\`; every minute in \`bench/results/soak.json\`). Pass: RSS
 grows less than 5% from the end of minute 1 to the end, and the fd count never moves.
 
-**${soak.pass ? 'Pass' : 'FAIL'}**: RSS ${first.rssKiB} KiB after minute 1, ${last.rssKiB} KiB after minute ${last.minute} (${soak.rssGrowthPct.toFixed(2)}%); fds ${soak.fds.min} to ${soak.fds.max}; ${soak.framesPerSecond} frames/s each way on average; ${soak.ringErrors} ring errors.
+${when(soak)}**${soak.pass ? 'Pass' : 'FAIL'}**: RSS ${first.rssKiB} KiB after minute 1, ${last.rssKiB} KiB after minute ${last.minute} (${soak.rssGrowthPct.toFixed(2)}%); fds ${soak.fds.min} to ${soak.fds.max}; ${soak.framesPerSecond} frames/s each way on average; ${soak.ringErrors} ring errors.
 
 | minute | RSS KiB | fds | frames from guest | frames to guest | drops | ring errors |
 | --- | --- | --- | --- | --- | --- | --- |
@@ -184,8 +189,7 @@ if (packed) {
 
 ${packed.description} (\`node bench/packed-ring.bench.mjs\`; ${packed.rounds} alternating rounds of ${packed.secondsPerRun} s).
 
-${when(packed)}
-| direction | frame | ours, packed Mpps | ours, packed, --poll-us 50 | ours, split Mpps | DPDK vhost, packed Mpps | packed / DPDK packed | polling / DPDK packed | packed / split |
+${when(packed)}| direction | frame | ours, packed Mpps | ours, packed, --poll-us 50 | ours, split Mpps | DPDK vhost, packed Mpps | packed / DPDK packed | polling / DPDK packed | packed / split |
 | --- | --- | --- | --- | --- | --- | --- | --- | --- |
 ${packed.cases
   .map(
