@@ -27,6 +27,7 @@ const restart = load('restart');
 const soak = load('soak');
 const packed = load('packed-ring');
 const afp = load('af-packet');
+const uring = load('tap-io-uring');
 const m = (ring ?? tap ?? tcp ?? mq)?.machine;
 // Sections measured on another day (another machine of the same kind) say so.
 const when = (r) =>
@@ -220,13 +221,29 @@ if (afp) {
 
 ${afp.description} (\`node bench/af-packet.bench.mjs\`; ${afp.rounds} alternating rounds of ${afp.secondsPerRun} s).
 
-${when(afp)}
-| direction | frame | this tree Mpps | with qdisc-bypass | ${afp.baseRev} Mpps | this / ${afp.baseRev} per round | qdisc-bypass / ${afp.baseRev} | CPU ms per Mframe: this / bypass / ${afp.baseRev} |
+${when(afp)}| direction | frame | this tree Mpps | with qdisc-bypass | ${afp.baseRev} Mpps | this / ${afp.baseRev} per round | qdisc-bypass / ${afp.baseRev} | CPU ms per Mframe: this / bypass / ${afp.baseRev} |
 | --- | --- | --- | --- | --- | --- | --- | --- |
 ${afp.cases
   .map(
     (c) =>
       `| ${c.direction} | ${c.frameBytes} B | ${sp(c.newMpps)} | ${sp(c.bypassMpps)} | ${sp(c.baseMpps)} | ${sp(c.ratio)}x | ${sp(c.bypassRatio)}x | ${f2(c.newCpuMsPerMframe.median)} / ${f2(c.bypassCpuMsPerMframe.median)} / ${f2(c.baseCpuMsPerMframe.median)} |`,
+  )
+  .join('\n')}
+
+`;
+}
+if (uring) {
+  const sp = (x) => `${f2(x.median)} (${f2(x.min)}-${f2(x.max)})`;
+  md += `## 13. TAP writes: writev against io_uring (no VM, no vhost-user)
+
+${uring.description} (\`node bench/tap-io-uring.bench.mjs\`; ${uring.rounds} alternating rounds of ${uring.secondsPerRun} s).
+
+${when(uring)}| frame | writev Mpps | io_uring Mpps | writev CPU ns per frame | io_uring CPU ns per frame | io_uring / writev per round |
+| --- | --- | --- | --- | --- | --- |
+${uring.cases
+  .map(
+    (c) =>
+      `| ${c.frameBytes} B | ${sp(c.writevMpps)} | ${sp(c.uringMpps)} | ${sp(c.writevCpuNsPerFrame)} | ${sp(c.uringCpuNsPerFrame)} | ${sp(c.uringOverWritev)}x |`,
   )
   .join('\n')}
 

@@ -13,6 +13,7 @@ const all = [
   'device-layer',
   'migration',
   'packed-ring',
+  'tap-io-uring',
 ].filter((b) => !only.length || only.includes(b));
 let failed = 0;
 for (const b of all) {

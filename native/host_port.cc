@@ -70,16 +70,14 @@ class LoopbackPort : public HostPort {
 };
 
 // TAP with IFF_VNET_HDR: the virtio-net header passes straight through (TUNSETVNETHDRSZ is
-// our header size), so a frame is one writev of the chain's segments.
+// our header size). A frame is copied whole into the queue pair's bounce buffer and written
+// with one write: faster than a writev of the guest's own segments at every size measured,
+// 64 B to 32 KB (1.3x at 64 B; perf: the kernel's copy fell from 31% of the core to 9%, ours
+// takes 4.5%; bench/notes.md).
 class TapPort : public HostPort {
  public:
   explicit TapPort(int fd) : fd_(fd) {}
   Sent Send(const Element& e, uint32_t, uint8_t* scratch, uint32_t cap, uint32_t*) override {
-    iovec iov[64];
-    if (e.outNum <= 64) {
-      for (uint32_t k = 0; k < e.outNum; k++) iov[k] = iovec{e.segs[k].host, e.segs[k].len};
-      return writev(fd_, iov, static_cast<int>(e.outNum)) >= 0 ? Sent::kOk : Sent::kFailed;
-    }
     uint32_t len = CopyChainOut(e, scratch, cap);
     if (len == UINT32_MAX) return Sent::kTooBig;
     return write(fd_, scratch, len) >= 0 ? Sent::kOk : Sent::kFailed;
@@ -109,14 +107,16 @@ class TapPort : public HostPort {
 
 // AF_PACKET with PACKET_VNET_HDR: the kernel speaks the 10-byte header, without num_buffers.
 // Both ways in batches, one system call for many frames: a transmit burst's frames leave in one
-// sendmmsg straight from the guest's buffers (Flush, before their chains are completed), and
-// frames for the guest come in by recvmmsg, up to kBatch at a time, into the port's buffers.
+// sendmmsg (Flush, before their chains are completed), and frames for the guest come in by
+// recvmmsg, up to kBatch at a time, into the port's buffers.
 class AfPacketPort : public HostPort {
  public:
   static constexpr uint32_t kBatch = 32;
   static constexpr uint32_t kSlot = 65536 + 12 + 16;  // a 64 KiB GSO frame and its header
+  static constexpr uint32_t kSmall = 2048;  // a transmitted frame up to this size is copied
 
-  explicit AfPacketPort(int fd) : fd_(fd), slots_(size_t(kBatch) * kSlot), copies_(kBatch) {
+  explicit AfPacketPort(int fd)
+      : fd_(fd), slots_(size_t(kBatch) * kSlot), copies_(kBatch), small_(size_t(kBatch) * kSmall) {
     for (uint32_t i = 0; i < kBatch; i++) {
       // Read each header 2 bytes in, so that moving it down leaves num_buffers to fill.
       rxIov_[i] = iovec{slots_.data() + size_t(i) * kSlot + 2, kSlot - 2};
@@ -125,7 +125,10 @@ class AfPacketPort : public HostPort {
     }
   }
 
-  // Queues the chain's frame without copying it: its segments minus num_buffers (bytes 10-11).
+  // Queues the chain's frame minus num_buffers (bytes 10-11): a frame of up to kSmall bytes
+  // copied into the batch's slot, as one iovec (1.12x the frames per second of iovecs into
+  // the guest's buffers at 64 B, 1.09x at 1518 B; no difference at 4000 B), a larger one as
+  // iovecs of its segments, uncopied.
   Sent Send(const Element& e, uint32_t, uint8_t* scratch, uint32_t cap, uint32_t*) override {
     if (e.outLen > cap) return Sent::kTooBig;
     if (e.outLen < 12) return Sent::kFailed;
@@ -135,6 +138,14 @@ class AfPacketPort : public HostPort {
     }
     if (n_ == kBatch || iovUsed_ + e.outNum + 1 > kIovs) refused_ += SendBatch();
     iovec* iov = iov_ + iovUsed_;
+    if (e.outLen <= kSmall) {
+      uint8_t* c = small_.data() + size_t(n_) * kSmall;
+      const uint32_t len = CopyChainOut(e, c, kSmall);
+      std::memmove(c + 10, c + 12, len - 12);
+      iov[0] = iovec{c, len - 2};
+      Queue(iov, 1);
+      return Sent::kOk;
+    }
     uint32_t k = 0, pos = 0;
     for (uint32_t i = 0; i < e.outNum; i++) {
       const Segment& g = e.segs[i];
@@ -223,6 +234,7 @@ class AfPacketPort : public HostPort {
   int fd_;
   std::vector<uint8_t> slots_;                // receive: kBatch buffers of kSlot bytes
   std::vector<std::vector<uint8_t>> copies_;  // transmit: frames SendFrame copied
+  std::vector<uint8_t> small_;                // transmit: kBatch slots of kSmall bytes
   mmsghdr rx_[kBatch] = {};
   iovec rxIov_[kBatch];
   uint32_t got_ = 0, next_ = 0;

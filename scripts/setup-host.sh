@@ -15,6 +15,7 @@ packages=(
   systemd                   # systemd-socket-activate: socket activation without a running systemd
   libvirt-daemon-system libvirt-clients libvirt-daemon-driver-qemu  # the libvirt guest test (its own libvirtd)
   clang-19 libclang-rt-19-dev # libFuzzer + ASan/UBSan for the native fuzz targets (npm run fuzz)
+  liburing-dev              # io_uring, measured against writev for TAP writes (npm run bench)
 )
 
 missing=()

@@ -1,17 +1,18 @@
 /**
- * The AF_PACKET host port without a VM: the backend (bin/vhost-user-net.js) serves
- * af-packet:vpa inside a network namespace this test creates, the mock front-end plays the
- * guest, and a Python raw socket on the veth peer vpb plays the wire. Frames go both ways in
- * batches (sendmmsg from the guest's buffers, recvmmsg into the port's own); every byte must
- * arrive as it was sent, whatever the chain layout, with the 10-byte header AF_PACKET speaks
- * turned into the guest's 12-byte one and back.
+ * The AF_PACKET and TAP host ports without a VM: the backend (bin/vhost-user-net.js) serves
+ * af-packet:vpa or tap:vun0 inside a network namespace this test creates, the mock front-end
+ * plays the guest, and a Python raw socket on the veth peer vpb (or on the TAP itself) plays the
+ * wire. AF_PACKET frames go both ways in batches (sendmmsg, small frames copied and large ones
+ * from the guest's buffers; recvmmsg into the port's own); every byte must arrive as it was
+ * sent, whatever the chain layout, with the 10-byte header AF_PACKET speaks turned into the
+ * guest's 12-byte one and back. A TAP frame is copied whole and written once.
  */
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { featureMask, VirtioFeature as F } from '../src/features.js';
-import { Netns, startBackend } from '../src/guest/guest.js';
+import { Netns, startBackend, waitForLink } from '../src/guest/guest.js';
 import type { Proc } from '../src/util/proc.js';
 import { native, tempDir, waitFor } from './helpers/harness.js';
 import { MockFrontend } from './helpers/mock-frontend.js';
@@ -57,7 +58,7 @@ function wire(ns: Netns, args: string[], input?: string): Promise<string> {
   });
 }
 
-describe('AF_PACKET host port (VM-free, veth in a namespace)', () => {
+describe('host ports (VM-free, in a namespace)', () => {
   let ns: Netns | undefined;
   let backend: Proc | undefined;
   let fe: MockFrontend | undefined;
@@ -68,58 +69,70 @@ describe('AF_PACKET host port (VM-free, veth in a namespace)', () => {
     ns = backend = fe = undefined;
   });
 
-  async function device(extra = 0n) {
+  /** The backend on af-packet:vpa (a veth whose peer vpb is the wire) or tap:vun0 (its own wire). */
+  async function device(extra = 0n, port: 'af-packet' | 'tap' = 'af-packet') {
     ns = new Netns();
     ns.sh('sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1');
-    ns.sh('ip link add vpa type veth peer name vpb && ip link set vpa up && ip link set vpb up');
+    if (port === 'af-packet')
+      ns.sh('ip link add vpa mtu 9000 type veth peer name vpb mtu 9000 && ip link set vpa up && ip link set vpb up');
     const tmp = tempDir();
     const sock = join(tmp.dir, 'vhost.sock');
-    backend = startBackend(ns, sock, ['--backend', 'af-packet:vpa', '--log-level', 'warn']);
+    const spec = port === 'af-packet' ? 'af-packet:vpa' : 'tap:vun0';
+    backend = startBackend(ns, sock, ['--backend', spec, '--log-level', 'warn']);
     await waitFor(() => existsSync(sock), 15_000, 'the backend listens');
+    if (port === 'tap') {
+      await waitForLink(ns, 'vun0');
+      ns.sh('ip link set vun0 mtu 9000 up');
+    }
     fe = MockFrontend.connect(native, sock);
     await fe.handshake();
     const { ram, pairs } = await fe.bringUp(featureMask(F.F_VERSION_1, F.VHOST_USER_F_PROTOCOL_FEATURES) | extra, 1);
     return { ram, p: pairs[0]! };
   }
 
-  it('sends each guest frame once, byte for byte, however its chain splits the header', async () => {
-    const { ram, p } = await device();
-    const seen = wire(ns!, ['vpb', 'recv', String(COUNT)]);
-    await new Promise((r) => setTimeout(r, 500)); // the receiver is bound
-    const sent: Buffer[] = [];
-    // Chain layouts: header alone; header split inside num_buffers; num_buffers alone; many
-    // small pieces; header and frame in one descriptor.
-    const layouts = [[12], [11], [10, 2], [4, 4, 4], [0]];
-    for (let i = 0; i < COUNT; i++) {
-      const f = frame(i, 60 + ((i * 37) % 1400));
-      sent.push(f);
-      const at = 0x100000 + i * 0x1000;
-      const bytes = Buffer.concat([Buffer.alloc(12), f]);
-      bytes.writeUInt16LE(0xbeef, 10); // num_buffers: the device must not send it
-      ram.bytes.set(bytes, at);
-      const cuts = layouts[i % layouts.length]!;
-      const descs = [];
-      let off = 0;
-      for (const c of cuts) {
-        if (c === 0) break;
-        descs.push({ addr: BigInt(at + off), len: c, write: false });
-        off += c;
+  // Each guest frame must leave once, exactly, whatever its chain layout: the header alone;
+  // split inside num_buffers; num_buffers alone; many small pieces; header and frame in one
+  // descriptor. Every fourth frame is larger than AF_PACKET's port copies (2 KiB), and leaves
+  // as iovecs into the guest's buffers.
+  it.each(['af-packet', 'tap'] as const)(
+    '%s: sends each guest frame once, byte for byte, however its chain splits the header',
+    async (port) => {
+      const { ram, p } = await device(0n, port);
+      const seen = wire(ns!, [port === 'tap' ? 'vun0' : 'vpb', 'recv', String(COUNT)]);
+      await new Promise((r) => setTimeout(r, 500)); // the receiver is bound
+      const sent: Buffer[] = [];
+      const layouts = [[12], [11], [10, 2], [4, 4, 4], [0]];
+      for (let i = 0; i < COUNT; i++) {
+        const f = frame(i, i % 4 === 3 ? 2100 + ((i * 797) % 6000) : 60 + ((i * 37) % 1400));
+        sent.push(f);
+        const at = 0x100000 + i * 0x2000;
+        const bytes = Buffer.concat([Buffer.alloc(12), f]);
+        bytes.writeUInt16LE(0xbeef, 10); // num_buffers: not part of what leaves
+        ram.bytes.set(bytes, at);
+        const cuts = layouts[i % layouts.length]!;
+        const descs = [];
+        let off = 0;
+        for (const c of cuts) {
+          if (c === 0) break;
+          descs.push({ addr: BigInt(at + off), len: c, write: false });
+          off += c;
+        }
+        descs.push({ addr: BigInt(at + off), len: bytes.length - off, write: false });
+        p.tx.offer(p.tx.addChain(descs));
+        if (i % 8 === 7) {
+          p.tx.publish();
+          native.eventfdWrite(p.kicks.tx, 1n);
+        }
       }
-      descs.push({ addr: BigInt(at + off), len: bytes.length - off, write: false });
-      p.tx.offer(p.tx.addChain(descs));
-      if (i % 8 === 7) {
-        p.tx.publish();
-        native.eventfdWrite(p.kicks.tx, 1n);
-      }
-    }
-    p.tx.publish();
-    native.eventfdWrite(p.kicks.tx, 1n);
-    const lines = (await seen).split('\n').filter((l) => /^[0-9a-f]+$/.test(l));
-    expect(lines.length).toBe(COUNT);
-    // AF_PACKET's 10-byte header is not on the wire; the frame is, exactly.
-    expect(lines).toEqual(sent.map((f) => f.toString('hex')));
-    await waitFor(() => p.tx.usedIdx() === COUNT, 2000, 'every chain completed');
-  });
+      p.tx.publish();
+      native.eventfdWrite(p.kicks.tx, 1n);
+      const lines = (await seen).split('\n').filter((l) => /^[0-9a-f]+$/.test(l));
+      expect(lines.length).toBe(COUNT);
+      // The virtio-net header is not on the wire; the frame is, exactly.
+      expect(lines).toEqual(sent.map((f) => f.toString('hex')));
+      await waitFor(() => p.tx.usedIdx() === COUNT, 2000, 'every chain completed');
+    },
+  );
 
   it('delivers frames from the wire into the guest buffers with a 12-byte header', async () => {
     const { ram, p } = await device();
