@@ -221,12 +221,12 @@ if (afp) {
 
 ${afp.description} (\`node bench/af-packet.bench.mjs\`; ${afp.rounds} alternating rounds of ${afp.secondsPerRun} s).
 
-${when(afp)}| direction | frame | this tree Mpps | with qdisc-bypass | ${afp.baseRev} Mpps | this / ${afp.baseRev} per round | qdisc-bypass / ${afp.baseRev} | CPU ms per Mframe: this / bypass / ${afp.baseRev} |
-| --- | --- | --- | --- | --- | --- | --- | --- |
+${when(afp)}| direction | frame | this tree Mpps | variant | with the variant | ${afp.baseRev} Mpps | this / ${afp.baseRev} per round | variant / ${afp.baseRev} | CPU ms per Mframe: this / variant / ${afp.baseRev} |
+| --- | --- | --- | --- | --- | --- | --- | --- | --- |
 ${afp.cases
   .map(
     (c) =>
-      `| ${c.direction} | ${c.frameBytes} B | ${sp(c.newMpps)} | ${sp(c.bypassMpps)} | ${sp(c.baseMpps)} | ${sp(c.ratio)}x | ${sp(c.bypassRatio)}x | ${f2(c.newCpuMsPerMframe.median)} / ${f2(c.bypassCpuMsPerMframe.median)} / ${f2(c.baseCpuMsPerMframe.median)} |`,
+      `| ${c.direction} | ${c.frameBytes} B | ${sp(c.newMpps)} | ${c.variant} | ${sp(c.variantMpps)} | ${sp(c.baseMpps)} | ${sp(c.ratio)}x | ${sp(c.variantRatio)}x | ${f2(c.newCpuMsPerMframe.median)} / ${f2(c.variantCpuMsPerMframe.median)} / ${f2(c.baseCpuMsPerMframe.median)} |`,
   )
   .join('\n')}
 

@@ -50,6 +50,16 @@ class HostPort {
   virtual void Configure(uint32_t hdrLen, unsigned offloads) {}
 };
 
+// An AF_PACKET receive ring (af-packet:IFACE,rx-ring): TPACKET_V3, kRingBlocks blocks of
+// kRingBlock bytes, each handed to the reader when full or kRingTimeoutMs after its first frame
+// (the kernel's tick rounds that up). afPacketOpen sets it up; the port maps and reads it.
+struct AfPacketRing {
+  static constexpr uint32_t kRingBlock = 1u << 17;  // a 64 KiB GSO frame fits
+  static constexpr uint32_t kRingBlocks = 16;
+  static constexpr uint32_t kRingTimeoutMs = 1;
+  static constexpr size_t Bytes() { return size_t(kRingBlock) * kRingBlocks; }
+};
+
 // The port of one queue pair: `fd` is its TAP queue or AF_PACKET socket (-1 for the others);
 // `sourceLen` > 0 makes a null port offer broadcast frames of that length (null:source=LEN).
 std::unique_ptr<HostPort> MakeHostPort(HostKind kind, int fd, uint32_t sourceLen);

@@ -72,8 +72,11 @@ export interface NativeBinding {
   ): { fd: number; name: string };
   /** A TAP-API character device by path (a macvtap's /dev/tapN); each call adds one queue. */
   tapOpenPath(path: string, opts: { vnetHdr: boolean; multiQueue: boolean }): number;
-  /** qdiscBypass: PACKET_QDISC_BYPASS (frames sent skip the interface's qdisc). */
-  afPacketOpen(ifname: string, opts?: { fanoutGroup?: number; qdiscBypass?: boolean }): number;
+  /**
+   * qdiscBypass: PACKET_QDISC_BYPASS (frames sent skip the interface's qdisc); rxRing: a
+   * TPACKET_V3 receive ring, which the native data path reads.
+   */
+  afPacketOpen(ifname: string, opts?: { fanoutGroup?: number; qdiscBypass?: boolean; rxRing?: boolean }): number;
   ifaceSetup(name: string, opts: { mac?: Buffer; up: boolean; mtu?: number }): void;
   fdRead(fd: number, buf: Buffer): number;
   fdWrite(fd: number, buf: Buffer): number;

@@ -40,6 +40,7 @@ describe('parseCommandLine', () => {
     ['tap:vun0', { kind: 'tap', name: 'vun0' }],
     ['af-packet:veth1', { kind: 'af-packet', iface: 'veth1' }],
     ['af-packet:veth1,qdisc-bypass', { kind: 'af-packet', iface: 'veth1', qdiscBypass: true }],
+    ['af-packet:veth1,rx-ring', { kind: 'af-packet', iface: 'veth1', rxRing: true }],
     ['loopback', { kind: 'loopback' }],
     ['null', { kind: 'null' }],
     ['null:source=1518', { kind: 'null', sourceLen: 1518 }],
@@ -53,6 +54,11 @@ describe('parseCommandLine', () => {
     [['--socket', '/tmp/x', '--backend', 'tap:this-name-is-too-long'], /backend: interface name/],
     [['--socket', '/tmp/x', '--backend', 'vde:x'], /unknown kind 'vde'/],
     [['--socket', '/tmp/x', '--backend', 'null:source=10'], /LEN in 60..65535/],
+    [
+      ['--socket', '/tmp/x', '--backend', 'af-packet:veth1,rx-ring', '--datapath', 'ts'],
+      /rx-ring is read by the native/,
+    ],
+    [['--socket', '/tmp/x', '--backend', 'af-packet:veth1,rxring'], /unknown af-packet option 'rxring'/],
     [['--socket', '/tmp/x', '--queues', '0'], /queues: /],
     [['--socket', '/tmp/x', '--queues', 'two'], /--queues takes a whole number/],
     [['--socket', '/tmp/x', '--socket-mode', '999'], /socket.mode: must be an octal/],
@@ -223,6 +229,12 @@ describe('the binary', () => {
     expect(formatHostBackend(parseHostBackend('tap:vun0,persist'))).toBe('tap:vun0,persist');
     expect(parseHostBackend('tap:vun0')).toEqual({ kind: 'tap', name: 'vun0' });
     expect(() => parseHostBackend('tap:vun0,forever')).toThrow(ConfigError);
+  });
+
+  it('af-packet options survive formatting (what /status and a restart show)', () => {
+    const spec = parseHostBackend('af-packet:veth1,qdisc-bypass,rx-ring');
+    expect(spec).toEqual({ kind: 'af-packet', iface: 'veth1', qdiscBypass: true, rxRing: true });
+    expect(formatHostBackend(spec)).toBe('af-packet:veth1,qdisc-bypass,rx-ring');
   });
 
   it('macvtap:PARENT takes a mode, the guest MAC and a name; without a MAC only passthru', () => {

@@ -30,12 +30,15 @@ function frame(seq: number, len: number): Buffer {
   return f;
 }
 
-// The wire: sends frames given as hex lines on stdin, or prints every 0x88b5 frame it sees.
+// The wire: sends frames given as hex lines on stdin (send-vnet: each after a virtio-net header),
+// or prints every 0x88b5 frame it sees.
 const WIRE = `
 import socket, sys, select, time
 s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x88b5))
 s.bind((sys.argv[1], 0))
-if sys.argv[2] == 'send':
+if sys.argv[2].startswith('send'):
+    if sys.argv[2] == 'send-vnet':  # each line starts with a 10-byte virtio-net header
+        s.setsockopt(263, 15, 1)  # SOL_PACKET, PACKET_VNET_HDR
     for line in sys.stdin:
         s.send(bytes.fromhex(line.strip()))
 else:
@@ -70,14 +73,14 @@ describe('host ports (VM-free, in a namespace)', () => {
   });
 
   /** The backend on af-packet:vpa (a veth whose peer vpb is the wire) or tap:vun0 (its own wire). */
-  async function device(extra = 0n, port: 'af-packet' | 'tap' = 'af-packet') {
+  async function device(extra = 0n, port: 'af-packet' | 'tap' = 'af-packet', options = '') {
     ns = new Netns();
     ns.sh('sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1');
     if (port === 'af-packet')
       ns.sh('ip link add vpa mtu 9000 type veth peer name vpb mtu 9000 && ip link set vpa up && ip link set vpb up');
     const tmp = tempDir();
     const sock = join(tmp.dir, 'vhost.sock');
-    const spec = port === 'af-packet' ? 'af-packet:vpa' : 'tap:vun0';
+    const spec = port === 'af-packet' ? `af-packet:vpa${options}` : 'tap:vun0';
     backend = startBackend(ns, sock, ['--backend', spec, '--log-level', 'warn']);
     await waitFor(() => existsSync(sock), 15_000, 'the backend listens');
     if (port === 'tap') {
@@ -87,7 +90,7 @@ describe('host ports (VM-free, in a namespace)', () => {
     fe = MockFrontend.connect(native, sock);
     await fe.handshake();
     const { ram, pairs } = await fe.bringUp(featureMask(F.F_VERSION_1, F.VHOST_USER_F_PROTOCOL_FEATURES) | extra, 1);
-    return { ram, p: pairs[0]! };
+    return { ram, p: pairs[0]!, sock };
   }
 
   // Each guest frame must leave once, exactly, whatever its chain layout: the header alone;
@@ -134,53 +137,118 @@ describe('host ports (VM-free, in a namespace)', () => {
     },
   );
 
-  it('delivers frames from the wire into the guest buffers with a 12-byte header', async () => {
-    const { ram, p } = await device();
-    for (let i = 0; i < 64; i++)
-      p.rx.offer(p.rx.addChain([{ addr: BigInt(0x200000 + i * 2048), len: 2048, write: true }]));
-    p.rx.publish();
-    native.eventfdWrite(p.kicks.rx, 1n);
-    const frames = Array.from({ length: COUNT }, (_, i) => frame(i, 60 + ((i * 53) % 1400)));
-    await wire(ns!, ['vpb', 'send'], frames.map((f) => `${f.toString('hex')}\n`).join(''));
-    await waitFor(() => p.rx.usedIdx() === COUNT, 5000, 'every frame used');
-    for (let i = 0; i < COUNT; i++) {
-      const u = p.rx.usedElem(i);
-      const f = frames[i]!;
-      expect(u.len).toBe(12 + f.length);
+  // rx-ring: read from a TPACKET_V3 ring instead of by recvmmsg.
+  it.each(['', ',rx-ring'])(
+    'af-packet%s: delivers frames from the wire into the guest buffers with a 12-byte header',
+    async (options) => {
+      const { ram, p } = await device(0n, 'af-packet', options);
+      for (let i = 0; i < 64; i++)
+        p.rx.offer(p.rx.addChain([{ addr: BigInt(0x200000 + i * 2048), len: 2048, write: true }]));
+      p.rx.publish();
+      native.eventfdWrite(p.kicks.rx, 1n);
+      const frames = Array.from({ length: COUNT }, (_, i) => frame(i, 60 + ((i * 53) % 1400)));
+      await wire(ns!, ['vpb', 'send'], frames.map((f) => `${f.toString('hex')}\n`).join(''));
+      await waitFor(() => p.rx.usedIdx() === COUNT, 5000, 'every frame used');
+      for (let i = 0; i < COUNT; i++) {
+        const u = p.rx.usedElem(i);
+        const f = frames[i]!;
+        expect(u.len).toBe(12 + f.length);
+        const at = 0x200000 + u.id * 2048;
+        const got = Buffer.from(ram.bytes.subarray(at, at + 12 + f.length));
+        // No GUEST_CSUM, no GSO: flags and the GSO fields are 0 (§5.1.6.4.1).
+        expect(got.subarray(0, 10).equals(Buffer.alloc(10))).toBe(true);
+        expect(got.readUInt16LE(10)).toBe(1); // num_buffers
+        expect(got.subarray(12).equals(f)).toBe(true);
+      }
+    },
+  );
+
+  // A new session makes a new port on the same socket: its ring reader starts at the oldest
+  // block the kernel has handed over, not at block 0 (the kernel went on from where the last
+  // reader left it; waiting at block 0 would wait for the ring to wrap).
+  it('af-packet,rx-ring: a second session reads on where the first left the ring', async () => {
+    const { p, sock } = await device(0n, 'af-packet', ',rx-ring');
+    const offer = (pair: typeof p) => {
+      for (let i = 0; i < 64; i++)
+        pair.rx.offer(pair.rx.addChain([{ addr: BigInt(0x200000 + i * 2048), len: 2048, write: true }]));
+      pair.rx.publish();
+      native.eventfdWrite(pair.kicks.rx, 1n);
+    };
+    offer(p);
+    const first = Array.from({ length: 8 }, (_, i) => frame(i, 80));
+    await wire(ns!, ['vpb', 'send'], first.map((f) => `${f.toString('hex')}\n`).join(''));
+    await waitFor(() => p.rx.usedIdx() === first.length, 5000, "the first session's frames used");
+    fe!.close();
+    fe = MockFrontend.connect(native, sock);
+    await fe.handshake();
+    const again = await fe.bringUp(featureMask(F.F_VERSION_1, F.VHOST_USER_F_PROTOCOL_FEATURES), 1);
+    const q = again.pairs[0]!;
+    offer(q);
+    const second = Array.from({ length: 8 }, (_, i) => frame(100 + i, 90));
+    await wire(ns!, ['vpb', 'send'], second.map((f) => `${f.toString('hex')}\n`).join(''));
+    await waitFor(() => q.rx.usedIdx() === second.length, 5000, "the second session's frames used");
+    for (let i = 0; i < second.length; i++) {
+      const u = q.rx.usedElem(i);
       const at = 0x200000 + u.id * 2048;
-      const got = Buffer.from(ram.bytes.subarray(at, at + 12 + f.length));
-      // No GUEST_CSUM, no GSO: flags and the GSO fields are 0 (§5.1.6.4.1).
-      expect(got.subarray(0, 10).equals(Buffer.alloc(10))).toBe(true);
-      expect(got.readUInt16LE(10)).toBe(1); // num_buffers
-      expect(got.subarray(12).equals(f)).toBe(true);
+      expect(Buffer.from(again.ram.bytes.subarray(at + 12, at + u.len)).equals(second[i]!)).toBe(true);
     }
   });
 
-  it('spreads a wire frame larger than one buffer over several (MRG_RXBUF, num_buffers)', async () => {
-    const { ram, p } = await device(featureMask(F.NET_F_MRG_RXBUF));
-    const SIZE = 512;
-    for (let i = 0; i < 256; i++)
-      p.rx.offer(p.rx.addChain([{ addr: BigInt(0x200000 + i * SIZE), len: SIZE, write: true }]));
-    p.rx.publish();
-    native.eventfdWrite(p.kicks.rx, 1n);
-    // Short frames (one buffer each) between long ones (up to 3 buffers).
-    const frames = Array.from({ length: COUNT }, (_, i) => frame(i, i % 2 ? 60 : 600 + ((i * 97) % 900)));
-    const buffers = frames.map((f) => Math.ceil((12 + f.length) / SIZE));
-    const total = buffers.reduce((a, b) => a + b, 0);
-    await wire(ns!, ['vpb', 'send'], frames.map((f) => `${f.toString('hex')}\n`).join(''));
-    await waitFor(() => p.rx.usedIdx() === total, 5000, 'every buffer used');
-    let u = 0;
-    for (let i = 0; i < COUNT; i++) {
-      const f = frames[i]!;
-      const parts: Buffer[] = [];
-      for (let k = 0; k < buffers[i]!; k++, u++) {
-        const e = p.rx.usedElem(u);
-        parts.push(Buffer.from(ram.bytes.subarray(0x200000 + e.id * SIZE, 0x200000 + e.id * SIZE + e.len)));
+  // The header the kernel writes comes through whole: the wire sends with a header asking for
+  // a checksum (NEEDS_CSUM, csum_start 20, csum_offset 4), the frame crosses the veth still
+  // CHECKSUM_PARTIAL, AF_PACKET's header says so, and a guest with GUEST_CSUM keeps it
+  // (§5.1.6.4).
+  it.each(['', ',rx-ring'])(
+    "af-packet%s: with GUEST_CSUM a partial checksum's header reaches the guest",
+    async (options) => {
+      const { ram, p } = await device(featureMask(F.NET_F_GUEST_CSUM), 'af-packet', options);
+      for (let i = 0; i < 16; i++)
+        p.rx.offer(p.rx.addChain([{ addr: BigInt(0x200000 + i * 2048), len: 2048, write: true }]));
+      p.rx.publish();
+      native.eventfdWrite(p.kicks.rx, 1n);
+      const hdr = Buffer.from([1, 0, 0, 0, 0, 0, 20, 0, 4, 0]);
+      const frames = Array.from({ length: 8 }, (_, i) => frame(i, 100 + i));
+      const lines = frames.map((f) => `${hdr.toString('hex')}${f.toString('hex')}\n`).join('');
+      await wire(ns!, ['vpb', 'send-vnet'], lines);
+      await waitFor(() => p.rx.usedIdx() === frames.length, 5000, 'every frame used');
+      for (let i = 0; i < frames.length; i++) {
+        const u = p.rx.usedElem(i);
+        const got = Buffer.from(ram.bytes.subarray(0x200000 + u.id * 2048, 0x200000 + u.id * 2048 + u.len));
+        expect(got.subarray(0, 10).toString('hex')).toBe(hdr.toString('hex'));
+        expect(got.readUInt16LE(10)).toBe(1);
+        expect(got.subarray(12).equals(frames[i]!)).toBe(true);
       }
-      const got = Buffer.concat(parts);
-      expect(got.length).toBe(12 + f.length);
-      expect(got.readUInt16LE(10)).toBe(buffers[i]); // num_buffers
-      expect(got.subarray(12).equals(f)).toBe(true);
-    }
-  });
+    },
+  );
+
+  it.each(['', ',rx-ring'])(
+    'af-packet%s: spreads a wire frame larger than one buffer over several (MRG_RXBUF, num_buffers)',
+    async (options) => {
+      const { ram, p } = await device(featureMask(F.NET_F_MRG_RXBUF), 'af-packet', options);
+      const SIZE = 512;
+      for (let i = 0; i < 256; i++)
+        p.rx.offer(p.rx.addChain([{ addr: BigInt(0x200000 + i * SIZE), len: SIZE, write: true }]));
+      p.rx.publish();
+      native.eventfdWrite(p.kicks.rx, 1n);
+      // Short frames (one buffer each) between long ones (up to 3 buffers).
+      const frames = Array.from({ length: COUNT }, (_, i) => frame(i, i % 2 ? 60 : 600 + ((i * 97) % 900)));
+      const buffers = frames.map((f) => Math.ceil((12 + f.length) / SIZE));
+      const total = buffers.reduce((a, b) => a + b, 0);
+      await wire(ns!, ['vpb', 'send'], frames.map((f) => `${f.toString('hex')}\n`).join(''));
+      await waitFor(() => p.rx.usedIdx() === total, 5000, 'every buffer used');
+      let u = 0;
+      for (let i = 0; i < COUNT; i++) {
+        const f = frames[i]!;
+        const parts: Buffer[] = [];
+        for (let k = 0; k < buffers[i]!; k++, u++) {
+          const e = p.rx.usedElem(u);
+          parts.push(Buffer.from(ram.bytes.subarray(0x200000 + e.id * SIZE, 0x200000 + e.id * SIZE + e.len)));
+        }
+        const got = Buffer.concat(parts);
+        expect(got.length).toBe(12 + f.length);
+        expect(got.readUInt16LE(10)).toBe(buffers[i]); // num_buffers
+        expect(got.subarray(12).equals(f)).toBe(true);
+      }
+    },
+  );
 });

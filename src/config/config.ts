@@ -179,8 +179,11 @@ export function parseConfig(input: unknown, source = 'configuration'): Config {
   }
   const bad = c.steering.table?.find((q) => q >= c.queues);
   if (bad !== undefined) problems.push(`steering.table: queue pair ${bad} does not exist (queues: ${c.queues})`);
+  const hostBackend = parseHostBackend(c.backend);
+  if (hostBackend.kind === 'af-packet' && hostBackend.rxRing && c.datapath === 'ts')
+    problems.push('backend: af-packet rx-ring is read by the native data path only (datapath: native)');
   if (problems.length) throw new ConfigError(ErrorCode.ConfigInvalid, `invalid ${source}`, problems);
-  return { ...c, hostBackend: parseHostBackend(c.backend) };
+  return { ...c, hostBackend };
 }
 
 /** Pair -> worker thread, from `threads` (round robin) or `threadOf`; undefined: one each. */

@@ -17,8 +17,12 @@ export type HostBackendSpec =
    * passthru mode, which takes the parent's traffic whole).
    */
   | { kind: 'macvtap'; parent: string; mode: MacvtapMode; mac?: string; name?: string }
-  /** qdiscBypass: PACKET_QDISC_BYPASS, frames skip the interface's queueing discipline (tc). */
-  | { kind: 'af-packet'; iface: string; qdiscBypass?: boolean }
+  /**
+   * qdiscBypass: PACKET_QDISC_BYPASS, frames skip the interface's queueing discipline (tc).
+   * rxRing: frames for the guest come through a TPACKET_V3 ring, read without system calls; a
+   * frame waits until its block fills or 1 ms passes (rounded up to the kernel's tick).
+   */
+  | { kind: 'af-packet'; iface: string; qdiscBypass?: boolean; rxRing?: boolean }
   | { kind: 'loopback' }
   | { kind: 'null'; sourceLen?: number };
 
@@ -32,7 +36,7 @@ export function parseHostBackend(s: string): HostBackendSpec {
   const arg = colon < 0 ? undefined : s.slice(colon + 1);
   const bad = (why: string): never => {
     throw new ConfigError(ErrorCode.ConfigInvalid, `invalid backend '${s}'`, [
-      `backend: ${why} (expected tap:NAME[,persist], macvtap:PARENT[,mode=bridge|vepa|private|passthru][,mac=MAC][,name=NAME], af-packet:IFACE[,qdisc-bypass], loopback, null or null:source=LEN)`,
+      `backend: ${why} (expected tap:NAME[,persist], macvtap:PARENT[,mode=bridge|vepa|private|passthru][,mac=MAC][,name=NAME], af-packet:IFACE[,qdisc-bypass][,rx-ring], loopback, null or null:source=LEN)`,
     ]);
   };
   // Only a macvtap's mac= option holds ':' of its own.
@@ -70,7 +74,8 @@ export function parseHostBackend(s: string): HostBackendSpec {
       const spec: HostBackendSpec = { kind: 'af-packet', iface: ifname(iface) };
       for (const o of options) {
         if (o === 'qdisc-bypass') spec.qdiscBypass = true;
-        else bad(`unknown af-packet option '${o}' (qdisc-bypass)`);
+        else if (o === 'rx-ring') spec.rxRing = true;
+        else bad(`unknown af-packet option '${o}' (qdisc-bypass, rx-ring)`);
       }
       return spec;
     }
@@ -96,7 +101,7 @@ export function formatHostBackend(b: HostBackendSpec): string {
     case 'macvtap':
       return `macvtap:${b.parent},mode=${b.mode}${b.mac ? `,mac=${b.mac}` : ''}${b.name ? `,name=${b.name}` : ''}`;
     case 'af-packet':
-      return `af-packet:${b.iface}${b.qdiscBypass ? ',qdisc-bypass' : ''}`;
+      return `af-packet:${b.iface}${b.qdiscBypass ? ',qdisc-bypass' : ''}${b.rxRing ? ',rx-ring' : ''}`;
     case 'loopback':
       return 'loopback';
     case 'null':
@@ -211,7 +216,11 @@ export function openHostBackend(
         for (let i = 0; i < opts.queuePairs; i++) {
           fds.push(
             call(`open AF_PACKET on ${spec.iface}`, () =>
-              native.afPacketOpen(spec.iface, { fanoutGroup: group, qdiscBypass: spec.qdiscBypass }),
+              native.afPacketOpen(spec.iface, {
+                fanoutGroup: group,
+                qdiscBypass: spec.qdiscBypass,
+                rxRing: spec.rxRing,
+              }),
             ),
           );
         }
