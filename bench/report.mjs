@@ -55,9 +55,10 @@ if (ring) {
   md += '\n';
 }
 if (tap) {
-  md += `## 2. vhost-user -> TAP forwarding (one backend core)\n\n${tap.description}.\n\n${when(tap)}| frame | vhost-user-net Mpps (spread) | testpmd vhost+net_tap Mpps (spread) | ratio |\n| --- | --- | --- | --- |\n`;
+  const sp = (x) => `${f2(x.median)} (${f2(x.min)}-${f2(x.max)})`;
+  md += `## 2. vhost-user -> TAP forwarding (one backend core)\n\n${tap.description} (\`node bench/tap-forwarding.bench.mjs\`; ${tap.rounds} alternating rounds of ${tap.secondsPerRun} s).\n\n${when(tap)}| frame | vhost-user-net Mpps | testpmd vhost+net_tap Mpps | ours / testpmd per round | CPU ms per Mframe: ours | testpmd (its polling core) |\n| --- | --- | --- | --- | --- | --- |\n`;
   for (const c of tap.cases)
-    md += `| ${c.frameBytes} B | ${f2(c.oursMpps)} (${spread(c.oursRuns)}) | ${f2(c.dpdkMpps)} (${spread(c.dpdkRuns)}) | ${pct(c.ratio)} |\n`;
+    md += `| ${c.frameBytes} B | ${sp(c.oursMpps)} | ${sp(c.dpdkMpps)} | ${sp(c.ratio)}x | ${sp(c.oursCpuMsPerMframe)} | ${sp(c.dpdkCpuMsPerMframe)} |\n`;
   md += '\n';
 }
 if (tcp) {
@@ -217,7 +218,7 @@ ${packed.cases
 }
 if (afp) {
   const sp = (x) => `${f2(x.median)} (${f2(x.min)}-${f2(x.max)})`;
-  md += `## 12. AF_PACKET forwarding, batched system calls (VM-free, 1 queue)
+  md += `## 12. AF_PACKET forwarding: batches and the receive ring (VM-free, 1 queue)
 
 ${afp.description} (\`node bench/af-packet.bench.mjs\`; ${afp.rounds} alternating rounds of ${afp.secondsPerRun} s).
 
@@ -238,7 +239,7 @@ if (uring) {
 
 ${uring.description} (\`node bench/tap-io-uring.bench.mjs\`; ${uring.rounds} alternating rounds of ${uring.secondsPerRun} s).
 
-${when(uring)}| frame | writev Mpps | io_uring Mpps | writev CPU ns per frame | io_uring CPU ns per frame | io_uring / writev per round |
+${when(uring)}| frame | writev Mpps | io_uring Mpps | writev CPU ns per frame | io_uring CPU ns per frame | io_uring CPU / writev CPU per round |
 | --- | --- | --- | --- | --- | --- |
 ${uring.cases
   .map(

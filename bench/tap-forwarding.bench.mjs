@@ -1,10 +1,26 @@
 // Benchmark 2: vhost-user -> TAP forwarding, 64 and 1518-byte frames, one backend core.
 // Front-end: testpmd net_virtio_user txonly (core 1). Backends on core 0, alternated:
 // (a) vhost-user-net --backend tap:vbt0; (b) testpmd net_vhost + net_tap (iface vbt0) in io
-// forwarding. Frames are counted on the TAP (its rx_packets) in a namespace we create.
+// forwarding. Frames are counted on the TAP (its rx_packets) in a namespace we create. Beside
+// packets per second, each backend's CPU time per million frames (/proc/PID/stat); testpmd
+// polls, so its cost is its whole forwarding core.
 import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
-import { ourBackend, RUNS, save, SECONDS, sleep, testpmd, tmp, virtioUserFrontend, waitForFile } from './lib.mjs';
+import {
+  cpuSeconds,
+  median,
+  ourBackend,
+  save,
+  SECONDS,
+  sleep,
+  spread,
+  testpmd,
+  tmp,
+  virtioUserFrontend,
+  waitForFile,
+} from './lib.mjs';
+
+const ROUNDS = Number(process.env.VUN_BENCH_RUNS ?? 5);
 
 const ns = `vun-bench-${process.pid}`;
 const sh = (cmd) => spawnSync('ip', ['netns', 'exec', ns, 'sh', '-c', cmd], { encoding: 'utf8' });
@@ -33,14 +49,16 @@ async function one(impl, size) {
   await waitTap();
   await sleep(2000);
   const a = rxPackets();
+  const c0 = cpuSeconds(backend.child.pid);
   const t0 = Date.now();
   await sleep(SECONDS * 1000);
   const b = rxPackets();
+  const cpu = cpuSeconds(backend.child.pid) - c0;
   const pps = (b - a) / ((Date.now() - t0) / 1000);
   await fe.stop();
   await backend.stop();
   t.cleanup();
-  return pps;
+  return { pps, cpuMsPerMframe: (cpu * 1000) / ((b - a) / 1e6) };
 }
 
 spawnSync('ip', ['netns', 'add', ns]);
@@ -49,31 +67,33 @@ try {
   for (const size of [64, 1518]) {
     const ours = [];
     const dpdk = [];
-    for (let r = 0; r < RUNS; r++) {
+    for (let r = 0; r < ROUNDS; r++) {
       ours.push(await one('ours', size));
       dpdk.push(await one('dpdk', size));
     }
-    const med = (xs) => [...xs].sort((x, y) => x - y)[Math.floor(xs.length / 2)];
+    const mpps = (xs) => xs.map((x) => x.pps / 1e6);
     cases.push({
       frameBytes: size,
-      oursMpps: med(ours) / 1e6,
-      dpdkMpps: med(dpdk) / 1e6,
-      ratio: med(ours) / med(dpdk),
-      oursRuns: ours.map((x) => x / 1e6),
-      dpdkRuns: dpdk.map((x) => x / 1e6),
+      oursMpps: spread(mpps(ours)),
+      dpdkMpps: spread(mpps(dpdk)),
+      ratio: spread(ours.map((x, k) => x.pps / dpdk[k].pps)),
+      oursCpuMsPerMframe: spread(ours.map((x) => x.cpuMsPerMframe)),
+      dpdkCpuMsPerMframe: spread(dpdk.map((x) => x.cpuMsPerMframe)),
+      oursRuns: mpps(ours),
+      dpdkRuns: mpps(dpdk),
     });
     console.error(
-      `tap ${size} B: ours ${(med(ours) / 1e6).toFixed(3)} Mpps, testpmd vhost+net_tap ${(med(dpdk) / 1e6).toFixed(3)} Mpps`,
+      `tap ${size} B: ours ${median(mpps(ours)).toFixed(3)} Mpps, testpmd vhost+net_tap ${median(mpps(dpdk)).toFixed(3)} Mpps`,
     );
   }
   const r = save('tap-forwarding', {
     description:
       'testpmd virtio_user txonly (core 1) -> backend (core 0) -> TAP; frames counted by the TAP (rx_packets); vhost-user-net vs testpmd net_vhost+net_tap io forwarding',
-    runs: RUNS,
+    rounds: ROUNDS,
     secondsPerRun: SECONDS,
     cases,
   });
-  console.log(r.cases[0].ratio.toFixed(3));
+  console.log(r.cases[0].ratio.median.toFixed(3));
 } finally {
   spawnSync('ip', ['netns', 'del', ns]);
 }
