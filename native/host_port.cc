@@ -94,7 +94,7 @@ class TapPort : public HostPort {
     return Sys(SYS_write, fd_, scratch, len) >= 0 ? Sent::kOk : Sent::kFailed;
   }
   Sent SendFrame(const uint8_t* frame, uint32_t len, uint8_t*, uint32_t, uint32_t*) override {
-    return write(fd_, frame, len) >= 0 ? Sent::kOk : Sent::kFailed;
+    return Sys(SYS_write, fd_, frame, len) >= 0 ? Sent::kOk : Sent::kFailed;
   }
   bool Produces() const override { return true; }
   int Fd() const override { return fd_; }
@@ -270,9 +270,10 @@ class AfPacketPort : public HostPort {
       left_--;
       next_ += h->tp_next_offset;
       // Cut to fit the block (larger than a block's room): not the frame that was sent.
-      if (h->tp_snaplen != h->tp_len || h->tp_mac < 12 + sizeof(tpacket3_hdr)) continue;
+      if (h->tp_snaplen != h->tp_len) continue;
       // PACKET_VNET_HDR puts the 10-byte header just before the frame; moved 2 bytes down, it
-      // leaves num_buffers to fill, as in the batch buffers.
+      // leaves num_buffers to fill, as in the batch buffers. The 2 bytes below it are the
+      // slack the kernel leaves after the frame's tpacket3_hdr and sockaddr_ll.
       uint8_t* frame = reinterpret_cast<uint8_t*>(h) + h->tp_mac;
       std::memmove(frame - 12, frame - 10, 10);
       return {frame - 12, h->tp_snaplen + 12};

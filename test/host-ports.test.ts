@@ -8,7 +8,7 @@
  * guest's 12-byte one and back. A TAP frame is copied whole and written once.
  */
 import { spawn } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { featureMask, VirtioFeature as F } from '../src/features.js';
@@ -73,7 +73,7 @@ describe('host ports (VM-free, in a namespace)', () => {
   });
 
   /** The backend on af-packet:vpa (a veth whose peer vpb is the wire) or tap:vun0 (its own wire). */
-  async function device(extra = 0n, port: 'af-packet' | 'tap' = 'af-packet', options = '') {
+  async function device(extra = 0n, port: 'af-packet' | 'tap' = 'af-packet', options = '', args: string[] = []) {
     ns = new Netns();
     ns.sh('sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1');
     if (port === 'af-packet')
@@ -81,7 +81,7 @@ describe('host ports (VM-free, in a namespace)', () => {
     const tmp = tempDir();
     const sock = join(tmp.dir, 'vhost.sock');
     const spec = port === 'af-packet' ? `af-packet:vpa${options}` : 'tap:vun0';
-    backend = startBackend(ns, sock, ['--backend', spec, '--log-level', 'warn']);
+    backend = startBackend(ns, sock, ['--backend', spec, '--log-level', 'warn', ...args]);
     await waitFor(() => existsSync(sock), 15_000, 'the backend listens');
     if (port === 'tap') {
       await waitForLink(ns, 'vun0');
@@ -96,11 +96,27 @@ describe('host ports (VM-free, in a namespace)', () => {
   // Each guest frame must leave once, exactly, whatever its chain layout: the header alone;
   // split inside num_buffers; num_buffers alone; many small pieces; header and frame in one
   // descriptor. Every fourth frame is larger than AF_PACKET's port copies (2 KiB), and leaves
-  // as iovecs into the guest's buffers.
-  it.each(['af-packet', 'tap'] as const)(
-    '%s: sends each guest frame once, byte for byte, however its chain splits the header',
-    async (port) => {
-      const { ram, p } = await device(0n, port);
+  // as iovecs into the guest's buffers. Held by a fault plan's delay, a frame is the device's
+  // copy and leaves by the port's SendFrame instead.
+  it.each([
+    { port: 'af-packet', held: false },
+    { port: 'tap', held: false },
+    { port: 'af-packet', held: true },
+    { port: 'tap', held: true },
+  ] as const)(
+    '$port (held by a delay: $held): sends each guest frame once, byte for byte, however its chain splits the header',
+    async ({ port, held }) => {
+      const args: string[] = [];
+      if (held) {
+        const dir = tempDir();
+        const plan = join(dir.dir, 'plan.json');
+        writeFileSync(
+          plan,
+          JSON.stringify({ seed: 1, rules: [{ name: 'hold', on: 'transmitq0', do: 'delay', value: 1 }] }),
+        );
+        args.push('--faults', plan);
+      }
+      const { ram, p } = await device(0n, port, '', args);
       const seen = wire(ns!, [port === 'tap' ? 'vun0' : 'vpb', 'recv', String(COUNT)]);
       await new Promise((r) => setTimeout(r, 500)); // the receiver is bound
       const sent: Buffer[] = [];
