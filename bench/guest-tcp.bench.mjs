@@ -8,7 +8,7 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { bootGuest, mbits, Netns, startBackend, waitForLink } from '../dist/guest/guest.js';
-import { median, RUNS, save, sleep, spread, tmp } from './lib.mjs';
+import { median, pinQemu, pinThreads, RUNS, save, sleep, spread, tmp } from './lib.mjs';
 
 const SECS = Number(process.env.VUN_BENCH_SECONDS ?? 6);
 const PINGS = Number(process.env.VUN_BENCH_PINGS ?? 100);
@@ -25,29 +25,52 @@ function startIperf(ns, cleanups) {
   cleanups.unshift(() => iperf.stop());
 }
 
+// "-pinned": laid out as an operator would with libvirt's <vcpupin>/<emulatorpin>: the vCPU thread
+// alone on core 1; QEMU's main loop (which relays kicks and interrupts under TCG, and is the
+// built-in device's data path) and all of our backend (worker pinned with --cpus 0) on core 0.
+const VCPU_CORE = 1;
+const EMULATOR_CORE = 0;
+
 async function one(impl) {
+  const pinned = impl.endsWith('-pinned');
   const ns = new Netns();
   const t = tmp();
   const cleanups = [() => ns.delete(), t.cleanup];
   try {
     let g;
-    if (impl !== 'qemu') {
+    const qemuArgs = ['-name', 'vun-bench,debug-threads=on'];
+    if (!impl.startsWith('qemu')) {
       const sock = join(t.dir, 'vhost.sock');
       const extra =
-        impl === 'ours-off' ? ['--coalesce', 'off'] : impl === 'ours-wide' ? ['--coalesce-usecs', '300'] : [];
+        impl === 'ours-off'
+          ? ['--coalesce', 'off']
+          : impl === 'ours-wide'
+            ? ['--coalesce-usecs', '300']
+            : pinned
+              ? ['--cpus', String(EMULATOR_CORE)]
+              : [];
       const b = startBackend(ns, sock, ['--backend', 'tap:vbt0', '--log-level', 'warn', ...extra]);
       cleanups.unshift(() => b.stop());
+      if (pinned) pinThreads(b.pid, { vcpuCore: EMULATOR_CORE, otherCore: EMULATOR_CORE });
       await waitForLink(ns, 'vbt0');
       while (!existsSync(sock)) await sleep(50);
       ns.sh('ip addr add 10.77.0.1/24 dev vbt0');
       startIperf(ns, cleanups);
-      g = bootGuest({ socketPath: sock, ip: '10.77.0.2/24', script });
+      g = bootGuest({ socketPath: sock, ip: '10.77.0.2/24', script, extraArgs: qemuArgs });
     } else {
       ns.sh('ip tuntap add dev vbt0 mode tap vnet_hdr && ip addr add 10.77.0.1/24 dev vbt0 && ip link set vbt0 up');
       startIperf(ns, cleanups);
-      g = bootGuest({ socketPath: '', builtinTap: 'vbt0', netns: ns.name, ip: '10.77.0.2/24', script });
+      g = bootGuest({
+        socketPath: '',
+        builtinTap: 'vbt0',
+        netns: ns.name,
+        ip: '10.77.0.2/24',
+        script,
+        extraArgs: qemuArgs,
+      });
     }
     cleanups.unshift(() => g.cleanup());
+    if (pinned) await pinQemu(g.qemu.pid, { vcpuCore: VCPU_CORE, emulatorCore: EMULATOR_CORE });
     const r = await g.done(300_000);
     const rtts = (r.get('ping')?.text ?? '')
       .trim()
@@ -70,14 +93,14 @@ function rttOf(xs) {
   return { rttP50: rank(50), rttP99: rank(99), pings: s.length };
 }
 
-const IMPLS = ['ours', 'ours-wide', 'ours-off', 'qemu'];
+const IMPLS = ['ours', 'ours-wide', 'ours-off', 'qemu', 'ours-pinned', 'qemu-pinned'];
 const runs = Object.fromEntries(IMPLS.map((i) => [i, []]));
 for (let i = 0; i < RUNS; i++) for (const impl of IMPLS) runs[impl].push(await one(impl));
 const perRound = (a, b, k) => spread(runs[a].map((x, j) => x[k] / runs[b][j][k]));
 const of = (impl, k) => spread(runs[impl].map((x) => x[k]));
 const res = save('guest-tcp', {
   description:
-    'iperf3 TCP in a Linux guest (1 vCPU, TCG) to/from a TAP in a namespace, and ping RTT from the guest (100 echoes, 20 ms apart); vhost-user-net (interrupt coalescing adaptive as by default, adaptive with --coalesce-usecs 300, and off) vs QEMU -netdev tap,vhost=off; same guest image and QEMU; alternating rounds',
+    'iperf3 TCP in a Linux guest (1 vCPU, TCG) to/from a TAP in a namespace, and ping RTT from the guest (100 echoes, 20 ms apart); vhost-user-net (interrupt coalescing adaptive as by default, adaptive with --coalesce-usecs 300, and off) vs QEMU -netdev tap,vhost=off; same guest image and QEMU; unpinned, and both pinned as libvirt would (the vCPU thread on one core, the other QEMU threads and the backend on the other); alternating rounds',
   runs: RUNS,
   secondsPerRun: SECS,
   guestToHost: {
@@ -88,6 +111,9 @@ const res = save('guest-tcp', {
     ratio: perRound('ours', 'qemu', 'tx'),
     offRatio: perRound('ours-off', 'qemu', 'tx'),
     wideRatio: perRound('ours-wide', 'qemu', 'tx'),
+    oursPinnedMbits: of('ours-pinned', 'tx'),
+    qemuPinnedMbits: of('qemu-pinned', 'tx'),
+    pinnedRatio: perRound('ours-pinned', 'qemu-pinned', 'tx'),
   },
   hostToGuest: {
     oursMbits: of('ours', 'rx'),
@@ -97,11 +123,19 @@ const res = save('guest-tcp', {
     ratio: perRound('ours', 'qemu', 'rx'),
     offRatio: perRound('ours-off', 'qemu', 'rx'),
     wideRatio: perRound('ours-wide', 'qemu', 'rx'),
+    oursPinnedMbits: of('ours-pinned', 'rx'),
+    qemuPinnedMbits: of('qemu-pinned', 'rx'),
+    pinnedRatio: perRound('ours-pinned', 'qemu-pinned', 'rx'),
   },
   pingMs: Object.fromEntries(IMPLS.map((i) => [i, { p50: of(i, 'rttP50'), p99: of(i, 'rttP99') }])),
+  pingP50Ratio: {
+    unpinned: perRound('ours', 'qemu', 'rttP50'),
+    pinned: perRound('ours-pinned', 'qemu-pinned', 'rttP50'),
+  },
+  pinning: `-pinned: QEMU's vCPU thread on core ${VCPU_CORE}; QEMU's other threads and the whole backend (worker --cpus ${EMULATOR_CORE}) on core ${EMULATOR_CORE}`,
   runsByImpl: runs,
 });
 console.error(
-  `guest TCP: guest->host ours ${median(runs.ours.map((x) => x.tx))} (off ${median(runs['ours-off'].map((x) => x.tx))}) vs QEMU ${median(runs.qemu.map((x) => x.tx))} Mbit/s; host->guest ours ${median(runs.ours.map((x) => x.rx))} (off ${median(runs['ours-off'].map((x) => x.rx))}) vs QEMU ${median(runs.qemu.map((x) => x.rx))}; ping p50 ours ${res.pingMs.ours.p50.median} off ${res.pingMs['ours-off'].p50.median} QEMU ${res.pingMs.qemu.p50.median} ms`,
+  `guest TCP: guest->host ours ${median(runs.ours.map((x) => x.tx))} (off ${median(runs['ours-off'].map((x) => x.tx))}) vs QEMU ${median(runs.qemu.map((x) => x.tx))} Mbit/s; host->guest ours ${median(runs.ours.map((x) => x.rx))} (off ${median(runs['ours-off'].map((x) => x.rx))}) vs QEMU ${median(runs.qemu.map((x) => x.rx))}; ping p50 ours ${res.pingMs.ours.p50.median} pinned ${res.pingMs['ours-pinned'].p50.median} (QEMU pinned ${res.pingMs['qemu-pinned'].p50.median}) off ${res.pingMs['ours-off'].p50.median} QEMU ${res.pingMs.qemu.p50.median} ms`,
 );
 console.log(res.guestToHost.ratio.median.toFixed(3));

@@ -1,7 +1,16 @@
 // Shared benchmark plumbing: start processes pinned to cores, read testpmd's per-second stats,
 // medians and spread, machine facts, JSON results in bench/results/. Never used by tests.
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, writeFileSync, mkdtempSync, rmSync, symlinkSync } from 'node:fs';
+import {
+  existsSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  writeFileSync,
+  mkdtempSync,
+  rmSync,
+  symlinkSync,
+} from 'node:fs';
 import { cpus, release, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -255,4 +264,36 @@ export async function ringRun({ impl, dir, size, packed = false, extra = [], tre
 /** Median, min and max of a list. */
 export function spread(xs) {
   return { median: median(xs), min: Math.min(...xs), max: Math.max(...xs) };
+}
+
+/** Each thread of process `pid` as { tid, comm }. */
+export function threadsOf(pid) {
+  return readdirSync(`/proc/${pid}/task`).map((tid) => ({
+    tid,
+    comm: readFileSync(`/proc/${pid}/task/${tid}/comm`, 'utf8').trim(),
+  }));
+}
+
+/** Pins every thread of `pid`: those whose name matches `vcpu` to `vcpuCore`, the rest to `otherCore`. */
+export function pinThreads(pid, { vcpu = /^CPU \d+\//, vcpuCore, otherCore }) {
+  const ts = threadsOf(pid);
+  for (const t of ts) {
+    const core = vcpu.test(t.comm) ? vcpuCore : otherCore;
+    execFileSync('taskset', ['-p', '-c', String(core), t.tid], { stdio: 'ignore' });
+  }
+  return ts;
+}
+
+/**
+ * Pins a QEMU started with `-name NAME,debug-threads=on` as libvirt's <vcpupin> and <emulatorpin>
+ * do: its vCPU threads ("CPU n/TCG") on `vcpuCore`, the main loop and the rest on
+ * `emulatorCore`. Waits for the vCPU thread to exist (QEMU creates it during machine start-up).
+ */
+export async function pinQemu(pid, { vcpuCore, emulatorCore }, ms = 15000) {
+  const until = Date.now() + ms;
+  while (!threadsOf(pid).some((t) => /^CPU \d+\//.test(t.comm))) {
+    if (Date.now() > until) throw new Error(`QEMU ${pid}: no vCPU thread after ${ms} ms`);
+    await sleep(5);
+  }
+  return pinThreads(pid, { vcpuCore, otherCore: emulatorCore });
 }

@@ -69,6 +69,13 @@ if (tcp) {
     const ping = (k) =>
       `| ${k} | ${sp(tcp.pingMs.ours[k])} | ${sp(tcp.pingMs['ours-wide'][k])} | ${sp(tcp.pingMs['ours-off'][k])} | ${sp(tcp.pingMs.qemu[k])} |`;
     md += `## 3. Guest TCP (iperf3) and ping through a TAP\n\n${tcp.description} (\`node bench/guest-tcp.bench.mjs\`; ${tcp.runs} alternating rounds of ${tcp.secondsPerRun} s per direction).\n\n${when(tcp)}| direction | vhost-user-net Mbit/s | --coalesce-usecs 300 | coalescing off | QEMU virtio-net (vhost=off) | ours / QEMU per round | usecs 300 / QEMU | off / QEMU |\n| --- | --- | --- | --- | --- | --- | --- | --- |\n${row('guest -> host', tcp.guestToHost)}\n${row('host -> guest', tcp.hostToGuest)}\n\n| ping RTT from the guest, ms | vhost-user-net | --coalesce-usecs 300 | coalescing off | QEMU virtio-net |\n| --- | --- | --- | --- | --- |\n${ping('p50')}\n${ping('p99')}\n\n`;
+    if (tcp.pingMs['ours-pinned']) {
+      const prow = (name, d) =>
+        `| ${name} | ${sp(d.oursPinnedMbits)} | ${sp(d.qemuPinnedMbits)} | ${sp(d.pinnedRatio)}x |`;
+      const pping = (k) =>
+        `| ping ${k}, ms | ${sp(tcp.pingMs['ours-pinned'][k])} | ${sp(tcp.pingMs['qemu-pinned'][k])} | |`;
+      md += `Pinned (${tcp.pinning}):\n\n| | vhost-user-net | QEMU virtio-net (vhost=off) | ours / QEMU per round |\n| --- | --- | --- | --- |\n${prow('guest -> host, Mbit/s', tcp.guestToHost)}\n${prow('host -> guest, Mbit/s', tcp.hostToGuest)}\n${pping('p50')}\n${pping('p99')}\n\nPing p50, ours / QEMU per round: unpinned ${sp(tcp.pingP50Ratio.unpinned)}x, pinned ${sp(tcp.pingP50Ratio.pinned)}x.\n\n`;
+    }
   } else {
     md += `## 3. Guest TCP (iperf3) through a TAP\n\n${tcp.description}.\n\n| direction | vhost-user-net Mbit/s | QEMU virtio-net (vhost=off) Mbit/s | ratio |\n| --- | --- | --- | --- |\n| guest -> host | ${f2(tcp.guestToHost.oursMbits)} | ${f2(tcp.guestToHost.qemuMbits)} | ${pct(tcp.guestToHost.ratio)} |\n| host -> guest | ${f2(tcp.hostToGuest.oursMbits)} | ${f2(tcp.hostToGuest.qemuMbits)} | ${pct(tcp.hostToGuest.ratio)} |\n\n`;
   }
