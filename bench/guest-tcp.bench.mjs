@@ -8,7 +8,7 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { bootGuest, mbits, Netns, startBackend, waitForLink } from '../dist/guest/guest.js';
-import { median, pinQemu, pinThreads, RUNS, save, sleep, spread, tmp } from './lib.mjs';
+import { median, pinProcess, pinQemu, RUNS, save, sleep, spread, tmp } from './lib.mjs';
 
 const SECS = Number(process.env.VUN_BENCH_SECONDS ?? 6);
 const PINGS = Number(process.env.VUN_BENCH_PINGS ?? 100);
@@ -51,7 +51,7 @@ async function one(impl) {
               : [];
       const b = startBackend(ns, sock, ['--backend', 'tap:vbt0', '--log-level', 'warn', ...extra]);
       cleanups.unshift(() => b.stop());
-      if (pinned) pinThreads(b.pid, { vcpuCore: EMULATOR_CORE, otherCore: EMULATOR_CORE });
+      if (pinned) pinProcess(b.pid, EMULATOR_CORE);
       await waitForLink(ns, 'vbt0');
       while (!existsSync(sock)) await sleep(50);
       ns.sh('ip addr add 10.77.0.1/24 dev vbt0');

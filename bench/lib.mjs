@@ -274,26 +274,27 @@ export function threadsOf(pid) {
   }));
 }
 
-/** Pins every thread of `pid`: those whose name matches `vcpu` to `vcpuCore`, the rest to `otherCore`. */
-export function pinThreads(pid, { vcpu = /^CPU \d+\//, vcpuCore, otherCore }) {
-  const ts = threadsOf(pid);
-  for (const t of ts) {
-    const core = vcpu.test(t.comm) ? vcpuCore : otherCore;
-    execFileSync('taskset', ['-p', '-c', String(core), t.tid], { stdio: 'ignore' });
-  }
-  return ts;
+/** QEMU's vCPU threads, as `-name NAME,debug-threads=on` names them ("CPU 0/TCG", "CPU 1/KVM"). */
+const VCPU_THREAD = /^CPU \d+\//;
+
+/** Pins every thread of process `pid` to `core` (as systemd's CPUAffinity= would). */
+export function pinProcess(pid, core) {
+  execFileSync('taskset', ['-a', '-p', '-c', String(core), String(pid)], { stdio: 'ignore' });
 }
 
 /**
  * Pins a QEMU started with `-name NAME,debug-threads=on` as libvirt's <vcpupin> and <emulatorpin>
- * do: its vCPU threads ("CPU n/TCG") on `vcpuCore`, the main loop and the rest on
- * `emulatorCore`. Waits for the vCPU thread to exist (QEMU creates it during machine start-up).
+ * do: its vCPU threads on `vcpuCore`, the main loop and the rest on `emulatorCore`. Waits for the
+ * vCPU thread to exist (QEMU creates it during machine start-up).
  */
 export async function pinQemu(pid, { vcpuCore, emulatorCore }, ms = 15000) {
   const until = Date.now() + ms;
-  while (!threadsOf(pid).some((t) => /^CPU \d+\//.test(t.comm))) {
+  let vcpus;
+  while (!(vcpus = threadsOf(pid).filter((t) => VCPU_THREAD.test(t.comm))).length) {
     if (Date.now() > until) throw new Error(`QEMU ${pid}: no vCPU thread after ${ms} ms`);
     await sleep(5);
   }
-  return pinThreads(pid, { vcpuCore, otherCore: emulatorCore });
+  pinProcess(pid, emulatorCore);
+  for (const t of vcpus) execFileSync('taskset', ['-p', '-c', String(vcpuCore), t.tid], { stdio: 'ignore' });
+  return vcpus;
 }
