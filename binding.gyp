@@ -23,6 +23,7 @@
         "native/host_port.cc",
         "native/test_surface.cc"
       ],
+      "libraries": ["-luring"],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=9", "NAPI_DISABLE_CPP_EXCEPTIONS", "_GNU_SOURCE"],
       "cflags!": ["-fno-exceptions"],

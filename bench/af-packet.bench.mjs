@@ -11,13 +11,16 @@
 //             backend did).
 // This tree runs twice: as by default, and with a variant: qdisc-bypass (guest-tx) or rx-ring
 // (guest-rx).
-// Beside packets per second, the backend's CPU time per million frames (/proc/PID/stat).
+// Beside packets per second, the backend's CPU time per million frames (/proc/PID/stat), and
+// its kernel share (stime: the sends, and on a veth the peer's receive, which runs in softirq
+// on the sender's core). For guest-tx, `ceiling` is the old tree's whole cost over this tree's
+// kernel share: the ratio this tree would reach if its own code took no time at all.
 // Prints this tree / the old one, guest-tx 64 B.
 import { execFileSync, spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import {
   buildTree,
-  cpuSeconds,
+  cpuSplit,
   median,
   ourBackend,
   ppsSamples,
@@ -83,19 +86,21 @@ async function one(impl, dir, size) {
     );
   }
   await sleep(2000);
-  const c0 = cpuSeconds(backend.child.pid);
+  const c0 = cpuSplit(backend.child.pid);
   const p0 = rxPackets('vap1');
   const w0 = Date.now();
   await sleep(SECONDS * 1000);
   const wall = (Date.now() - w0) / 1000;
-  const cpu = cpuSeconds(backend.child.pid) - c0;
+  const c1 = cpuSplit(backend.child.pid);
+  const cpu = c1.user - c0.user + c1.sys - c0.sys;
   const viaVeth = (rxPackets('vap1') - p0) / wall;
   for (const p of procs.reverse()) await p.stop();
   await backend.stop();
   t.cleanup();
   const pps = dir === 'guest-tx' ? viaVeth : steady(ppsSamples(procs.at(-1).out, 'Rx')).median;
   if (!pps) throw new Error(`${dir} ${size}: nothing moved\n${backend.out.slice(-1500)}`);
-  return { pps, cpuMsPerMframe: (cpu * 1000) / ((pps * wall) / 1e6) };
+  const perMframe = (sec) => (sec * 1000) / ((pps * wall) / 1e6);
+  return { pps, cpuMsPerMframe: perMframe(cpu), sysMsPerMframe: perMframe(c1.sys - c0.sys) };
 }
 
 spawnSync('ip', ['netns', 'add', ns]);
@@ -110,6 +115,7 @@ try {
         for (const impl of Object.keys(runs)) runs[impl].push(await one(impl, dir, size));
       const pps = (k) => runs[k].map((x) => x.pps);
       const cpu = (k) => runs[k].map((x) => x.cpuMsPerMframe);
+      const sys = (k) => runs[k].map((x) => x.sysMsPerMframe);
       cases.push({
         direction: dir,
         frameBytes: size,
@@ -123,9 +129,13 @@ try {
         variantCpuMsPerMframe: spread(cpu('variant')),
         baseCpuMsPerMframe: spread(cpu('base')),
         baseCpuOverNew: spread(cpu('base').map((x, k) => x / cpu('new')[k])),
+        newSysMsPerMframe: spread(sys('new')),
+        variantSysMsPerMframe: spread(sys('variant')),
+        baseSysMsPerMframe: spread(sys('base')),
+        ...(dir === 'guest-tx' ? { ceiling: spread(cpu('base').map((x, k) => x / sys('new')[k])) } : {}),
       });
       console.error(
-        `af-packet ${dir} ${size} B: new ${(median(pps('new')) / 1e6).toFixed(3)} Mpps (${VARIANT[dir]} ${(median(pps('variant')) / 1e6).toFixed(3)}), ${BASE_REV} ${(median(pps('base')) / 1e6).toFixed(3)} Mpps; CPU ms per Mframe ${median(cpu('new')).toFixed(0)} vs ${median(cpu('base')).toFixed(0)}`,
+        `af-packet ${dir} ${size} B: new ${(median(pps('new')) / 1e6).toFixed(3)} Mpps (${VARIANT[dir]} ${(median(pps('variant')) / 1e6).toFixed(3)}), ${BASE_REV} ${(median(pps('base')) / 1e6).toFixed(3)} Mpps; CPU ms per Mframe ${median(cpu('new')).toFixed(0)} (kernel ${median(sys('new')).toFixed(0)}) vs ${median(cpu('base')).toFixed(0)} (kernel ${median(sys('base')).toFixed(0)})`,
       );
     }
   }

@@ -192,12 +192,22 @@ export function buildTree(rev) {
   };
 }
 
-/** utime + stime of process `pid`, in seconds (/proc/PID/stat fields 14 and 15, USER_HZ ticks). */
-export function cpuSeconds(pid) {
+/**
+ * CPU time of process `pid` in seconds, in user space and in the kernel (/proc/PID/stat fields
+ * 14 utime and 15 stime, USER_HZ ticks). The kernel's share is the system calls' work (a TAP
+ * write climbs the host's stack in the writer's context) and softirqs that run on the thread.
+ */
+export function cpuSplit(pid) {
   const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
   // Fields after the command name, which is in parentheses and may hold spaces.
   const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return (Number(f[11]) + Number(f[12])) / 100;
+  return { user: Number(f[11]) / 100, sys: Number(f[12]) / 100 };
+}
+
+/** utime + stime of process `pid`, in seconds. */
+export function cpuSeconds(pid) {
+  const c = cpuSplit(pid);
+  return c.user + c.sys;
 }
 
 /** Machine-wide stolen time in seconds (/proc/stat `cpu` line, 8th value): the hypervisor's share. */

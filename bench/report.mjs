@@ -60,6 +60,12 @@ if (tap) {
   for (const c of tap.cases)
     md += `| ${c.frameBytes} B | ${sp(c.oursMpps)} | ${sp(c.dpdkMpps)} | ${sp(c.ratio)}x | ${sp(c.oursCpuMsPerMframe)} | ${sp(c.dpdkCpuMsPerMframe)} |\n`;
   md += '\n';
+  if (tap.cases[0]?.oursPlainMpps) {
+    md += `The same rounds with \`tap:vbt0,io-uring=off\` (a write per frame, as net_tap does), and each backend's CPU per frame split into user space and the kernel (stime). \`ceiling\`: testpmd's CPU per frame over our kernel share with io_uring, per round.\n\n| frame | io-uring=off Mpps | io-uring=off / testpmd per round | kernel CPU ms per Mframe: ours | io-uring=off | testpmd | ceiling |\n| --- | --- | --- | --- | --- | --- | --- |\n`;
+    for (const c of tap.cases)
+      md += `| ${c.frameBytes} B | ${sp(c.oursPlainMpps)} | ${sp(c.plainRatio)}x | ${sp(c.oursSysMsPerMframe)} | ${sp(c.oursPlainSysMsPerMframe)} | ${sp(c.dpdkSysMsPerMframe)} | ${sp(c.ceiling)}x |\n`;
+    md += '\n';
+  }
 }
 if (tcp) {
   if (tcp.pingMs) {

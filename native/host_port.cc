@@ -1,5 +1,6 @@
 #include "host_port.h"
 
+#include <liburing.h>
 #include <linux/if_packet.h>
 #include <linux/if_tun.h>
 #include <sys/ioctl.h>
@@ -81,20 +82,51 @@ class LoopbackPort : public HostPort {
 };
 
 // TAP with IFF_VNET_HDR: the virtio-net header passes straight through (TUNSETVNETHDRSZ is
-// our header size). A frame is copied whole into the queue pair's bounce buffer and written
-// with one write: faster than a writev of the guest's own segments at every size measured,
-// 64 B to 32 KB (1.3x at 64 B; perf: the kernel's copy fell from 31% of the core to 9%, ours
-// takes 4.5%; bench/notes.md).
+// our header size). A frame is copied whole and written as one buffer: faster than a writev of
+// the guest's own segments at every size measured, 64 B to 32 KB (1.3x at 64 B; perf: the
+// kernel's copy fell from 31% of the core to 9%, ours takes 4.5%; bench/notes.md).
+//
+// With io_uring (the default, where the kernel lets us set up a ring), a burst's frames of up
+// to kSmall bytes are copied into the batch's slots and their writes queued, and Flush submits
+// them all with one io_uring_enter instead of a write each. The kernel does the same work for
+// each frame; what goes is the system call's entry and exit per frame, which on a virtualised
+// host can cost more than the frame itself (bench/notes.md, "io_uring for TAP writes"). The fd
+// is O_NONBLOCK, so io_uring issues each write inline, in the submitting thread, as a write
+// would be. A larger frame (GSO) is written at once with one write, after what is queued.
 class TapPort : public HostPort {
  public:
-  explicit TapPort(int fd) : fd_(fd) {}
+  static constexpr uint32_t kBatch = kMaxBurst;
+  static constexpr uint32_t kSmall = 2048;
+
+  TapPort(int fd, bool batch) : fd_(fd), batch_(batch) {}
+  ~TapPort() override {
+    if (uring_) io_uring_queue_exit(&ring_);
+  }
   Sent Send(const Element& e, uint32_t, uint8_t* scratch, uint32_t cap, uint32_t*) override {
+    if (e.outLen <= kSmall && Batching()) {
+      if (n_ == kBatch) refused_ += Submit();
+      uint8_t* slot = slots_.data() + size_t(n_) * kSmall;
+      Queue(slot, CopyChainOut(e, slot, kSmall));
+      return Sent::kOk;
+    }
     uint32_t len = CopyChainOut(e, scratch, cap);
     if (len == UINT32_MAX) return Sent::kTooBig;
-    return Sys(SYS_write, fd_, scratch, len) >= 0 ? Sent::kOk : Sent::kFailed;
+    return WriteNow(scratch, len);
   }
   Sent SendFrame(const uint8_t* frame, uint32_t len, uint8_t*, uint32_t, uint32_t*) override {
-    return Sys(SYS_write, fd_, frame, len) >= 0 ? Sent::kOk : Sent::kFailed;
+    if (len <= kSmall && Batching()) {
+      if (n_ == kBatch) refused_ += Submit();
+      uint8_t* slot = slots_.data() + size_t(n_) * kSmall;
+      std::memcpy(slot, frame, len);
+      Queue(slot, len);
+      return Sent::kOk;
+    }
+    return WriteNow(frame, len);
+  }
+  uint32_t Flush() override {
+    const uint32_t refused = refused_ + Submit();
+    refused_ = 0;
+    return refused;
   }
   bool Produces() const override { return true; }
   int Fd() const override { return fd_; }
@@ -113,7 +145,68 @@ class TapPort : public HostPort {
   }
 
  private:
+  // The ring is set up by the worker thread that first sends (its io_uring_enter calls are
+  // that thread's); a kernel that refuses one (io_uring_disabled, a seccomp filter) leaves
+  // the port on plain writes.
+  bool Batching() {
+    if (!batch_) return false;
+    if (!uring_) {
+      batch_ = false;
+      io_uring_params p{};
+      p.flags = IORING_SETUP_COOP_TASKRUN;  // no IPI to the thread for its completions
+      if (io_uring_queue_init_params(kBatch, &ring_, &p) != 0) {
+        p = io_uring_params{};
+        if (io_uring_queue_init_params(kBatch, &ring_, &p) != 0) return false;
+      }
+      slots_.resize(size_t(kBatch) * kSmall);
+      uring_ = batch_ = true;
+    }
+    return true;
+  }
+  void Queue(uint8_t* slot, uint32_t len) {
+    io_uring_sqe* sqe = io_uring_get_sqe(&ring_);  // never null: at most kBatch queued
+    io_uring_prep_write(sqe, fd_, slot, len, 0);
+    n_++;
+  }
+  Sent WriteNow(const uint8_t* frame, uint32_t len) {
+    refused_ += Submit();  // what was queued first, in the guest's order
+    return Sys(SYS_write, fd_, frame, len) >= 0 ? Sent::kOk : Sent::kFailed;
+  }
+  // Submits what is queued and waits for every completion (each write has finished when it
+  // is reaped, so the slots can be filled again); returns how many writes failed.
+  uint32_t Submit() {
+    if (n_ == 0) return 0;
+    uint32_t failed = 0, seen = 0;
+    int r;
+    do r = io_uring_submit_and_wait(&ring_, n_);
+    while (r == -EINTR);
+    while (r >= 0 && seen < n_) {
+      io_uring_cqe* cqe = nullptr;
+      do r = io_uring_wait_cqe(&ring_, &cqe);
+      while (r == -EINTR);
+      if (r < 0) break;
+      if (cqe->res < 0) failed++;
+      io_uring_cqe_seen(&ring_, cqe);
+      seen++;
+    }
+    if (r < 0) {
+      // Not expected (the kernel out of memory for requests): the writes not reaped count as
+      // refused and the port goes on with plain writes, its ring closed.
+      failed += n_ - seen;
+      io_uring_queue_exit(&ring_);
+      uring_ = batch_ = false;
+    }
+    n_ = 0;
+    return failed;
+  }
+
   int fd_;
+  bool batch_;          // io_uring wanted (and, once tried, available)
+  bool uring_ = false;  // ring_ is set up
+  io_uring ring_{};
+  std::vector<uint8_t> slots_;  // kBatch slots of kSmall bytes
+  uint32_t n_ = 0;              // writes queued
+  uint32_t refused_ = 0;        // failed writes of batches submitted before Flush
 };
 
 // AF_PACKET with PACKET_VNET_HDR: the kernel speaks the 10-byte header, without num_buffers.
@@ -335,10 +428,10 @@ class AfPacketPort : public HostPort {
 
 }  // namespace
 
-std::unique_ptr<HostPort> MakeHostPort(HostKind kind, int fd, uint32_t sourceLen) {
+std::unique_ptr<HostPort> MakeHostPort(HostKind kind, int fd, uint32_t sourceLen, uint32_t flags) {
   switch (kind) {
     case HostKind::kTap:
-      if (fd >= 0) return std::unique_ptr<HostPort>(new TapPort(fd));
+      if (fd >= 0) return std::unique_ptr<HostPort>(new TapPort(fd, flags & kHostTapIoUring));
       break;
     case HostKind::kAfPacket:
       if (fd >= 0) return std::unique_ptr<HostPort>(new AfPacketPort(fd));

@@ -60,9 +60,13 @@ struct AfPacketRing {
   static constexpr size_t Bytes() { return size_t(kRingBlock) * kRingBlocks; }
 };
 
+// setHost flags.
+constexpr uint32_t kHostTapIoUring = 1;  // a TAP port writes a burst through io_uring
+
 // The port of one queue pair: `fd` is its TAP queue or AF_PACKET socket (-1 for the others);
 // `sourceLen` > 0 makes a null port offer broadcast frames of that length (null:source=LEN).
-std::unique_ptr<HostPort> MakeHostPort(HostKind kind, int fd, uint32_t sourceLen);
+std::unique_ptr<HostPort> MakeHostPort(HostKind kind, int fd, uint32_t sourceLen,
+                                       uint32_t flags = 0);
 
 // Copies the readable segments of `e` into dst; UINT32_MAX when they exceed cap.
 uint32_t CopyChainOut(const Element& e, uint8_t* dst, uint32_t cap);

@@ -310,7 +310,8 @@ Napi::Value NetDevice::SetFeatures(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-// setHost(kind, fds[], sourceLen): kind 0 null, 1 loopback, 2 tap, 3 af-packet.
+// setHost(kind, fds[], sourceLen, flags): kind 0 null, 1 loopback, 2 tap, 3 af-packet; flags
+// bit 0: TAP writes in io_uring batches (kHostTapIoUring).
 Napi::Value NetDevice::SetHost(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   uint32_t kind = U32(info[0]);
@@ -325,8 +326,10 @@ Napi::Value NetDevice::SetHost(const Napi::CallbackInfo& info) {
     for (uint32_t i = 0; i < fds.Length(); i++)
       hostFds_.push_back(fds.Get(i).As<Napi::Number>().Int32Value());
     sourceLen_ = U32(info[2]);
+    hostFlags_ = info.Length() > 3 ? U32(info[3]) : 0;
     for (uint32_t p = 0; p < cfg_->pairs; p++)
-      pairs_[p]->SetPort(MakeHostPort(host_, p < hostFds_.size() ? hostFds_[p] : -1, sourceLen_));
+      pairs_[p]->SetPort(
+          MakeHostPort(host_, p < hostFds_.size() ? hostFds_[p] : -1, sourceLen_, hostFlags_));
     ApplyHostConfig();
   });
   return env.Undefined();

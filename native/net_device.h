@@ -93,6 +93,7 @@ class NetDevice : public Napi::ObjectWrap<NetDevice>, private DeviceEvents {
   HostKind host_ = HostKind::kNull;
   std::vector<int> hostFds_;  // one per queue pair (TAP queue or AF_PACKET socket)
   uint32_t sourceLen_ = 0;    // null:source=LEN
+  uint32_t hostFlags_ = 0;    // setHost flags (kHostTapIoUring)
   std::vector<std::unique_ptr<QueuePair>> pairs_;
   std::vector<std::unique_ptr<WorkerThread>> threads_;
   std::vector<uint32_t> threadOf_;  // pair -> thread

@@ -68,6 +68,8 @@ try {
   console.error(`build-asan: ${e.message}`);
   process.exit(1);
 }
-const link = spawnSync(CXX, [...flags, '-shared', ...objects, '-o', addon], { stdio: 'inherit' });
+const link = spawnSync(CXX, [...flags, '-shared', ...objects, ...(target.libraries ?? []), '-o', addon], {
+  stdio: 'inherit',
+});
 if (link.status !== 0) process.exit(link.status ?? 1);
 console.log(`build-asan: built ${addon}`);

@@ -34,4 +34,5 @@ exec npx vitest run \
   test/faults.test.ts \
   test/capture.test.ts \
   test/ring-trace.test.ts \
+  test/host-ports.test.ts \
   "$@"

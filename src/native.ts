@@ -151,6 +151,8 @@ export interface NativeQueueConfig {
 /** Host kinds as numbers, as native/host_port.h HostKind. */
 /** macvtap is a TAP to the data path: its /dev/tapN speaks the TAP API. */
 export const HostKindCode = { null: 0, loopback: 1, tap: 2, macvtap: 2, 'af-packet': 3 } as const;
+/** setHost flags: a TAP port submits each transmit burst's writes to io_uring at once. */
+export const HOST_FLAG_TAP_IO_URING = 1;
 
 export interface NativeNetDevice {
   setMemory(regions: NativeRegion[]): void;
@@ -159,7 +161,8 @@ export interface NativeNetDevice {
   setLog(mappingId: number): void;
   /** Used ring logging of vring `index` at this guest address, or -1n: none. */
   setRingLog(index: number, logGuestAddr: bigint): void;
-  setHost(kind: number, fds: number[], sourceLen: number): void;
+  /** flags: HOST_FLAG_*; sourceLen: null:source=LEN. */
+  setHost(kind: number, fds: number[], sourceLen: number, flags: number): void;
   /** policy 0 none, 1 toeplitz, 2 flow-affinity; a 40-byte key; an indirection table. */
   setSteering(policy: number, key: Buffer, table: number[]): void;
   /** Pin thread t to cpus[t % length]; [] unpins. A CPU not in this process's set: EINVAL. */

@@ -231,6 +231,17 @@ describe('the binary', () => {
     expect(() => parseHostBackend('tap:vun0,forever')).toThrow(ConfigError);
   });
 
+  it('io-uring=off (TAP and macvtap writes one frame per write) survives formatting; io-uring=on is the default', () => {
+    const tap = parseHostBackend('tap:vun0,persist,io-uring=off');
+    expect(tap).toEqual({ kind: 'tap', name: 'vun0', persist: true, plainWrites: true });
+    expect(formatHostBackend(tap)).toBe('tap:vun0,persist,io-uring=off');
+    expect(parseHostBackend('tap:vun0,io-uring=on')).toEqual({ kind: 'tap', name: 'vun0' });
+    const mv = parseHostBackend('macvtap:eth1,mode=passthru,io-uring=off');
+    expect(mv).toEqual({ kind: 'macvtap', parent: 'eth1', mode: 'passthru', plainWrites: true });
+    expect(parseHostBackend(formatHostBackend(mv))).toEqual(mv);
+    expect(() => parseHostBackend('tap:vun0,io-uring=maybe')).toThrow(/io-uring=on\|off/);
+  });
+
   it('af-packet options survive formatting (what /status and a restart show)', () => {
     const spec = parseHostBackend('af-packet:veth1,qdisc-bypass,rx-ring');
     expect(spec).toEqual({ kind: 'af-packet', iface: 'veth1', qdiscBypass: true, rxRing: true });

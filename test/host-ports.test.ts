@@ -8,7 +8,7 @@
  * guest's 12-byte one and back. A TAP frame is copied whole and written once.
  */
 import { spawn } from 'node:child_process';
-import { existsSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { featureMask, VirtioFeature as F } from '../src/features.js';
@@ -42,6 +42,7 @@ if sys.argv[2].startswith('send'):
     for line in sys.stdin:
         s.send(bytes.fromhex(line.strip()))
 else:
+    s.setsockopt(socket.SOL_SOCKET, 33, 1 << 24)  # SO_RCVBUFFORCE: a burst must not overflow it
     print('ready', flush=True)
     n, end = int(sys.argv[3]), time.time() + 10
     while n > 0 and time.time() < end:
@@ -50,15 +51,21 @@ else:
             n -= 1
 `;
 
-function wire(ns: Netns, args: string[], input?: string): Promise<string> {
-  return new Promise((resolve, reject) => {
+function wire(ns: Netns, args: string[], input?: string): Promise<string> & { ready: Promise<void> } {
+  let bound: () => void = () => {};
+  const ready = new Promise<void>((r) => (bound = r));
+  const done = new Promise<string>((resolve, reject) => {
     const p = spawn('ip', ['netns', 'exec', ns.name, 'python3', '-c', WIRE, ...args]);
     let out = '';
-    p.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    p.stdout.on('data', (d: Buffer) => {
+      out += d.toString();
+      if (out.startsWith('ready')) bound();
+    });
     p.stderr.on('data', (d: Buffer) => (out += d.toString()));
     p.on('exit', (code) => (code === 0 ? resolve(out) : reject(new Error(`wire ${args.join(' ')}: ${out}`))));
     if (input !== undefined) p.stdin.end(input);
   });
+  return Object.assign(done, { ready });
 }
 
 describe('host ports (VM-free, in a namespace)', () => {
@@ -80,7 +87,7 @@ describe('host ports (VM-free, in a namespace)', () => {
       ns.sh('ip link add vpa mtu 9000 type veth peer name vpb mtu 9000 && ip link set vpa up && ip link set vpb up');
     const tmp = tempDir();
     const sock = join(tmp.dir, 'vhost.sock');
-    const spec = port === 'af-packet' ? `af-packet:vpa${options}` : 'tap:vun0';
+    const spec = port === 'af-packet' ? `af-packet:vpa${options}` : `tap:vun0${options}`;
     backend = startBackend(ns, sock, ['--backend', spec, '--log-level', 'warn', ...args]);
     await waitFor(() => existsSync(sock), 15_000, 'the backend listens');
     if (port === 'tap') {
@@ -95,17 +102,19 @@ describe('host ports (VM-free, in a namespace)', () => {
 
   // Each guest frame must leave once, exactly, whatever its chain layout: the header alone;
   // split inside num_buffers; num_buffers alone; many small pieces; header and frame in one
-  // descriptor. Every fourth frame is larger than AF_PACKET's port copies (2 KiB), and leaves
-  // as iovecs into the guest's buffers. Held by a fault plan's delay, a frame is the device's
-  // copy and leaves by the port's SendFrame instead.
+  // descriptor. Every fourth frame is larger than the ports' batch slots (2 KiB): AF_PACKET
+  // sends it as iovecs into the guest's buffers, TAP writes it at once after the writes queued
+  // for io_uring. Held by a fault plan's delay, a frame is the device's copy and leaves by the
+  // port's SendFrame instead.
   it.each([
-    { port: 'af-packet', held: false },
-    { port: 'tap', held: false },
-    { port: 'af-packet', held: true },
-    { port: 'tap', held: true },
+    { port: 'af-packet', held: false, options: '' },
+    { port: 'tap', held: false, options: '' },
+    { port: 'tap', held: false, options: ',io-uring=off' },
+    { port: 'af-packet', held: true, options: '' },
+    { port: 'tap', held: true, options: '' },
   ] as const)(
-    '$port (held by a delay: $held): sends each guest frame once, byte for byte, however its chain splits the header',
-    async ({ port, held }) => {
+    '$port $options (held by a delay: $held): sends each guest frame once, byte for byte, however its chain splits the header',
+    async ({ port, held, options }) => {
       const args: string[] = [];
       if (held) {
         const dir = tempDir();
@@ -116,9 +125,9 @@ describe('host ports (VM-free, in a namespace)', () => {
         );
         args.push('--faults', plan);
       }
-      const { ram, p } = await device(0n, port, '', args);
+      const { ram, p } = await device(0n, port, options, args);
       const seen = wire(ns!, [port === 'tap' ? 'vun0' : 'vpb', 'recv', String(COUNT)]);
-      await new Promise((r) => setTimeout(r, 500)); // the receiver is bound
+      await Promise.race([seen.ready, seen]); // the receiver is bound (or gone: the asserts say)
       const sent: Buffer[] = [];
       const layouts = [[12], [11], [10, 2], [4, 4, 4], [0]];
       for (let i = 0; i < COUNT; i++) {
@@ -150,6 +159,45 @@ describe('host ports (VM-free, in a namespace)', () => {
       // The virtio-net header is not on the wire; the frame is, exactly.
       expect(lines).toEqual(sent.map((f) => f.toString('hex')));
       await waitFor(() => p.tx.usedIdx() === COUNT, 2000, 'every chain completed');
+    },
+  );
+
+  // TAP writes in io_uring batches: a transmit burst's frames leave with one submission, so the
+  // backend makes far fewer write(2) calls than it sends frames (/proc/PID/io syscw counts
+  // write calls; io_uring's writes are not among them). A duplicate rule sends each frame twice,
+  // 128 writes for a burst of 64 chains: more than a batch holds, so a full batch is submitted
+  // in the middle of the burst. With io-uring=off each frame is a write of its own.
+  it.each([
+    { options: '', batched: true },
+    { options: ',io-uring=off', batched: false },
+  ])(
+    'tap $options: 128 chains sent twice each (bursts of 64) arrive whole and in order',
+    async ({ options, batched }) => {
+      const dir = tempDir();
+      const plan = join(dir.dir, 'plan.json');
+      writeFileSync(plan, JSON.stringify({ seed: 1, rules: [{ name: 'twice', on: 'transmitq0', do: 'duplicate' }] }));
+      const { ram, p } = await device(0n, 'tap', options, ['--faults', plan]);
+      const N = 128;
+      const seen = wire(ns!, ['vun0', 'recv', String(2 * N)]);
+      await Promise.race([seen.ready, seen]); // the receiver is bound (or gone: the asserts say)
+      const writes = () => Number(/syscw: (\d+)/.exec(readFileSync(`/proc/${backend!.pid}/io`, 'utf8'))?.[1]);
+      const sent: Buffer[] = [];
+      for (let i = 0; i < N; i++) {
+        const f = frame(i, 60 + ((i * 37) % 1400));
+        sent.push(f, f);
+        const at = 0x100000 + i * 0x1000;
+        ram.bytes.set(Buffer.concat([Buffer.alloc(12), f]), at);
+        p.tx.offer(p.tx.addChain([{ addr: BigInt(at), len: 12 + f.length, write: false }]));
+      }
+      const before = writes();
+      p.tx.publish();
+      native.eventfdWrite(p.kicks.tx, 1n);
+      const lines = (await seen).split('\n').filter((l) => /^[0-9a-f]+$/.test(l));
+      await waitFor(() => p.tx.usedIdx() === N, 2000, 'every chain completed');
+      const calls = writes() - before;
+      expect(lines).toEqual(sent.map((f) => f.toString('hex')));
+      if (batched) expect(calls).toBeLessThan(N / 4);
+      else expect(calls).toBeGreaterThanOrEqual(2 * N);
     },
   );
 

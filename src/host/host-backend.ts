@@ -1,6 +1,6 @@
 /**
  * Host backends as the user names them: `tap:NAME` (`tap:NAME,persist`: the TAP outlives the
- * backend), `macvtap:PARENT[,mode=M][,mac=MAC][,name=NAME]`, `af-packet:IFACE`, `loopback`,
+ * backend; `io-uring=off`: a write per frame instead of io_uring batches), `macvtap:PARENT[,mode=M][,mac=MAC][,name=NAME]`, `af-packet:IFACE`, `loopback`,
  * `null` (optionally `null:source=LEN`). Parsing is pure; opening asks the kernel.
  */
 import { spawnSync } from 'node:child_process';
@@ -9,14 +9,19 @@ import { existsSync, readFileSync } from 'node:fs';
 import { ConfigError, ErrorCode } from '../errors.js';
 import { call, type NativeBinding } from '../native.js';
 
+/**
+ * TAP and macvtap: plainWrites (`io-uring=off`) writes each frame with its own write(2) instead
+ * of submitting a transmit burst's writes to io_uring at once (native data path; a kernel that
+ * refuses io_uring gets plain writes anyway).
+ */
 export type HostBackendSpec =
-  | { kind: 'tap'; name: string; persist?: boolean }
+  | { kind: 'tap'; name: string; persist?: boolean; plainWrites?: boolean }
   /**
    * A macvtap on PARENT (created unless NAME exists): its /dev/tapN speaks the TAP API. `mac`
    * is the guest's MAC: a macvtap receives unicast only for its own address (not needed in
    * passthru mode, which takes the parent's traffic whole).
    */
-  | { kind: 'macvtap'; parent: string; mode: MacvtapMode; mac?: string; name?: string }
+  | { kind: 'macvtap'; parent: string; mode: MacvtapMode; mac?: string; name?: string; plainWrites?: boolean }
   /**
    * qdiscBypass: PACKET_QDISC_BYPASS, frames skip the interface's queueing discipline (tc).
    * rxRing: frames for the guest come through a TPACKET_V3 ring, read without system calls; a
@@ -36,7 +41,7 @@ export function parseHostBackend(s: string): HostBackendSpec {
   const arg = colon < 0 ? undefined : s.slice(colon + 1);
   const bad = (why: string): never => {
     throw new ConfigError(ErrorCode.ConfigInvalid, `invalid backend '${s}'`, [
-      `backend: ${why} (expected tap:NAME[,persist], macvtap:PARENT[,mode=bridge|vepa|private|passthru][,mac=MAC][,name=NAME], af-packet:IFACE[,qdisc-bypass][,rx-ring], loopback, null or null:source=LEN)`,
+      `backend: ${why} (expected tap:NAME[,persist][,io-uring=off], macvtap:PARENT[,mode=bridge|vepa|private|passthru][,mac=MAC][,name=NAME][,io-uring=off], af-packet:IFACE[,qdisc-bypass][,rx-ring], loopback, null or null:source=LEN)`,
     ]);
   };
   // Only a macvtap's mac= option holds ':' of its own.
@@ -49,10 +54,13 @@ export function parseHostBackend(s: string): HostBackendSpec {
   switch (kind) {
     case 'tap': {
       const [name, ...options] = (arg ?? '').split(',');
-      for (const o of options) if (o !== 'persist') bad(`unknown TAP option '${o}' (persist)`);
-      return options.includes('persist')
-        ? { kind: 'tap', name: ifname(name), persist: true }
-        : { kind: 'tap', name: ifname(name) };
+      const spec: HostBackendSpec & { kind: 'tap' } = { kind: 'tap', name: ifname(name) };
+      for (const o of options) {
+        if (o === 'persist') spec.persist = true;
+        else if (o === 'io-uring=off') spec.plainWrites = true;
+        else if (o !== 'io-uring=on') bad(`unknown TAP option '${o}' (persist, io-uring=on|off)`);
+      }
+      return spec;
     }
     case 'macvtap': {
       const [parent, ...options] = (arg ?? '').split(',');
@@ -62,7 +70,11 @@ export function parseHostBackend(s: string): HostBackendSpec {
         if (k === 'mode' && (MACVTAP_MODES as readonly string[]).includes(v ?? '')) spec.mode = v as MacvtapMode;
         else if (k === 'mac' && v && /^([0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}$/.test(v)) spec.mac = v.toLowerCase();
         else if (k === 'name') spec.name = ifname(v);
-        else bad(`unknown or bad macvtap option '${o}' (mode=bridge|vepa|private|passthru, mac=MAC, name=NAME)`);
+        else if (o === 'io-uring=off') spec.plainWrites = true;
+        else if (o !== 'io-uring=on')
+          bad(
+            `unknown or bad macvtap option '${o}' (mode=bridge|vepa|private|passthru, mac=MAC, name=NAME, io-uring=on|off)`,
+          );
       }
       if (!spec.mac && spec.mode !== 'passthru') {
         bad('macvtap needs mac=GUEST_MAC (a macvtap receives unicast only for its own address) unless mode=passthru');
@@ -97,9 +109,9 @@ export function parseHostBackend(s: string): HostBackendSpec {
 export function formatHostBackend(b: HostBackendSpec): string {
   switch (b.kind) {
     case 'tap':
-      return `tap:${b.name}${b.persist ? ',persist' : ''}`;
+      return `tap:${b.name}${b.persist ? ',persist' : ''}${b.plainWrites ? ',io-uring=off' : ''}`;
     case 'macvtap':
-      return `macvtap:${b.parent},mode=${b.mode}${b.mac ? `,mac=${b.mac}` : ''}${b.name ? `,name=${b.name}` : ''}`;
+      return `macvtap:${b.parent},mode=${b.mode}${b.mac ? `,mac=${b.mac}` : ''}${b.name ? `,name=${b.name}` : ''}${b.plainWrites ? ',io-uring=off' : ''}`;
     case 'af-packet':
       return `af-packet:${b.iface}${b.qdiscBypass ? ',qdisc-bypass' : ''}${b.rxRing ? ',rx-ring' : ''}`;
     case 'loopback':

@@ -6,7 +6,7 @@
 import type { Logger } from 'pino';
 import { hex } from '../features.js';
 import { applyHostMtu, type OpenHostBackend } from '../host/host-backend.js';
-import { call, HostKindCode, type NativeBinding, type NativeNetDevice } from '../native.js';
+import { call, HOST_FLAG_TAP_IO_URING, HostKindCode, type NativeBinding, type NativeNetDevice } from '../native.js';
 import { brokenMessage, ringErrorName } from '../virtio/ring-errors.js';
 import { type CapturedFrame, type ObserveRecord, type Observers, records } from '../trace/observe.js';
 import { faultEvent, type FaultSink } from '../faults/log.js';
@@ -83,10 +83,13 @@ export class NativeDataPlane implements DataPlane {
     this.coalesce = options.coalesce ?? { ...COALESCE_DEFAULTS };
     this.dev.setCoalesce(COALESCE_MODES.indexOf(this.coalesce.mode), this.coalesce.usecs, this.coalesce.frames);
     this.setSteering(steering);
+    const spec = host.spec;
+    const tapIoUring = (spec.kind === 'tap' || spec.kind === 'macvtap') && !spec.plainWrites;
     this.dev.setHost(
-      HostKindCode[host.spec.kind],
+      HostKindCode[spec.kind],
       host.fds,
-      host.spec.kind === 'null' ? (host.spec.sourceLen ?? 0) : 0,
+      spec.kind === 'null' ? (spec.sourceLen ?? 0) : 0,
+      tapIoUring ? HOST_FLAG_TAP_IO_URING : 0,
     );
     this.vrings = queuePairs * 2;
     this.configureObservation();
