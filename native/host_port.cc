@@ -104,8 +104,7 @@ class TapPort : public HostPort {
   }
   Sent Send(const Element& e, uint32_t, uint8_t* scratch, uint32_t cap, uint32_t*) override {
     if (e.outLen <= kSmall && Batching()) {
-      if (n_ == kBatch) refused_ += Submit();
-      uint8_t* slot = slots_.data() + size_t(n_) * kSmall;
+      uint8_t* slot = NextSlot();
       Queue(slot, CopyChainOut(e, slot, kSmall));
       return Sent::kOk;
     }
@@ -115,8 +114,7 @@ class TapPort : public HostPort {
   }
   Sent SendFrame(const uint8_t* frame, uint32_t len, uint8_t*, uint32_t, uint32_t*) override {
     if (len <= kSmall && Batching()) {
-      if (n_ == kBatch) refused_ += Submit();
-      uint8_t* slot = slots_.data() + size_t(n_) * kSmall;
+      uint8_t* slot = NextSlot();
       std::memcpy(slot, frame, len);
       Queue(slot, len);
       return Sent::kOk;
@@ -162,6 +160,11 @@ class TapPort : public HostPort {
       uring_ = batch_ = true;
     }
     return true;
+  }
+  // The slot for the next queued write; a full batch is submitted first.
+  uint8_t* NextSlot() {
+    if (n_ == kBatch) refused_ += Submit();
+    return slots_.data() + size_t(n_) * kSmall;
   }
   void Queue(uint8_t* slot, uint32_t len) {
     io_uring_sqe* sqe = io_uring_get_sqe(&ring_);  // never null: at most kBatch queued

@@ -1,7 +1,8 @@
 /**
  * Host backends as the user names them: `tap:NAME` (`tap:NAME,persist`: the TAP outlives the
- * backend; `io-uring=off`: a write per frame instead of io_uring batches), `macvtap:PARENT[,mode=M][,mac=MAC][,name=NAME]`, `af-packet:IFACE`, `loopback`,
- * `null` (optionally `null:source=LEN`). Parsing is pure; opening asks the kernel.
+ * backend; `io-uring=off`: a write per frame instead of io_uring batches),
+ * `macvtap:PARENT[,mode=M][,mac=MAC][,name=NAME]`, `af-packet:IFACE`, `loopback`, `null`
+ * (optionally `null:source=LEN`). Parsing is pure; opening asks the kernel.
  */
 import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
