@@ -68,6 +68,9 @@ constexpr uint32_t kHostTapIoUring = 1;  // a TAP port writes a burst through io
 std::unique_ptr<HostPort> MakeHostPort(HostKind kind, int fd, uint32_t sourceLen,
                                        uint32_t flags = 0);
 
+// The largest frame a pair's buffers take: a 64 KiB GSO frame and its virtio-net header.
+constexpr uint32_t kMaxFrameBytes = 65536 + 12 + 16;
+
 // Copies the readable segments of `e` into dst; UINT32_MAX when they exceed cap.
 uint32_t CopyChainOut(const Element& e, uint8_t* dst, uint32_t cap);
 

@@ -13,6 +13,7 @@
 #include <cstring>
 #include <vector>
 
+#include "chain_rules.h"
 #include "dirty_log.h"
 #include "guest_memory.h"
 #include "observe.h"
@@ -362,27 +363,6 @@ class PackedRing {
     if (log.On() && cfg.logUsed) log.Mark(mem_->VaToGpa(cfg.usedVa + at), len);
   }
 
-  // One buffer element: the split ring's rules (zero length, readable after writable, 4 GiB,
-  // guest memory).
-  uint32_t AddElement(Element* e, uint64_t addr, uint32_t len, bool writable, bool* sawWritable,
-                      uint32_t* nsegs) const {
-    if (len == 0) return kZeroLen;
-    // §2.8.13.2: "The driver MUST place any device-writable descriptor elements after any
-    // device-readable descriptor elements."
-    if (!writable && *sawWritable) return kReadableAfterWritable;
-    *sawWritable |= writable;
-    (writable ? e->inLen : e->outLen) += len;
-    if (e->inLen + e->outLen > 0xffffffffull) return kChainTooLong;
-    bool tooMany = false;
-    if (!mem_->Split(addr, len, e->segs, nsegs, kMaxChainSegs, &tooMany))
-      return tooMany ? kTooManySegments : kAddrOutOfMemory;
-    if (writable)
-      e->inNum = *nsegs - e->outNum;
-    else
-      e->outNum = *nsegs;
-    return kRingOk;
-  }
-
   // Walks the chain starting at availPos (§2.8.6 chains via NEXT, §2.8.7 indirect tables).
   uint32_t ReadChain(Element* e, Segment* segs) {
     e->head = 0;
@@ -418,11 +398,11 @@ class PackedRing {
           std::memcpy(&x, t + 16 * k, 16);
           if (trace) trace->Desc(x.addr, x.len, x.flags, 0, true, true);
           // §2.8.7: WRITE is the only valid flag in an indirect table; the rest are ignored.
-          err = AddElement(e, x.addr, x.len, x.flags & kDescFWrite, &sawWritable, &nsegs);
+          err = AddDescriptor(*mem_, e, x.addr, x.len, x.flags & kDescFWrite, &sawWritable, &nsegs);
           if (err != kRingOk) return err;
         }
       } else {
-        err = AddElement(e, d.addr, d.len, d.flags & kDescFWrite, &sawWritable, &nsegs);
+        err = AddDescriptor(*mem_, e, d.addr, d.len, d.flags & kDescFWrite, &sawWritable, &nsegs);
         if (err != kRingOk) return err;
       }
       if (!(d.flags & kDescFNext)) {

@@ -33,7 +33,6 @@ QueuePair::QueuePair(DeviceConfig& cfg, Steering& steering, DeviceEvents& events
       flowScratch_(128),
       fromGuestSegs_(kBurstSegs),
       fromGuestBounce_(kBounceSize),
-      lieBuf_(kBounceSize),
       timerFd_(timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC)) {}
 
 QueuePair::~QueuePair() {
@@ -77,77 +76,67 @@ void QueuePair::TakeMemoryFaults() {
   }
 }
 
-void QueuePair::Notify(Vring& ring, uint32_t vring, uint32_t frames) {
-  const uint16_t signalled = ring.SignalledUsed();
-  const bool signalledValid = ring.SignalledUsedValid();
-  bool send = ring.NeedNotify();
-  if (send && NotifyHeldBack(vring)) {
-    // notify-drop: the interrupt is owed, not sent. The ring forgets it was decided, so the
-    // first decision after the window (EVENT_IDX compares used_event with the last one sent)
-    // interrupts the driver for everything that piled up.
-    ring.SetSignalled(signalled, signalledValid);
-    send = false;
-  }
-  const int d = vring == receiveq_ ? 0 : 1;
+void QueuePair::Signal(uint32_t vring) {
   const int fd = cfg_.queues[vring].callFd;
-  if (coalesceOn_[d]) {
-    // Coalescing: the ring said whether; this says when. Entries flushed while an interrupt is
-    // held ride on it, asked for or not.
-    Coalescer& c = coalesce_[d];
-    VringObserver* trace = ring.Trace();
-    const int64_t now = MonotonicNs();
-    const int64_t lastNs = c.LastSentNs();
-    switch (c.Flushed(cfg_.coalesce, now, frames, send)) {
-      case Coalescer::kNone:
-        break;
-      case Coalescer::kSend:
-        if (trace) {
-          const bool early = c.LastReason() == Coalescer::kFrames;
-          trace->Coalesce(early ? kCoalesceSentFrames : kCoalesceSentIdle, cfg_.coalesce.mode,
-                          c.SentFrames(), early ? 0 : static_cast<uint64_t>(now - lastNs) / 1000);
-        }
-        send = true;
-        break;
-      case Coalescer::kHold:
-        if (trace)
-          trace->Coalesce(kCoalesceHeld, cfg_.coalesce.mode, c.OwedFrames(),
-                          static_cast<uint64_t>(c.DueNs() - now) / 1000);
-        cfg_.Count(vring, kCNotifyCoalesced, 1);
-        return;
-      case Coalescer::kJoin:
-        if (trace) trace->Coalesce(kCoalesceJoined, cfg_.coalesce.mode, c.OwedFrames(), 0);
-        cfg_.Count(vring, kCNotifyCoalesced, 1);
-        return;
-      case Coalescer::kWait:
-        cfg_.Count(vring, kCNotifySuppressed, 1);
-        return;
-    }
-  }
-  if (send && notifyDelayNs_[d] > 0) {
-    // notify-delay: the interrupt goes out later (ReleaseHeld); one pending at a time.
-    const int64_t at = MonotonicNs() + notifyDelayNs_[d];
-    if (at < notifyAtNs_[d]) notifyAtNs_[d] = at;
-    send = false;
-  }
-  notifyDelayNs_[d] = 0;
-  if (send) {
-    if (fd >= 0) Wake(fd);
-    cfg_.Count(vring, kCNotifySent, 1);
-  } else {
+  if (fd >= 0) Wake(fd);
+  cfg_.Count(vring, kCNotifySent, 1);
+}
+
+void QueuePair::Notify(Vring& ring, uint32_t vring, uint32_t frames) {
+  const int d = vring == receiveq_ ? kToGuest : kFromGuest;
+  // The ring decides whether (EVENT_IDX, NO_INTERRUPT); a fault plan or coalescing, when.
+  bool send = faults_ ? faults_->Interrupt(d, ring) : ring.NeedNotify();
+  if (coalesceOn_[d] && !Coalesce(ring, vring, d, frames, &send)) return;
+  if (send)
+    Signal(vring);
+  else
     cfg_.Count(vring, kCNotifySuppressed, 1);
-  }
-  // notify-storm: interrupts with nothing new behind them (an eventfd coalesces writes the
+  // notify-storm: interrupts with nothing new behind them (an eventfd adds up writes the
   // front-end has not read yet).
-  for (; stormN_[d] > 0; stormN_[d]--)
-    if (fd >= 0) Wake(fd);
+  const int fd = cfg_.queues[vring].callFd;
+  if (faults_)
+    for (uint32_t k = faults_->TakeStorm(d); k > 0; k--)
+      if (fd >= 0) Wake(fd);
+}
+
+bool QueuePair::Coalesce(Vring& ring, uint32_t vring, int d, uint32_t frames, bool* send) {
+  // Coalescing: the ring said whether; this says when. Entries flushed while an interrupt is
+  // held ride on it, asked for or not.
+  Coalescer& c = coalesce_[d];
+  VringObserver* trace = ring.Trace();
+  const int64_t now = MonotonicNs();
+  const int64_t lastNs = c.LastSentNs();
+  switch (c.Flushed(cfg_.coalesce, now, frames, *send)) {
+    case Coalescer::kNone:
+      return true;
+    case Coalescer::kSend:
+      if (trace) {
+        const bool early = c.LastReason() == Coalescer::kFrames;
+        trace->Coalesce(early ? kCoalesceSentFrames : kCoalesceSentIdle, cfg_.coalesce.mode,
+                        c.SentFrames(), early ? 0 : static_cast<uint64_t>(now - lastNs) / 1000);
+      }
+      *send = true;
+      return true;
+    case Coalescer::kHold:
+      if (trace)
+        trace->Coalesce(kCoalesceHeld, cfg_.coalesce.mode, c.OwedFrames(),
+                        static_cast<uint64_t>(c.DueNs() - now) / 1000);
+      cfg_.Count(vring, kCNotifyCoalesced, 1);
+      return false;
+    case Coalescer::kJoin:
+      if (trace) trace->Coalesce(kCoalesceJoined, cfg_.coalesce.mode, c.OwedFrames(), 0);
+      cfg_.Count(vring, kCNotifyCoalesced, 1);
+      return false;
+    case Coalescer::kWait:
+      cfg_.Count(vring, kCNotifySuppressed, 1);
+      return false;
+  }
+  return true;
 }
 
 void QueuePair::SendHeld(int d, CoalesceAction why) {
-  const uint32_t v = d == 0 ? receiveq_ : transmitq_;
-  const int fd = cfg_.queues[v].callFd;
-  if (fd >= 0) Wake(fd);
-  cfg_.Count(v, kCNotifySent, 1);
-  VringObserver* trace = (d == 0 ? toGuest_ : fromGuest_).Trace();
+  Signal(d == kToGuest ? receiveq_ : transmitq_);
+  VringObserver* trace = (d == kToGuest ? toGuest_ : fromGuest_).Trace();
   if (trace) trace->Coalesce(why, cfg_.coalesce.mode, coalesce_[d].SentFrames(), 0);
 }
 
@@ -161,14 +150,13 @@ void QueuePair::WatchHost(bool on) {
   hostWatched_ = on;
 }
 
-// transmitq: pop chains, hand each frame to the host, give the chains back used (len 0: the
-// device wrote nothing into them), one flush and one notification decision per burst.
+// transmitq: pop chains, fill each used (len 0: the device wrote nothing into them), hand each
+// frame to the host, then one flush and one notification decision per burst.
 void QueuePair::ProcessTransmitq() {
   const uint32_t vt = transmitq_;
   QueueState& q = cfg_.queues[vt];
   if (!q.started || q.broken) return;
   MemoryFaultScope scope(vt);
-  const uint32_t hdr = cfg_.hdrLen;
   if (kicksOn_[1]) {
     fromGuest_.SetNotification(false);  // working: no kicks until the ring runs empty
     kicksOn_[1] = false;
@@ -178,99 +166,26 @@ void QueuePair::ProcessTransmitq() {
       more_ = true;  // yield (notifications stay off): the thread comes back at once
       return;
     }
-    uint32_t n = fromGuest_.PopBurst(fromGuestElems_, kMaxBurst, fromGuestSegs_.data());
-    uint16_t filled = heldUsed_[1];  // used-burst: written, not published yet
+    const uint32_t n = fromGuest_.PopBurst(fromGuestElems_, kMaxBurst, fromGuestSegs_.data());
+    // used-burst: entries written in an earlier burst and not published yet.
+    uint16_t filled = faults_ ? faults_->Waiting(kFromGuest) : 0;
     for (uint32_t i = 0; i < n; i++) {
       const Element& e = fromGuestElems_[i];
-      // With a fault plan, each chain popped is an event (one predictable branch without).
-      Lies* l = nullptr;
-      if (faultsFromGuest_) {
-        l = &fromGuestLies_;
-        TakeLies(*faultsFromGuest_, vt, l);
-      }
-      if (l) TakeNotifyLies(vt, *l, e.head);
+      // With a fault plan, each chain popped is an event, and its used element may be a lie.
+      Lies* l = faults_ ? faults_->ChainPopped(e.head) : nullptr;
       if (!l) {
         fromGuest_.Fill(e.head, 0, filled++, e.slots);
-      } else if (l->withhold >= 0) {
-        // Never completed: the chain stays in flight for the guest (the device knows it is done).
-        Record(vt, l->withhold, kFaultWithhold, kFieldId, e.head, l->event, e.head, 0);
       } else {
-        uint32_t id, len;
-        LieUsed(vt, *l, e.head, 0, &id, &len);
-        fromGuest_.Fill(id, len, filled++, e.slots);
-        if (l->Twice()) fromGuest_.Fill(id, len, filled++, e.slots);  // completed a second time
+        const PairFaults::UsedLie u = faults_->Used(kFromGuest, *l, fromGuest_, e.head, 0);
+        for (uint32_t k = 0; k < u.count; k++) fromGuest_.Fill(u.id, u.len, filled++, e.slots);
       }
-      if (e.outLen < hdr) {
-        cfg_.Count(vt, kCDropMalformed, 1);
-        continue;
-      }
-      if (capFromGuest_) {
-        uint16_t rules[8];
-        const uint32_t nrules = l ? l->Rules(rules, 8) : 0;
-        capFromGuest_->Frame(1, hdr, e.outLen, e.segs, e.outNum, nullptr, rules, nrules);
-      }
-      if (RecordsFlow(steering_.FlowAffinity(), q.enabled))
-        steering_.RecordFlow(pair_, e, hdr, flowScratch_.data());
-      if (!q.enabled) {
-        // A started but disabled transmitq is drained and its frames discarded.
-        cfg_.Count(vt, kCDropDisabled, 1);
-        continue;
-      }
-      if (l && l->drop >= 0) continue;
-      if (l && l->Holds()) {
-        // delay, rate, reorder: a copy leaves later; the chain is completed now, as a NIC
-        // completes a frame once it is in its own queue.
-        uint32_t len = CopyChainOut(e, fromGuestBounce_.data(), fromGuestBounce_.size());
-        if (len == UINT32_MAX) {
-          cfg_.Count(vt, kCDropTooBig, 1);
-          continue;
-        }
-        const uint8_t* f = fromGuestBounce_.data();
-        if (l->ChangesFrame()) {
-          len = LieFrame(*l, f, len);
-          f = lieBuf_.data();
-        }
-        HoldFrame(vt, *l, f, len);
-        if (l->duplicate >= 0) {
-          HoldFrame(vt, *l, f, len);
-          Record(vt, l->duplicate, kFaultDuplicate, kFieldNone, e.head, l->event, 0, 0);
-        }
-        RecordHeld(vt, *l);
-        RecordFrameLies(vt, *l);
-        continue;
-      }
-      if (holdFromGuest_.size()) holdFromGuest_.Passed();
-      const uint32_t copies = l && l->duplicate >= 0 ? 2 : 1;
-      for (uint32_t c = 0; c < copies; c++) {
-        uint32_t looped = 0;
-        HostPort::Sent sent = SendFromGuest(e, l, &looped);
-        if (sent == HostPort::Sent::kFailed) {
-          cfg_.Count(vt, kCDropHostError, 1);
-          break;
-        }
-        if (sent == HostPort::Sent::kTooBig) {
-          cfg_.Count(vt, kCDropTooBig, 1);
-          break;
-        }
-        if (sent == HostPort::Sent::kLooped && Route(fromGuestBounce_.data(), looped) == 0) {
-          // Back to the guest: on this pair's receiveq, or where steering says.
-          cfg_.Count(receiveq_, kCDropNoBuffers, 1);
-        }
-        if (c == 1) Record(vt, l->duplicate, kFaultDuplicate, kFieldNone, e.head, l->event, 0, 0);
-        cfg_.Count(vt, kCFrames, 1);
-        cfg_.Count(vt, kCBytes, e.outLen - hdr);
-      }
-      if (l) RecordFrameLies(vt, *l);
+      SendChain(e, l);
     }
     // Frames a batching port queued leave now, before their chains are completed below.
     if (const uint32_t refused = port_->Flush()) cfg_.Count(vt, kCDropHostError, refused);
     if (n > 0) {
-      if (filled && filled < burstN_[1]) {
-        heldUsed_[1] = filled;  // used-burst: publish when the batch is full
-      } else if (filled) {
+      if (filled && (!faults_ || faults_->Publish(kFromGuest, filled))) {
         fromGuest_.Flush(filled);
-        heldUsed_[1] = 0;
-        burstN_[1] = 0;
         Notify(fromGuest_, vt, filled);
       }
       progress_ = true;
@@ -293,6 +208,64 @@ void QueuePair::ProcessTransmitq() {
       kicksOn_[1] = false;
     }
   }
+}
+
+// One transmitq chain's frame to the host port (or, loopback, back to a receiveq).
+void QueuePair::SendChain(const Element& e, Lies* l) {
+  const uint32_t vt = transmitq_;
+  const uint32_t hdr = cfg_.hdrLen;
+  const QueueState& q = cfg_.queues[vt];
+  if (e.outLen < hdr) {
+    cfg_.Count(vt, kCDropMalformed, 1);
+    return;
+  }
+  if (capFromGuest_) {
+    uint16_t rules[8];
+    const uint32_t nrules = l ? l->Rules(rules, 8) : 0;
+    capFromGuest_->Frame(1, hdr, e.outLen, e.segs, e.outNum, nullptr, rules, nrules);
+  }
+  if (RecordsFlow(steering_.FlowAffinity(), q.enabled))
+    steering_.RecordFlow(pair_, e, hdr, flowScratch_.data());
+  if (!q.enabled) {
+    // A started but disabled transmitq is drained and its frames discarded.
+    cfg_.Count(vt, kCDropDisabled, 1);
+    return;
+  }
+  PairFaults::Frame f;
+  if (faults_) {
+    // A fault plan's hook: the frame may be dropped, held, changed or sent twice.
+    f = faults_->Leaving(l, e);
+    if (!f.go) return;
+  }
+  uint32_t sent = 0;
+  for (; sent < f.copies; sent++) {
+    uint32_t looped = 0;
+    const HostPort::Sent s =
+        f.data ? port_->SendFrame(f.data, f.len, fromGuestBounce_.data(), fromGuestBounce_.size(),
+                                  &looped)
+               : port_->Send(e, hdr, fromGuestBounce_.data(), fromGuestBounce_.size(), &looped);
+    if (!CountSent(s, looped, e.outLen - hdr)) break;
+  }
+  if (l) faults_->Left(*l, e.head, sent);
+}
+
+// Counts a frame handed to the host port; a looped one goes back to the guest, on this pair's
+// receiveq or where steering says. False when the port refused it.
+bool QueuePair::CountSent(HostPort::Sent sent, uint32_t looped, uint32_t bytes) {
+  const uint32_t vt = transmitq_;
+  if (sent == HostPort::Sent::kFailed) {
+    cfg_.Count(vt, kCDropHostError, 1);
+    return false;
+  }
+  if (sent == HostPort::Sent::kTooBig) {
+    cfg_.Count(vt, kCDropTooBig, 1);
+    return false;
+  }
+  if (sent == HostPort::Sent::kLooped && Route(fromGuestBounce_.data(), looped) == 0)
+    cfg_.Count(receiveq_, kCDropNoBuffers, 1);
+  cfg_.Count(vt, kCFrames, 1);
+  cfg_.Count(vt, kCBytes, bytes);
+  return true;
 }
 
 bool QueuePair::Setup(int epfd, uint64_t tag) {
@@ -344,11 +317,12 @@ bool QueuePair::Setup(int epfd, uint64_t tag) {
   cached_ = pos_ = 0;
   filled_ = 0;
   kicksOn_[0] = kicksOn_[1] = true;
-  faultsToGuest_ = cfg_.FaultsOf(receiveq_);
-  faultsFromGuest_ = cfg_.FaultsOf(transmitq_);
-  faultLogToGuest_ = cfg_.FaultLogOf(receiveq_);
-  faultLogFromGuest_ = cfg_.FaultLogOf(transmitq_);
-  toGuestLies_.pending = false;
+  // The fault room: made for a plan with rules for this pair, kept while it still holds
+  // frames or interrupts of an earlier plan.
+  const bool rules = cfg_.FaultsOf(receiveq_) || cfg_.FaultsOf(transmitq_);
+  if (rules && !faults_) faults_.reset(new PairFaults(cfg_, pair_));
+  if (faults_) faults_->Attach();
+  if (faults_ && faults_->Idle()) faults_.reset();
   // Dirty log: on while VHOST_F_LOG_ALL is acked and the front-end gave a log area.
   const LogArea logArea = cfg_.Has(kFLogAll) ? cfg_.log : LogArea{};
   toGuest_.SetLogArea(logArea);
@@ -359,8 +333,8 @@ bool QueuePair::Setup(int epfd, uint64_t tag) {
   capFromGuest_ = cfg_.CaptureOf(transmitq_);
   for (int d = 0; d < 2; d++) {
     coalesce_[d].Reset();
-    coalesceOn_[d] =
-        cfg_.coalesce.mode != kCoalesceOff && !(d == 0 ? faultsToGuest_ : faultsFromGuest_);
+    coalesceOn_[d] = cfg_.coalesce.mode != kCoalesceOff &&
+                     !cfg_.FaultsOf(d == kToGuest ? receiveq_ : transmitq_);
   }
   return polled;
 }
@@ -391,12 +365,12 @@ void QueuePair::Teardown() {
   QueueState& qr = cfg_.queues[receiveq_];
   QueueState& qt = cfg_.queues[transmitq_];
   // used-burst: a stop publishes what waits (the positions handed back must hold it).
-  burstN_[0] = burstN_[1] = 0;
-  {
+  if (faults_) {
+    faults_->Stop(kToGuest);
+    const uint16_t waiting = faults_->Stop(kFromGuest);
     MemoryFaultScope scope(transmitq_);
-    if (heldUsed_[1] && qt.started && !qt.broken) fromGuest_.Flush(heldUsed_[1]);
+    if (waiting && qt.started && !qt.broken) fromGuest_.Flush(waiting);
   }
-  heldUsed_[1] = 0;
   FlushReceiveq();
   SignalHandover();
   // Coalescing: an interrupt still held goes out now, for the entries already published.
@@ -422,6 +396,57 @@ void QueuePair::Teardown() {
   cfg_.Publish(transmitq_, qt.lastAvailIdx, qt.usedIdx);
   epfd_ = -1;
   hostWatched_ = false;
+}
+
+void QueuePair::ReleaseFromGuest(const uint8_t* frame, uint32_t len) {
+  uint32_t looped = 0;
+  const HostPort::Sent sent =
+      port_->SendFrame(frame, len, fromGuestBounce_.data(), fromGuestBounce_.size(), &looped);
+  CountSent(sent, looped, len > cfg_.hdrLen ? len - cfg_.hdrLen : 0);
+}
+
+void QueuePair::ReleaseHeld() {
+  const int64_t now = MonotonicNs();
+  if (faults_) {
+    // The fault room's frames (delay, rate, reorder) and interrupts (notify-delay) that are
+    // due. A frame the guest has no buffer for yet stays; the receiveq kick brings us back.
+    const QueueState& qr = cfg_.queues[receiveq_];
+    const bool live[2] = {qr.started && !qr.broken, cfg_.queues[transmitq_].started};
+    bool sent = false;
+    faults_->ReleaseDue(
+        now, live,
+        [this](const uint8_t* f, uint32_t len) {
+          progress_ = true;
+          again_ = true;  // its lies were told when it was held
+          const int r = Deliver(f, len);
+          again_ = false;
+          return r != 0;
+        },
+        [this, &sent](const uint8_t* f, uint32_t len) {
+          progress_ = sent = true;
+          ReleaseFromGuest(f, len);
+        },
+        [this](int d) { Signal(d == kToGuest ? receiveq_ : transmitq_); });
+    if (sent)
+      if (const uint32_t refused = port_->Flush()) cfg_.Count(transmitq_, kCDropHostError, refused);
+  }
+  FlushReceiveq();
+  SignalHandover();
+  // Coalescing: held interrupts that are due.
+  for (int d = 0; d < 2; d++)
+    if (coalesce_[d].Due(now)) SendHeld(d, kCoalesceSentDue);
+  // The timer follows the earliest release (absolute CLOCK_MONOTONIC; 0 disarms).
+  int64_t next = faults_ ? faults_->NextNs() : FrameHold::kNever;
+  next = std::min(next, std::min(coalesce_[0].DueNs(), coalesce_[1].DueNs()));
+  if (next == timerArmedNs_ || timerFd_ < 0) return;
+  itimerspec t{};
+  if (next != FrameHold::kNever) {
+    if (next <= now) next = now + 1000000;  // due but blocked: look again in 1 ms
+    t.it_value.tv_sec = next / 1000000000;
+    t.it_value.tv_nsec = next % 1000000000;
+  }
+  timerfd_settime(timerFd_, TFD_TIMER_ABSTIME, &t, nullptr);
+  timerArmedNs_ = next;
 }
 
 }  // namespace vun

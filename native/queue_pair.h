@@ -1,7 +1,8 @@
 // One queue pair's data path: receiveq 2n (toGuest) and transmitq 2n+1 (fromGuest), its two
 // vrings (split or packed), its host port and its bounce buffers. A WorkerThread runs one or more
-// pairs. queue_pair.cc: set-up, events, the transmitq; queue_pair_receive.cc: the receiveq;
-// queue_pair_faults.cc: the fault plan's lies.
+// pairs. queue_pair.cc: set-up, events, the transmitq, notifications and timers;
+// queue_pair_receive.cc: the receiveq. A fault plan lives in the pair's fault room
+// (pair_faults.h), which the pair calls at a few hooks; without a plan there is no room.
 //
 //   transmitq --pop--> HostPort::Send (or loopback: Route) --fill/flush/notify--> used ring
 //   HostPort::Receive / handover ring --Route--> Deliver --fill--> receiveq --flush/notify-->
@@ -13,71 +14,14 @@
 #include <vector>
 
 #include "device_config.h"
-#include "faults.h"
-#include "frame_hold.h"
 #include "host_port.h"
+#include "net_rules.h"
 #include "observe.h"
+#include "pair_faults.h"
 #include "steering.h"
 #include "vring.h"
 
 namespace vun {
-
-// What the faults of one event make the device do, collected when the event is taken
-// (VringFaults::Next) and recorded when each part is applied. Rule indexes, -1: not asked.
-struct Lies {
-  bool pending = false;  // receiveq: decided for the frame in progress, not applied yet
-  uint64_t event = 0;
-  int32_t drop = -1, duplicate = -1, corrupt = -1, withhold = -1, runt = -1;
-  int32_t usedLen = -1, usedId = -1, descRewrite = -1;
-  uint8_t dropAction = kFaultDrop;  // drop or loss-gilbert
-  // delay, rate, reorder: the frame is held and leaves later (frame_hold.h).
-  int32_t delay = -1, rate = -1, reorder = -1;
-  int64_t delayNs = 0;
-  FaultRule* rateRule = nullptr;  // its link state
-  int32_t gap = 0;
-  bool Holds() const { return delay >= 0 || rate >= 0 || reorder >= 0; }
-  // The rules behind this event's lies, each once, in a fixed order (the capture's note;
-  // src/faults/lies.ts rulesOf lists them the same way).
-  uint32_t Rules(uint16_t* out, uint32_t max) const {
-    const int32_t all[] = {drop,      duplicate,   corrupt,    runt,      header[0], header[1],
-                           header[2], header[3],   header[4],  header[5], header[6], usedLen,
-                           usedId,    descRewrite, withhold,   delay,     rate,      reorder,
-                           usedBurst, storm,       notifyDelay};
-    uint32_t n = 0;
-    for (int32_t r : all) {
-      if (r < 0 || n >= max) continue;
-      bool seen = false;
-      for (uint32_t i = 0; i < n; i++) seen |= out[i] == r;
-      if (!seen) out[n++] = static_cast<uint16_t>(r);
-    }
-    return n;
-  }
-  // used-burst: this chain's used element waits until `burstN` are written, then all publish.
-  int32_t usedBurst = -1;
-  uint32_t burstN = 0;
-  // notify-storm: `stormN` more interrupts after this burst's; notify-delay: its interrupt late.
-  int32_t storm = -1, notifyDelay = -1;
-  uint32_t stormN = 0;
-  int64_t notifyDelayNs = 0;
-  uint8_t descField = 0;  // kFieldAddr, kFieldLen or kFieldFlags
-  uint64_t descValue = 0;
-  bool AboutUsed() const { return usedLen >= 0 || usedId >= 0 || descRewrite >= 0; }
-  bool Twice() const { return usedId >= 0 && idMode == kIdRepeat; }  // used-id "repeat"
-  uint8_t corruptBit = 0, lenMode = 0, idMode = 0;
-  uint64_t lenValue = 0, idValue = 0;
-  int32_t header[7] = {-1, -1, -1, -1, -1, -1, -1};  // rule per plan.ts HEADER_FIELDS index
-  uint64_t headerValue[7] = {};
-  // What LieFrame changed, recorded once the frame is delivered (it may wait for buffers).
-  uint64_t headerOld[7] = {};
-  uint8_t byteOld = 0, byteNew = 0;
-  uint32_t runtFrom = 0, runtTo = 0;
-  bool ChangesFrame() const {
-    if (corrupt >= 0 || runt >= 0) return true;
-    for (int f = 0; f < 6; f++)  // num_buffers (6) is written after delivery
-      if (header[f] >= 0) return true;
-    return false;
-  }
-};
 
 // Signals an eventfd (a guest's call fd, another pair's handover wake-up).
 inline void Wake(int fd) {
@@ -88,7 +32,7 @@ inline void Wake(int fd) {
 
 class QueuePair {
  public:
-  static constexpr uint32_t kBounceSize = 65536 + 12 + 16;  // a 64 KiB GSO frame and its header
+  static constexpr uint32_t kBounceSize = kMaxFrameBytes;
   // receiveq fills per flush: fewer flushes (each ends in a full barrier before the driver's
   // event area is read) measured 1.03x (0.99-1.09) at 64 B against 32, in 3 alternating rounds.
   static constexpr uint16_t kFlushEvery = 128;
@@ -120,8 +64,7 @@ class QueuePair {
     more_ = false;
     ProcessTransmitq();
     ProcessReceiveq();
-    if (holdToGuest_.size() || holdFromGuest_.size() || timerArmedNs_ != FrameHold::kNever ||
-        notifyAtNs_[0] != FrameHold::kNever || notifyAtNs_[1] != FrameHold::kNever ||
+    if ((faults_ && faults_->NextNs() != FrameHold::kNever) || timerArmedNs_ != FrameHold::kNever ||
         coalesce_[0].DueNs() != Coalescer::kNever || coalesce_[1].DueNs() != Coalescer::kNever)
       ReleaseHeld();
     TakeMemoryFaults();
@@ -161,33 +104,28 @@ class QueuePair {
   void SignalHandover();
   void FlushReceiveq();
   // The notification decision for a flush of `frames` used entries: the ring's, then the
-  // fault plan's lies or interrupt coalescing.
+  // fault plan's or interrupt coalescing's.
   void Notify(Vring& ring, uint32_t vring, uint32_t frames);
+  // Interrupt coalescing's say on a decision (coalesce.h): false when it holds the interrupt.
+  bool Coalesce(Vring& ring, uint32_t vring, int d, uint32_t frames, bool* send);
   // Sends a held interrupt (coalescing) of direction d (0 receiveq, 1 transmitq).
   void SendHeld(int d, CoalesceAction why);
   void Broken(Vring& ring, uint32_t vring);
   // A vring whose guest memory faulted during this step (memory_fault.h) is marked broken.
   void TakeMemoryFaults();
   void WatchHost(bool on);
-  // Faults (queue_pair_faults.cc): take the event's lies; apply and record them.
-  void TakeLies(VringFaults& f, uint32_t vring, Lies* lies);
-  void Record(uint32_t vring, int32_t rule, uint8_t action, uint8_t field, uint32_t ringIdx,
-              uint64_t event, uint64_t oldValue, uint64_t newValue);
-  // A copy of `frame` in lieBuf_ with the frame-changing lies applied (corrupt, header, runt);
-  // returns its length. RecordFrameLies logs them once the frame reached the guest.
-  uint32_t LieFrame(Lies& l, const uint8_t* frame, uint32_t len);
-  void RecordFrameLies(uint32_t vring, const Lies& l);
-  HostPort::Sent SendFromGuest(const Element& e, Lies* l, uint32_t* looped);
-  // The used element the device reports for chain `head` written `len` bytes: truth or lie.
-  void LieUsed(uint32_t vring, const Lies& l, uint16_t head, uint32_t len, uint32_t* id,
-               uint32_t* outLen);
-  bool NotifyHeldBack(uint32_t vring);
-  // Held frames (queue_pair_hold.cc): hold one (its lies decided), release those due, and
-  // keep the timer on the earliest release.
-  void HoldFrame(uint32_t vring, Lies& l, const uint8_t* frame, uint32_t len);
-  // Notification lies of one event (used-burst, notify-storm, notify-delay), for its burst.
-  void TakeNotifyLies(uint32_t vring, const Lies& l, uint32_t head);
-  void RecordHeld(uint32_t vring, const Lies& l);
+  // An interrupt to the driver of `vring`, counted.
+  void Signal(uint32_t vring);
+  // A transmitq chain's frame to the host port (after the fault room's say, with a plan).
+  void SendChain(const Element& e, Lies* l);
+  bool CountSent(HostPort::Sent sent, uint32_t looped, uint32_t bytes);
+  // Places a frame into as many receiveq chains as it needs and writes its header as the
+  // guest reads it; Deliver's result. `l`: the frame's lies, told once it is placed.
+  int Place(const uint8_t* frame, uint32_t len, ReceiveVerdict verdict, Lies* l);
+  // The same frame for the guest once more (a fault plan's duplicate).
+  void DeliverAgain(const uint8_t* frame, uint32_t len, const Lies& l);
+  // Deferred work: frames and interrupts the fault room holds, held interrupts (coalescing);
+  // the timer follows the earliest.
   void ReleaseHeld();
   void ReleaseFromGuest(const uint8_t* frame, uint32_t len);
 
@@ -226,26 +164,13 @@ class QueuePair {
   // Capture (--pcap): the observers of this pair's receiveq and transmitq, or null.
   VringObserver* capToGuest_ = nullptr;
   VringObserver* capFromGuest_ = nullptr;
-  // Fault plan: this pair's rules per vring (null: no rule for it), and where faults are logged.
-  VringFaults* faultsToGuest_ = nullptr;
-  VringFaults* faultsFromGuest_ = nullptr;
-  VringObserver* faultLogToGuest_ = nullptr;
-  VringObserver* faultLogFromGuest_ = nullptr;
-  Lies toGuestLies_, fromGuestLies_;
-  std::vector<uint8_t> lieBuf_;  // a frame changed by a lie (corrupt, header, runt)
-  bool inDuplicate_ = false;
-  FrameHold holdToGuest_, holdFromGuest_;
-  bool releasing_ = false;  // Deliver of a held frame: its lies were taken when it was held
+  // The fault room: null without a fault plan for this pair (pair_faults.h).
+  std::unique_ptr<PairFaults> faults_;
+  // Deliver of a frame whose lies were told already (a duplicate, a released held frame).
+  bool again_ = false;
+  // The pair's timer: held frames and interrupts (fault plan, coalescing).
   int timerFd_ = -1;
   int64_t timerArmedNs_ = FrameHold::kNever;
-  // Per direction (0 toGuest, 1 fromGuest): used-burst's batch size for the burst in progress
-  // and the used elements written but not published; notify-storm's extra interrupts;
-  // notify-delay's delay for this burst and the time a deferred interrupt is due.
-  uint32_t burstN_[2] = {0, 0};
-  uint16_t heldUsed_[2] = {0, 0};
-  uint32_t stormN_[2] = {0, 0};
-  int64_t notifyDelayNs_[2] = {0, 0};
-  int64_t notifyAtNs_[2] = {FrameHold::kNever, FrameHold::kNever};
   // Interrupt coalescing per direction (coalesce.h); off for a vring under a fault plan, whose
   // interrupts the plan decides.
   Coalescer coalesce_[2];

@@ -66,7 +66,6 @@ inline void WholeHeader(uint8_t* to, int nb, bool clearFlags) {
 int QueuePair::Deliver(const uint8_t* frame, uint32_t len) {
   const uint32_t vr = receiveq_;
   QueueState& q = cfg_.queues[vr];
-  const uint32_t hdr = cfg_.hdrLen;
   if (!q.started || q.broken) return 0;
   MemoryFaultScope scope(vr);
   if (!q.enabled) {
@@ -79,41 +78,41 @@ int QueuePair::Deliver(const uint8_t* frame, uint32_t len) {
     cfg_.Count(vr, kCDropMalformed, 1);
     return 1;
   }
-  // The common case first: no fault plan, capture or dirty log, and a frame that fits the next
-  // chain's first writable segment.
-  if (!faultsToGuest_ && !capToGuest_ && !holdToGuest_.size() && !toGuest_.Log().On()) {
+  // The common case first: no fault plan for the receiveq, capture or dirty log, and a frame
+  // that fits the next chain's first writable segment.
+  if (!(faults_ && faults_->Busy(kToGuest)) && !capToGuest_ && !toGuest_.Log().On()) {
     const int r = DeliverWhole(frame, len, verdict == kReceiveClearFlags);
     if (r != kGeneralPath) return r;
   }
-  // With a fault plan, each frame for the guest is an event, decided once: a frame that waits
-  // for buffers keeps its lies (one predictable branch without a plan).
+  // A fault plan's hook: the frame may be dropped, held or changed (an event, decided once).
   Lies* l = nullptr;
-  if (faultsToGuest_ && !inDuplicate_ && !releasing_) {
-    l = &toGuestLies_;
-    if (!l->pending) TakeLies(*faultsToGuest_, vr, l);
-    if (l->drop >= 0) {
-      l->pending = false;
-      return 1;
-    }
-    if (l->ChangesFrame()) {
-      len = LieFrame(*l, frame, len);
-      frame = lieBuf_.data();
-    }
-    if (l->Holds()) {
-      // delay, rate, reorder: the frame (as changed) waits; its used-element lies are not told.
-      HoldFrame(vr, *l, frame, len);
-      if (l->duplicate >= 0) {
-        HoldFrame(vr, *l, frame, len);
-        Record(vr, l->duplicate, kFaultDuplicate, kFieldNone, kNoRing, l->event, 0, 0);
-      }
-      RecordHeld(vr, *l);
-      RecordFrameLies(vr, *l);
-      l->pending = false;
-      return 1;
-    }
+  if (faults_) {
+    const PairFaults::Frame f = faults_->Arriving(&l, frame, len, again_);
+    if (!f.go) return 1;
+    frame = f.data;
+    len = f.len;
   }
-  if (!releasing_ && !inDuplicate_ && holdToGuest_.size()) holdToGuest_.Passed();
-  uint16_t firstFill = filled_;
+  const int r = Place(frame, len, verdict, l);
+  if (r <= 0) return r;
+  burstFrames_++;
+  burstBytes_ += len - cfg_.hdrLen;
+  progress_ = true;
+  if (l && l->duplicate >= 0) DeliverAgain(frame, len, *l);
+  if (filled_ >= kFlushEvery) FlushReceiveq();
+  return 1;
+}
+
+void QueuePair::DeliverAgain(const uint8_t* frame, uint32_t len, const Lies& l) {
+  // The same frame once more (no event of its own); lost when no buffer is left for it.
+  again_ = true;
+  if (Deliver(frame, len) > 0) faults_->Duplicated(l);
+  again_ = false;
+}
+
+int QueuePair::Place(const uint8_t* frame, uint32_t len, ReceiveVerdict verdict, Lies* l) {
+  const uint32_t vr = receiveq_;
+  const uint32_t hdr = cfg_.hdrLen;
+  const uint16_t firstFill = filled_;
   // Where the first chain holds header bytes 0 and num_buffers: taken when it is popped, as a
   // later burst reuses the element array.
   const int nb = NumBuffersOffset(hdr);
@@ -165,37 +164,23 @@ int QueuePair::Deliver(const uint8_t* frame, uint32_t len) {
   // MRG_RXBUF), little-endian; flags cleared when the guest cannot take them.
   uint8_t h[12];
   std::memcpy(h, frame, hdr);
-  if (nb >= 0) {
-    h[nb] = static_cast<uint8_t>(taken & 0xff);
-    h[nb + 1] = static_cast<uint8_t>(taken >> 8);
-    if (at[1]) *at[1] = h[nb];
-    if (at[2]) *at[2] = h[nb + 1];
-  }
+  uint32_t numBuffers = taken;
   if (verdict == kReceiveClearFlags) {
     h[0] = 0;
     if (at[0]) *at[0] = 0;
   }
   if (l) {
-    TakeNotifyLies(vr, *l, firstHead);
-    RecordFrameLies(vr, *l);
-    if (l->header[6] >= 0 && nb >= 0) {
-      // num_buffers (6): told after the device wrote the true count.
-      Record(vr, l->header[6], kFaultHeader, 6, kNoRing, l->event, taken, l->headerValue[6]);
-      h[nb] = static_cast<uint8_t>(l->headerValue[6]);
-      h[nb + 1] = static_cast<uint8_t>(l->headerValue[6] >> 8);
-      if (at[1]) *at[1] = h[nb];
-      if (at[2]) *at[2] = h[nb + 1];
-    }
-    uint32_t reported = firstHead;
-    if (l->AboutUsed()) {
-      // The first chain's used element, written again with the lie.
-      uint32_t usedLen;
-      LieUsed(vr, *l, firstHead, firstLen, &reported, &usedLen);
-      toGuest_.Fill(reported, usedLen, firstFill, firstSlots);
-    }
-    // used-id "repeat": a second used element for the same head.
-    if (l->Twice()) toGuest_.Fill(reported, firstLen, filled_++, firstSlots);
-    l->pending = false;
+    // A fault plan's hook: num_buffers and the first chain's used element may be lies.
+    const PairFaults::PlacedLie p = faults_->Placed(*l, toGuest_, firstHead, taken, firstLen);
+    if (p.numBuffers >= 0) numBuffers = static_cast<uint32_t>(p.numBuffers);
+    if (p.rewrite) toGuest_.Fill(p.id, p.len, firstFill, firstSlots);
+    if (p.twice) toGuest_.Fill(p.id, firstLen, filled_++, firstSlots);
+  }
+  if (nb >= 0) {
+    h[nb] = static_cast<uint8_t>(numBuffers & 0xff);
+    h[nb + 1] = static_cast<uint8_t>(numBuffers >> 8);
+    if (at[1]) *at[1] = h[nb];
+    if (at[2]) *at[2] = h[nb + 1];
   }
   // The header bytes were written again after the copy marked their pages: mark them again,
   // or a page copied (and its bit cleared) in between would keep the old bytes.
@@ -212,17 +197,6 @@ int QueuePair::Deliver(const uint8_t* frame, uint32_t len) {
     const uint32_t nrules = l ? l->Rules(rules, 8) : 0;
     capToGuest_->Frame(0, hdr, len, &part, 1, h, rules, nrules);
   }
-  burstFrames_++;
-  burstBytes_ += len - hdr;
-  progress_ = true;
-  if (l && l->duplicate >= 0) {
-    // The same frame once more (no event of its own); lost when no buffer is left for it.
-    inDuplicate_ = true;
-    if (Deliver(frame, len) > 0)
-      Record(vr, l->duplicate, kFaultDuplicate, kFieldNone, kNoRing, l->event, 0, 0);
-    inDuplicate_ = false;
-  }
-  if (filled_ >= kFlushEvery) FlushReceiveq();
   return 1;
 }
 
@@ -325,8 +299,8 @@ int QueuePair::ReceiveWhole(uint32_t* budget, bool* blocked) {
 }
 
 void QueuePair::FlushReceiveq() {
-  if (filled_ == 0 || filled_ < burstN_[0]) return;  // used-burst: until the batch is full
-  burstN_[0] = 0;
+  // used-burst: until the batch is full.
+  if (filled_ == 0 || (faults_ && !faults_->Publish(kToGuest, filled_))) return;
   const uint32_t vr = receiveq_;
   MemoryFaultScope scope(vr);
   toGuest_.Flush(filled_);
@@ -381,8 +355,8 @@ void QueuePair::ProcessReceiveq() {
   MemoryFaultScope scope(vr);
   const bool hostFrames = port_->Produces();
   // Whether host frames may take ReceiveWhole: nothing to steer, lie, capture, hold or log.
-  const bool whole = q.enabled && steering_.pairs() == 1 && !faultsToGuest_ && !capToGuest_ &&
-                     !holdToGuest_.size() && !toGuest_.Log().On();
+  const bool whole = q.enabled && steering_.pairs() == 1 && !(faults_ && faults_->Busy(kToGuest)) &&
+                     !capToGuest_ && !toGuest_.Log().On();
   uint32_t budget = kReceiveBudget;
   if (kicksOn_[0]) {
     toGuest_.SetNotification(false);  // working: no kicks until the guest runs out of buffers

@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <cstring>
 
+#include "chain_rules.h"
 #include "dirty_log.h"
 #include "guest_memory.h"
 #include "observe.h"
@@ -316,22 +317,9 @@ class SplitRing {
         continue;
       }
       if (++count > tableSize) return kDescLoop;
-      if (d.len == 0) return kZeroLen;
-      bool writable = d.flags & kDescFWrite;
-      // §2.7.4.2: device-writable descriptors come after all device-readable ones.
-      if (!writable && sawWritable) return kReadableAfterWritable;
-      sawWritable |= writable;
-      uint64_t& total = writable ? e->inLen : e->outLen;
-      total += d.len;
-      if (e->inLen + e->outLen > 0xffffffffull) return kChainTooLong;
-      bool tooMany = false;
-      if (!mem_->Split(d.addr, d.len, segs, &nsegs, kMaxChainSegs, &tooMany)) {
-        return tooMany ? kTooManySegments : kAddrOutOfMemory;
-      }
-      if (writable)
-        e->inNum = nsegs - e->outNum;
-      else
-        e->outNum = nsegs;
+      const uint32_t err =
+          AddDescriptor(*mem_, e, d.addr, d.len, d.flags & kDescFWrite, &sawWritable, &nsegs);
+      if (err != kRingOk) return err;
       if (!(d.flags & kDescFNext)) break;
       if (d.next >= tableSize) return kNextOutOfRange;
       i = d.next;

@@ -9,7 +9,7 @@
 // (drops allowed), its header as sent but for flags and num_buffers. ASan checks every copy
 // stays inside guest memory.
 //
-// fuzz-sources: queue_pair.cc queue_pair_receive.cc queue_pair_faults.cc queue_pair_hold.cc
+// fuzz-sources: queue_pair.cc queue_pair_receive.cc pair_faults.cc
 // fuzz-sources: steering.cc host_port.cc memory_fault.cc
 #include <fuzzer/FuzzedDataProvider.h>
 #include <sys/epoll.h>
