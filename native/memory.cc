@@ -234,8 +234,15 @@ Napi::Value MappingU16(const Napi::CallbackInfo& info) {
     ThrowErrno(env, "mappingU16", EINVAL, "unknown mapping or offset outside it");
     return env.Undefined();
   }
+  const uint8_t* p = static_cast<uint8_t*>(it->second.base) + it->second.delta + off;
   uint16_t v;
-  std::memcpy(&v, static_cast<uint8_t*>(it->second.base) + it->second.delta + off, 2);
+  if (reinterpret_cast<uintptr_t>(p) % 2 == 0) {
+    // A ring index (used->idx, avail->idx): acquire pairs with the release-store of whoever
+    // published it last (a device thread before a restart, or the driver).
+    v = __atomic_load_n(reinterpret_cast<const uint16_t*>(p), __ATOMIC_ACQUIRE);
+  } else {
+    std::memcpy(&v, p, 2);
+  }
   return Napi::Number::New(env, v);
 }
 

@@ -38,17 +38,9 @@ Napi::Value NetDevice::StartQueue(const Napi::CallbackInfo& info) {
     q.cfg.logUsed = logAddr != -1;
     q.cfg.logGuestAddr = q.cfg.logUsed ? static_cast<uint64_t>(logAddr) : 0;
     q.lastAvailIdx = static_cast<uint16_t>(U32(o.Get("lastAvailIdx")));
-    // usedIdx < 0: continue from used->idx in guest memory, as libvhost-user does. After a
-    // backend restart QEMU resumes the ring there (split rings only).
-    int64_t usedIdx = o.Get("usedIdx").As<Napi::Number>().Int64Value();
-    if (usedIdx < 0 && q.cfg.packed) {
-      usedIdx = q.lastAvailIdx;  // a packed ring keeps no used index in memory
-    } else if (usedIdx < 0) {
-      const uint8_t* u = cfg_->mem.VaToHost(q.cfg.usedVa, 4);
-      // Acquire: pairs with the release-store of used->idx by whoever wrote it last.
-      usedIdx = u ? __atomic_load_n(reinterpret_cast<const uint16_t*>(u + 2), __ATOMIC_ACQUIRE) : 0;
-    }
-    q.usedIdx = static_cast<uint16_t>(usedIdx);
+    // The session decided where the ring resumes (split: used->idx as it read it from guest
+    // memory; packed: as the front-end said): taken as given.
+    q.usedIdx = static_cast<uint16_t>(U32(o.Get("usedIdx")));
     q.kickFd = o.Get("kickFd").As<Napi::Number>().Int32Value();
     q.callFd = o.Get("callFd").As<Napi::Number>().Int32Value();
     q.enabled = o.Get("enabled").ToBoolean();

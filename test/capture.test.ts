@@ -71,9 +71,10 @@ describe.each(['native', 'ts'] as const)('pcapng capture (%s data path)', (datap
     fe = d.fe;
     const { session, ram, pairs } = d;
     const p = pairs[0] as NonNullable<(typeof pairs)[0]>;
-    for (let i = 0; i < 4; i++) p.rx.offer(p.rx.addChain([{ addr: BigInt(DATA + i * 2048), len: 2048, write: true }]));
-    p.rx.publish();
-    native.eventfdWrite(p.kicks.rx, 1n);
+    for (let i = 0; i < 4; i++)
+      p.receiveq.offer(p.receiveq.addChain([{ addr: BigInt(DATA + i * 2048), len: 2048, write: true }]));
+    p.receiveq.publish();
+    native.eventfdWrite(p.kicks.receiveq, 1n);
     await waitFor(() => session.vrings[0]?.started === true, 2000, 'receiveq started');
 
     // Three frames: a partial checksum for the device to note, one longer than the snap
@@ -83,7 +84,7 @@ describe.each(['native', 'ts'] as const)('pcapng capture (%s data path)', (datap
       headers: hdrs,
       split: true,
     });
-    await waitFor(() => p.rx.usedIdx() === 3, 5000, 'frames looped back');
+    await waitFor(() => p.receiveq.usedIdx() === 3, 5000, 'frames looped back');
     // Closing the session closes its data plane, which drains what is left.
     const closed = srv.sessionClosed();
     fe.close();
@@ -149,12 +150,13 @@ describe.each(['native', 'ts'] as const)('fault notes (%s data path)', (datapath
     const d = await bringUpDevice(srv, featureMask(F.F_VERSION_1, F.VHOST_USER_F_PROTOCOL_FEATURES));
     fe = d.fe;
     const p = d.pairs[0] as NonNullable<(typeof d.pairs)[0]>;
-    for (let i = 0; i < 4; i++) p.rx.offer(p.rx.addChain([{ addr: BigInt(DATA + i * 2048), len: 2048, write: true }]));
-    p.rx.publish();
-    native.eventfdWrite(p.kicks.rx, 1n);
+    for (let i = 0; i < 4; i++)
+      p.receiveq.offer(p.receiveq.addChain([{ addr: BigInt(DATA + i * 2048), len: 2048, write: true }]));
+    p.receiveq.publish();
+    native.eventfdWrite(p.kicks.receiveq, 1n);
     await waitFor(() => d.session.vrings[0]?.started === true, 2000, 'receiveq started');
     transmit(native, d.ram, p, [udpFrame(60, 7001), udpFrame(60, 7002), udpFrame(60, 7003)]);
-    await waitFor(() => p.rx.usedIdx() === 3, 5000, 'frames looped back');
+    await waitFor(() => p.receiveq.usedIdx() === 3, 5000, 'frames looped back');
     const closed = srv.sessionClosed();
     fe.close();
     await closed;

@@ -133,17 +133,17 @@ describe('a device that coalesces (native data path, loopback)', () => {
     fe = d.fe;
     const p = d.pairs[0]!;
     for (let i = 0; i < 16; i++)
-      p.rx.offer(p.rx.addChain([{ addr: BigInt(0x100000 + i * 2048), len: 2048, write: true }]));
-    p.rx.publish();
-    native.eventfdWrite(p.kicks.rx, 1n);
+      p.receiveq.offer(p.receiveq.addChain([{ addr: BigInt(0x100000 + i * 2048), len: 2048, write: true }]));
+    p.receiveq.publish();
+    native.eventfdWrite(p.kicks.receiveq, 1n);
     await waitFor(() => d.session.vrings[0]?.started === true, 2000, 'receiveq started');
     const send = (i: number) => {
       const at = 0x200000 + i * 2048;
       d.ram.bytes.fill(0, at, at + 12);
       d.ram.bytes.fill(0xab, at + 12, at + 12 + 60);
-      p.tx.offer(p.tx.addChain([{ addr: BigInt(at), len: 72, write: false }]));
-      p.tx.publish();
-      native.eventfdWrite(p.kicks.tx, 1n);
+      p.transmitq.offer(p.transmitq.addChain([{ addr: BigInt(at), len: 72, write: false }]));
+      p.transmitq.publish();
+      native.eventfdWrite(p.kicks.transmitq, 1n);
     };
     return { ...d, p, send };
   }
@@ -151,16 +151,16 @@ describe('a device that coalesces (native data path, loopback)', () => {
   it('adaptive: the first frame interrupts at once, the next ones share one interrupt usecs later', async () => {
     const { session, p, send } = await loopback({ mode: 'adaptive', usecs: 300_000, frames: 0 });
     send(0);
-    await waitFor(() => p.rx.usedIdx() === 1, 2000, 'frame 1 used');
-    await waitFor(() => native.eventfdRead(p.calls.rx) !== null, 2000, 'its interrupt');
+    await waitFor(() => p.receiveq.usedIdx() === 1, 2000, 'frame 1 used');
+    await waitFor(() => native.eventfdRead(p.calls.receiveq) !== null, 2000, 'its interrupt');
     const t0 = Date.now();
     for (let i = 1; i < 4; i++) {
       send(i);
-      await waitFor(() => p.rx.usedIdx() === i + 1, 2000, `frame ${i + 1} used`);
+      await waitFor(() => p.receiveq.usedIdx() === i + 1, 2000, `frame ${i + 1} used`);
     }
     // The ring asked for an interrupt for each of them; none has gone out yet.
-    expect(native.eventfdRead(p.calls.rx)).toBeNull();
-    await waitFor(() => native.eventfdRead(p.calls.rx) !== null, 3000, 'the held interrupt');
+    expect(native.eventfdRead(p.calls.receiveq)).toBeNull();
+    await waitFor(() => native.eventfdRead(p.calls.receiveq) !== null, 3000, 'the held interrupt');
     expect(Date.now() - t0).toBeGreaterThanOrEqual(250);
     const c = session.counters(0);
     expect(c.notifySent).toBe(2);
@@ -203,8 +203,8 @@ describe('a device that coalesces (native data path, loopback)', () => {
     const { session, p, send } = await loopback({ mode: 'off', usecs: 300_000, frames: 0 });
     for (let i = 0; i < 4; i++) {
       send(i);
-      await waitFor(() => p.rx.usedIdx() === i + 1, 2000, `frame ${i + 1} used`);
-      await waitFor(() => native.eventfdRead(p.calls.rx) !== null, 2000, `interrupt ${i + 1}`);
+      await waitFor(() => p.receiveq.usedIdx() === i + 1, 2000, `frame ${i + 1} used`);
+      await waitFor(() => native.eventfdRead(p.calls.receiveq) !== null, 2000, `interrupt ${i + 1}`);
     }
     const c = session.counters(0);
     expect(c.notifySent).toBe(4);
@@ -228,14 +228,14 @@ describe('kicks while a worker busy-polls (native data path, loopback)', () => {
     fe = d.fe;
     const p = d.pairs[0]!;
     d.ram.bytes.fill(0, 0x200000, 0x200000 + 72);
-    p.tx.offer(p.tx.addChain([{ addr: 0x200000n, len: 72, write: false }]));
-    p.tx.publish();
-    native.eventfdWrite(p.kicks.tx, 1n);
-    await waitFor(() => p.tx.usedIdx() === 1, 2000, 'the chain used');
+    p.transmitq.offer(p.transmitq.addChain([{ addr: 0x200000n, len: 72, write: false }]));
+    p.transmitq.publish();
+    native.eventfdWrite(p.kicks.transmitq, 1n);
+    await waitFor(() => p.transmitq.usedIdx() === 1, 2000, 'the chain used');
     const t0 = Date.now();
     // VRING_USED_F_NO_NOTIFY (1): the device is still looking, the driver need not kick.
-    expect(p.tx.usedFlags() & 1).toBe(1);
-    await waitFor(() => (p.tx.usedFlags() & 1) === 0, 3000, 'kicks on again');
+    expect(p.transmitq.usedFlags() & 1).toBe(1);
+    await waitFor(() => (p.transmitq.usedFlags() & 1) === 0, 3000, 'kicks on again');
     expect(Date.now() - t0).toBeGreaterThanOrEqual(250);
   });
 });

@@ -45,10 +45,10 @@ async function device(
  */
 async function postRxBuffers(s: Session, p: Pair, count: number, size: number, base: number): Promise<void> {
   for (let i = 0; i < count; i++)
-    p.rx.offer(p.rx.addChain([{ addr: BigInt(base + i * size), len: size, write: true }]));
-  p.rx.publish();
-  native.eventfdWrite(p.kicks.rx, 1n);
-  const index = p.rx.layout.descOff / 0x10000;
+    p.receiveq.offer(p.receiveq.addChain([{ addr: BigInt(base + i * size), len: size, write: true }]));
+  p.receiveq.publish();
+  native.eventfdWrite(p.kicks.receiveq, 1n);
+  const index = p.receiveq.layout.descOff / 0x10000;
   await waitFor(() => s.vrings[index]?.started === true, 2000, `receiveq ${index} started`);
 }
 
@@ -57,14 +57,14 @@ function send(ram: GuestRam, p: Pair, at: number, payload: Buffer, flags = 0): v
   ram.bytes[at] = flags;
   ram.bytes.set(payload, at + HDR);
   // Header and frame in two descriptors (ANY_LAYOUT is not needed for this split).
-  p.tx.offer(
-    p.tx.addChain([
+  p.transmitq.offer(
+    p.transmitq.addChain([
       { addr: BigInt(at), len: HDR, write: false },
       { addr: BigInt(at + HDR), len: payload.length, write: false },
     ]),
   );
-  p.tx.publish();
-  native.eventfdWrite(p.kicks.tx, 1n);
+  p.transmitq.publish();
+  native.eventfdWrite(p.kicks.transmitq, 1n);
 }
 
 const BASE = featureMask(F.F_VERSION_1, F.VHOST_USER_F_PROTOCOL_FEATURES);
@@ -84,10 +84,10 @@ describe.each(['native', 'ts'] as const)('%s data path', (kind) => {
       await postRxBuffers(session, p, 64, 2048, DATA);
       const frames = Array.from({ length: 20 }, (_, i) => Buffer.alloc(60 + i * 50, i + 1));
       frames.forEach((f, i) => send(ram, p, DATA + 0x40000 + i * 0x1000, f));
-      await waitFor(() => p.rx.usedIdx() === frames.length, 5000, 'frames on the receive queue');
-      expect(p.tx.usedIdx()).toBe(frames.length);
+      await waitFor(() => p.receiveq.usedIdx() === frames.length, 5000, 'frames on the receive queue');
+      expect(p.transmitq.usedIdx()).toBe(frames.length);
       frames.forEach((f, i) => {
-        const u = p.rx.usedElem(i);
+        const u = p.receiveq.usedElem(i);
         expect(u.len).toBe(HDR + f.length);
         const at = DATA + u.id * 2048; // heads were allocated in order: id i is buffer i
         const hdr = Buffer.from(ram.bytes.subarray(at, at + HDR));
@@ -95,8 +95,8 @@ describe.each(['native', 'ts'] as const)('%s data path', (kind) => {
         expect(Buffer.from(ram.bytes.subarray(at + HDR, at + HDR + f.length)).equals(f)).toBe(true);
       });
       // The guest was interrupted on both queues.
-      expect(native.eventfdRead(p.calls.rx)).not.toBeNull();
-      expect(native.eventfdRead(p.calls.tx)).not.toBeNull();
+      expect(native.eventfdRead(p.calls.receiveq)).not.toBeNull();
+      expect(native.eventfdRead(p.calls.transmitq)).not.toBeNull();
       const c = countersOf(session);
       expect(c.vring(1).frames).toBe(20);
       expect(c.vring(0).frames).toBe(20);
@@ -109,8 +109,8 @@ describe.each(['native', 'ts'] as const)('%s data path', (kind) => {
       await postRxBuffers(session, p, 8, 2048, DATA);
       const at = DATA + 0x40000;
       send(ram, p, at, Buffer.alloc(100, 7), 2); // VIRTIO_NET_HDR_F_DATA_VALID
-      await waitFor(() => p.rx.usedIdx() === 1, 5000, 'the frame on the receive queue');
-      const got = DATA + p.rx.usedElem(0).id * 2048;
+      await waitFor(() => p.receiveq.usedIdx() === 1, 5000, 'the frame on the receive queue');
+      const got = DATA + p.receiveq.usedElem(0).id * 2048;
       // §5.1.6.4.1: without GUEST_CSUM the device MUST set flags to zero.
       expect(ram.bytes[got]).toBe(0);
       expect(Buffer.from(ram.bytes.subarray(got + HDR, got + HDR + 100)).equals(Buffer.alloc(100, 7))).toBe(true);
@@ -124,7 +124,7 @@ describe.each(['native', 'ts'] as const)('%s data path', (kind) => {
       await waitFor(() => c.vring(0).dropNoBuffers === 1, 5000, 'drop counted');
       await postRxBuffers(session, p, 4, 2048, DATA);
       send(ram, p, DATA + 0x41000, Buffer.alloc(100, 8));
-      await waitFor(() => p.rx.usedIdx() === 1, 5000, 'second frame delivered');
+      await waitFor(() => p.receiveq.usedIdx() === 1, 5000, 'second frame delivered');
     });
   });
 
@@ -135,8 +135,8 @@ describe.each(['native', 'ts'] as const)('%s data path', (kind) => {
       await postRxBuffers(session, p, 16, 512, DATA);
       const frame = Buffer.from(Array.from({ length: 1500 }, (_, i) => i & 0xff));
       send(ram, p, DATA + 0x40000, frame);
-      await waitFor(() => p.rx.usedIdx() === 3, 5000, 'three buffers used');
-      const lens = [0, 1, 2].map((i) => p.rx.usedElem(i).len);
+      await waitFor(() => p.receiveq.usedIdx() === 3, 5000, 'three buffers used');
+      const lens = [0, 1, 2].map((i) => p.receiveq.usedElem(i).len);
       expect(lens).toEqual([512, 512, HDR + 1500 - 1024]);
       expect(Buffer.from(ram.bytes.subarray(DATA + 10, DATA + 12)).readUInt16LE(0)).toBe(3);
       const got = Buffer.concat(
@@ -152,7 +152,7 @@ describe.each(['native', 'ts'] as const)('%s data path', (kind) => {
       send(ram, p, DATA + 0x40000, Buffer.alloc(1500, 1));
       const c = countersOf(session);
       await waitFor(() => c.vring(0).dropTooBig === 1, 5000, 'too-big drop');
-      expect(p.rx.usedIdx()).toBe(0);
+      expect(p.receiveq.usedIdx()).toBe(0);
     });
   });
 
@@ -165,17 +165,17 @@ describe.each(['native', 'ts'] as const)('%s data path', (kind) => {
       const [p0, p1] = pairs as [Pair, Pair];
       await postRxBuffers(session, p0, 32, 2048, DATA);
       await postRxBuffers(session, p1, 32, 2048, DATA + 0x10000);
-      poison(p1.tx);
-      p1.tx.offer(5);
-      p1.tx.publish();
-      native.eventfdWrite(p1.kicks.tx, 1n);
+      poison(p1.transmitq);
+      p1.transmitq.offer(5);
+      p1.transmitq.publish();
+      native.eventfdWrite(p1.kicks.transmitq, 1n);
       await waitFor(() => session.vrings[3]?.broken === true, 5000, 'vring 3 broken');
       const c = countersOf(session);
       expect(c.vring(3).ringErrors).toBe(1);
       for (let i = 0; i < 5; i++) send(ram, p0, DATA + 0x40000 + i * 0x1000, Buffer.alloc(80, i));
-      await waitFor(() => p0.rx.usedIdx() === 5, 5000, 'pair 0 still forwarding');
+      await waitFor(() => p0.receiveq.usedIdx() === 5, 5000, 'pair 0 still forwarding');
       // Kicking the broken queue again changes nothing and logs nothing new.
-      native.eventfdWrite(p1.kicks.tx, 1n);
+      native.eventfdWrite(p1.kicks.transmitq, 1n);
       await new Promise((r) => setTimeout(r, 50));
       expect(c.vring(3).ringErrors).toBe(1);
     });
@@ -187,18 +187,18 @@ describe.each(['native', 'ts'] as const)('%s data path', (kind) => {
       const p = pairs[0] as Pair;
       await postRxBuffers(session, p, 16, 2048, DATA);
       send(ram, p, DATA + 0x40000, Buffer.alloc(80, 1));
-      await waitFor(() => p.rx.usedIdx() === 1, 5000, 'first frame');
+      await waitFor(() => p.receiveq.usedIdx() === 1, 5000, 'first frame');
       await fe?.acked('SET_VRING_ENABLE', MockFrontend.state({ index: 1, num: 0 }));
       for (let i = 0; i < 5; i++) send(ram, p, DATA + 0x41000 + i * 0x1000, Buffer.alloc(80, 2));
       // Drained: every chain comes back used ...
-      await waitFor(() => p.tx.usedIdx() === 6, 5000, 'transmitq drained');
+      await waitFor(() => p.transmitq.usedIdx() === 6, 5000, 'transmitq drained');
       // ... and nothing reaches the host (here: back to the guest).
       await new Promise((r) => setTimeout(r, 50));
-      expect(p.rx.usedIdx()).toBe(1);
+      expect(p.receiveq.usedIdx()).toBe(1);
       expect(countersOf(session).vring(1).dropDisabled).toBe(5);
       await fe?.acked('SET_VRING_ENABLE', MockFrontend.state({ index: 1, num: 1 }));
       send(ram, p, DATA + 0x48000, Buffer.alloc(80, 3));
-      await waitFor(() => p.rx.usedIdx() === 2, 5000, 'enabled again');
+      await waitFor(() => p.receiveq.usedIdx() === 2, 5000, 'enabled again');
     });
   });
 
@@ -217,8 +217,8 @@ describe.each(['native', 'ts'] as const)('%s data path', (kind) => {
       ]);
     };
     const idsOn = (ram: GuestRam, p: Pair, base: number, size: number): number[] =>
-      Array.from({ length: p.rx.usedIdx() }, (_, i) => {
-        const at = base + p.rx.usedElem(i).id * size + HDR + 42;
+      Array.from({ length: p.receiveq.usedIdx() }, (_, i) => {
+        const at = base + p.receiveq.usedElem(i).id * size + HDR + 42;
         return ((ram.bytes[at] ?? 0) << 8) | (ram.bytes[at + 1] ?? 0);
       });
 
@@ -233,7 +233,7 @@ describe.each(['native', 'ts'] as const)('%s data path', (kind) => {
       await postRxBuffers(session, p1, 64, 2048, DATA + 0x20000);
       const frames = Array.from({ length: 40 }, (_, i) => udp(4000 + i, 53, i));
       frames.forEach((f, i) => send(ram, p0, DATA + 0x40000 + i * 0x1000, f));
-      await waitFor(() => p0.rx.usedIdx() + p1.rx.usedIdx() === 40, 5000, 'all frames delivered');
+      await waitFor(() => p0.receiveq.usedIdx() + p1.receiveq.usedIdx() === 40, 5000, 'all frames delivered');
       const want1 = frames
         .map((f, i) => [i, rssPair(defaultRss(2), f).pair] as const)
         .filter(([, q]) => q === 1)
@@ -252,17 +252,17 @@ describe.each(['native', 'ts'] as const)('%s data path', (kind) => {
       await postRxBuffers(session, p1, 64, 2048, DATA + 0x20000);
       // Every entry of the indirection table names pair 1: every flow goes there.
       const all1 = defaultRss(2);
-      session.setSteering({ policy: 'toeplitz', rss: { key: all1.key, table: all1.table.map(() => 1) } });
+      session.tuning.setSteering({ policy: 'toeplitz', rss: { key: all1.key, table: all1.table.map(() => 1) } });
       const frames = Array.from({ length: 20 }, (_, i) => udp(4000 + i, 53, i));
       frames.forEach((f, i) => send(ram, p0, DATA + 0x40000 + i * 0x1000, f));
-      await waitFor(() => p1.rx.usedIdx() === 20, 5000, 'all frames on receiveq1');
-      expect(p0.rx.usedIdx()).toBe(0);
+      await waitFor(() => p1.receiveq.usedIdx() === 20, 5000, 'all frames on receiveq1');
+      expect(p0.receiveq.usedIdx()).toBe(0);
       // And back to none: frames stay on the pair that carried them.
-      session.setSteering({ policy: 'none', rss: defaultRss(2) });
+      session.tuning.setSteering({ policy: 'none', rss: defaultRss(2) });
       const more = Array.from({ length: 10 }, (_, i) => udp(5000 + i, 53, 100 + i));
       more.forEach((f, i) => send(ram, p0, DATA + 0x60000 + i * 0x1000, f));
-      await waitFor(() => p0.rx.usedIdx() === 10, 5000, 'frames on receiveq0');
-      expect(p1.rx.usedIdx()).toBe(20);
+      await waitFor(() => p0.receiveq.usedIdx() === 10, 5000, 'frames on receiveq0');
+      expect(p1.receiveq.usedIdx()).toBe(20);
     });
 
     it('flow-affinity: replies follow the transmitq their flow last used', async () => {
@@ -276,9 +276,9 @@ describe.each(['native', 'ts'] as const)('%s data path', (kind) => {
       while (rssPair(defaultRss(2), udp(sport, 80, 0, true)).pair !== 0) sport++;
       // ... is sent on transmitq 1; its reply, sent on transmitq 0, must come back on pair 1.
       send(ram, p1, DATA + 0x40000, udp(sport, 80, 1));
-      await waitFor(() => p0.rx.usedIdx() + p1.rx.usedIdx() === 1, 5000, 'first frame');
+      await waitFor(() => p0.receiveq.usedIdx() + p1.receiveq.usedIdx() === 1, 5000, 'first frame');
       send(ram, p0, DATA + 0x41000, udp(sport, 80, 2, true));
-      await waitFor(() => p0.rx.usedIdx() + p1.rx.usedIdx() === 2, 5000, 'reply');
+      await waitFor(() => p0.receiveq.usedIdx() + p1.receiveq.usedIdx() === 2, 5000, 'reply');
       expect(idsOn(ram, p1, DATA + 0x20000, 2048)).toContain(2);
     });
 
@@ -293,13 +293,13 @@ describe.each(['native', 'ts'] as const)('%s data path', (kind) => {
       // The flow goes out on transmitq 1 while it is disabled: drained and discarded ...
       await fe?.acked('SET_VRING_ENABLE', MockFrontend.state({ index: 3, num: 0 }));
       send(ram, p1, DATA + 0x40000, udp(sport, 80, 1));
-      await waitFor(() => p1.tx.usedIdx() === 1, 5000, 'transmitq 1 drained');
+      await waitFor(() => p1.transmitq.usedIdx() === 1, 5000, 'transmitq 1 drained');
       expect(countersOf(session).vring(3).dropDisabled).toBe(1);
       // ... so its reply follows Toeplitz (pair 0), not the transmitq that discarded it.
       send(ram, p0, DATA + 0x41000, udp(sport, 80, 2, true));
-      await waitFor(() => p0.rx.usedIdx() + p1.rx.usedIdx() === 1, 5000, 'reply');
+      await waitFor(() => p0.receiveq.usedIdx() + p1.receiveq.usedIdx() === 1, 5000, 'reply');
       expect(idsOn(ram, p0, DATA, 2048)).toEqual([2]);
-      expect(p1.rx.usedIdx()).toBe(0);
+      expect(p1.receiveq.usedIdx()).toBe(0);
     });
 
     it('a disabled receiveq gets nothing: frames for it stay on the pair that has them', async () => {
@@ -310,8 +310,8 @@ describe.each(['native', 'ts'] as const)('%s data path', (kind) => {
       await postRxBuffers(session, p1, 64, 2048, DATA + 0x20000);
       await fe?.acked('SET_VRING_ENABLE', MockFrontend.state({ index: 2, num: 0 }));
       for (let i = 0; i < 20; i++) send(ram, p0, DATA + 0x40000 + i * 0x1000, udp(5000 + i, 53, i));
-      await waitFor(() => p0.rx.usedIdx() === 20, 5000, 'all on pair 0');
-      expect(p1.rx.usedIdx()).toBe(0);
+      await waitFor(() => p0.receiveq.usedIdx() === 20, 5000, 'all on pair 0');
+      expect(p1.receiveq.usedIdx()).toBe(0);
     });
   });
 });

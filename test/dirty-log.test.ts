@@ -92,9 +92,10 @@ function vringAddr(index: number, ram: GuestRam, log: bigint | undefined): Buffe
 }
 
 async function postRx(s: Session, p: DriverPair, count: number): Promise<void> {
-  for (let i = 0; i < count; i++) p.rx.offer(p.rx.addChain([{ addr: BigInt(RXBUF + i * BUF), len: BUF, write: true }]));
-  p.rx.publish();
-  native.eventfdWrite(p.kicks.rx, 1n);
+  for (let i = 0; i < count; i++)
+    p.receiveq.offer(p.receiveq.addChain([{ addr: BigInt(RXBUF + i * BUF), len: BUF, write: true }]));
+  p.receiveq.publish();
+  native.eventfdWrite(p.kicks.receiveq, 1n);
   await waitFor(() => s.vrings[0]?.started === true, 2000, 'receiveq started');
 }
 
@@ -103,10 +104,10 @@ function send(ram: GuestRam, p: DriverPair, frames: Buffer[], from: number): voi
     const at = TXBUF + (from + k) * 0x1000;
     ram.bytes.fill(0, at, at + HDR);
     ram.bytes.set(f, at + HDR);
-    p.tx.offer(p.tx.addChain([{ addr: BigInt(at), len: HDR + f.length, write: false }]));
+    p.transmitq.offer(p.transmitq.addChain([{ addr: BigInt(at), len: HDR + f.length, write: false }]));
   });
-  p.tx.publish();
-  native.eventfdWrite(p.kicks.tx, 1n);
+  p.transmitq.publish();
+  native.eventfdWrite(p.kicks.transmitq, 1n);
 }
 
 const ok = async (v: Promise<bigint>, what: string) => expect(await v, what).toBe(0n);
@@ -131,7 +132,7 @@ describe.each(['native', 'ts'] as const)('%s data path', (kind) => {
       ).toBe(0n);
       const before = [Buffer.alloc(100, 1), Buffer.alloc(200, 2)];
       send(ram, p, before, 0);
-      await waitFor(() => p.rx.usedIdx() === 2, 5000, 'frames before logging');
+      await waitFor(() => p.receiveq.usedIdx() === 2, 5000, 'frames before logging');
       expect(pages(log.view)).toEqual([]);
       expect(session.view().dirtyLog).toEqual({ bytes: LOG_BYTES, logging: false });
 
@@ -146,13 +147,13 @@ describe.each(['native', 'ts'] as const)('%s data path', (kind) => {
       // Frames of many sizes, most crossing a page edge inside their buffer.
       const during = Array.from({ length: 12 }, (_, k) => Buffer.alloc(60 + k * 240, 0x30 + k));
       send(ram, p, during, 2);
-      await waitFor(() => p.rx.usedIdx() === 14, 5000, 'frames while logging');
+      await waitFor(() => p.receiveq.usedIdx() === 14, 5000, 'frames while logging');
       // GET_VRING_BASE stops the rings; the front-end's last log sync follows it.
       for (const index of [0, 1]) await fe.request('GET_VRING_BASE', encodeVringState({ index, num: 0 }));
 
       const written: [bigint, number][] = [];
       during.forEach((f, k) => {
-        const u = p.rx.usedElem(2 + k);
+        const u = p.receiveq.usedElem(2 + k);
         written.push([BigInt(RXBUF + u.id * BUF), HDR + f.length]);
       });
       // Used rings: entries, idx and avail_event (EVENT_IDX), logged at log_guest_addr + offset.
@@ -186,20 +187,20 @@ describe.each(['native', 'ts'] as const)('%s data path', (kind) => {
       expect(await fe.u64('SET_LOG_BASE', desc, [first.fd])).toBe(0n);
       await postRx(session, p, 8);
       send(ram, p, [Buffer.alloc(80, 9)], 0);
-      await waitFor(() => p.rx.usedIdx() === 1, 5000, 'first frame');
+      await waitFor(() => p.receiveq.usedIdx() === 1, 5000, 'first frame');
       await waitFor(() => pages(first.view).length > 0, 2000, 'pages marked in the first log');
       // QEMU resizes the log by sending SET_LOG_BASE again: the old area is not written after.
       expect(await fe.u64('SET_LOG_BASE', desc, [second.fd])).toBe(0n);
       first.view.fill(0);
       send(ram, p, [Buffer.alloc(80, 10)], 1);
-      await waitFor(() => p.rx.usedIdx() === 2, 5000, 'second frame');
+      await waitFor(() => p.receiveq.usedIdx() === 2, 5000, 'second frame');
       await waitFor(() => pages(second.view).length > 0, 2000, 'pages marked in the second log');
       expect(pages(first.view)).toEqual([]);
       // vhost_dev_set_log(false): LOG_ALL off; nothing is marked any more.
       await ok(fe.acked('SET_FEATURES', encodeU64(BASE)), 'SET_FEATURES');
       second.view.fill(0);
       send(ram, p, [Buffer.alloc(80, 11)], 2);
-      await waitFor(() => p.rx.usedIdx() === 3, 5000, 'third frame');
+      await waitFor(() => p.receiveq.usedIdx() === 3, 5000, 'third frame');
       for (const index of [0, 1]) await fe.request('GET_VRING_BASE', encodeVringState({ index, num: 0 }));
       expect(pages(second.view)).toEqual([]);
     } finally {

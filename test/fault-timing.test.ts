@@ -23,9 +23,11 @@ const device = (datapath: DatapathKind, host: 'loopback' | 'null', plan: FaultPl
 /** Posts `count` receive buffers (again from 0 when `from` is given) and kicks. */
 function postRx(pair: DriverPair, count: number): void {
   for (let i = 0; i < count; i++)
-    pair.rx.offer(pair.rx.addChain([{ addr: BigInt(RX_BASE + (i % 64) * RX_SIZE), len: RX_SIZE, write: true }]));
-  pair.rx.publish();
-  native.eventfdWrite(pair.kicks.rx, 1n);
+    pair.receiveq.offer(
+      pair.receiveq.addChain([{ addr: BigInt(RX_BASE + (i % 64) * RX_SIZE), len: RX_SIZE, write: true }]),
+    );
+  pair.receiveq.publish();
+  native.eventfdWrite(pair.kicks.receiveq, 1n);
 }
 
 const frameOf = (i: number, len = 100): Buffer => {
@@ -40,7 +42,7 @@ async function arrivals(pair: DriverPair, n: number, timeoutMs: number): Promise
   const at: number[] = [];
   const end = performance.now() + timeoutMs;
   while (at.length < n && performance.now() < end) {
-    const used = pair.rx.usedIdx();
+    const used = pair.receiveq.usedIdx();
     while (at.length < used) at.push(performance.now());
     await new Promise((r) => setImmediate(r));
   }
@@ -91,7 +93,7 @@ describe.each(['native', 'ts'] as const)('fault timing on the %s data path', (da
         pair,
         Array.from({ length: 100 }, (_, i) => frameOf(b + i)),
       );
-      await waitFor(() => pair.tx.usedIdx() === b + 100, 5000, `batch ${b}`);
+      await waitFor(() => pair.transmitq.usedIdx() === b + 100, 5000, `batch ${b}`);
     }
     await waitFor(() => lines.length === N, 5000, 'every delay logged');
     const ms = lines.map((l) => Number(l.new) / 1000);
@@ -131,11 +133,11 @@ describe.each(['native', 'ts'] as const)('fault timing on the %s data path', (da
     postRx(pair, 64);
     for (let i = 0; i < 5; i++) {
       transmit(native, ram, pair, [frameOf(i)], { base: 0x200000 + i * 0x1000 });
-      await waitFor(() => pair.tx.usedIdx() === i + 1, 2000, `frame ${i} taken`);
+      await waitFor(() => pair.transmitq.usedIdx() === i + 1, 2000, `frame ${i} taken`);
     }
-    await waitFor(() => pair.rx.usedIdx() === 5, 3000, 'five frames back');
+    await waitFor(() => pair.receiveq.usedIdx() === 5, 3000, 'five frames back');
     const order = Array.from({ length: 5 }, (_, k) => {
-      const id = pair.rx.usedElem(k).id;
+      const id = pair.receiveq.usedElem(k).id;
       return Buffer.from(
         ram.bytes.subarray(RX_BASE + id * RX_SIZE + HDR + 14, RX_BASE + id * RX_SIZE + HDR + 18),
       ).readUInt32BE(0);
@@ -155,9 +157,9 @@ describe.each(['native', 'ts'] as const)('fault timing on the %s data path', (da
     for (let i = 0; i < 3; i++) transmit(native, ram, pair, [frameOf(i)], { base: 0x200000 + i * 0x1000 });
     await waitFor(() => lines.length === 3, 2000, 'three chains taken');
     await new Promise((r) => setTimeout(r, 50));
-    expect(pair.tx.usedIdx(), 'three written, none published').toBe(0);
+    expect(pair.transmitq.usedIdx(), 'three written, none published').toBe(0);
     transmit(native, ram, pair, [frameOf(3)], { base: 0x203000 });
-    await waitFor(() => pair.tx.usedIdx() === 4, 2000, 'the batch of four published');
+    await waitFor(() => pair.transmitq.usedIdx() === 4, 2000, 'the batch of four published');
     await waitFor(() => lines.length === 4, 2000, 'four faults logged');
     expect(lines.map((l) => [l.do, l.ringIdx])).toEqual([
       ['used-burst', 0],
@@ -177,16 +179,16 @@ describe.each(['native', 'ts'] as const)('fault timing on the %s data path', (da
     });
     postRx(pair, 16);
     await waitFor(() => session.vrings[0]?.started === true, 2000, 'receiveq started');
-    native.eventfdRead(pair.calls.rx);
+    native.eventfdRead(pair.calls.receiveq);
     transmit(native, ram, pair, [frameOf(0)]);
-    await waitFor(() => pair.rx.usedIdx() === 1, 2000, 'first frame back');
+    await waitFor(() => pair.receiveq.usedIdx() === 1, 2000, 'first frame back');
     await new Promise((r) => setTimeout(r, 20));
     // An eventfd adds up the writes it was not read between: the interrupt and five more.
-    expect(native.eventfdRead(pair.calls.rx)).toBe(6n);
+    expect(native.eventfdRead(pair.calls.receiveq)).toBe(6n);
     transmit(native, ram, pair, [frameOf(1)], { base: 0x201000 });
-    await waitFor(() => pair.rx.usedIdx() === 2, 2000, 'second frame back');
+    await waitFor(() => pair.receiveq.usedIdx() === 2, 2000, 'second frame back');
     const used = performance.now();
-    await waitFor(() => native.eventfdRead(pair.calls.rx) !== null, 2000, 'the late interrupt');
+    await waitFor(() => native.eventfdRead(pair.calls.receiveq) !== null, 2000, 'the late interrupt');
     expect(performance.now() - used).toBeGreaterThanOrEqual(120);
     expect(lines.map((l) => [l.rule, l.do, l.new])).toEqual([
       ['storm', 'notify-storm', undefined],
@@ -205,8 +207,8 @@ describe.each(['native', 'ts'] as const)('fault timing on the %s data path', (da
     const BATCH = 200;
     for (let sent = 0; sent < N; sent += BATCH) {
       transmit(native, ram, pair, Array(BATCH).fill(frameOf(1, 60)), { kick: false });
-      native.eventfdWrite(pair.kicks.tx, 1n);
-      await waitFor(() => pair.tx.usedIdx() === (sent + BATCH) % 65536, 10_000, `batch at ${sent}`);
+      native.eventfdWrite(pair.kicks.transmitq, 1n);
+      await waitFor(() => pair.transmitq.usedIdx() === (sent + BATCH) % 65536, 10_000, `batch at ${sent}`);
     }
     await new Promise((res) => setTimeout(res, 150));
     const lost = lines.map((l) => l.event);

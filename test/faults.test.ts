@@ -127,9 +127,9 @@ const device = (datapath: DatapathKind, host: 'loopback' | 'null', plan: FaultPl
 
 async function postRx(session: { vrings: { started: boolean }[] }, p: DriverPair, count: number): Promise<void> {
   for (let i = 0; i < count; i++)
-    p.rx.offer(p.rx.addChain([{ addr: BigInt(RX_BASE + i * RX_SIZE), len: RX_SIZE, write: true }]));
-  p.rx.publish();
-  native.eventfdWrite(p.kicks.rx, 1n);
+    p.receiveq.offer(p.receiveq.addChain([{ addr: BigInt(RX_BASE + i * RX_SIZE), len: RX_SIZE, write: true }]));
+  p.receiveq.publish();
+  native.eventfdWrite(p.kicks.receiveq, 1n);
   await waitFor(() => session.vrings[0]?.started === true, 2000, 'receiveq started');
 }
 
@@ -159,9 +159,9 @@ describe.each(['native', 'ts'] as const)('fault actions on the %s data path', (d
     await postRx(session, pair, 16);
     const frames = Array.from({ length: 6 }, (_, i) => frameOf(i));
     transmit(native, ram, pair, frames);
-    await waitFor(() => pair.rx.usedIdx() === 6, 5000, 'six frames back');
+    await waitFor(() => pair.receiveq.usedIdx() === 6, 5000, 'six frames back');
     await waitFor(() => lines.length === 6, 2000, 'six faults logged');
-    const used = Array.from({ length: 6 }, (_, i) => pair.rx.usedElem(i));
+    const used = Array.from({ length: 6 }, (_, i) => pair.receiveq.usedElem(i));
     const buf = (id: number) => ram.bytes.subarray(RX_BASE + id * RX_SIZE, RX_BASE + (id + 1) * RX_SIZE);
     // 0: gso_size (header bytes 4-5) reads 777.
     expect(Buffer.from(buf(used[0]?.id as number)).readUInt16LE(4)).toBe(777);
@@ -178,7 +178,7 @@ describe.each(['native', 'ts'] as const)('fault actions on the %s data path', (d
     expect(diff.slice(0, 99).every((d) => d === 0)).toBe(true);
     expect([1, 2, 4, 8, 16, 32, 64, 128]).toContain(diff[99]);
     // 5: sent, but its transmit chain never completed.
-    await waitFor(() => pair.tx.usedIdx() === 5, 2000, 'five transmit chains used');
+    await waitFor(() => pair.transmitq.usedIdx() === 5, 2000, 'five transmit chains used');
     expect(session.counters(1).frames).toBe(6);
     expect(timeless(lines).map((l) => [l.rule, l.vring, l.event, l.field, l.old, l.new])).toEqual([
       ['gso', 0, 0, 'gso_size', 0, 777],
@@ -208,26 +208,26 @@ describe.each(['native', 'ts'] as const)('fault actions on the %s data path', (d
       [41, 91],
     ] as const) {
       const at = BigInt(RX_BASE + (h - 40) * RX_SIZE);
-      pair.rx.rawDesc(h, at, 8, DESC_F_WRITE | DESC_F_NEXT, n);
-      pair.rx.rawDesc(n, at + 8n, RX_SIZE - 8, DESC_F_WRITE, 0);
-      pair.rx.offer(h);
+      pair.receiveq.rawDesc(h, at, 8, DESC_F_WRITE | DESC_F_NEXT, n);
+      pair.receiveq.rawDesc(n, at + 8n, RX_SIZE - 8, DESC_F_WRITE, 0);
+      pair.receiveq.offer(h);
     }
-    pair.rx.publish();
-    native.eventfdWrite(pair.kicks.rx, 1n);
+    pair.receiveq.publish();
+    native.eventfdWrite(pair.kicks.receiveq, 1n);
     await waitFor(() => session.vrings[0]?.started === true, 2000, 'receiveq started');
     transmit(native, ram, pair, [frameOf(1), frameOf(2)]);
-    await waitFor(() => pair.rx.usedIdx() === 2, 5000, 'two frames back');
+    await waitFor(() => pair.receiveq.usedIdx() === 2, 5000, 'two frames back');
     await waitFor(() => lines.length === 3, 2000, 'three faults logged');
-    expect(pair.rx.usedElem(0).id, "the first chain's second descriptor").toBe(90);
-    expect(pair.rx.usedElem(1).id).toBe(41);
-    expect(pair.rx.readDesc(41).addr).toBe(0xdead0000n);
-    const tx = lines.find((l) => l.rule === 'len');
-    expect(pair.tx.readDesc(tx?.ringIdx as number).len).toBe(7);
+    expect(pair.receiveq.usedElem(0).id, "the first chain's second descriptor").toBe(90);
+    expect(pair.receiveq.usedElem(1).id).toBe(41);
+    expect(pair.receiveq.readDesc(41).addr).toBe(0xdead0000n);
+    const lenFault = lines.find((l) => l.rule === 'len');
+    expect(pair.transmitq.readDesc(lenFault?.ringIdx as number).len).toBe(7);
     expect(timeless(lines).map((l) => [l.rule, l.ringIdx, l.field, l.new])).toEqual(
       expect.arrayContaining([
         ['second', 40, 'id', 90],
         ['addr', 41, 'addr', 0xdead0000],
-        ['len', tx?.ringIdx, 'len', 7],
+        ['len', lenFault?.ringIdx, 'len', 7],
       ]),
     );
   });
@@ -239,14 +239,14 @@ describe.each(['native', 'ts'] as const)('fault actions on the %s data path', (d
     };
     const { session, ram, pair, lines } = await device(datapath, 'loopback', plan);
     await postRx(session, pair, 16);
-    native.eventfdRead(pair.calls.rx); // whatever start-up signalled
+    native.eventfdRead(pair.calls.receiveq); // whatever start-up signalled
     transmit(native, ram, pair, [frameOf(1), frameOf(2), frameOf(3)]);
-    await waitFor(() => pair.rx.usedIdx() === 3, 5000, 'frames in the receiveq');
+    await waitFor(() => pair.receiveq.usedIdx() === 3, 5000, 'frames in the receiveq');
     await waitFor(() => lines.length > 0, 2000, 'held-back interrupts logged');
-    expect(native.eventfdRead(pair.calls.rx), 'the receiveq call fd was signalled').toBeNull();
+    expect(native.eventfdRead(pair.calls.receiveq), 'the receiveq call fd was signalled').toBeNull();
     expect(lines.every((l) => l.rule === 'quiet' && l.do === 'notify-drop' && l.vring === 0)).toBe(true);
     // The transmitq has no rule: its interrupts still go out.
-    await waitFor(() => native.eventfdRead(pair.calls.tx) !== null, 2000, 'transmitq interrupt');
+    await waitFor(() => native.eventfdRead(pair.calls.transmitq) !== null, 2000, 'transmitq interrupt');
   });
 
   it('notify-drop: the interrupt held back is owed, so the first one after the window goes out (EVENT_IDX)', async () => {
@@ -262,16 +262,20 @@ describe.each(['native', 'ts'] as const)('fault actions on the %s data path', (d
     );
     const t0 = performance.now();
     await postRx(session, pair, 16);
-    pair.rx.setUsedEvent(0); // the driver wants an interrupt for the first used entry
-    native.eventfdRead(pair.calls.rx);
+    pair.receiveq.setUsedEvent(0); // the driver wants an interrupt for the first used entry
+    native.eventfdRead(pair.calls.receiveq);
     transmit(native, ram, pair, [frameOf(1)]);
-    await waitFor(() => pair.rx.usedIdx() === 1 && lines.length > 0, 5000, 'a frame used, its interrupt held back');
-    expect(native.eventfdRead(pair.calls.rx)).toBeNull();
+    await waitFor(
+      () => pair.receiveq.usedIdx() === 1 && lines.length > 0,
+      5000,
+      'a frame used, its interrupt held back',
+    );
+    expect(native.eventfdRead(pair.calls.receiveq)).toBeNull();
     expect(performance.now() - t0, 'still inside the window').toBeLessThan(700);
     await new Promise((r) => setTimeout(r, 750 - (performance.now() - t0)));
     transmit(native, ram, pair, [frameOf(2)]);
-    await waitFor(() => pair.rx.usedIdx() === 2, 5000, 'the second frame used');
-    await waitFor(() => native.eventfdRead(pair.calls.rx) !== null, 2000, 'the owed interrupt after the window');
+    await waitFor(() => pair.receiveq.usedIdx() === 2, 5000, 'the second frame used');
+    await waitFor(() => native.eventfdRead(pair.calls.receiveq) !== null, 2000, 'the owed interrupt after the window');
   });
 
   it('drop and duplicate land within 5 standard deviations of p over 100,000 frames', async () => {
@@ -289,8 +293,8 @@ describe.each(['native', 'ts'] as const)('fault actions on the %s data path', (d
     const frame = [frameOf(1, 60)];
     for (let sent = 0; sent < N; sent += BATCH) {
       transmit(native, ram, pair, Array(BATCH).fill(frame[0]), { kick: false });
-      native.eventfdWrite(pair.kicks.tx, 1n);
-      await waitFor(() => pair.tx.usedIdx() === (sent + BATCH) % 65536, 10_000, `batch at ${sent}`);
+      native.eventfdWrite(pair.kicks.transmitq, 1n);
+      await waitFor(() => pair.transmitq.usedIdx() === (sent + BATCH) % 65536, 10_000, `batch at ${sent}`);
     }
     await waitFor(() => session.counters(1).bursts > 0 && lines.length > 0, 2000, 'faults logged');
     await new Promise((r) => setTimeout(r, 100)); // the last observation drain
@@ -343,7 +347,7 @@ describe('determinism', () => {
         pair,
         Array.from({ length: 30 }, (_, i) => frameOf(b * 30 + i)),
       );
-      await waitFor(() => pair.tx.usedIdx() >= (b + 1) * 30 - 3, 5000, `batch ${b}`);
+      await waitFor(() => pair.transmitq.usedIdx() >= (b + 1) * 30 - 3, 5000, `batch ${b}`);
     }
     await new Promise((r) => setTimeout(r, 200)); // the held frames and the last observation drain
     await devices.end();

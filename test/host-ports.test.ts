@@ -106,16 +106,20 @@ describe('host ports (VM-free, in a namespace)', () => {
   // sends it as iovecs into the guest's buffers, TAP writes it at once after the writes queued
   // for io_uring. Held by a fault plan's delay, a frame is the device's copy and leaves by the
   // port's SendFrame instead.
+  // The TS data plane (--datapath ts) has host ports of its own (src/net/host-ports.ts): its
+  // AF_PACKET port drops num_buffers on the way out in TS.
   it.each([
-    { port: 'af-packet', held: false, options: '' },
-    { port: 'tap', held: false, options: '' },
-    { port: 'tap', held: false, options: ',io-uring=off' },
-    { port: 'af-packet', held: true, options: '' },
-    { port: 'tap', held: true, options: '' },
+    { port: 'af-packet', held: false, options: '', datapath: 'native' },
+    { port: 'tap', held: false, options: '', datapath: 'native' },
+    { port: 'tap', held: false, options: ',io-uring=off', datapath: 'native' },
+    { port: 'af-packet', held: true, options: '', datapath: 'native' },
+    { port: 'tap', held: true, options: '', datapath: 'native' },
+    { port: 'af-packet', held: false, options: '', datapath: 'ts' },
+    { port: 'af-packet', held: true, options: '', datapath: 'ts' },
   ] as const)(
-    '$port $options (held by a delay: $held): sends each guest frame once, byte for byte, however its chain splits the header',
-    async ({ port, held, options }) => {
-      const args: string[] = [];
+    '$port $options ($datapath data path, held by a delay: $held): sends each guest frame once, byte for byte, however its chain splits the header',
+    async ({ port, held, options, datapath }) => {
+      const args: string[] = ['--datapath', datapath];
       if (held) {
         const dir = tempDir();
         const plan = join(dir.dir, 'plan.json');
@@ -146,19 +150,19 @@ describe('host ports (VM-free, in a namespace)', () => {
           off += c;
         }
         descs.push({ addr: BigInt(at + off), len: bytes.length - off, write: false });
-        p.tx.offer(p.tx.addChain(descs));
+        p.transmitq.offer(p.transmitq.addChain(descs));
         if (i % 8 === 7) {
-          p.tx.publish();
-          native.eventfdWrite(p.kicks.tx, 1n);
+          p.transmitq.publish();
+          native.eventfdWrite(p.kicks.transmitq, 1n);
         }
       }
-      p.tx.publish();
-      native.eventfdWrite(p.kicks.tx, 1n);
+      p.transmitq.publish();
+      native.eventfdWrite(p.kicks.transmitq, 1n);
       const lines = (await seen).split('\n').filter((l) => /^[0-9a-f]+$/.test(l));
       expect(lines.length).toBe(COUNT);
       // The virtio-net header is not on the wire; the frame is, exactly.
       expect(lines).toEqual(sent.map((f) => f.toString('hex')));
-      await waitFor(() => p.tx.usedIdx() === COUNT, 2000, 'every chain completed');
+      await waitFor(() => p.transmitq.usedIdx() === COUNT, 2000, 'every chain completed');
     },
   );
 
@@ -187,13 +191,13 @@ describe('host ports (VM-free, in a namespace)', () => {
         sent.push(f, f);
         const at = 0x100000 + i * 0x1000;
         ram.bytes.set(Buffer.concat([Buffer.alloc(12), f]), at);
-        p.tx.offer(p.tx.addChain([{ addr: BigInt(at), len: 12 + f.length, write: false }]));
+        p.transmitq.offer(p.transmitq.addChain([{ addr: BigInt(at), len: 12 + f.length, write: false }]));
       }
       const before = writes();
-      p.tx.publish();
-      native.eventfdWrite(p.kicks.tx, 1n);
+      p.transmitq.publish();
+      native.eventfdWrite(p.kicks.transmitq, 1n);
       const lines = (await seen).split('\n').filter((l) => /^[0-9a-f]+$/.test(l));
-      await waitFor(() => p.tx.usedIdx() === N, 2000, 'every chain completed');
+      await waitFor(() => p.transmitq.usedIdx() === N, 2000, 'every chain completed');
       const calls = writes() - before;
       expect(lines).toEqual(sent.map((f) => f.toString('hex')));
       if (batched) expect(calls).toBeLessThan(N / 4);
@@ -201,20 +205,26 @@ describe('host ports (VM-free, in a namespace)', () => {
     },
   );
 
-  // rx-ring: read from a TPACKET_V3 ring instead of by recvmmsg.
-  it.each(['', ',rx-ring'])(
-    'af-packet%s: delivers frames from the wire into the guest buffers with a 12-byte header',
-    async (options) => {
-      const { ram, p } = await device(0n, 'af-packet', options);
+  // rx-ring: read from a TPACKET_V3 ring instead of by recvmmsg; ts: the TS data plane's port,
+  // which moves the 10-byte header AF_PACKET reads down in TS.
+  const RECEIVE_PATHS = [
+    { options: '', datapath: 'native' },
+    { options: ',rx-ring', datapath: 'native' },
+    { options: '', datapath: 'ts' },
+  ] as const;
+  it.each(RECEIVE_PATHS)(
+    'af-packet$options ($datapath data path): delivers frames from the wire into the guest buffers with a 12-byte header',
+    async ({ options, datapath }) => {
+      const { ram, p } = await device(0n, 'af-packet', options, ['--datapath', datapath]);
       for (let i = 0; i < 64; i++)
-        p.rx.offer(p.rx.addChain([{ addr: BigInt(0x200000 + i * 2048), len: 2048, write: true }]));
-      p.rx.publish();
-      native.eventfdWrite(p.kicks.rx, 1n);
+        p.receiveq.offer(p.receiveq.addChain([{ addr: BigInt(0x200000 + i * 2048), len: 2048, write: true }]));
+      p.receiveq.publish();
+      native.eventfdWrite(p.kicks.receiveq, 1n);
       const frames = Array.from({ length: COUNT }, (_, i) => frame(i, 60 + ((i * 53) % 1400)));
       await wire(ns!, ['vpb', 'send'], frames.map((f) => `${f.toString('hex')}\n`).join(''));
-      await waitFor(() => p.rx.usedIdx() === COUNT, 5000, 'every frame used');
+      await waitFor(() => p.receiveq.usedIdx() === COUNT, 5000, 'every frame used');
       for (let i = 0; i < COUNT; i++) {
-        const u = p.rx.usedElem(i);
+        const u = p.receiveq.usedElem(i);
         const f = frames[i]!;
         expect(u.len).toBe(12 + f.length);
         const at = 0x200000 + u.id * 2048;
@@ -234,14 +244,14 @@ describe('host ports (VM-free, in a namespace)', () => {
     const { p, sock } = await device(0n, 'af-packet', ',rx-ring');
     const offer = (pair: typeof p) => {
       for (let i = 0; i < 64; i++)
-        pair.rx.offer(pair.rx.addChain([{ addr: BigInt(0x200000 + i * 2048), len: 2048, write: true }]));
-      pair.rx.publish();
-      native.eventfdWrite(pair.kicks.rx, 1n);
+        pair.receiveq.offer(pair.receiveq.addChain([{ addr: BigInt(0x200000 + i * 2048), len: 2048, write: true }]));
+      pair.receiveq.publish();
+      native.eventfdWrite(pair.kicks.receiveq, 1n);
     };
     offer(p);
     const first = Array.from({ length: 8 }, (_, i) => frame(i, 80));
     await wire(ns!, ['vpb', 'send'], first.map((f) => `${f.toString('hex')}\n`).join(''));
-    await waitFor(() => p.rx.usedIdx() === first.length, 5000, "the first session's frames used");
+    await waitFor(() => p.receiveq.usedIdx() === first.length, 5000, "the first session's frames used");
     fe!.close();
     fe = MockFrontend.connect(native, sock);
     await fe.handshake();
@@ -250,9 +260,9 @@ describe('host ports (VM-free, in a namespace)', () => {
     offer(q);
     const second = Array.from({ length: 8 }, (_, i) => frame(100 + i, 90));
     await wire(ns!, ['vpb', 'send'], second.map((f) => `${f.toString('hex')}\n`).join(''));
-    await waitFor(() => q.rx.usedIdx() === second.length, 5000, "the second session's frames used");
+    await waitFor(() => q.receiveq.usedIdx() === second.length, 5000, "the second session's frames used");
     for (let i = 0; i < second.length; i++) {
-      const u = q.rx.usedElem(i);
+      const u = q.receiveq.usedElem(i);
       const at = 0x200000 + u.id * 2048;
       expect(Buffer.from(again.ram.bytes.subarray(at + 12, at + u.len)).equals(second[i]!)).toBe(true);
     }
@@ -262,21 +272,21 @@ describe('host ports (VM-free, in a namespace)', () => {
   // a checksum (NEEDS_CSUM, csum_start 20, csum_offset 4), the frame crosses the veth still
   // CHECKSUM_PARTIAL, AF_PACKET's header says so, and a guest with GUEST_CSUM keeps it
   // (§5.1.6.4).
-  it.each(['', ',rx-ring'])(
-    "af-packet%s: with GUEST_CSUM a partial checksum's header reaches the guest",
-    async (options) => {
-      const { ram, p } = await device(featureMask(F.NET_F_GUEST_CSUM), 'af-packet', options);
+  it.each(RECEIVE_PATHS)(
+    "af-packet$options ($datapath data path): with GUEST_CSUM a partial checksum's header reaches the guest",
+    async ({ options, datapath }) => {
+      const { ram, p } = await device(featureMask(F.NET_F_GUEST_CSUM), 'af-packet', options, ['--datapath', datapath]);
       for (let i = 0; i < 16; i++)
-        p.rx.offer(p.rx.addChain([{ addr: BigInt(0x200000 + i * 2048), len: 2048, write: true }]));
-      p.rx.publish();
-      native.eventfdWrite(p.kicks.rx, 1n);
+        p.receiveq.offer(p.receiveq.addChain([{ addr: BigInt(0x200000 + i * 2048), len: 2048, write: true }]));
+      p.receiveq.publish();
+      native.eventfdWrite(p.kicks.receiveq, 1n);
       const hdr = Buffer.from([1, 0, 0, 0, 0, 0, 20, 0, 4, 0]);
       const frames = Array.from({ length: 8 }, (_, i) => frame(i, 100 + i));
       const lines = frames.map((f) => `${hdr.toString('hex')}${f.toString('hex')}\n`).join('');
       await wire(ns!, ['vpb', 'send-vnet'], lines);
-      await waitFor(() => p.rx.usedIdx() === frames.length, 5000, 'every frame used');
+      await waitFor(() => p.receiveq.usedIdx() === frames.length, 5000, 'every frame used');
       for (let i = 0; i < frames.length; i++) {
-        const u = p.rx.usedElem(i);
+        const u = p.receiveq.usedElem(i);
         const got = Buffer.from(ram.bytes.subarray(0x200000 + u.id * 2048, 0x200000 + u.id * 2048 + u.len));
         expect(got.subarray(0, 10).toString('hex')).toBe(hdr.toString('hex'));
         expect(got.readUInt16LE(10)).toBe(1);
@@ -285,27 +295,27 @@ describe('host ports (VM-free, in a namespace)', () => {
     },
   );
 
-  it.each(['', ',rx-ring'])(
-    'af-packet%s: spreads a wire frame larger than one buffer over several (MRG_RXBUF, num_buffers)',
-    async (options) => {
-      const { ram, p } = await device(featureMask(F.NET_F_MRG_RXBUF), 'af-packet', options);
+  it.each(RECEIVE_PATHS)(
+    'af-packet$options ($datapath data path): spreads a wire frame larger than one buffer over several (MRG_RXBUF, num_buffers)',
+    async ({ options, datapath }) => {
+      const { ram, p } = await device(featureMask(F.NET_F_MRG_RXBUF), 'af-packet', options, ['--datapath', datapath]);
       const SIZE = 512;
       for (let i = 0; i < 256; i++)
-        p.rx.offer(p.rx.addChain([{ addr: BigInt(0x200000 + i * SIZE), len: SIZE, write: true }]));
-      p.rx.publish();
-      native.eventfdWrite(p.kicks.rx, 1n);
+        p.receiveq.offer(p.receiveq.addChain([{ addr: BigInt(0x200000 + i * SIZE), len: SIZE, write: true }]));
+      p.receiveq.publish();
+      native.eventfdWrite(p.kicks.receiveq, 1n);
       // Short frames (one buffer each) between long ones (up to 3 buffers).
       const frames = Array.from({ length: COUNT }, (_, i) => frame(i, i % 2 ? 60 : 600 + ((i * 97) % 900)));
       const buffers = frames.map((f) => Math.ceil((12 + f.length) / SIZE));
       const total = buffers.reduce((a, b) => a + b, 0);
       await wire(ns!, ['vpb', 'send'], frames.map((f) => `${f.toString('hex')}\n`).join(''));
-      await waitFor(() => p.rx.usedIdx() === total, 5000, 'every buffer used');
+      await waitFor(() => p.receiveq.usedIdx() === total, 5000, 'every buffer used');
       let u = 0;
       for (let i = 0; i < COUNT; i++) {
         const f = frames[i]!;
         const parts: Buffer[] = [];
         for (let k = 0; k < buffers[i]!; k++, u++) {
-          const e = p.rx.usedElem(u);
+          const e = p.receiveq.usedElem(u);
           parts.push(Buffer.from(ram.bytes.subarray(0x200000 + e.id * SIZE, 0x200000 + e.id * SIZE + e.len)));
         }
         const got = Buffer.concat(parts);

@@ -40,14 +40,14 @@ describe('http introspection', () => {
       srv,
       featureMask(F.F_VERSION_1, F.VHOST_USER_F_PROTOCOL_FEATURES),
     );
-    const { rx: drx, kicks } = pairs[0] as DriverPair;
+    const { receiveq, kicks } = pairs[0] as DriverPair;
     for (let i = 0; i < 8; i++)
-      drx.offer(drx.addChain([{ addr: BigInt(0x100000 + i * 2048), len: 2048, write: true }]));
-    drx.publish();
-    native.eventfdWrite(kicks.rx, 1n);
+      receiveq.offer(receiveq.addChain([{ addr: BigInt(0x100000 + i * 2048), len: 2048, write: true }]));
+    receiveq.publish();
+    native.eventfdWrite(kicks.receiveq, 1n);
     await waitFor(() => session.vrings[0]?.started === true);
     transmit(native, ram, pairs[0] as DriverPair, Array(3).fill(Buffer.alloc(100, 0xee)));
-    await waitFor(() => drx.usedIdx() === 3, 5000, 'frames looped back');
+    await waitFor(() => receiveq.usedIdx() === 3, 5000, 'frames looped back');
 
     const st = (await (await fetch(`http://127.0.0.1:${port}/status`)).json()) as {
       connected: boolean;
@@ -176,7 +176,7 @@ describe('/faults', () => {
       featureMask(F.F_VERSION_1, F.VHOST_USER_F_PROTOCOL_FEATURES),
     );
     transmit(native, ram, pairs[0] as DriverPair, Array(4).fill(Buffer.alloc(60, 2)));
-    await waitFor(() => (pairs[0] as DriverPair).tx.usedIdx() === 4, 5000, 'chains used');
+    await waitFor(() => (pairs[0] as DriverPair).transmitq.usedIdx() === 4, 5000, 'chains used');
     await waitFor(() => srv.backend.faultLog.perRule()[0]?.injected === 2, 2000, 'two drops counted');
     expect(session.counters(1).frames).toBe(2);
     const status = (await (await fetch(`http://127.0.0.1:${port}/status`)).json()) as { faults: unknown };

@@ -46,48 +46,51 @@ const poisons: Record<string, { indirect: boolean; raise(c: Ctx): Promise<void> 
   AVAIL_IDX_JUMP: {
     indirect: true,
     raise: ({ p1 }) => {
-      p1.tx.offer(p1.tx.addChain([d(BAD, 64)]));
-      p1.tx.publish(p1.tx.availIdx + NUM + 1);
+      p1.transmitq.offer(p1.transmitq.addChain([d(BAD, 64)]));
+      p1.transmitq.publish(p1.transmitq.availIdx + NUM + 1);
     },
   },
-  HEAD_OUT_OF_RANGE: { indirect: true, raise: ({ p1 }) => offer(p1.tx, NUM) },
+  HEAD_OUT_OF_RANGE: { indirect: true, raise: ({ p1 }) => offer(p1.transmitq, NUM) },
   NEXT_OUT_OF_RANGE: {
     indirect: true,
     raise: ({ p1 }) => {
-      p1.tx.rawDesc(5, BAD, 64, DESC_F_NEXT, NUM + 1);
-      offer(p1.tx, 5);
+      p1.transmitq.rawDesc(5, BAD, 64, DESC_F_NEXT, NUM + 1);
+      offer(p1.transmitq, 5);
     },
   },
   DESC_LOOP: {
     indirect: true,
     raise: ({ p1 }) => {
-      p1.tx.rawDesc(5, BAD, 64, DESC_F_NEXT, 5);
-      offer(p1.tx, 5);
+      p1.transmitq.rawDesc(5, BAD, 64, DESC_F_NEXT, 5);
+      offer(p1.transmitq, 5);
     },
   },
   INDIRECT_BAD_LEN: {
     indirect: true,
-    raise: ({ p1 }) => offer(p1.tx, p1.tx.addIndirect([d(BAD, 64)], { tableLen: 24 })),
+    raise: ({ p1 }) => offer(p1.transmitq, p1.transmitq.addIndirect([d(BAD, 64)], { tableLen: 24 })),
   },
   INDIRECT_NESTED: {
     indirect: true,
-    raise: ({ p1 }) => offer(p1.tx, p1.tx.addIndirect([d(BAD, 64)], { extraFlags: DESC_F_NEXT })),
+    raise: ({ p1 }) => offer(p1.transmitq, p1.transmitq.addIndirect([d(BAD, 64)], { extraFlags: DESC_F_NEXT })),
   },
-  INDIRECT_NOT_NEGOTIATED: { indirect: false, raise: ({ p1 }) => offer(p1.tx, p1.tx.addIndirect([d(BAD, 64)])) },
+  INDIRECT_NOT_NEGOTIATED: {
+    indirect: false,
+    raise: ({ p1 }) => offer(p1.transmitq, p1.transmitq.addIndirect([d(BAD, 64)])),
+  },
   ADDR_OUT_OF_MEMORY: {
     indirect: true,
     raise: ({ p1 }) => {
-      p1.tx.rawDesc(5, 0x4000_0000n, 64, 0, 0);
-      offer(p1.tx, 5);
+      p1.transmitq.rawDesc(5, 0x4000_0000n, 64, 0, 0);
+      offer(p1.transmitq, 5);
     },
   },
-  ZERO_LEN: { indirect: true, raise: ({ p1 }) => offer(p1.tx, p1.tx.addChain([d(BAD, 0)])) },
+  ZERO_LEN: { indirect: true, raise: ({ p1 }) => offer(p1.transmitq, p1.transmitq.addChain([d(BAD, 0)])) },
   READABLE_AFTER_WRITABLE: {
     indirect: true,
     raise: ({ p1 }) => {
-      p1.tx.rawDesc(5, BAD, 64, DESC_F_WRITE | DESC_F_NEXT, 6);
-      p1.tx.rawDesc(6, BAD + 64n, 64, 0, 0);
-      offer(p1.tx, 5);
+      p1.transmitq.rawDesc(5, BAD, 64, DESC_F_WRITE | DESC_F_NEXT, 6);
+      p1.transmitq.rawDesc(6, BAD + 64n, 64, 0, 0);
+      offer(p1.transmitq, 5);
     },
   },
   CHAIN_TOO_LONG: {
@@ -100,9 +103,9 @@ const poisons: Record<string, { indirect: boolean; raise(c: Ctx): Promise<void> 
       const ack = await fe.acked('ADD_MEM_REG', MockFrontend.region(region), [fd]);
       native.close(fd);
       expect(ack).toBe(0n);
-      p1.tx.rawDesc(5, BIG_GPA, 0xffffffff, DESC_F_NEXT, 6);
-      p1.tx.rawDesc(6, BIG_GPA, 1, 0, 0);
-      offer(p1.tx, 5);
+      p1.transmitq.rawDesc(5, BIG_GPA, 0xffffffff, DESC_F_NEXT, 6);
+      p1.transmitq.rawDesc(6, BIG_GPA, 1, 0, 0);
+      offer(p1.transmitq, 5);
     },
   },
   RING_ADDR_INVALID: {
@@ -124,12 +127,12 @@ const poisons: Record<string, { indirect: boolean; raise(c: Ctx): Promise<void> 
       );
       const kick = fe.eventfd();
       await fe.acked('SET_VRING_KICK', encodeU64(3n), [kick]);
-      p1.kicks.tx = kick;
+      p1.kicks.transmitq = kick;
     },
   },
   TOO_MANY_SEGMENTS: {
     indirect: true,
-    raise: ({ p1 }) => offer(p1.tx, p1.tx.addIndirect(Array.from({ length: 1025 }, () => d(BAD, 1)))),
+    raise: ({ p1 }) => offer(p1.transmitq, p1.transmitq.addIndirect(Array.from({ length: 1025 }, () => d(BAD, 1)))),
   },
 };
 
@@ -177,43 +180,43 @@ describe.each(['native', 'ts'] as const)('%s data path: one queue pair broken, t
     const { session, ram, pairs, broken } = await device(kind, poison.indirect);
     const [p0, p1] = pairs;
     // Pair 1 is running too: a frame through it first.
-    p1.rx.offer(p1.rx.addChain([d(0x380000n, BUF, true)]));
-    p1.rx.publish();
-    native.eventfdWrite(p1.kicks.rx, 1n);
+    p1.receiveq.offer(p1.receiveq.addChain([d(0x380000n, BUF, true)]));
+    p1.receiveq.publish();
+    native.eventfdWrite(p1.kicks.receiveq, 1n);
     await waitFor(() => session.vrings[2]?.started === true, 2000, 'receiveq 2 started');
     ram.bytes.fill(0, 0x390000, 0x390000 + HDR + 60);
-    p1.tx.offer(p1.tx.addChain([d(0x390000n, HDR + 60)]));
-    p1.tx.publish();
-    native.eventfdWrite(p1.kicks.tx, 1n);
-    await waitFor(() => p1.rx.usedIdx() === 1, 2000, 'pair 1 forwarding');
+    p1.transmitq.offer(p1.transmitq.addChain([d(0x390000n, HDR + 60)]));
+    p1.transmitq.publish();
+    native.eventfdWrite(p1.kicks.transmitq, 1n);
+    await waitFor(() => p1.receiveq.usedIdx() === 1, 2000, 'pair 1 forwarding');
 
     let sent = 0;
     for (let round = 0; round < ROUNDS; round++) {
       // Receive buffers for this round (descriptor slots are reused: every earlier chain is done).
       for (let k = 0; k < PER_ROUND; k++) {
         const slot = (sent + k) % NUM;
-        p0.rx.offer(p0.rx.addChain([d(BigInt(RX0 + slot * BUF), BUF, true)]));
+        p0.receiveq.offer(p0.receiveq.addChain([d(BigInt(RX0 + slot * BUF), BUF, true)]));
       }
-      p0.rx.publish();
-      native.eventfdWrite(p0.kicks.rx, 1n);
+      p0.receiveq.publish();
+      native.eventfdWrite(p0.kicks.receiveq, 1n);
       for (let k = 0; k < PER_ROUND; k++) {
         const seq = sent + k;
         const f = frameOf(seq);
         const at = TX0 + (seq % NUM) * BUF;
         ram.bytes.fill(0, at, at + HDR);
         ram.bytes.set(f, at + HDR);
-        p0.tx.offer(p0.tx.addChain([d(BigInt(at), HDR + f.length)]));
+        p0.transmitq.offer(p0.transmitq.addChain([d(BigInt(at), HDR + f.length)]));
       }
-      p0.tx.publish();
-      native.eventfdWrite(p0.kicks.tx, 1n);
+      p0.transmitq.publish();
+      native.eventfdWrite(p0.kicks.transmitq, 1n);
       if (round === POISON_ROUND) {
         await poison.raise({ fe: fe as MockFrontend, ram, p1 });
-        native.eventfdWrite(p1.kicks.tx, 1n);
+        native.eventfdWrite(p1.kicks.transmitq, 1n);
       }
       const want = sent + PER_ROUND;
-      await waitFor(() => p0.rx.usedIdx() === (want & 0xffff), 5000, `pair 0: ${want} frames`);
+      await waitFor(() => p0.receiveq.usedIdx() === (want & 0xffff), 5000, `pair 0: ${want} frames`);
       for (let seq = sent; seq < want; seq++) {
-        const u = p0.rx.usedElem(seq);
+        const u = p0.receiveq.usedElem(seq);
         const f = frameOf(seq);
         expect(u.len, `frame ${seq}`).toBe(HDR + f.length);
         const at = RX0 + (seq % NUM) * BUF + HDR;

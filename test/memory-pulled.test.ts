@@ -32,9 +32,9 @@ interface Pair {
   /** Where the rings are, and where the buffers are. */
   ringRam: GuestRam;
   ram: GuestRam;
-  rx: RingDriver;
-  tx: RingDriver;
-  kicks: { rx: number; tx: number };
+  receiveq: RingDriver;
+  transmitq: RingDriver;
+  kicks: { receiveq: number; transmitq: number };
   /** Where receive buffers and transmitted frames live, as offsets in `ram`. */
   rxBase: number;
   txBase: number;
@@ -83,9 +83,9 @@ async function device(kind: DatapathKind, pair1Rings: 'A' | 'B' = 'B'): Promise<
     pairs.push({
       ringRam,
       ram,
-      rx: f.driver(2 * p, ringRam),
-      tx: f.driver(2 * p + 1, ringRam),
-      kicks: { rx: r.kick, tx: t.kick },
+      receiveq: f.driver(2 * p, ringRam),
+      transmitq: f.driver(2 * p + 1, ringRam),
+      kicks: { receiveq: r.kick, transmitq: t.kick },
       rxBase,
       txBase,
       sent: 0,
@@ -94,9 +94,11 @@ async function device(kind: DatapathKind, pair1Rings: 'A' | 'B' = 'B'): Promise<
   // Receive buffers: 200 per pair (buffer i is head i: heads are allocated in order).
   for (const [i, p] of pairs.entries()) {
     for (let k = 0; k < 200; k++)
-      p.rx.offer(p.rx.addChain([{ addr: p.ram.region.guestAddr + BigInt(p.rxBase + k * BUF), len: BUF, write: true }]));
-    p.rx.publish();
-    native.eventfdWrite(p.kicks.rx, 1n);
+      p.receiveq.offer(
+        p.receiveq.addChain([{ addr: p.ram.region.guestAddr + BigInt(p.rxBase + k * BUF), len: BUF, write: true }]),
+      );
+    p.receiveq.publish();
+    native.eventfdWrite(p.kicks.receiveq, 1n);
     await waitFor(() => session.vrings[2 * i]?.started === true, 2000, `receiveq ${2 * i} started`);
   }
   return { session, a, b, pairs: pairs as [Pair, Pair], broken };
@@ -123,17 +125,19 @@ function sendBurst(p: Pair, pair: number, count: number, write = true): void {
       p.ram.bytes.fill(0, at, at + HDR);
       p.ram.bytes.set(f, at + HDR);
     }
-    p.tx.offer(p.tx.addChain([{ addr: p.ram.region.guestAddr + BigInt(at), len: HDR + f.length, write: false }]));
+    p.transmitq.offer(
+      p.transmitq.addChain([{ addr: p.ram.region.guestAddr + BigInt(at), len: HDR + f.length, write: false }]),
+    );
   }
-  p.tx.publish();
-  native.eventfdWrite(p.kicks.tx, 1n);
+  p.transmitq.publish();
+  native.eventfdWrite(p.kicks.transmitq, 1n);
 }
 
 /** Every frame sent so far arrived on the pair's receiveq, in order and intact. */
 async function expectAllDelivered(p: Pair, pair: number): Promise<void> {
-  await waitFor(() => p.rx.usedIdx() === p.sent, 5000, `pair ${pair}: ${p.sent} frames delivered`);
+  await waitFor(() => p.receiveq.usedIdx() === p.sent, 5000, `pair ${pair}: ${p.sent} frames delivered`);
   for (let seq = 0; seq < p.sent; seq++) {
-    const u = p.rx.usedElem(seq);
+    const u = p.receiveq.usedElem(seq);
     const f = frameOf(pair, seq);
     expect(u.len, `frame ${seq}`).toBe(HDR + f.length);
     const at = p.rxBase + u.id * BUF + HDR;
@@ -154,8 +158,8 @@ describe.each(['native', 'ts'] as const)('%s data path: memory pulled from under
     expect(native.mappingCount()).toBe(mappings - 1); // the backend's mapping of B is gone
     expect(session.view().memory).toHaveLength(1);
     // Pair 1's rings were in B: the next kick finds them unmapped.
-    native.eventfdWrite(p1.kicks.tx, 1n);
-    native.eventfdWrite(p1.kicks.rx, 1n);
+    native.eventfdWrite(p1.kicks.transmitq, 1n);
+    native.eventfdWrite(p1.kicks.receiveq, 1n);
     await waitFor(() => broken.has(3), 5000, 'transmitq 3 broken');
     expect(broken.get(3)).toBe('RING_ADDR_INVALID');
     sendBurst(p0, 0, 60);
@@ -188,7 +192,7 @@ describe.each(['native', 'ts'] as const)('%s data path: memory pulled from under
     sendBurst(p0, 0, 50);
     sendBurst(p1, 1, 50);
     await ok('SET_MEM_TABLE', (fe as MockFrontend).acked('SET_MEM_TABLE', MockFrontend.memTable([a.region]), [a.fd]));
-    native.eventfdWrite(p1.kicks.tx, 1n);
+    native.eventfdWrite(p1.kicks.transmitq, 1n);
     await waitFor(() => broken.has(3), 5000, 'transmitq 3 broken');
     expect(broken.get(3)).toBe('RING_ADDR_INVALID');
     sendBurst(p0, 0, 50);
@@ -208,8 +212,8 @@ describe.each(['native', 'ts'] as const)('%s data path: memory pulled from under
     native.truncateFile(b.fd, 0);
     // The mock's own view of B is gone too: from here on nobody writes B. The kicks make the
     // backend read B's rings: each access past the end of the file raises SIGBUS.
-    native.eventfdWrite(p1.kicks.tx, 1n);
-    native.eventfdWrite(p1.kicks.rx, 1n);
+    native.eventfdWrite(p1.kicks.transmitq, 1n);
+    native.eventfdWrite(p1.kicks.receiveq, 1n);
     await waitFor(() => broken.has(3), 5000, 'transmitq 3 broken');
     expect(broken.get(3)).toBe('MEMORY_FAULT');
     expect(native.memoryFaults()).toBeGreaterThan(faults);
@@ -219,7 +223,7 @@ describe.each(['native', 'ts'] as const)('%s data path: memory pulled from under
     expect(broken.has(0) || broken.has(1)).toBe(false);
     // Kicking the broken queue again touches nothing and reports nothing new.
     const after = native.memoryFaults();
-    native.eventfdWrite(p1.kicks.tx, 1n);
+    native.eventfdWrite(p1.kicks.transmitq, 1n);
     await new Promise((r) => setTimeout(r, 50));
     expect(session.counters(3).ringErrors).toBe(1);
     expect(native.memoryFaults()).toBe(after);

@@ -20,26 +20,26 @@ const FEATURES = featureMask(F.F_VERSION_1, F.VHOST_USER_F_PROTOCOL_FEATURES, F.
 const HDR = 12; // virtio-net header with VERSION_1
 
 /** Receive buffers: `count` lists of two writable 1 KiB descriptors each. */
-function offerReceive(rx: PackedDriver, count: number, at: number): void {
+function offerReceive(receiveq: PackedDriver, count: number, at: number): void {
   for (let i = 0; i < count; i++) {
     const a = at + i * 4096;
-    rx.addChain([
+    receiveq.addChain([
       { addr: BigInt(a), len: 1024, write: true },
       { addr: BigInt(a + 1024), len: 1024, write: true },
     ]);
   }
-  rx.publish();
+  receiveq.publish();
 }
 
 /** Frames of `len` bytes (after a zero header) on the transmitq, one descriptor each. */
-function offerTransmit(ram: GuestRam, tx: PackedDriver, count: number, at: number, fill: number): void {
+function offerTransmit(ram: GuestRam, transmitq: PackedDriver, count: number, at: number, fill: number): void {
   for (let i = 0; i < count; i++) {
     const a = at + i * 4096;
     ram.bytes.fill(0, a, a + HDR);
     ram.bytes.fill(fill + i, a + HDR, a + HDR + 100);
-    tx.addChain([{ addr: BigInt(a), len: HDR + 100, write: false }]);
+    transmitq.addChain([{ addr: BigInt(a), len: HDR + 100, write: false }]);
   }
-  tx.publish();
+  transmitq.publish();
 }
 
 describe.each(['native', 'ts'] as const)('packed rings through the device (%s data path)', (datapath) => {
@@ -47,26 +47,26 @@ describe.each(['native', 'ts'] as const)('packed rings through the device (%s da
     const srv = serve({ queuePairs: 1 }, { kind: 'loopback' }, datapath);
     const { server, port } = await startHttp(srv.backend, '127.0.0.1', 0);
     const { fe, session, ram, pairs } = await bringUpDevice(srv, FEATURES);
-    const kicks = pairs[0]?.kicks as { rx: number; tx: number };
+    const kicks = pairs[0]?.kicks as { receiveq: number; transmitq: number };
     try {
       expect(session.packed()).toBe(true);
-      const rx = fe.packedDriver(0, ram);
-      const tx = fe.packedDriver(1, ram);
-      offerReceive(rx, 8, 0x100000);
-      native.eventfdWrite(kicks.rx, 1n);
+      const receiveq = fe.packedDriver(0, ram);
+      const transmitq = fe.packedDriver(1, ram);
+      offerReceive(receiveq, 8, 0x100000);
+      native.eventfdWrite(kicks.receiveq, 1n);
       await waitFor(() => session.vrings[0]?.started === true);
-      offerTransmit(ram, tx, 3, 0x200000, 0x10);
-      native.eventfdWrite(kicks.tx, 1n);
+      offerTransmit(ram, transmitq, 3, 0x200000, 0x10);
+      native.eventfdWrite(kicks.transmitq, 1n);
       const got: { id: number; len: number }[] = [];
       await waitFor(
-        () => (got.push(...rx.takeUsed().map(({ id, len }) => ({ id, len }))), got.length === 3),
+        () => (got.push(...receiveq.takeUsed().map(({ id, len }) => ({ id, len }))), got.length === 3),
         5000,
         'frames looped back',
       );
       // Each frame fills the first buffer of a list: ids 0, 1, 2, the header and 100 bytes.
       expect(got).toEqual([0, 1, 2].map((id) => ({ id, len: HDR + 100 })));
       for (let i = 0; i < 3; i++) expect(ram.bytes[0x100000 + i * 4096 + HDR]).toBe(0x10 + i);
-      await waitFor(() => tx.takeUsed().length > 0 || session.counters(1).frames === 3);
+      await waitFor(() => transmitq.takeUsed().length > 0 || session.counters(1).frames === 3);
       expect(session.counters(1).frames).toBe(3);
 
       // /rings: the receiveq's device positions after three lists of two descriptors.
@@ -101,11 +101,11 @@ describe.each(['native', 'ts'] as const)('packed rings through the device (%s da
       const kick2 = fe.eventfd();
       await fe.request('SET_VRING_KICK', encodeU64(0n), { fds: [kick2] });
       await waitFor(() => session.vrings[0]?.started === true);
-      offerTransmit(ram, tx, 2, 0x200000, 0x40);
-      native.eventfdWrite(kicks.tx, 1n);
+      offerTransmit(ram, transmitq, 2, 0x200000, 0x40);
+      native.eventfdWrite(kicks.transmitq, 1n);
       const again: { id: number; len: number }[] = [];
       await waitFor(
-        () => (again.push(...rx.takeUsed().map(({ id, len }) => ({ id, len }))), again.length === 2),
+        () => (again.push(...receiveq.takeUsed().map(({ id, len }) => ({ id, len }))), again.length === 2),
         5000,
         'frames after the resume',
       );
@@ -122,10 +122,10 @@ describe.each(['native', 'ts'] as const)('packed rings through the device (%s da
       native.eventfdWrite(kick3, 1n);
       await waitFor(() => session.vrings[0]?.started === true);
       const dropsBefore = session.counters(0).dropNoBuffers;
-      offerTransmit(ram, tx, 1, 0x200000, 0x70);
-      native.eventfdWrite(kicks.tx, 1n);
+      offerTransmit(ram, transmitq, 1, 0x200000, 0x70);
+      native.eventfdWrite(kicks.transmitq, 1n);
       await waitFor(() => session.counters(0).dropNoBuffers > dropsBefore, 5000, 'the frame dropped');
-      expect(rx.takeUsed()).toEqual([]);
+      expect(receiveq.takeUsed()).toEqual([]);
     } finally {
       server.close();
       const closed = srv.sessionClosed();

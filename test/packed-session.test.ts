@@ -75,7 +75,7 @@ describe('a running ring keeps its layout', () => {
     srv = serve({ queuePairs: 1 });
     const d = await bringUpDevice(srv, BASE);
     fe = d.fe;
-    native.eventfdWrite(d.pairs[0]?.kicks.rx as number, 1n);
+    native.eventfdWrite(d.pairs[0]?.kicks.receiveq as number, 1n);
     await waitFor(() => d.session.vrings[0]?.started === true);
     const closed = srv.sessionClosed();
     d.fe.send(Request.SET_FEATURES, encodeU64(BASE | PACKED));

@@ -139,7 +139,7 @@ describe('reload', () => {
     expect(await hup(/configuration reloaded/)).toMatch(/"changed":\["trace","pcap"\]/);
     const ringsInB = lines(at('b-rings.jsonl'), /./);
     send(2);
-    await waitFor(() => p.tx.usedIdx() === 8, 5000, 'frames sent after capture off');
+    await waitFor(() => p.transmitq.usedIdx() === 8, 5000, 'frames sent after capture off');
     await new Promise((r) => setTimeout(r, 200));
     expect(packets(at('b.pcapng'))).toBe(3);
     expect(lines(at('b-rings.jsonl'), /./)).toBe(ringsInB);

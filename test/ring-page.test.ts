@@ -22,22 +22,22 @@ describe.each(['native', 'ts'] as const)('live ring page (%s data path)', (datap
       srv,
       featureMask(F.F_VERSION_1, F.VHOST_USER_F_PROTOCOL_FEATURES),
     );
-    const { rx: drx, kicks } = pairs[0] as DriverPair;
+    const { receiveq, kicks } = pairs[0] as DriverPair;
     // Eight receive chains of two descriptors each; three frames use three of them.
     for (let i = 0; i < 8; i++) {
       const at = 0x100000 + i * 4096;
-      drx.offer(
-        drx.addChain([
+      receiveq.offer(
+        receiveq.addChain([
           { addr: BigInt(at), len: 1024, write: true },
           { addr: BigInt(at + 1024), len: 1024, write: true },
         ]),
       );
     }
-    drx.publish();
-    native.eventfdWrite(kicks.rx, 1n);
+    receiveq.publish();
+    native.eventfdWrite(kicks.receiveq, 1n);
     await waitFor(() => session.vrings[0]?.started === true);
     transmit(native, ram, pairs[0] as DriverPair, Array(3).fill(Buffer.alloc(100, 0xee)));
-    await waitFor(() => drx.usedIdx() === 3, 5000, 'frames looped back');
+    await waitFor(() => receiveq.usedIdx() === 3, 5000, 'frames looped back');
     // (Chains offered on a transmitq without a kick are no steady state: any event of the pair
     // may process them. The receiveq's spare buffers are: nothing comes to fill them.)
 

@@ -46,29 +46,28 @@ describe.each(Object.keys(planes) as (keyof typeof planes)[])('ring trace (%s da
     await fe.handshake();
     const f = featureMask(F.F_VERSION_1, F.VHOST_USER_F_PROTOCOL_FEATURES, F.RING_F_EVENT_IDX, F.RING_F_INDIRECT_DESC);
     const { ram, pairs } = await fe.bringUp(f, 1);
-    const { rx: drx, tx: dtx, kicks } = pairs[0] as DriverPair;
-    const [rx, tx] = [{ kick: kicks.rx }, { kick: kicks.tx }];
+    const { receiveq, transmitq, kicks } = pairs[0] as DriverPair;
     for (let i = 0; i < 4; i++)
-      drx.offer(drx.addChain([{ addr: BigInt(0x100000 + i * 2048), len: 2048, write: true }]));
-    drx.publish();
-    native.eventfdWrite(rx.kick, 1n);
+      receiveq.offer(receiveq.addChain([{ addr: BigInt(0x100000 + i * 2048), len: 2048, write: true }]));
+    receiveq.publish();
+    native.eventfdWrite(kicks.receiveq, 1n);
     await waitFor(() => session.vrings[0]?.started === true);
     ram.bytes.fill(0, 0x200000, 0x200000 + 12);
     // One frame through an indirect table: header and payload in two indirect descriptors.
-    dtx.offer(
-      dtx.addIndirect([
+    transmitq.offer(
+      transmitq.addIndirect([
         { addr: 0x200000n, len: 12, write: false },
         { addr: 0x200100n, len: 60, write: false },
       ]),
     );
-    dtx.publish();
-    native.eventfdWrite(tx.kick, 1n);
-    await waitFor(() => drx.usedIdx() === 1, 5000, 'frame looped back');
+    transmitq.publish();
+    native.eventfdWrite(kicks.transmitq, 1n);
+    await waitFor(() => receiveq.usedIdx() === 1, 5000, 'frame looped back');
     // Then a descriptor loop on the transmitq.
-    dtx.rawDesc(9, 0x200000n, 12, 1, 9);
-    dtx.offer(9);
-    dtx.publish();
-    native.eventfdWrite(tx.kick, 1n);
+    transmitq.rawDesc(9, 0x200000n, 12, 1, 9);
+    transmitq.offer(9);
+    transmitq.publish();
+    native.eventfdWrite(kicks.transmitq, 1n);
     await waitFor(() => session.vrings[1]?.broken === true, 5000, 'transmitq broken');
     await waitFor(() => text.includes('DESC_LOOP'), 5000, 'the broken chain in the trace');
     const recs = text

@@ -2,9 +2,7 @@
  * A compiled plan as the TS data plane applies it: the twin of native/faults.h VringFaults.
  * One instance per vring, holding that vring's rules, its event count and each rule's firings.
  */
-import { type CompiledPlan, type CompiledRule, draw, mix64, VRING_ACTIONS } from './plan.js';
-
-const ALWAYS = 1n << 64n;
+import { type CompiledPlan, type CompiledRule, draw, fires, gated, mix64, VRING_ACTIONS } from './plan.js';
 
 interface Live extends CompiledRule {
   fired: number;
@@ -20,7 +18,7 @@ export class VringFaults {
   events = 0n;
 
   constructor(
-    private readonly seed: number,
+    readonly seed: number,
     readonly vring: number,
     rules: CompiledRule[],
     /** Session start, ms (performance.now()). */
@@ -44,18 +42,6 @@ export class VringFaults {
     return BigInt(Math.floor((performance.now() - this.startMs) * 1e6));
   }
 
-  /** after, every, count and the window (native/faults.h Gated); fires adds the probability. */
-  private gated(r: Live, e: bigint, now: bigint): boolean {
-    if (e < BigInt(r.after) || (e - BigInt(r.after) + 1n) % BigInt(r.every) !== 0n) return false;
-    if (r.count && r.fired >= r.count) return false;
-    if (r.atNs >= 0n && (now < r.atNs || (r.untilNs >= 0n && now >= r.untilNs))) return false;
-    return true;
-  }
-
-  private fires(r: Live, e: bigint, now: bigint): boolean {
-    return this.gated(r, e, now) && (r.threshold === ALWAYS || draw(this.seed, r.rule, r.vring, e) < r.threshold);
-  }
-
   /** loss-gilbert: lost in the current state? then the state moves (native/faults.h GilbertLoses). */
   private gilbertLoses(r: Live, e: bigint): boolean {
     const d = draw(this.seed, r.rule, r.vring, e);
@@ -71,8 +57,8 @@ export class VringFaults {
     for (const r of this.rules) {
       if (r.action === VRING_ACTIONS['notify-drop']) continue;
       if (r.action === VRING_ACTIONS['loss-gilbert']) {
-        if (!this.gated(r, e, now) || !this.gilbertLoses(r, e)) continue;
-      } else if (!this.fires(r, e, now)) continue;
+        if (!gated(r, e, r.fired, now) || !this.gilbertLoses(r, e)) continue;
+      } else if (!fires(this.seed, r, e, r.fired, now)) continue;
       r.fired++;
       fn(r, e);
     }

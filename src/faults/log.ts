@@ -8,7 +8,7 @@
  * never on how the vrings' work interleaved; `t` is milliseconds since the session started.
  */
 import { EventEmitter } from 'node:events';
-import { closeTraceOutput, openTraceOutput, type TraceOutput } from '../trace/output.js';
+import { closeTraceOutput, openTraceOutput, type TraceOutput } from '../util/output.js';
 import type { RingEvent } from '../virtio/ring-events.js';
 import { ACTION_CODES, type CompiledPlan, type FaultAction, type FaultPlan, FIELD_NAMES } from './plan.js';
 

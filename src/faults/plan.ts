@@ -244,7 +244,8 @@ export interface CompiledPlan {
   session: CompiledSessionRule[];
 }
 
-const ALWAYS = 1n << 64n;
+/** A rule's threshold that every draw passes (no probability asked): the draw is skipped. */
+export const ALWAYS = 1n << 64n;
 
 function refusal(source: string, problems: string[]): ConfigError {
   return new ConfigError(ErrorCode.FaultPlanInvalid, `invalid fault plan (${source})`, problems);
@@ -505,7 +506,19 @@ export function draw(seed: number, rule: number, vring: number, event: bigint): 
 /** The `vring` a session rule's draws use (no vring has this index). */
 export const SESSION_STREAM = 0xffff;
 
-/** What a rule's trigger says for event `event` (0-based) with `fired` firings so far. */
+/**
+ * Whether a rule applies to event `event` (0-based) with `fired` firings so far, at `nowNs`
+ * since session start: after, every, count and the window (native/faults.h Gated).
+ */
+export function gated(r: Trigger, event: bigint, fired: number, nowNs: bigint): boolean {
+  if (event < BigInt(r.after)) return false;
+  if ((event - BigInt(r.after) + 1n) % BigInt(r.every) !== 0n) return false;
+  if (r.count && fired >= r.count) return false;
+  if (r.atNs >= 0n && (nowNs < r.atNs || (r.untilNs >= 0n && nowNs >= r.untilNs))) return false;
+  return true;
+}
+
+/** What a rule's trigger says for an event: gated, then its probability (native Fires). */
 export function fires(
   seed: number,
   r: Trigger & { vring?: number },
@@ -513,9 +526,6 @@ export function fires(
   fired: number,
   nowNs: bigint,
 ): boolean {
-  if (event < BigInt(r.after)) return false;
-  if ((event - BigInt(r.after) + 1n) % BigInt(r.every) !== 0n) return false;
-  if (r.count && fired >= r.count) return false;
-  if (r.atNs >= 0n && (nowNs < r.atNs || (r.untilNs >= 0n && nowNs >= r.untilNs))) return false;
+  if (!gated(r, event, fired, nowNs)) return false;
   return r.threshold === ALWAYS || draw(seed, r.rule, r.vring ?? SESSION_STREAM, event) < r.threshold;
 }

@@ -9,6 +9,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from 'node:net';
 import { collectDefaultMetrics, Counter, Gauge, Registry } from 'prom-client';
 import type { BackendView } from '../backend.js';
+import type { FaultControl } from '../faults/fault-control.js';
 import { ConfigError, ErrorCode } from '../errors.js';
 import { featureNames, hex, ProtocolFeature, VirtioFeature } from '../features.js';
 import type { CounterName, VringCounters } from '../net/counters.js';
@@ -109,10 +110,13 @@ function json(res: ServerResponse, status: number, body: unknown): void {
   res.writeHead(status, { 'content-type': 'application/json' }).end(`${JSON.stringify(body, null, 2)}\n`);
 }
 
+/** What the endpoint reads (the view) and what PUT and DELETE /faults change (the fault control). */
+export type HttpBackend = BackendView & { readonly faultControl: Pick<FaultControl, 'load' | 'clear'> };
+
 /** PUT /faults loads a plan (a bad one: 400 with every problem, the plan in force kept); DELETE clears. */
-function faultsRequest(backend: BackendView, req: IncomingMessage, res: ServerResponse): void {
+function faultsRequest(backend: HttpBackend, req: IncomingMessage, res: ServerResponse): void {
   if (req.method === 'DELETE') {
-    backend.clearFaults();
+    backend.faultControl.clear();
     json(res, 200, faultsOf(backend));
     return;
   }
@@ -135,7 +139,7 @@ function faultsRequest(backend: BackendView, req: IncomingMessage, res: ServerRe
       return json(res, 400, { code: ErrorCode.FaultPlanInvalid, error: `not JSON: ${(err as Error).message}` });
     }
     try {
-      backend.loadFaults(input, 'PUT /faults');
+      backend.faultControl.load(input, 'PUT /faults');
       json(res, 200, faultsOf(backend));
     } catch (err) {
       if (!(err instanceof ConfigError)) throw err;
@@ -328,7 +332,7 @@ export function isLoopback(host: string): boolean {
 
 /** Starts the endpoint; resolves with the server and the port it listens on. */
 export async function startHttp(
-  backend: BackendView,
+  backend: HttpBackend,
   host: string,
   port: number,
   observe: Observers = {},

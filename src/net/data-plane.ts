@@ -37,10 +37,12 @@ export interface RingStart {
    */
   lastAvailIdx: number;
   /**
-   * Packed rings: the next used position, encoded the same way (a packed ring keeps none in
-   * memory). Split rings leave it out: they continue from used->idx in guest memory.
+   * The next used position. Split rings: used->idx as the session read it from guest memory
+   * when it decided where the ring resumes (vhost-user.rst: a restarted backend continues from
+   * there). Packed rings: position | wrap counter << 15, as the session was told (a packed ring
+   * keeps none in memory). The data plane takes it as given.
    */
-  usedIdx?: number;
+  usedIdx: number;
   /** -1: no kick fd, poll the ring. */
   kickFd: number;
   callFd: number;
@@ -120,6 +122,9 @@ export interface DataPlane {
   /** Session over: stop everything, release what it holds. */
   close(): void;
 }
+
+/** What the owner of a session tunes on its data plane; the protocol drives none of it. */
+export type DataPlaneTuning = Pick<DataPlane, 'setFaults' | 'setSteering' | 'setObservers'>;
 
 /** Builds a session's data plane; the session hands in its events sink. */
 export type DataPlaneFactory = (native: NativeBinding, log: Logger, events: DataPlaneEvents) => DataPlane;

@@ -11,7 +11,7 @@ import { brokenMessage, ringErrorName } from '../virtio/ring-errors.js';
 import { type CapturedFrame, type ObserveRecord, type Observers, records } from '../trace/observe.js';
 import { faultEvent, type FaultSink } from '../faults/log.js';
 import { faultNote } from '../faults/lies.js';
-import type { CompiledPlan } from '../faults/plan.js';
+import { ALWAYS, type CompiledPlan } from '../faults/plan.js';
 import { COALESCE_DEFAULTS, COALESCE_MODES, type CoalesceConfig } from './coalesce.js';
 import { DeviceCounters } from './counters.js';
 import { makeHostPort } from './host-ports.js';
@@ -28,7 +28,6 @@ import type {
 import { defaultRss, STEERING_CODE, type Steering } from './rss.js';
 
 const timeOf = (r: ObserveRecord): bigint => (r.kind === 'frame' ? r.frame.timeNs : r.timeNs);
-const ALWAYS = 1n << 64n;
 
 /** How often the observation rings are drained (when capture or the ring trace is on). */
 const DRAIN_MS = 20;
@@ -220,11 +219,10 @@ export class NativeDataPlane implements DataPlane {
   start(ring: RingStart, memory: GuestMemorySource): void {
     this.resume(memory);
     this.broken.delete(ring.index);
-    // usedIdx -1: continue from used->idx in guest memory (what QEMU resumes from).
     this.dev.startQueue(ring.index, {
       ...ring,
       logGuestAddr: ring.logGuestAddr ?? -1n,
-      usedIdx: ring.usedIdx ?? -1,
+      usedIdx: ring.usedIdx,
     });
     this.log.info(
       { vring: ring.index, num: ring.num, lastAvailIdx: ring.lastAvailIdx, desc: hex(ring.desc) },

@@ -4,7 +4,7 @@
  * state changes each request caused. Asynchronous changes (a ring started by its first kick, a
  * ring broken by the driver) are `event` records. `vhost-user-net explain` reads it back.
  */
-import { closeTraceOutput, openTraceOutput, type TraceOutput } from './output.js';
+import { closeTraceOutput, openTraceOutput, type TraceOutput } from '../util/output.js';
 import type { Header } from '../vhost-user/codec.js';
 import { Flags, requestName } from '../vhost-user/codec.js';
 import type { SessionChange } from '../vhost-user/session.js';

@@ -15,7 +15,7 @@
 import { closeSync, unlinkSync, writeSync } from 'node:fs';
 import { extname } from 'node:path';
 import { ErrorCode, HostIoError } from '../errors.js';
-import { openOutputFile } from './output.js';
+import { openOutputFile } from '../util/output.js';
 
 /** A frame on a vring as the guest wrote or read it: header and the first snapLen bytes. */
 export interface CapturedFrame {

@@ -7,7 +7,7 @@
  * counted (`dropped` on the next record that gets through).
  */
 import type { RingEvent } from '../virtio/ring-events.js';
-import { closeTraceOutput, openTraceOutput, type TraceOutput } from './output.js';
+import { closeTraceOutput, openTraceOutput, type TraceOutput } from '../util/output.js';
 
 export class RingTrace {
   private readonly out: TraceOutput;

@@ -7,14 +7,17 @@
 import type { Logger } from 'pino';
 import { ErrorCode, ProtocolError, type VunError } from '../errors.js';
 import { call, type NativeBinding, type NativePoller } from '../native.js';
-import { checkHeader, decodeHeader, HEADER_SIZE, type Header, MAX_FDS, requestName } from '../vhost-user/codec.js';
+import {
+  checkHeader,
+  decodeHeader,
+  HEADER_SIZE,
+  type Header,
+  MAX_FDS,
+  type RawMessage,
+  requestName,
+} from '../vhost-user/codec.js';
 
-export interface RawMessage {
-  header: Header;
-  payload: Buffer;
-  /** fds received with the message; whoever handles it owns them. */
-  fds: number[];
-}
+export type { RawMessage } from '../vhost-user/codec.js';
 
 export interface ConnectionEvents {
   /** A whole message. Throwing a VunError with recovery 'close-connection' closes. */

@@ -202,6 +202,14 @@ export interface Header extends HeaderFields {
   needReply: boolean;
 }
 
+/** One message as the transport reads it: its header, payload and fds, not yet decoded further. */
+export interface RawMessage {
+  header: Header;
+  payload: Buffer;
+  /** fds received with the message; whoever handles it owns them. */
+  fds: number[];
+}
+
 export function decodeHeader(buf: Buffer): Header {
   const h = headerLayout.decode(buf, 0);
   return { ...h, needReply: (h.flags & Flags.NEED_REPLY) !== 0 };

@@ -9,13 +9,13 @@
 import type { Logger } from 'pino';
 import { ErrorCode, ProtocolError, SessionError } from '../errors.js';
 import { ProtocolFeature } from '../features.js';
-import type { RawMessage } from '../transport/connection.js';
 import {
   encodeMessage,
   encodeU64,
   encodeVringState,
   Flags,
   type Payload,
+  type RawMessage,
   decodePayload,
   type RequestName,
   requestName,

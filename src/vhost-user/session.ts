@@ -6,13 +6,9 @@
 import type { Logger } from 'pino';
 import { ErrorCode, FeatureError, SessionError } from '../errors.js';
 import { featureMask, featureNames, hasFeature, hex, ProtocolFeature, VirtioFeature } from '../features.js';
-import type { FaultSink } from '../faults/log.js';
-import type { CompiledPlan } from '../faults/plan.js';
 import type { NativeBinding, NativePoller } from '../native.js';
 import type { VringCounters } from '../net/counters.js';
-import type { DataPlane, DataPlaneFactory, RingPosition } from '../net/data-plane.js';
-import type { Steering } from '../net/rss.js';
-import type { Observers } from '../trace/observe.js';
+import type { DataPlane, DataPlaneFactory, DataPlaneTuning, RingPosition } from '../net/data-plane.js';
 import type { LogDescription, MemRegion, MemTable, VringAddr, VringState } from './codec.js';
 import type { LintFinding } from './lint.js';
 import { checkLogArea, type MappedRegion, MAX_MEM_SLOTS, MemoryTable } from './memory-table.js';
@@ -232,19 +228,12 @@ export class Session {
     });
   }
 
-  /** A fault plan for this session's data plane from now on (undefined: none). */
-  setFaults(plan: CompiledPlan | undefined, sink: FaultSink | undefined): void {
-    this.dataPlane.setFaults(plan, sink);
-  }
-
-  /** Receive steering for this session's data plane from now on. */
-  setSteering(steering: Steering): void {
-    this.dataPlane.setSteering(steering);
-  }
-
-  /** The observers (capture, ring trace) of this session's data plane from now on. */
-  setObservers(observe: Observers): void {
-    this.dataPlane.setObservers(observe);
+  /**
+   * What the session's owner tunes on this session's data plane (fault plan, steering,
+   * observers): the protocol drives none of it, so the session only hands it out.
+   */
+  get tuning(): DataPlaneTuning {
+    return this.dataPlane;
   }
 
   /** Counters of vring `index` (read from the data plane's shared counters, no native call). */
@@ -749,7 +738,8 @@ export class Session {
         used: v.addr.usedUserAddr,
         logGuestAddr: usedLogAddr(v.addr),
         lastAvailIdx,
-        ...(this.packed() ? { usedIdx: v.usedIdx } : {}),
+        // Split: used->idx, read above (the ring resumes from it); packed: as told.
+        usedIdx: this.packed() ? v.usedIdx : (used ?? lastAvailIdx),
         kickFd: v.kickPolling ? -1 : v.kickFd,
         callFd: v.callFd,
         enabled: this.isEnabled(v),

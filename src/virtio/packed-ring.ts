@@ -18,8 +18,9 @@
  * Positions are reported as vhost-user encodes them (SET_VRING_BASE, GET_VRING_BASE): bits 0-14
  * the ring position, bit 15 the wrap counter.
  */
+import { addDescriptor, type ChainWalk } from './chain-rules.js';
 import type { DirtyLog } from './dirty-log.js';
-import type { Area, GuestMemoryRef, Segment } from './guest-memory.js';
+import type { Area, GuestMemoryRef } from './guest-memory.js';
 import { descFlags, notifyEvent, type NotifyEvent, packedPos, type RingDesc, type RingEvent } from './ring-events.js';
 import { RingError, ringErrorName } from './ring-errors.js';
 import {
@@ -66,8 +67,24 @@ export class PackedRingRef implements Vring {
   signalledUsedValid = false;
   broken = false;
   error: number = RingError.OK;
-  log: DirtyLog | undefined;
-  onEvent: ((e: RingEvent) => void) | undefined;
+  private log: DirtyLog | undefined;
+  private onEvent: ((e: RingEvent) => void) | undefined;
+
+  /** The dirty page log from now on (undefined: off). */
+  setLog(log: DirtyLog | undefined): void {
+    this.log = log;
+  }
+
+  /** Every step from now on to `fn` (the ring trace); undefined: off. */
+  setTrace(fn: ((e: RingEvent) => void) | undefined): void {
+    this.onEvent = fn;
+  }
+
+  /** The last used index an interrupt was decided for (a held-back one is forgotten; a reattached ring keeps it). */
+  setSignalled(used: number, valid: boolean): void {
+    this.signalledUsed = used;
+    this.signalledUsedValid = valid;
+  }
   private desc: Area | undefined;
   private driverEvent: Area | undefined;
   private deviceEvent: Area | undefined;
@@ -434,32 +451,15 @@ export class PackedRingRef implements Vring {
     const n = this.cfg.num;
     const d = this.desc as Area;
     const e: Element = { head: 0, out: [], in: [], outLen: 0, inLen: 0, slots: 0 };
-    const segs: Segment[] = [];
+    const walk: ChainWalk = { e, segs: [], sawWritable: false };
     let pos = this.availPos;
     let wrap = this.availWrap;
-    let sawWritable = false;
     let traced = 0;
     const trace = (addr: bigint, len: number, flags: number, id: number, parent?: RingDesc) => {
       if (!trail || traced++ >= TRACE_MAX_DESCS) return;
       const t: RingDesc = { addr: `0x${addr.toString(16)}`, len, flags: descFlags(flags), ...(parent ? {} : { id }) };
       if (parent) (parent.indirect ??= []).push(t);
       else trail.push(t);
-    };
-    // One buffer element: the same rules as the split ring's walk.
-    const element = (addr: bigint, len: number, writable: boolean): number | undefined => {
-      if (len === 0) return RingError.ZERO_LEN;
-      // §2.8.13.2: "The driver MUST place any device-writable descriptor elements after any
-      // device-readable descriptor elements."
-      if (!writable && sawWritable) return RingError.READABLE_AFTER_WRITABLE;
-      sawWritable ||= writable;
-      if (writable) e.inLen += len;
-      else e.outLen += len;
-      if (e.inLen + e.outLen > 0xffff_ffff) return RingError.CHAIN_TOO_LONG;
-      const before = segs.length;
-      const r = this.mem.split(addr, BigInt(len), segs, MAX_CHAIN_SEGS);
-      if (r !== 'ok') return r === 'too-many' ? RingError.TOO_MANY_SEGMENTS : RingError.ADDR_OUT_OF_MEMORY;
-      (writable ? e.in : e.out).push(...segs.slice(before));
-      return undefined;
     };
     for (;;) {
       const at = d.offset + 16 * pos;
@@ -493,11 +493,11 @@ export class PackedRingRef implements Vring {
           trace(iaddr, ilen, iflags, 0, parent);
           // §2.8.7: "The VIRTQ_DESC_F_WRITE flags bit is the only valid flag for descriptors in
           // the indirect table. Others are reserved and are ignored by the device."
-          const bad = element(iaddr, ilen, (iflags & DESC_F_WRITE) !== 0);
+          const bad = addDescriptor(this.mem, walk, iaddr, ilen, (iflags & DESC_F_WRITE) !== 0);
           if (bad !== undefined) return bad;
         }
       } else {
-        const bad = element(addr, len, (flags & DESC_F_WRITE) !== 0);
+        const bad = addDescriptor(this.mem, walk, addr, len, (flags & DESC_F_WRITE) !== 0);
         if (bad !== undefined) return bad;
       }
       if (!(flags & DESC_F_NEXT)) {

@@ -88,15 +88,17 @@ export interface Vring {
    * Split: the next avail ring entry (free-running u16). Packed: the next descriptor to read,
    * bits 0-14 position and bit 15 the wrap counter, as SET_VRING_BASE encodes it.
    */
-  lastAvailIdx: number;
+  readonly lastAvailIdx: number;
   /** Split: used->idx as published. Packed: the next used position, encoded as above. */
-  usedIdx: number;
-  signalledUsed: number;
-  signalledUsedValid: boolean;
-  broken: boolean;
-  error: number;
-  log: DirtyLog | undefined;
-  onEvent: ((e: RingEvent) => void) | undefined;
+  readonly usedIdx: number;
+  readonly broken: boolean;
+  readonly error: number;
+  /** The dirty page log from now on (undefined: off). */
+  setLog(log: DirtyLog | undefined): void;
+  /** Every step from now on to `fn` (the ring trace); undefined: off. */
+  setTrace(fn: ((e: RingEvent) => void) | undefined): void;
+  /** The last used index an interrupt was decided for, as state() reports it. */
+  setSignalled(used: number, valid: boolean): void;
   /** Step 1, pop: up to `max` chains; a driver violation breaks the ring (chains before it are returned). */
   popBurst(max: number): Element[];
   /** Gives back the last `count` popped chains (not yet filled). */

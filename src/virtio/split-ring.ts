@@ -15,8 +15,9 @@
  *   3. flush:  publish them by storing used->idx once
  *   4. notify: decide, from used_event or the NO_INTERRUPT flag, whether to interrupt
  */
+import { addDescriptor, type ChainWalk } from './chain-rules.js';
 import type { DirtyLog } from './dirty-log.js';
-import type { Area, GuestMemoryRef, Segment } from './guest-memory.js';
+import type { Area, GuestMemoryRef } from './guest-memory.js';
 import {
   descFlags,
   notifyEvent,
@@ -65,9 +66,25 @@ export class SplitRingRef implements Vring {
   private avail: Area | undefined;
   private used: Area | undefined;
   /** The dirty page log (live migration): set while VHOST_F_LOG_ALL is acked. */
-  log: DirtyLog | undefined;
+  private log: DirtyLog | undefined;
   /** Set to see every step (the ring trace); unset costs nothing but a test. */
-  onEvent: ((e: RingEvent) => void) | undefined;
+  private onEvent: ((e: RingEvent) => void) | undefined;
+
+  /** The dirty page log from now on (undefined: off). */
+  setLog(log: DirtyLog | undefined): void {
+    this.log = log;
+  }
+
+  /** Every step from now on to `fn` (the ring trace); undefined: off. */
+  setTrace(fn: ((e: RingEvent) => void) | undefined): void {
+    this.onEvent = fn;
+  }
+
+  /** The last used index an interrupt was decided for (a held-back one is forgotten; a reattached ring keeps it). */
+  setSignalled(used: number, valid: boolean): void {
+    this.signalledUsed = used;
+    this.signalledUsedValid = valid;
+  }
 
   constructor(
     private readonly mem: GuestMemoryRef,
@@ -341,9 +358,8 @@ export class SplitRingRef implements Vring {
     let i = head;
     let count = 0;
     let inIndirect = false;
-    let sawWritable = false;
     let traced = 0;
-    const segs: Segment[] = [];
+    const walk: ChainWalk = { e, segs: [], sawWritable: false };
     for (;;) {
       const at = table.offset + 16 * i;
       const addr = table.view.getBigUint64(at, true);
@@ -380,18 +396,8 @@ export class SplitRingRef implements Vring {
         continue;
       }
       if (++count > tableSize) return RingError.DESC_LOOP;
-      if (len === 0) return RingError.ZERO_LEN;
-      const writable = (flags & DESC_F_WRITE) !== 0;
-      // §2.7.4.2: device-writable descriptors come after every device-readable one.
-      if (!writable && sawWritable) return RingError.READABLE_AFTER_WRITABLE;
-      sawWritable ||= writable;
-      if (writable) e.inLen += len;
-      else e.outLen += len;
-      if (e.inLen + e.outLen > 0xffff_ffff) return RingError.CHAIN_TOO_LONG;
-      const before = segs.length;
-      const r = this.mem.split(addr, BigInt(len), segs, MAX_CHAIN_SEGS);
-      if (r !== 'ok') return r === 'too-many' ? RingError.TOO_MANY_SEGMENTS : RingError.ADDR_OUT_OF_MEMORY;
-      (writable ? e.in : e.out).push(...segs.slice(before));
+      const bad = addDescriptor(this.mem, walk, addr, len, (flags & DESC_F_WRITE) !== 0);
+      if (bad !== undefined) return bad;
       if (!(flags & DESC_F_NEXT)) break;
       if (next >= tableSize) return RingError.NEXT_OUT_OF_RANGE;
       i = next;

@@ -31,10 +31,10 @@ export interface Reply {
 
 /** The driver side of one queue pair, with its kick and call eventfds. */
 export interface DriverPair {
-  rx: RingDriver;
-  tx: RingDriver;
-  kicks: { rx: number; tx: number };
-  calls: { rx: number; tx: number };
+  receiveq: RingDriver;
+  transmitq: RingDriver;
+  kicks: { receiveq: number; transmitq: number };
+  calls: { receiveq: number; transmitq: number };
 }
 
 export interface GuestRam {
@@ -246,10 +246,10 @@ export class MockFrontend {
         await ok('SET_VRING_ENABLE', this.acked('SET_VRING_ENABLE', encodeVringState({ index, num: 1 })));
       }
       pairs.push({
-        rx: this.driver(2 * p, ram),
-        tx: this.driver(2 * p + 1, ram),
-        kicks: { rx: r.kick, tx: t.kick },
-        calls: { rx: r.call, tx: t.call },
+        receiveq: this.driver(2 * p, ram),
+        transmitq: this.driver(2 * p + 1, ram),
+        kicks: { receiveq: r.kick, transmitq: t.kick },
+        calls: { receiveq: r.call, transmitq: t.call },
       });
     }
     return { ram, pairs };
@@ -392,8 +392,8 @@ export function transmit(
     const h = o.headers?.[i] ?? Buffer.alloc(12);
     ram.bytes.set(h, at);
     ram.bytes.set(f, at + h.length);
-    p.tx.offer(
-      p.tx.addChain(
+    p.transmitq.offer(
+      p.transmitq.addChain(
         o.split
           ? [
               { addr: BigInt(at), len: h.length, write: false },
@@ -403,6 +403,6 @@ export function transmit(
       ),
     );
   });
-  p.tx.publish();
-  if (o.kick ?? true) native.eventfdWrite(p.kicks.tx, 1n);
+  p.transmitq.publish();
+  if (o.kick ?? true) native.eventfdWrite(p.kicks.transmitq, 1n);
 }

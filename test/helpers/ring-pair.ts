@@ -191,7 +191,7 @@ export function runSequence(
   const ref: Vring = packed
     ? new PackedRingRef(refMem, cfg, startIdx, startIdx)
     : new SplitRingRef(refMem, cfg, startIdx, startIdx);
-  if (logged) ref.log = new DirtyLog(s0.log);
+  if (logged) ref.setLog(new DirtyLog(s0.log));
   const fast = new native.RingModel(
     [
       { mappingId: s1.maps[0] as number, gpa: GPA_A, size: BigInt(REGION), va: VA_A },
@@ -212,7 +212,7 @@ export function runSequence(
   // With `trace`, both rings also report every step; the C++ records must decode to the same
   // events the reference emits (the ring trace reads the same on either data path).
   const refEvents: RingEvent[] = [];
-  if (trace) ref.onEvent = (e) => refEvents.push(structuredClone(e));
+  if (trace) ref.setTrace((e) => refEvents.push(structuredClone(e)));
   const outstanding: Element[] = [];
   let poppedNotFilled = 0;
   ops.forEach((o, step) => {

@@ -1,0 +1,107 @@
+/**
+ * The command line's words: usage, version, capabilities, and argv parsed into a command (a
+ * validated Config to serve, or another action). Follows the vhost-user "Backend program
+ * conventions" (--socket-path, --fd, --print-capabilities) and adds our own options.
+ */
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { type Config, parseConfig, readConfigFile } from '../config/config.js';
+import { ConfigError, ErrorCode } from '../errors.js';
+import { featureNames, ProtocolFeature, VirtioFeature } from '../features.js';
+import { packageRoot } from '../native.js';
+import { flagHelp, mergeFlags, parseArgsOptions } from './flags.js';
+import { systemdListenFd } from '../service/systemd.js';
+import { OFFERED_FEATURES, OFFERED_PROTOCOL_FEATURES } from '../vhost-user/session.js';
+
+export const USAGE = `Usage: vhost-user-net [serve] [options]
+       vhost-user-net demo [--datapath native|ts]   (as root: a Linux guest on the backend)
+       vhost-user-net explain TRACE-FILE            (a --trace-messages file as a timeline)
+       vhost-user-net status [--http HOST:PORT]     (a running backend's state, from its --http)
+
+A userspace virtio-net device for QEMU's -netdev vhost-user.
+
+Options:
+${flagHelp()}
+
+Example:
+  vhost-user-net --socket /run/vun.sock --backend tap:vun0
+  qemu-system-x86_64 ... -chardev socket,id=c0,path=/run/vun.sock \\
+    -netdev vhost-user,id=n0,chardev=c0 -device virtio-net-pci,netdev=n0
+`;
+
+export function version(): string {
+  const pkg = JSON.parse(readFileSync(join(packageRoot, 'package.json'), 'utf8')) as { version: string };
+  return pkg.version;
+}
+
+/** vhost-user.rst "Backend program conventions": --print-capabilities prints this JSON. */
+export function capabilities(): Record<string, unknown> {
+  return {
+    type: 'net',
+    features: featureNames(OFFERED_FEATURES, VirtioFeature),
+    protocolFeatures: featureNames(OFFERED_PROTOCOL_FEATURES, ProtocolFeature),
+  };
+}
+
+/** What the command line asks for. */
+export type Command =
+  | { action: 'help' | 'version' | 'capabilities' }
+  | { action: 'demo'; datapath: 'native' | 'ts' }
+  | { action: 'explain'; file: string }
+  | { action: 'status'; http: string }
+  | ServeCommand;
+export interface ServeCommand {
+  action: 'serve';
+  config: Config;
+  faultsFile?: string | undefined;
+}
+
+/** Parses argv into a validated Config (or a request for help/version/capabilities). */
+export function parseCommandLine(argv: string[]): Command {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: argv,
+      allowPositionals: true,
+      strict: true,
+      options: parseArgsOptions(),
+    });
+  } catch (err) {
+    throw new ConfigError(ErrorCode.Usage, (err as Error).message);
+  }
+  const { values: v, positionals } = parsed;
+  const str = (name: string): string | undefined => (typeof v[name] === 'string' ? (v[name] as string) : undefined);
+  if (v.help) return { action: 'help' };
+  if (v.version) return { action: 'version' };
+  if (v['print-capabilities']) return { action: 'capabilities' };
+  if (positionals[0] === 'status' && positionals.length === 1) {
+    return { action: 'status', http: str('http') ?? '127.0.0.1:9180' };
+  }
+  if (positionals[0] === 'explain') {
+    if (positionals.length !== 2) throw new ConfigError(ErrorCode.Usage, 'explain takes one trace file');
+    return { action: 'explain', file: positionals[1] as string };
+  }
+  if (positionals[0] === 'demo' && positionals.length === 1) {
+    const dp = str('datapath') ?? 'native';
+    if (dp !== 'native' && dp !== 'ts')
+      throw new ConfigError(ErrorCode.Usage, `--datapath takes native or ts, not '${dp}'`);
+    return { action: 'demo', datapath: dp };
+  }
+  if (positionals.length > 1 || (positionals[0] !== undefined && positionals[0] !== 'serve')) {
+    throw new ConfigError(ErrorCode.Usage, `unknown command '${positionals.join(' ')}' (try --help)`);
+  }
+  const configFile = str('config');
+  const merged = mergeFlags(configFile ? readConfigFile(configFile) : {}, v);
+  // Socket activation: with no socket given, the one systemd passed (LISTEN_FDS).
+  const socket = (merged.socket ?? {}) as Record<string, unknown>;
+  if (socket.path === undefined && socket.fd === undefined) {
+    const fd = systemdListenFd();
+    if (fd !== undefined) merged.socket = { ...socket, fd };
+  }
+  return {
+    action: 'serve',
+    config: parseConfig(merged, configFile ? `configuration (${configFile} and flags)` : 'arguments'),
+    faultsFile: str('faults'),
+  };
+}
