@@ -7,7 +7,6 @@
 //              counted on the TAP;
 //   guestTcp - a Linux guest's iperf3 through tap:vbt0, both directions, Mbit/s.
 // Prints the after/before ratio of ring guest-TX. VUN_BEFORE_REV picks the other tree.
-import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { bootGuest, mbits, Netns, waitForLink } from '../dist/guest/guest.js';
@@ -23,6 +22,7 @@ import {
   SECONDS,
   sleep,
   steady,
+  tapRun,
   tmp,
   virtioUserFrontend,
   waitForFile,
@@ -49,30 +49,7 @@ async function ring(tree, dir) {
 }
 
 async function tap(tree) {
-  const ns = `vun-bench-${process.pid}`;
-  const sh = (cmd) => spawnSync('ip', ['netns', 'exec', ns, 'sh', '-c', cmd], { encoding: 'utf8' });
-  const rxPackets = () => Number(sh('cat /sys/class/net/vbt0/statistics/rx_packets').stdout.trim() || 0);
-  spawnSync('ip', ['netns', 'add', ns]);
-  const t = tmp();
-  try {
-    const sock = join(t.dir, 'vhost.sock');
-    const backend = ourBackend({ socket: sock, backend: 'tap:vbt0', cores: '0', netns: ns, tree });
-    await waitForFile(sock);
-    const fe = virtioUserFrontend(sock, 'txonly', 64);
-    for (let i = 0; i < 200 && sh('ip link show vbt0').status !== 0; i++) await sleep(50);
-    sh('ip link set vbt0 up');
-    await sleep(2000);
-    const a = rxPackets();
-    const t0 = Date.now();
-    await sleep(SECONDS * 1000);
-    const pps = (rxPackets() - a) / ((Date.now() - t0) / 1000);
-    await fe.stop();
-    await backend.stop();
-    return pps / 1e6;
-  } finally {
-    t.cleanup();
-    spawnSync('ip', ['netns', 'del', ns]);
-  }
+  return (await tapRun({ tree })).pps / 1e6;
 }
 
 const script = `

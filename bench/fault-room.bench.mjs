@@ -1,5 +1,6 @@
-// The fault room's cost (issue "one fault room"): VM-free ring throughput at 64 B, split rings,
-// guest-TX and guest-RX, for three backends alternated round by round in one run:
+// The fault room's cost (issue "one fault room"), 64 B frames, split rings: VM-free ring
+// throughput guest-TX and guest-RX, and vhost-user -> TAP forwarding, for three backends
+// alternated round by round in one run:
 //   before - the tree at VUN_BEFORE_REV (built in a temporary worktree), no fault plan;
 //   after  - this tree, no fault plan (the pair holds no fault room);
 //   plan   - this tree with a plan whose only rule is on the other vring of the pair (the pair
@@ -10,14 +11,14 @@
 //   VUN_BEFORE_REV=5898ba9 VUN_BENCH_RUNS=5 node bench/fault-room.bench.mjs
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { buildTree, median, ringRun, RUNS, save, SECONDS, spread, tmp } from './lib.mjs';
+import { buildTree, median, ringRun, RUNS, save, SECONDS, spread, tapRun, tmp } from './lib.mjs';
 
 const BEFORE = process.env.VUN_BEFORE_REV;
 if (!BEFORE) throw new Error('fault-room: set VUN_BEFORE_REV to the tree before the fault room');
-const DIRS = (process.env.VUN_BENCH_DIRS ?? 'guest-tx,guest-rx').split(',');
+const DIRS = (process.env.VUN_BENCH_DIRS ?? 'guest-tx,guest-rx,tap').split(',');
 
 // A rule that never fires on the vring the measurement does not use: the transmitq (1) when the
-// guest receives, the receiveq (0) when it sends.
+// guest receives, the receiveq (0) when it sends (ring guest-tx and tap).
 function planFile(dir) {
   const t = tmp();
   const on = dir === 'guest-rx' ? 'transmitq0' : 'receiveq0';
@@ -32,10 +33,11 @@ try {
   for (const dir of DIRS) {
     const plan = planFile(dir);
     const runs = { before: [], after: [], plan: [] };
+    const run = (o) => (dir === 'tap' ? tapRun(o) : ringRun({ impl: 'ours', dir, size: 64, ...o }));
     for (let r = 0; r < RUNS; r++) {
-      runs.before.push(await ringRun({ impl: 'ours', dir, size: 64, tree: base.dir }));
-      runs.after.push(await ringRun({ impl: 'ours', dir, size: 64 }));
-      runs.plan.push(await ringRun({ impl: 'ours', dir, size: 64, extra: ['--faults', plan.file] }));
+      runs.before.push(await run({ tree: base.dir }));
+      runs.after.push(await run({}));
+      runs.plan.push(await run({ extra: ['--faults', plan.file] }));
     }
     plan.cleanup();
     const cpu = (k) => runs[k].map((x) => x.cpuMsPerMframe);
@@ -59,7 +61,7 @@ try {
   base.remove();
 }
 save('fault-room', {
-  description: `VM-free ring 64 B, split: the tree before the fault room (${BEFORE}), this tree without a plan, and this tree with a plan whose only rule is on the pair's other vring, alternated`,
+  description: `64 B, split rings, VM-free ring both ways and TAP forwarding: the tree before the fault room (${BEFORE}), this tree without a plan, and this tree with a plan whose only rule is on the pair's other vring, alternated`,
   beforeRev: BEFORE,
   runs: RUNS,
   secondsPerRun: SECONDS,

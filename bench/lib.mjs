@@ -271,6 +271,41 @@ export async function ringRun({ impl, dir, size, packed = false, extra = [], tre
   };
 }
 
+/**
+ * vhost-user -> TAP forwarding, one backend core: testpmd's virtio_user sends 64 B frames
+ * (txonly) to our backend on tap:vbt0 in a namespace of its own; frames counted on the TAP.
+ * Returns frames per second and the backend's CPU ms per million frames.
+ */
+export async function tapRun({ tree = root, extra = [] } = {}) {
+  const ns = `vun-bench-${process.pid}`;
+  const sh = (cmd) => spawnSync('ip', ['netns', 'exec', ns, 'sh', '-c', cmd], { encoding: 'utf8' });
+  const rxPackets = () => Number(sh('cat /sys/class/net/vbt0/statistics/rx_packets').stdout.trim() || 0);
+  spawnSync('ip', ['netns', 'add', ns]);
+  const t = tmp();
+  try {
+    const sock = join(t.dir, 'vhost.sock');
+    const backend = ourBackend({ socket: sock, backend: 'tap:vbt0', cores: '0', netns: ns, tree, extra });
+    await waitForFile(sock);
+    const fe = virtioUserFrontend(sock, 'txonly', 64);
+    for (let i = 0; i < 200 && sh('ip link show vbt0').status !== 0; i++) await sleep(50);
+    sh('ip link set vbt0 up');
+    await sleep(2000);
+    const a = rxPackets();
+    const cpu0 = cpuSeconds(backend.child.pid);
+    const t0 = Date.now();
+    await sleep(SECONDS * 1000);
+    const frames = rxPackets() - a;
+    const cpu1 = cpuSeconds(backend.child.pid);
+    const pps = frames / ((Date.now() - t0) / 1000);
+    await fe.stop();
+    await backend.stop();
+    return { pps, cpuMsPerMframe: ((cpu1 - cpu0) * 1000) / (frames / 1e6) };
+  } finally {
+    t.cleanup();
+    spawnSync('ip', ['netns', 'del', ns]);
+  }
+}
+
 /** Median, min and max of a list. */
 export function spread(xs) {
   return { median: median(xs), min: Math.min(...xs), max: Math.max(...xs) };

@@ -9,6 +9,7 @@ import { featureMask, VirtioFeature as F } from '../src/features.js';
 import type { FaultPlan } from '../src/faults/plan.js';
 import { type DatapathKind, native, planDevices, waitFor } from './helpers/harness.js';
 import { type DriverPair, transmit } from './helpers/mock-frontend.js';
+import { numberedFrame } from './helpers/frames.js';
 
 const BASE = featureMask(F.F_VERSION_1, F.VHOST_USER_F_PROTOCOL_FEATURES);
 const RX_BASE = 0x100000;
@@ -29,13 +30,6 @@ function postRx(pair: DriverPair, count: number): void {
   pair.receiveq.publish();
   native.eventfdWrite(pair.kicks.receiveq, 1n);
 }
-
-const frameOf = (i: number, len = 100): Buffer => {
-  const f = Buffer.alloc(len, i & 0xff);
-  f.writeUInt16BE(0x88b5, 12);
-  f.writeUInt32BE(i, 14); // the frame's number, read back on the receiveq
-  return f;
-};
 
 /** Polls the receiveq's used index; returns when each of `n` frames came back (ms). */
 async function arrivals(pair: DriverPair, n: number, timeoutMs: number): Promise<number[]> {
@@ -65,7 +59,7 @@ describe.each(['native', 'ts'] as const)('fault timing on the %s data path', (da
     const got = arrivals(pair, N, 10_000);
     for (let i = 0; i < N; i++) {
       sent.push(performance.now());
-      transmit(native, ram, pair, [frameOf(i)], { base: 0x200000 + (i % 32) * 0x1000 });
+      transmit(native, ram, pair, [numberedFrame(i)], { base: 0x200000 + (i % 32) * 0x1000 });
       await new Promise((r) => setTimeout(r, 7));
     }
     const at = await got;
@@ -91,7 +85,7 @@ describe.each(['native', 'ts'] as const)('fault timing on the %s data path', (da
         native,
         ram,
         pair,
-        Array.from({ length: 100 }, (_, i) => frameOf(b + i)),
+        Array.from({ length: 100 }, (_, i) => numberedFrame(b + i)),
       );
       await waitFor(() => pair.transmitq.usedIdx() === b + 100, 5000, `batch ${b}`);
     }
@@ -115,7 +109,7 @@ describe.each(['native', 'ts'] as const)('fault timing on the %s data path', (da
       native,
       ram,
       pair,
-      Array.from({ length: N }, (_, i) => frameOf(i, LEN)),
+      Array.from({ length: N }, (_, i) => numberedFrame(i, LEN)),
     );
     const at = await got;
     expect(at.length).toBe(N);
@@ -132,7 +126,7 @@ describe.each(['native', 'ts'] as const)('fault timing on the %s data path', (da
     });
     postRx(pair, 64);
     for (let i = 0; i < 5; i++) {
-      transmit(native, ram, pair, [frameOf(i)], { base: 0x200000 + i * 0x1000 });
+      transmit(native, ram, pair, [numberedFrame(i)], { base: 0x200000 + i * 0x1000 });
       await waitFor(() => pair.transmitq.usedIdx() === i + 1, 2000, `frame ${i} taken`);
     }
     await waitFor(() => pair.receiveq.usedIdx() === 5, 3000, 'five frames back');
@@ -154,11 +148,11 @@ describe.each(['native', 'ts'] as const)('fault timing on the %s data path', (da
       seed: 1,
       rules: [{ name: 'batch', on: 'transmitq0', do: 'used-burst', value: 4 }],
     });
-    for (let i = 0; i < 3; i++) transmit(native, ram, pair, [frameOf(i)], { base: 0x200000 + i * 0x1000 });
+    for (let i = 0; i < 3; i++) transmit(native, ram, pair, [numberedFrame(i)], { base: 0x200000 + i * 0x1000 });
     await waitFor(() => lines.length === 3, 2000, 'three chains taken');
     await new Promise((r) => setTimeout(r, 50));
     expect(pair.transmitq.usedIdx(), 'three written, none published').toBe(0);
-    transmit(native, ram, pair, [frameOf(3)], { base: 0x203000 });
+    transmit(native, ram, pair, [numberedFrame(3)], { base: 0x203000 });
     await waitFor(() => pair.transmitq.usedIdx() === 4, 2000, 'the batch of four published');
     await waitFor(() => lines.length === 4, 2000, 'four faults logged');
     expect(lines.map((l) => [l.do, l.ringIdx])).toEqual([
@@ -180,12 +174,12 @@ describe.each(['native', 'ts'] as const)('fault timing on the %s data path', (da
     postRx(pair, 16);
     await waitFor(() => session.vrings[0]?.started === true, 2000, 'receiveq started');
     native.eventfdRead(pair.calls.receiveq);
-    transmit(native, ram, pair, [frameOf(0)]);
+    transmit(native, ram, pair, [numberedFrame(0)]);
     await waitFor(() => pair.receiveq.usedIdx() === 1, 2000, 'first frame back');
     await new Promise((r) => setTimeout(r, 20));
     // An eventfd adds up the writes it was not read between: the interrupt and five more.
     expect(native.eventfdRead(pair.calls.receiveq)).toBe(6n);
-    transmit(native, ram, pair, [frameOf(1)], { base: 0x201000 });
+    transmit(native, ram, pair, [numberedFrame(1)], { base: 0x201000 });
     await waitFor(() => pair.receiveq.usedIdx() === 2, 2000, 'second frame back');
     const used = performance.now();
     await waitFor(() => native.eventfdRead(pair.calls.receiveq) !== null, 2000, 'the late interrupt');
@@ -206,7 +200,7 @@ describe.each(['native', 'ts'] as const)('fault timing on the %s data path', (da
     const N = 40_000;
     const BATCH = 200;
     for (let sent = 0; sent < N; sent += BATCH) {
-      transmit(native, ram, pair, Array(BATCH).fill(frameOf(1, 60)), { kick: false });
+      transmit(native, ram, pair, Array(BATCH).fill(numberedFrame(1, 60)), { kick: false });
       native.eventfdWrite(pair.kicks.transmitq, 1n);
       await waitFor(() => pair.transmitq.usedIdx() === (sent + BATCH) % 65536, 10_000, `batch at ${sent}`);
     }

@@ -13,6 +13,7 @@ import { compilePlan, draw, FIELD, FIELD_NAMES, type FaultPlan } from '../src/fa
 import { DESC_F_NEXT, DESC_F_WRITE } from '../src/virtio/ring-types.js';
 import { type DatapathKind, native, planDevices, waitFor } from './helpers/harness.js';
 import { type DriverPair, transmit } from './helpers/mock-frontend.js';
+import { numberedFrame } from './helpers/frames.js';
 
 const BASE = featureMask(F.F_VERSION_1, F.VHOST_USER_F_PROTOCOL_FEATURES);
 const RX_BASE = 0x100000;
@@ -133,12 +134,6 @@ async function postRx(session: { vrings: { started: boolean }[] }, p: DriverPair
   await waitFor(() => session.vrings[0]?.started === true, 2000, 'receiveq started');
 }
 
-const frameOf = (i: number, len = 100): Buffer => {
-  const f = Buffer.alloc(len, i & 0xff);
-  f.writeUInt16BE(0x88b5, 12); // local experimental ethertype: no steering, no offloads
-  return f;
-};
-
 /** The fault log without times (what must repeat exactly). */
 const timeless = (lines: FaultLine[]) => lines.map(({ t: _t, ...l }) => l);
 
@@ -157,7 +152,7 @@ describe.each(['native', 'ts'] as const)('fault actions on the %s data path', (d
     };
     const { session, ram, pair, lines } = await device(datapath, 'loopback', plan);
     await postRx(session, pair, 16);
-    const frames = Array.from({ length: 6 }, (_, i) => frameOf(i));
+    const frames = Array.from({ length: 6 }, (_, i) => numberedFrame(i));
     transmit(native, ram, pair, frames);
     await waitFor(() => pair.receiveq.usedIdx() === 6, 5000, 'six frames back');
     await waitFor(() => lines.length === 6, 2000, 'six faults logged');
@@ -215,7 +210,7 @@ describe.each(['native', 'ts'] as const)('fault actions on the %s data path', (d
     pair.receiveq.publish();
     native.eventfdWrite(pair.kicks.receiveq, 1n);
     await waitFor(() => session.vrings[0]?.started === true, 2000, 'receiveq started');
-    transmit(native, ram, pair, [frameOf(1), frameOf(2)]);
+    transmit(native, ram, pair, [numberedFrame(1), numberedFrame(2)]);
     await waitFor(() => pair.receiveq.usedIdx() === 2, 5000, 'two frames back');
     await waitFor(() => lines.length === 3, 2000, 'three faults logged');
     expect(pair.receiveq.usedElem(0).id, "the first chain's second descriptor").toBe(90);
@@ -240,7 +235,7 @@ describe.each(['native', 'ts'] as const)('fault actions on the %s data path', (d
     const { session, ram, pair, lines } = await device(datapath, 'loopback', plan);
     await postRx(session, pair, 16);
     native.eventfdRead(pair.calls.receiveq); // whatever start-up signalled
-    transmit(native, ram, pair, [frameOf(1), frameOf(2), frameOf(3)]);
+    transmit(native, ram, pair, [numberedFrame(1), numberedFrame(2), numberedFrame(3)]);
     await waitFor(() => pair.receiveq.usedIdx() === 3, 5000, 'frames in the receiveq');
     await waitFor(() => lines.length > 0, 2000, 'held-back interrupts logged');
     expect(native.eventfdRead(pair.calls.receiveq), 'the receiveq call fd was signalled').toBeNull();
@@ -264,7 +259,7 @@ describe.each(['native', 'ts'] as const)('fault actions on the %s data path', (d
     await postRx(session, pair, 16);
     pair.receiveq.setUsedEvent(0); // the driver wants an interrupt for the first used entry
     native.eventfdRead(pair.calls.receiveq);
-    transmit(native, ram, pair, [frameOf(1)]);
+    transmit(native, ram, pair, [numberedFrame(1)]);
     await waitFor(
       () => pair.receiveq.usedIdx() === 1 && lines.length > 0,
       5000,
@@ -273,7 +268,7 @@ describe.each(['native', 'ts'] as const)('fault actions on the %s data path', (d
     expect(native.eventfdRead(pair.calls.receiveq)).toBeNull();
     expect(performance.now() - t0, 'still inside the window').toBeLessThan(700);
     await new Promise((r) => setTimeout(r, 750 - (performance.now() - t0)));
-    transmit(native, ram, pair, [frameOf(2)]);
+    transmit(native, ram, pair, [numberedFrame(2)]);
     await waitFor(() => pair.receiveq.usedIdx() === 2, 5000, 'the second frame used');
     await waitFor(() => native.eventfdRead(pair.calls.receiveq) !== null, 2000, 'the owed interrupt after the window');
   });
@@ -290,7 +285,7 @@ describe.each(['native', 'ts'] as const)('fault actions on the %s data path', (d
     const { session, ram, pair, lines } = await device(datapath, 'null', plan);
     const N = 100_000;
     const BATCH = 200;
-    const frame = [frameOf(1, 60)];
+    const frame = [numberedFrame(1, 60)];
     for (let sent = 0; sent < N; sent += BATCH) {
       transmit(native, ram, pair, Array(BATCH).fill(frame[0]), { kick: false });
       native.eventfdWrite(pair.kicks.transmitq, 1n);
@@ -345,7 +340,7 @@ describe('determinism', () => {
         native,
         ram,
         pair,
-        Array.from({ length: 30 }, (_, i) => frameOf(b * 30 + i)),
+        Array.from({ length: 30 }, (_, i) => numberedFrame(b * 30 + i)),
       );
       await waitFor(() => pair.transmitq.usedIdx() >= (b + 1) * 30 - 3, 5000, `batch ${b}`);
     }

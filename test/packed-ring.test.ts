@@ -12,7 +12,7 @@
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ringErrorNames } from '../src/virtio/ring-errors.js';
-import { addrArb, breaks, type Case, checkCase, d, descsArb, pop, publish } from './helpers/ring-cases.js';
+import { addrArb, breaks, type Case, checkCase, d, descsArb, deviceSteps, pop, publish } from './helpers/ring-cases.js';
 import {
   closeSides,
   DATA_HI,
@@ -390,19 +390,7 @@ const opArb: fc.Arbitrary<Op> = fc.oneof(
     }),
   },
   { weight: 5, arbitrary: fc.constant({ op: 'publish' as const }) },
-  { weight: 5, arbitrary: fc.record({ op: fc.constant('pop' as const), max: fc.integer({ min: 1, max: 8 }) }) },
-  {
-    weight: 4,
-    arbitrary: fc.record({
-      op: fc.constant('complete' as const),
-      count: fc.integer({ min: 1, max: 8 }),
-      lens: fc.array(fc.nat(5000), { minLength: 8, maxLength: 8 }),
-    }),
-  },
-  { weight: 1, arbitrary: fc.constant({ op: 'rewind' as const }) },
-  { weight: 1, arbitrary: fc.record({ op: fc.constant('usedEvent' as const), v: fc.nat(0xffff) }) },
-  { weight: 1, arbitrary: fc.record({ op: fc.constant('availFlags' as const), v: fc.nat(3) }) },
-  { weight: 1, arbitrary: fc.record({ op: fc.constant('notifyEnable' as const), on: fc.boolean() }) },
+  ...deviceSteps(3),
 );
 const features = fc.record({
   eventIdx: fc.boolean(),

@@ -12,7 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ringErrorNames } from '../src/virtio/ring-errors.js';
 import { native } from './helpers/harness.js';
 import type { DescSpec } from './helpers/ring-driver.js';
-import { addrArb, descsArb } from './helpers/ring-cases.js';
+import { addrArb, descsArb, deviceSteps } from './helpers/ring-cases.js';
 import { closeSides, type Features, GPA_B, NUM, type Op, openSides, runSequence } from './helpers/ring-pair.js';
 
 beforeAll(openSides);
@@ -50,19 +50,7 @@ const opArb: fc.Arbitrary<Op> = fc.oneof(
       jump: fc.option(fc.integer({ min: NUM + 1, max: 300 }), { nil: undefined, freq: 25 }),
     }),
   },
-  { weight: 5, arbitrary: fc.record({ op: fc.constant('pop' as const), max: fc.integer({ min: 1, max: 8 }) }) },
-  {
-    weight: 4,
-    arbitrary: fc.record({
-      op: fc.constant('complete' as const),
-      count: fc.integer({ min: 1, max: 8 }),
-      lens: fc.array(fc.nat(5000), { minLength: 8, maxLength: 8 }),
-    }),
-  },
-  { weight: 1, arbitrary: fc.constant({ op: 'rewind' as const }) },
-  { weight: 1, arbitrary: fc.record({ op: fc.constant('usedEvent' as const), v: fc.nat(0xffff) }) },
-  { weight: 1, arbitrary: fc.record({ op: fc.constant('availFlags' as const), v: fc.nat(1) }) },
-  { weight: 1, arbitrary: fc.record({ op: fc.constant('notifyEnable' as const), on: fc.boolean() }) },
+  ...deviceSteps(1),
 );
 
 const features = fc.record({

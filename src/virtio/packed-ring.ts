@@ -19,9 +19,8 @@
  * the ring position, bit 15 the wrap counter.
  */
 import { addDescriptor, type ChainWalk } from './chain-rules.js';
-import type { DirtyLog } from './dirty-log.js';
 import type { Area, GuestMemoryRef } from './guest-memory.js';
-import { descFlags, notifyEvent, type NotifyEvent, packedPos, type RingDesc, type RingEvent } from './ring-events.js';
+import { descFlags, notifyEvent, type NotifyEvent, packedPos, type RingDesc } from './ring-events.js';
 import { RingError, ringErrorName } from './ring-errors.js';
 import {
   BURST_SEGS,
@@ -34,6 +33,7 @@ import {
   type RingConfig,
   type RingState,
   TRACE_MAX_DESCS,
+  RingSide,
   type Vring,
 } from './ring-types.js';
 
@@ -56,35 +56,15 @@ function needEvent(event: number, newIdx: number, old: number): boolean {
   return ((newIdx - event - 1) & 0xffff) < ((newIdx - old) & 0xffff);
 }
 
-export class PackedRingRef implements Vring {
+export class PackedRingRef extends RingSide implements Vring {
   /** The next descriptor to read, and the driver ring wrap counter expected there. */
   availPos: number;
   availWrap: boolean;
   /** The next position a used descriptor goes to, and the device ring wrap counter. */
   usedPos: number;
   usedWrap: boolean;
-  signalledUsed = 0;
-  signalledUsedValid = false;
   broken = false;
   error: number = RingError.OK;
-  private log: DirtyLog | undefined;
-  private onEvent: ((e: RingEvent) => void) | undefined;
-
-  /** The dirty page log from now on (undefined: off). */
-  setLog(log: DirtyLog | undefined): void {
-    this.log = log;
-  }
-
-  /** Every step from now on to `fn` (the ring trace); undefined: off. */
-  setTrace(fn: ((e: RingEvent) => void) | undefined): void {
-    this.onEvent = fn;
-  }
-
-  /** The last used index an interrupt was decided for (a held-back one is forgotten; a reattached ring keeps it). */
-  setSignalled(used: number, valid: boolean): void {
-    this.signalledUsed = used;
-    this.signalledUsedValid = valid;
-  }
   private desc: Area | undefined;
   private driverEvent: Area | undefined;
   private deviceEvent: Area | undefined;
@@ -108,6 +88,7 @@ export class PackedRingRef implements Vring {
     lastAvailIdx = WRAP_BIT,
     usedIdx = WRAP_BIT,
   ) {
+    super();
     this.availPos = lastAvailIdx & 0x7fff;
     this.availWrap = (lastAvailIdx & WRAP_BIT) !== 0;
     this.usedPos = usedIdx & 0x7fff;

@@ -81,6 +81,36 @@ export interface RingState {
   error: number;
 }
 
+/**
+ * What both ring layouts keep beside their positions, set from outside only through methods:
+ * the dirty log, the ring trace, and the last interrupt decision (native/vring.h has the same
+ * setters).
+ */
+export abstract class RingSide {
+  signalledUsed = 0;
+  signalledUsedValid = false;
+  /** The dirty page log (live migration): set while VHOST_F_LOG_ALL is acked. */
+  protected log: DirtyLog | undefined;
+  /** Set to see every step (the ring trace); unset costs nothing but a test. */
+  protected onEvent: ((e: RingEvent) => void) | undefined;
+
+  /** The dirty page log from now on (undefined: off). */
+  setLog(log: DirtyLog | undefined): void {
+    this.log = log;
+  }
+
+  /** Every step from now on to `fn` (the ring trace); undefined: off. */
+  setTrace(fn: ((e: RingEvent) => void) | undefined): void {
+    this.onEvent = fn;
+  }
+
+  /** The last used index an interrupt was decided for (a held-back one is forgotten; a reattached ring keeps it). */
+  setSignalled(used: number, valid: boolean): void {
+    this.signalledUsed = used;
+    this.signalledUsedValid = valid;
+  }
+}
+
 /** The batch API of a ring, device side, in libvhost-user's words. */
 export interface Vring {
   readonly cfg: RingConfig;

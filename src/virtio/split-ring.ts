@@ -16,16 +16,8 @@
  *   4. notify: decide, from used_event or the NO_INTERRUPT flag, whether to interrupt
  */
 import { addDescriptor, type ChainWalk } from './chain-rules.js';
-import type { DirtyLog } from './dirty-log.js';
 import type { Area, GuestMemoryRef } from './guest-memory.js';
-import {
-  descFlags,
-  notifyEvent,
-  type NotifyEvent,
-  type NotifyReason,
-  type RingDesc,
-  type RingEvent,
-} from './ring-events.js';
+import { descFlags, notifyEvent, type NotifyEvent, type NotifyReason, type RingDesc } from './ring-events.js';
 import { RingError, ringErrorName } from './ring-errors.js';
 
 import {
@@ -39,6 +31,7 @@ import {
   type RingConfig,
   type RingState,
   TRACE_MAX_DESCS,
+  RingSide,
   type Vring,
 } from './ring-types.js';
 
@@ -52,12 +45,10 @@ export function needEvent(event: number, newIdx: number, old: number): boolean {
   return u16(newIdx - event - 1) < u16(newIdx - old);
 }
 
-export class SplitRingRef implements Vring {
+export class SplitRingRef extends RingSide implements Vring {
   lastAvailIdx = 0;
   shadowAvailIdx = 0;
   usedIdx = 0;
-  signalledUsed = 0;
-  signalledUsedValid = false;
   broken = false;
   error: number = RingError.OK;
   /** setNotification's last word; a started ring waits for a kick. */
@@ -65,26 +56,6 @@ export class SplitRingRef implements Vring {
   private desc: Area | undefined;
   private avail: Area | undefined;
   private used: Area | undefined;
-  /** The dirty page log (live migration): set while VHOST_F_LOG_ALL is acked. */
-  private log: DirtyLog | undefined;
-  /** Set to see every step (the ring trace); unset costs nothing but a test. */
-  private onEvent: ((e: RingEvent) => void) | undefined;
-
-  /** The dirty page log from now on (undefined: off). */
-  setLog(log: DirtyLog | undefined): void {
-    this.log = log;
-  }
-
-  /** Every step from now on to `fn` (the ring trace); undefined: off. */
-  setTrace(fn: ((e: RingEvent) => void) | undefined): void {
-    this.onEvent = fn;
-  }
-
-  /** The last used index an interrupt was decided for (a held-back one is forgotten; a reattached ring keeps it). */
-  setSignalled(used: number, valid: boolean): void {
-    this.signalledUsed = used;
-    this.signalledUsedValid = valid;
-  }
 
   constructor(
     private readonly mem: GuestMemoryRef,
@@ -92,6 +63,7 @@ export class SplitRingRef implements Vring {
     lastAvailIdx = 0,
     usedIdx = 0,
   ) {
+    super();
     this.lastAvailIdx = this.shadowAvailIdx = lastAvailIdx;
     this.usedIdx = usedIdx;
     const n = cfg.num;

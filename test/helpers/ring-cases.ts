@@ -10,6 +10,29 @@ import type { DescSpec } from './ring-driver.js';
 import { DATA_HI, DATA_LO, type Features, GPA_B, HOLE, type Op, type Outcome, runSequence } from './ring-pair.js';
 
 export const d = (addr: bigint, len: number, write = false): DescSpec => ({ addr, len, write });
+
+/**
+ * The steps every random ring sequence mixes in beside the driver's own (weighted, for
+ * fc.oneof): the device pops, completes, rewinds; the driver moves used_event, its avail flags
+ * (values up to `availFlagsMax`) and asks for kicks or not.
+ */
+export function deviceSteps(availFlagsMax: number) {
+  return [
+    { weight: 5, arbitrary: fc.record({ op: fc.constant('pop' as const), max: fc.integer({ min: 1, max: 8 }) }) },
+    {
+      weight: 4,
+      arbitrary: fc.record({
+        op: fc.constant('complete' as const),
+        count: fc.integer({ min: 1, max: 8 }),
+        lens: fc.array(fc.nat(5000), { minLength: 8, maxLength: 8 }),
+      }),
+    },
+    { weight: 1, arbitrary: fc.constant({ op: 'rewind' as const }) },
+    { weight: 1, arbitrary: fc.record({ op: fc.constant('usedEvent' as const), v: fc.nat(0xffff) }) },
+    { weight: 1, arbitrary: fc.record({ op: fc.constant('availFlags' as const), v: fc.nat(availFlagsMax) }) },
+    { weight: 1, arbitrary: fc.record({ op: fc.constant('notifyEnable' as const), on: fc.boolean() }) },
+  ];
+}
 export const pop: Op = { op: 'pop', max: 8 };
 export const publish: Op = { op: 'publish' };
 
