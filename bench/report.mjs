@@ -28,6 +28,7 @@ const soak = load('soak');
 const packed = load('packed-ring');
 const afp = load('af-packet');
 const uring = load('tap-io-uring');
+const room = load('fault-room');
 const m = (ring ?? tap ?? tcp ?? mq)?.machine;
 // Sections measured on another day (another machine of the same kind) say so.
 const when = (r) =>
@@ -258,6 +259,24 @@ ${uring.cases
   .map(
     (c) =>
       `| ${c.frameBytes} B | ${sp(c.writevMpps)} | ${sp(c.uringMpps)} | ${sp(c.writevCpuNsPerFrame)} | ${sp(c.uringCpuNsPerFrame)} | ${sp(c.uringOverWritev)}x |`,
+  )
+  .join('\n')}
+
+`;
+}
+if (room) {
+  const sp = (x) => `${f2(x.median)} (${f2(x.min)}-${f2(x.max)})`;
+  const names = { 'guest-tx': 'ring, guest TX', 'guest-rx': 'ring, guest RX', tap: 'TAP forwarding' };
+  md += `## 14. The fault room: no plan, and a plan with no rule on the measured vring
+
+${room.description} (\`VUN_BEFORE_REV=${room.beforeRev} VUN_BENCH_RUNS=${room.runs} node bench/fault-room.bench.mjs\`; ${room.runs} rounds of ${room.secondsPerRun} s). CPU per frame is the backend's CPU time over the frames moved; the ratios are taken round by round (median, then the spread).
+
+${when(room)}| measurement | Mpps before | Mpps now, no plan | Mpps now, plan | CPU per frame, now / before | CPU per frame, plan / now |
+| --- | --- | --- | --- | --- | --- |
+${Object.entries(room.cases)
+  .map(
+    ([k, c]) =>
+      `| ${names[k] ?? k} | ${sp(c.mpps.before)} | ${sp(c.mpps.after)} | ${sp(c.mpps.plan)} | ${sp(c.cpuAfterOverBefore)}x | ${sp(c.cpuPlanOverAfter)}x |`,
   )
   .join('\n')}
 

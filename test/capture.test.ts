@@ -7,12 +7,12 @@ import { execFileSync } from 'node:child_process';
 import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { RingTrace } from '../src/trace/ring-trace.js';
 import { featureMask, VirtioFeature as F } from '../src/features.js';
 import { describeNetHeader, PcapWriter } from '../src/trace/pcapng.js';
-import { bringUpDevice, native, type Served, serve, shutdown, tempDir, waitFor } from './helpers/harness.js';
-import { type MockFrontend, transmit } from './helpers/mock-frontend.js';
+import { bringUpDevice, native, serve, servedPerTest, tempDir, waitFor } from './helpers/harness.js';
+import { transmit } from './helpers/mock-frontend.js';
 
 const HDR = 12;
 const DATA = 0x100000;
@@ -47,19 +47,15 @@ function udpFrame(len: number, port: number, tag = 1): Buffer {
   return f;
 }
 
-let srv: Served | undefined;
-let fe: MockFrontend | undefined;
-afterEach(async () => {
-  await shutdown(srv, fe);
-  srv = fe = undefined;
-});
+/** What each test serves, shut down after it. */
+const t = servedPerTest();
 
 describe.each(['native', 'ts'] as const)('pcapng capture (%s data path)', (datapath) => {
   it('writes every frame both ways with its virtio-net header, readable by tshark', async () => {
     const tmp = tempDir();
     const file = join(tmp.dir, 'cap.pcapng');
     const capture = new PcapWriter(file, 2, { snapLen: 128 });
-    srv = serve({ queuePairs: 1 }, { kind: 'loopback' }, datapath, undefined, undefined, { capture });
+    t.srv = serve({ queuePairs: 1 }, { kind: 'loopback' }, datapath, undefined, undefined, { capture });
     const features = featureMask(
       F.F_VERSION_1,
       F.VHOST_USER_F_PROTOCOL_FEATURES,
@@ -67,8 +63,8 @@ describe.each(['native', 'ts'] as const)('pcapng capture (%s data path)', (datap
       F.NET_F_GUEST_CSUM,
       F.NET_F_MRG_RXBUF,
     );
-    const d = await bringUpDevice(srv, features);
-    fe = d.fe;
+    const d = await bringUpDevice(t.srv, features);
+    t.fe = d.fe;
     const { session, ram, pairs } = d;
     const p = pairs[0] as NonNullable<(typeof pairs)[0]>;
     for (let i = 0; i < 4; i++)
@@ -86,8 +82,8 @@ describe.each(['native', 'ts'] as const)('pcapng capture (%s data path)', (datap
     });
     await waitFor(() => p.receiveq.usedIdx() === 3, 5000, 'frames looped back');
     // Closing the session closes its data plane, which drains what is left.
-    const closed = srv.sessionClosed();
-    fe.close();
+    const closed = t.srv.sessionClosed();
+    t.fe.close();
     await closed;
     capture.close();
 
@@ -139,16 +135,16 @@ describe.each(['native', 'ts'] as const)('fault notes (%s data path)', (datapath
       },
     });
     const ringTrace = new RingTrace(sink);
-    srv = serve({ queuePairs: 1 }, { kind: 'loopback' }, datapath, undefined, undefined, { capture, ringTrace });
-    srv.backend.loadFaults({
+    t.srv = serve({ queuePairs: 1 }, { kind: 'loopback' }, datapath, undefined, undefined, { capture, ringTrace });
+    t.srv.backend.loadFaults({
       seed: 1,
       rules: [
         { name: 'flip', on: 'transmitq0', do: 'corrupt', after: 1, count: 1 },
         { name: 'gso', on: 'receiveq0', do: 'header', field: 'gso_size', value: 99, after: 2, count: 1 },
       ],
     });
-    const d = await bringUpDevice(srv, featureMask(F.F_VERSION_1, F.VHOST_USER_F_PROTOCOL_FEATURES));
-    fe = d.fe;
+    const d = await bringUpDevice(t.srv, featureMask(F.F_VERSION_1, F.VHOST_USER_F_PROTOCOL_FEATURES));
+    t.fe = d.fe;
     const p = d.pairs[0] as NonNullable<(typeof d.pairs)[0]>;
     for (let i = 0; i < 4; i++)
       p.receiveq.offer(p.receiveq.addChain([{ addr: BigInt(DATA + i * 2048), len: 2048, write: true }]));
@@ -157,8 +153,8 @@ describe.each(['native', 'ts'] as const)('fault notes (%s data path)', (datapath
     await waitFor(() => d.session.vrings[0]?.started === true, 2000, 'receiveq started');
     transmit(native, d.ram, p, [udpFrame(60, 7001), udpFrame(60, 7002), udpFrame(60, 7003)]);
     await waitFor(() => p.receiveq.usedIdx() === 3, 5000, 'frames looped back');
-    const closed = srv.sessionClosed();
-    fe.close();
+    const closed = t.srv.sessionClosed();
+    t.fe.close();
     await closed;
     capture.close();
     const rows = tshark(file, ['frame.interface_name', 'udp.dstport', 'frame.comment']);

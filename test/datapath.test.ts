@@ -2,21 +2,16 @@
  * The data path through a real socket and shared memory, with the mock front-end as the
  * driver: frames the guest transmits come back on its receive queue (loopback backend).
  */
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { beforeEach, describe, expect, it } from 'vitest';
 import { featureMask, VirtioFeature as F } from '../src/features.js';
 import { defaultRss, rssPair, type Steering } from '../src/net/rss.js';
 import type { Session } from '../src/vhost-user/session.js';
-import { bringUpDevice, type DatapathKind, native, type Served, serve, shutdown, waitFor } from './helpers/harness.js';
+import { bringUpDevice, type DatapathKind, native, serve, servedPerTest, waitFor } from './helpers/harness.js';
 import { type DriverPair, type GuestRam, MockFrontend } from './helpers/mock-frontend.js';
 import type { RingDriver } from './helpers/ring-driver.js';
 
-let srv: Served | undefined;
-let fe: MockFrontend | undefined;
-
-afterEach(async () => {
-  await shutdown(srv, fe);
-  srv = fe = undefined;
-});
+/** What each test serves, shut down after it. */
+const t = servedPerTest();
 
 const HDR = 12;
 const DATA = 0x100000; // buffers live from 1 MiB on
@@ -32,10 +27,10 @@ async function device(
   steering?: Steering,
   threadOf?: number[],
 ): Promise<{ session: Session; ram: GuestRam; pairs: Pair[] }> {
-  srv = serve({ queuePairs }, { kind: 'loopback' }, datapath, steering, threadOf);
+  t.srv = serve({ queuePairs }, { kind: 'loopback' }, datapath, steering, threadOf);
   // Throws when the backend refuses SET_FEATURES, SET_MEM_TABLE or SET_VRING_ENABLE.
-  const d = await bringUpDevice(srv, features, queuePairs);
-  fe = d.fe;
+  const d = await bringUpDevice(t.srv, features, queuePairs);
+  t.fe = d.fe;
   return d;
 }
 
@@ -188,7 +183,7 @@ describe.each(['native', 'ts'] as const)('%s data path', (kind) => {
       await postRxBuffers(session, p, 16, 2048, DATA);
       send(ram, p, DATA + 0x40000, Buffer.alloc(80, 1));
       await waitFor(() => p.receiveq.usedIdx() === 1, 5000, 'first frame');
-      await fe?.acked('SET_VRING_ENABLE', MockFrontend.state({ index: 1, num: 0 }));
+      await t.fe?.acked('SET_VRING_ENABLE', MockFrontend.state({ index: 1, num: 0 }));
       for (let i = 0; i < 5; i++) send(ram, p, DATA + 0x41000 + i * 0x1000, Buffer.alloc(80, 2));
       // Drained: every chain comes back used ...
       await waitFor(() => p.transmitq.usedIdx() === 6, 5000, 'transmitq drained');
@@ -196,7 +191,7 @@ describe.each(['native', 'ts'] as const)('%s data path', (kind) => {
       await new Promise((r) => setTimeout(r, 50));
       expect(p.receiveq.usedIdx()).toBe(1);
       expect(countersOf(session).vring(1).dropDisabled).toBe(5);
-      await fe?.acked('SET_VRING_ENABLE', MockFrontend.state({ index: 1, num: 1 }));
+      await t.fe?.acked('SET_VRING_ENABLE', MockFrontend.state({ index: 1, num: 1 }));
       send(ram, p, DATA + 0x48000, Buffer.alloc(80, 3));
       await waitFor(() => p.receiveq.usedIdx() === 2, 5000, 'enabled again');
     });
@@ -291,7 +286,7 @@ describe.each(['native', 'ts'] as const)('%s data path', (kind) => {
       let sport = 1000;
       while (rssPair(defaultRss(2), udp(sport, 80, 0, true)).pair !== 0) sport++;
       // The flow goes out on transmitq 1 while it is disabled: drained and discarded ...
-      await fe?.acked('SET_VRING_ENABLE', MockFrontend.state({ index: 3, num: 0 }));
+      await t.fe?.acked('SET_VRING_ENABLE', MockFrontend.state({ index: 3, num: 0 }));
       send(ram, p1, DATA + 0x40000, udp(sport, 80, 1));
       await waitFor(() => p1.transmitq.usedIdx() === 1, 5000, 'transmitq 1 drained');
       expect(countersOf(session).vring(3).dropDisabled).toBe(1);
@@ -308,7 +303,7 @@ describe.each(['native', 'ts'] as const)('%s data path', (kind) => {
       const [p0, p1] = pairs as [Pair, Pair];
       await postRxBuffers(session, p0, 64, 2048, DATA);
       await postRxBuffers(session, p1, 64, 2048, DATA + 0x20000);
-      await fe?.acked('SET_VRING_ENABLE', MockFrontend.state({ index: 2, num: 0 }));
+      await t.fe?.acked('SET_VRING_ENABLE', MockFrontend.state({ index: 2, num: 0 }));
       for (let i = 0; i < 20; i++) send(ram, p0, DATA + 0x40000 + i * 0x1000, udp(5000 + i, 53, i));
       await waitFor(() => p0.receiveq.usedIdx() === 20, 5000, 'all on pair 0');
       expect(p1.receiveq.usedIdx()).toBe(0);

@@ -8,7 +8,7 @@
  * Differential: the C++ path (marks cached per burst) and the TS reference (marked per write)
  * leave the same log bytes.
  */
-import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { featureMask, ProtocolFeature, VirtioFeature as F } from '../src/features.js';
 import { encodeLogDescription, encodeU64, encodeVringAddr, encodeVringState } from '../src/vhost-user/codec.js';
 import { statusOf } from '../src/metrics/http.js';
@@ -21,17 +21,13 @@ import {
   openFds,
   type Served,
   serve,
-  shutdown,
+  servedPerTest,
   waitFor,
 } from './helpers/harness.js';
-import type { DriverPair, GuestRam, MockFrontend } from './helpers/mock-frontend.js';
+import type { DriverPair, GuestRam } from './helpers/mock-frontend.js';
 
-let srv: Served | undefined;
-let fe: MockFrontend | undefined;
-afterEach(async () => {
-  await shutdown(srv, fe);
-  srv = fe = undefined;
-});
+/** What each test serves, shut down after it. */
+const t = servedPerTest();
 
 const HDR = 12;
 const NUM = 256;
@@ -118,9 +114,9 @@ afterAll(() => logs.clear());
 
 describe.each(['native', 'ts'] as const)('%s data path', (kind) => {
   it('marks every page the device writes once LOG_ALL is on, and nothing before or after', async () => {
-    srv = serve({ queuePairs: 1 }, { kind: 'loopback' }, kind);
-    const d = await bringUpDevice(srv, BASE);
-    fe = d.fe;
+    t.srv = serve({ queuePairs: 1 }, { kind: 'loopback' }, kind);
+    const d = await bringUpDevice(t.srv, BASE);
+    t.fe = d.fe;
     const { session, ram } = d;
     const p = d.pairs[0] as DriverPair;
     const log = makeLog();
@@ -128,7 +124,7 @@ describe.each(['native', 'ts'] as const)('%s data path', (kind) => {
       await postRx(session, p, 32);
       // Traffic before logging: nothing is marked, even with a log area set.
       expect(
-        await fe.u64('SET_LOG_BASE', encodeLogDescription({ mmapSize: BigInt(LOG_BYTES), mmapOffset: 0n }), [log.fd]),
+        await t.fe.u64('SET_LOG_BASE', encodeLogDescription({ mmapSize: BigInt(LOG_BYTES), mmapOffset: 0n }), [log.fd]),
       ).toBe(0n);
       const before = [Buffer.alloc(100, 1), Buffer.alloc(200, 2)];
       send(ram, p, before, 0);
@@ -138,10 +134,10 @@ describe.each(['native', 'ts'] as const)('%s data path', (kind) => {
 
       // QEMU's vhost_dev_set_log(true): SET_FEATURES with LOG_ALL, then SET_VRING_ADDR with
       // VHOST_VRING_F_LOG for each vring, while the rings run.
-      await ok(fe.acked('SET_FEATURES', encodeU64(BASE | LOG_ALL)), 'SET_FEATURES');
-      for (const i of [0, 1]) await ok(fe.acked('SET_VRING_ADDR', vringAddr(i, ram, LOG_AT[i])), 'SET_VRING_ADDR');
+      await ok(t.fe.acked('SET_FEATURES', encodeU64(BASE | LOG_ALL)), 'SET_FEATURES');
+      for (const i of [0, 1]) await ok(t.fe.acked('SET_VRING_ADDR', vringAddr(i, ram, LOG_AT[i])), 'SET_VRING_ADDR');
       expect(session.view().dirtyLog?.logging).toBe(true);
-      expect(statusOf((srv as Served).backend).dirtyLog).toEqual({ bytes: LOG_BYTES, logging: true });
+      expect(statusOf((t.srv as Served).backend).dirtyLog).toEqual({ bytes: LOG_BYTES, logging: true });
       expect(session.vrings[0]?.started && session.vrings[1]?.started).toBe(true);
 
       // Frames of many sizes, most crossing a page edge inside their buffer.
@@ -149,7 +145,7 @@ describe.each(['native', 'ts'] as const)('%s data path', (kind) => {
       send(ram, p, during, 2);
       await waitFor(() => p.receiveq.usedIdx() === 14, 5000, 'frames while logging');
       // GET_VRING_BASE stops the rings; the front-end's last log sync follows it.
-      for (const index of [0, 1]) await fe.request('GET_VRING_BASE', encodeVringState({ index, num: 0 }));
+      for (const index of [0, 1]) await t.fe.request('GET_VRING_BASE', encodeVringState({ index, num: 0 }));
 
       const written: [bigint, number][] = [];
       during.forEach((f, k) => {
@@ -175,33 +171,33 @@ describe.each(['native', 'ts'] as const)('%s data path', (kind) => {
   });
 
   it('LOG_ALL off again: the log is left alone; a new SET_LOG_BASE replaces the area', async () => {
-    srv = serve({ queuePairs: 1 }, { kind: 'loopback' }, kind);
-    const d = await bringUpDevice(srv, BASE | LOG_ALL);
-    fe = d.fe;
+    t.srv = serve({ queuePairs: 1 }, { kind: 'loopback' }, kind);
+    const d = await bringUpDevice(t.srv, BASE | LOG_ALL);
+    t.fe = d.fe;
     const { session, ram } = d;
     const p = d.pairs[0] as DriverPair;
     const first = makeLog();
     const second = makeLog();
     try {
       const desc = encodeLogDescription({ mmapSize: BigInt(LOG_BYTES), mmapOffset: 0n });
-      expect(await fe.u64('SET_LOG_BASE', desc, [first.fd])).toBe(0n);
+      expect(await t.fe.u64('SET_LOG_BASE', desc, [first.fd])).toBe(0n);
       await postRx(session, p, 8);
       send(ram, p, [Buffer.alloc(80, 9)], 0);
       await waitFor(() => p.receiveq.usedIdx() === 1, 5000, 'first frame');
       await waitFor(() => pages(first.view).length > 0, 2000, 'pages marked in the first log');
       // QEMU resizes the log by sending SET_LOG_BASE again: the old area is not written after.
-      expect(await fe.u64('SET_LOG_BASE', desc, [second.fd])).toBe(0n);
+      expect(await t.fe.u64('SET_LOG_BASE', desc, [second.fd])).toBe(0n);
       first.view.fill(0);
       send(ram, p, [Buffer.alloc(80, 10)], 1);
       await waitFor(() => p.receiveq.usedIdx() === 2, 5000, 'second frame');
       await waitFor(() => pages(second.view).length > 0, 2000, 'pages marked in the second log');
       expect(pages(first.view)).toEqual([]);
       // vhost_dev_set_log(false): LOG_ALL off; nothing is marked any more.
-      await ok(fe.acked('SET_FEATURES', encodeU64(BASE)), 'SET_FEATURES');
+      await ok(t.fe.acked('SET_FEATURES', encodeU64(BASE)), 'SET_FEATURES');
       second.view.fill(0);
       send(ram, p, [Buffer.alloc(80, 11)], 2);
       await waitFor(() => p.receiveq.usedIdx() === 3, 5000, 'third frame');
-      for (const index of [0, 1]) await fe.request('GET_VRING_BASE', encodeVringState({ index, num: 0 }));
+      for (const index of [0, 1]) await t.fe.request('GET_VRING_BASE', encodeVringState({ index, num: 0 }));
       expect(pages(second.view)).toEqual([]);
     } finally {
       first.close();
@@ -219,27 +215,27 @@ describe('the dirty log (both paths)', () => {
   });
 
   it('a log outside its file closes the connection with a coded error, fds closed', async () => {
-    srv = serve({ queuePairs: 1 }, { kind: 'loopback' });
-    const d = await bringUpDevice(srv, BASE);
-    fe = d.fe;
+    t.srv = serve({ queuePairs: 1 }, { kind: 'loopback' });
+    const d = await bringUpDevice(t.srv, BASE);
+    t.fe = d.fe;
     const fdsBefore = openFds();
     const log = native.memfdCreate('vhost-log', 4096);
-    const closed = srv.sessionClosed();
-    fe.send(6 /* SET_LOG_BASE */, encodeLogDescription({ mmapSize: 8192n, mmapOffset: 0n }), { fds: [log] });
+    const closed = t.srv.sessionClosed();
+    t.fe.send(6 /* SET_LOG_BASE */, encodeLogDescription({ mmapSize: 8192n, mmapOffset: 0n }), { fds: [log] });
     const reason = await closed;
     expect((reason as { code?: string } | undefined)?.code).toBe('VUN_SESSION_MAP_FAILED');
     native.close(log);
-    await fe.expectClosed();
+    await t.fe.expectClosed();
     // The session's fds (kick, call, memory) are gone with it; none of the log's stayed open.
     expect(openFds()).toBeLessThan(fdsBefore);
   });
 
   it('offers what QEMU asks for before it allows a migration (LOG_SHMFD, VHOST_F_LOG_ALL)', async () => {
-    srv = serve({ queuePairs: 1 }, { kind: 'null' });
-    const next = srv.nextSession();
-    fe = srv.connect();
+    t.srv = serve({ queuePairs: 1 }, { kind: 'null' });
+    const next = t.srv.nextSession();
+    t.fe = t.srv.connect();
     await next;
-    const { features, protocolFeatures } = await fe.handshake();
+    const { features, protocolFeatures } = await t.fe.handshake();
     expect(features & LOG_ALL).toBe(LOG_ALL);
     expect(protocolFeatures & featureMask(ProtocolFeature.LOG_SHMFD)).not.toBe(0n);
   });

@@ -8,20 +8,16 @@
  *
  * The backend runs in this process: a SIGBUS it does not contain ends the test run.
  */
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { featureMask, VirtioFeature as F, ProtocolFeature } from '../src/features.js';
 import { encodeU64 } from '../src/vhost-user/codec.js';
 import type { Session } from '../src/vhost-user/session.js';
-import { type DatapathKind, native, type Served, serve, shutdown, waitFor } from './helpers/harness.js';
+import { type DatapathKind, native, serve, servedPerTest, waitFor } from './helpers/harness.js';
 import { type GuestRam, MockFrontend } from './helpers/mock-frontend.js';
 import type { RingDriver } from './helpers/ring-driver.js';
 
-let srv: Served | undefined;
-let fe: MockFrontend | undefined;
-afterEach(async () => {
-  await shutdown(srv, fe);
-  srv = fe = undefined;
-});
+/** What each test serves, shut down after it. */
+const t = servedPerTest();
 
 const HDR = 12;
 const MiB = 1 << 20;
@@ -56,10 +52,10 @@ async function ok(what: string, ack: Promise<bigint>): Promise<void> {
 
 /** `pair1Rings`: the region pair 1's rings live in (its buffers are always in B). */
 async function device(kind: DatapathKind, pair1Rings: 'A' | 'B' = 'B'): Promise<Device> {
-  srv = serve({ queuePairs: 2 }, { kind: 'loopback' }, kind);
-  const next = srv.nextSession();
-  fe = srv.connect();
-  const f = fe;
+  t.srv = serve({ queuePairs: 2 }, { kind: 'loopback' }, kind);
+  const next = t.srv.nextSession();
+  t.fe = t.srv.connect();
+  const f = t.fe;
   const session = await next;
   const broken = new Map<number, string>();
   session.onChange((c) => {
@@ -154,7 +150,7 @@ describe.each(['native', 'ts'] as const)('%s data path: memory pulled from under
     await expectAllDelivered(p1, 1);
     const mappings = native.mappingCount();
     sendBurst(p0, 0, 60); // in flight while the region goes
-    await ok('REM_MEM_REG', (fe as MockFrontend).acked('REM_MEM_REG', MockFrontend.region(b.region)));
+    await ok('REM_MEM_REG', (t.fe as MockFrontend).acked('REM_MEM_REG', MockFrontend.region(b.region)));
     expect(native.mappingCount()).toBe(mappings - 1); // the backend's mapping of B is gone
     expect(session.view().memory).toHaveLength(1);
     // Pair 1's rings were in B: the next kick finds them unmapped.
@@ -176,7 +172,7 @@ describe.each(['native', 'ts'] as const)('%s data path: memory pulled from under
     // QEMU does this on memory hot-plug: the same files again, mapped anew by the backend.
     await ok(
       'SET_MEM_TABLE',
-      (fe as MockFrontend).acked('SET_MEM_TABLE', MockFrontend.memTable([a.region, b.region]), [a.fd, b.fd]),
+      (t.fe as MockFrontend).acked('SET_MEM_TABLE', MockFrontend.memTable([a.region, b.region]), [a.fd, b.fd]),
     );
     expect(native.mappingCount()).toBe(mappings); // old mappings unmapped, new ones made
     sendBurst(p0, 0, 50);
@@ -191,7 +187,7 @@ describe.each(['native', 'ts'] as const)('%s data path: memory pulled from under
     const [p0, p1] = pairs;
     sendBurst(p0, 0, 50);
     sendBurst(p1, 1, 50);
-    await ok('SET_MEM_TABLE', (fe as MockFrontend).acked('SET_MEM_TABLE', MockFrontend.memTable([a.region]), [a.fd]));
+    await ok('SET_MEM_TABLE', (t.fe as MockFrontend).acked('SET_MEM_TABLE', MockFrontend.memTable([a.region]), [a.fd]));
     native.eventfdWrite(p1.kicks.transmitq, 1n);
     await waitFor(() => broken.has(3), 5000, 'transmitq 3 broken');
     expect(broken.get(3)).toBe('RING_ADDR_INVALID');

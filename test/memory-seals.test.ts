@@ -3,18 +3,14 @@
  * memfds (F_SEAL_SHRINK, GROW, SEAL); the backend checks the seals at map time, reports them
  * per region (`/status`, the session view) and warns once for a region that is not sealed.
  */
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { featureMask, VirtioFeature as F } from '../src/features.js';
 import { statusOf } from '../src/metrics/http.js';
-import { native, type Served, serve, shutdown } from './helpers/harness.js';
+import { native, type Served, serve, servedPerTest } from './helpers/harness.js';
 import { MockFrontend } from './helpers/mock-frontend.js';
 
-let srv: Served | undefined;
-let fe: MockFrontend | undefined;
-afterEach(async () => {
-  await shutdown(srv, fe);
-  srv = fe = undefined;
-});
+/** What each test serves, shut down after it. */
+const t = servedPerTest();
 
 const F_SEAL_SEAL = 1;
 const F_SEAL_SHRINK = 2;
@@ -22,14 +18,14 @@ const F_SEAL_GROW = 4;
 
 describe('memory region seals', () => {
   it('a region sealed as QEMU seals it is reported sealed; an unsealed one is not', async () => {
-    srv = serve({ queuePairs: 1 });
-    const next = srv.nextSession();
-    fe = srv.connect();
+    t.srv = serve({ queuePairs: 1 });
+    const next = t.srv.nextSession();
+    t.fe = t.srv.connect();
     const session = await next;
     const changes: string[] = [];
     session.onChange((c) => changes.push(`${c.what} ${String(c.guestAddr ?? '')}`));
-    await fe.handshake();
-    await fe.acked('SET_FEATURES', encodeFeatures());
+    await t.fe.handshake();
+    await t.fe.acked('SET_FEATURES', encodeFeatures());
     const size = 1 << 20;
     const sealed = native.memfdCreate('sealed-ram', size, { sealable: true });
     native.addSeals(sealed, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL);
@@ -42,7 +38,7 @@ describe('memory region seals', () => {
       mmapOffset: 0n,
     });
     expect(
-      await fe.acked('SET_MEM_TABLE', MockFrontend.memTable([region(0n), region(BigInt(size))]), [sealed, loose]),
+      await t.fe.acked('SET_MEM_TABLE', MockFrontend.memTable([region(0n), region(BigInt(size))]), [sealed, loose]),
     ).toBe(0n);
     native.close(sealed);
     native.close(loose);
@@ -51,7 +47,7 @@ describe('memory region seals', () => {
     expect(changes.filter((c) => c.startsWith('memory region not sealed'))).toEqual([
       `memory region not sealed 0x${size.toString(16)}`,
     ]);
-    const status = statusOf((srv as Served).backend) as { memory: { sealed: boolean }[] };
+    const status = statusOf((t.srv as Served).backend) as { memory: { sealed: boolean }[] };
     expect(status.memory.map((r) => r.sealed)).toEqual([true, false]);
   });
 });

@@ -4,6 +4,7 @@ import type { FaultLine } from '../../src/faults/log.js';
 import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { afterEach } from 'vitest';
 import { type BackendOptions, VhostUserNetBackend } from '../../src/backend.js';
 import { silentLogger } from '../../src/log.js';
 import { loadNative } from '../../src/native.js';
@@ -127,6 +128,19 @@ export async function deviceWithPlan(
   srv.backend.loadFaults(plan);
   const d = await bringUpDevice(srv, features);
   return { ...d, srv, lines, pair: d.pairs[0] as DriverPair };
+}
+
+/**
+ * The backend and mock front-end the current test serves (set `srv` and `fe` as the test makes
+ * them), shut down after each test of the file: one call at the top of a test file.
+ */
+export function servedPerTest(): { srv: Served | undefined; fe: MockFrontend | undefined } {
+  const held: { srv: Served | undefined; fe: MockFrontend | undefined } = { srv: undefined, fe: undefined };
+  afterEach(async () => {
+    await shutdown(held.srv, held.fe);
+    held.srv = held.fe = undefined;
+  });
+  return held;
 }
 
 /**
