@@ -29,6 +29,7 @@ const packed = load('packed-ring');
 const afp = load('af-packet');
 const uring = load('tap-io-uring');
 const room = load('fault-room');
+const roomToggled = load('fault-room-toggled');
 const m = (ring ?? tap ?? tcp ?? mq)?.machine;
 // Sections measured on another day (another machine of the same kind) say so.
 const when = (r) =>
@@ -281,6 +282,25 @@ ${Object.entries(room.cases)
   .join('\n')}
 
 `;
+  if (roomToggled) {
+    // Mean and its standard error over the window pairs (the spread alone hides how many there are).
+    const meanSe = (xs) => {
+      const mean = xs.reduce((a, b) => a + b, 0) / xs.length;
+      const sd = Math.sqrt(xs.reduce((a, b) => a + (b - mean) ** 2, 0) / (xs.length - 1));
+      return `${mean.toFixed(3)} ± ${(sd / Math.sqrt(xs.length)).toFixed(3)}`;
+    };
+    const rows = Object.entries(roomToggled.toggled).map(
+      ([k, c]) =>
+        `| ${names[k] ?? k} | ${c.windows / 2} | ${sp(c.planOverNone)}x | ${meanSe(c.planOverNone.rounds)} | ${sp(c.workerPlanOverNone)}x |`,
+    );
+    md += `The same question within one run (${roomToggled.description}; \`VUN_BENCH_PART=toggled VUN_BENCH_WINDOWS=${Object.values(roomToggled.toggled)[0].windows} node bench/fault-room.bench.mjs\`):
+
+| measurement | window pairs | CPU per frame, plan / none (median, spread) | mean ± standard error | without the JS thread (median, spread) |
+| --- | --- | --- | --- | --- |
+${rows.join('\n')}
+
+`;
+  }
 }
 const notes = join(root, 'bench', 'notes.md');
 md += `## Where we stand, and what limits us
