@@ -6,7 +6,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { bootGuest } from '../src/guest/guest.js';
 import { waitFor } from '../test/helpers/harness.js';
-import { hostEnd } from './host-end.js';
+import { hostEnd } from '../src/guest/host-end.js';
 
 const cleanups: (() => void | Promise<void>)[] = [];
 afterEach(async () => {

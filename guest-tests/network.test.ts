@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { packageRoot } from '../src/native.js';
 import { bootGuest, type GuestRun, mbits } from '../src/guest/guest.js';
-import { GUEST_IP, HOST_IP, hostEnd } from './host-end.js';
+import { GUEST_IP, HOST_IP, hostEnd } from '../src/guest/host-end.js';
 
 const cleanups: (() => void | Promise<void>)[] = [];
 

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { bootGuest } from '../src/guest/guest.js';
 import { tempDir } from '../test/helpers/harness.js';
-import { GUEST_IP, HOST_IP, hostEnd } from './host-end.js';
+import { GUEST_IP, HOST_IP, hostEnd } from '../src/guest/host-end.js';
 
 const cleanups: (() => void | Promise<void>)[] = [];
 afterEach(async () => {

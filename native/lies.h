@@ -41,6 +41,7 @@ struct Lies {
   // used-burst: this chain's used element waits until `burstN` are written, then all publish.
   int32_t usedBurst = -1;
   uint32_t burstN = 0;
+  int64_t burstHoldNs = 0;  // ... or until they have waited this long (0: no bound)
   // notify-storm: `stormN` more interrupts after this burst's; notify-delay: its interrupt late.
   int32_t storm = -1, notifyDelay = -1;
   uint32_t stormN = 0;

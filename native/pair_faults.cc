@@ -3,6 +3,7 @@
 // reorder) and recording each lie in the fault log.
 #include "pair_faults.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 
@@ -73,6 +74,7 @@ void Tell(const VringFaults& f, const FaultRule& r, uint64_t e, Lies* l) {
     case kFaultUsedBurst:
       l->usedBurst = rule;
       l->burstN = static_cast<uint32_t>(r.value);
+      l->burstHoldNs = r.holdNs;
       break;
     case kFaultNotifyStorm:
       l->storm = rule;
@@ -366,6 +368,7 @@ void PairFaults::TakeNotifyLies(int d, const Lies& l, uint32_t head) {
     // The batch can never be larger than the ring.
     const uint32_t num = cfg_.queues[VringOf(d)].cfg.num;
     burstN_[d] = l.burstN < num ? l.burstN : num;
+    burstHoldNs_[d] = l.burstHoldNs;
     Record(d, l.usedBurst, kFaultUsedBurst, kFieldNone, head, l.event, 0, 0);
   }
   if (l.storm >= 0) {
@@ -406,23 +409,28 @@ bool PairFaults::Interrupt(int d, Vring& ring) {
 bool PairFaults::Publish(int d, uint16_t filled) {
   if (filled < burstN_[d]) {
     heldUsed_[d] = filled;  // used-burst: publish when the batch is full
+    // holdMs: or once the first of them has waited that long (ReleaseDue).
+    if (burstHoldNs_[d] && burstDueNs_[d] == FrameHold::kNever)
+      burstDueNs_[d] = MonotonicNs() + burstHoldNs_[d];
     return false;
   }
   heldUsed_[d] = 0;
   burstN_[d] = 0;
+  burstDueNs_[d] = FrameHold::kNever;
   return true;
 }
 
 uint16_t PairFaults::Stop(int d) {
   burstN_[d] = 0;
+  burstDueNs_[d] = FrameHold::kNever;
   const uint16_t n = heldUsed_[d];
   heldUsed_[d] = 0;
   return n;
 }
 
 int64_t PairFaults::NextNs() const {
-  return std::min(std::min(hold_[0].NextNs(), hold_[1].NextNs()),
-                  std::min(notifyAtNs_[0], notifyAtNs_[1]));
+  return std::min({hold_[0].NextNs(), hold_[1].NextNs(), notifyAtNs_[0], notifyAtNs_[1],
+                   burstDueNs_[0], burstDueNs_[1]});
 }
 
 void PairFaults::Hold(int d, Lies& l, const uint8_t* frame, uint32_t len, uint32_t ringIdx) {

@@ -94,13 +94,15 @@ class PairFaults {
   // A stop: the batch publishes whatever waits (returned: the entries to flush).
   uint16_t Stop(int d);
 
-  // Held frames and deferred interrupts: the earliest due (FrameHold::kNever: none).
+  // Held frames, deferred interrupts and bounded batches: the earliest due (kNever: none).
   int64_t NextNs() const;
   // Releases what is due at `now`: toGuest(frame, len) returns false to keep a frame (no guest
-  // buffer yet), fromGuest(frame, len) sends one; interrupt(d) sends a deferred interrupt.
-  // Each direction only when `live[d]`.
-  template <class T, class F, class I>
-  void ReleaseDue(int64_t now, const bool live[2], T&& toGuest, F&& fromGuest, I&& interrupt) {
+  // buffer yet), fromGuest(frame, len) sends one; interrupt(d) sends a deferred interrupt;
+  // publish(d, n) publishes the n used entries of a batch whose holdMs ran out. Each direction
+  // only when `live[d]`.
+  template <class T, class F, class I, class P>
+  void ReleaseDue(int64_t now, const bool live[2], T&& toGuest, F&& fromGuest, I&& interrupt,
+                  P&& publish) {
     if (live[kFromGuest] && hold_[kFromGuest].NextNs() <= now)
       hold_[kFromGuest].Release(now, [&](const uint8_t* f, uint32_t len) {
         fromGuest(f, len);
@@ -108,6 +110,7 @@ class PairFaults {
       });
     if (live[kToGuest] && hold_[kToGuest].NextNs() <= now) hold_[kToGuest].Release(now, toGuest);
     for (int d = 0; d < 2; d++) {
+      if (live[d] && burstDueNs_[d] <= now) publish(d, Stop(d));
       if (notifyAtNs_[d] > now) continue;
       notifyAtNs_[d] = FrameHold::kNever;
       interrupt(d);
@@ -143,6 +146,8 @@ class PairFaults {
   // burst and the time a deferred interrupt is due.
   uint32_t burstN_[2] = {0, 0};
   uint16_t heldUsed_[2] = {0, 0};
+  int64_t burstHoldNs_[2] = {0, 0};  // used-burst's holdMs, and when the waiting batch is due
+  int64_t burstDueNs_[2] = {FrameHold::kNever, FrameHold::kNever};
   uint32_t stormN_[2] = {0, 0};
   int64_t notifyDelayNs_[2] = {0, 0};
   int64_t notifyAtNs_[2] = {FrameHold::kNever, FrameHold::kNever};

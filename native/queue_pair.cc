@@ -428,7 +428,17 @@ void QueuePair::ReleaseHeld() {
           progress_ = sent = true;
           ReleaseFromGuest(f, len);
         },
-        [this](int d) { Signal(d == kToGuest ? receiveq_ : transmitq_); });
+        [this](int d) { Signal(d == kToGuest ? receiveq_ : transmitq_); },
+        [this](int d, uint16_t n) {
+          // used-burst's holdMs ran out: the batch goes as it is.
+          progress_ = true;
+          if (d == kToGuest) return FlushReceiveq();  // its count is filled_, its batch cleared
+          if (!n || cfg_.queues[transmitq_].broken) return;
+          MemoryFaultScope scope(transmitq_);
+          fromGuest_.Flush(n);
+          Notify(fromGuest_, transmitq_, n);
+          cfg_.Publish(transmitq_, fromGuest_.LastAvailIdx(), fromGuest_.UsedIdx());
+        });
     if (sent)
       if (const uint32_t refused = port_->Flush()) cfg_.Count(transmitq_, kCDropHostError, refused);
   }

@@ -14,10 +14,10 @@ if ! npm run --silent typecheck; then echo "typecheck failed"; static_failed=1; 
 if ! npm run --silent lint; then echo "lint failed"; static_failed=1; fi
 
 mkdir -p .test-results
-rm -f .test-results/vitest.json .test-results/vitest-asan.json .test-results/fault-scorecard.jsonl
+rm -f .test-results/vitest.json .test-results/vitest-asan.json .test-results/conditions.json
 npx vitest run --reporter=default --reporter=json --outputFile.json=.test-results/vitest.json "$@"
 # The fault suite's results become docs/fault-scorecard.md (when the guest fault tests ran).
-[ -f .test-results/fault-scorecard.jsonl ] && node scripts/fault-scorecard.mjs
+[ -f .test-results/conditions.json ] && node scripts/fault-scorecard.mjs
 reports=(.test-results/vitest.json)
 # With a file filter ("npm test -- test/x.test.ts") only that runs; the ASan run is the whole
 # suite's second phase.

@@ -23,6 +23,11 @@ export type { FaultPlan, FaultRuleSpec } from './faults/plan.js';
 export type { VringCounters } from './net/counters.js';
 export { ConfigError, ErrorCode, VunError } from './errors.js';
 export { compilePlan } from './faults/plan.js';
+// The fault conditions against guest kernels (as `vhost-user-net conditions`; root, QEMU).
+export { failures, runConditions } from './conditions/runner.js';
+export type { ConditionResult, ConditionsOptions, ConditionsReport, Verdict } from './conditions/runner.js';
+export type { Signature } from './conditions/signatures.js';
+export type { KernelSpec } from './guest/kernels.js';
 
 export interface StartOptions {
   /** The vhost-user socket: created (server mode, the default) or dialled (`client`). */

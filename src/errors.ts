@@ -115,4 +115,6 @@ export const ErrorCode = {
   // fault plan, on purpose
   FaultDisconnect: 'VUN_FAULT_DISCONNECT',
   Usage: 'VUN_USAGE',
+  /** A guest kernel that cannot be had or cannot run a virtio-net guest (guest, conditions). */
+  GuestKernel: 'VUN_GUEST_KERNEL',
 } as const;

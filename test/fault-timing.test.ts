@@ -163,6 +163,31 @@ describe.each(['native', 'ts'] as const)('fault timing on the %s data path', (da
     ]);
   });
 
+  it('used-burst with holdMs: a batch that does not fill is published once its first entry waited holdMs', async () => {
+    const { pair, ram, lines } = await device(datapath, 'loopback', {
+      seed: 1,
+      rules: [
+        { name: 'batch-tx', on: 'transmitq0', do: 'used-burst', value: 8, holdMs: 150 },
+        { name: 'batch-rx', on: 'receiveq0', do: 'used-burst', value: 8, holdMs: 150 },
+      ],
+    });
+    postRx(pair, 16);
+    const t0 = performance.now();
+    transmit(native, ram, pair, [numberedFrame(0), numberedFrame(1)]);
+    await waitFor(() => lines.length >= 2, 2000, 'the chains taken');
+    await new Promise((r) => setTimeout(r, 60));
+    expect(pair.transmitq.usedIdx(), 'written, waiting for the batch').toBe(0);
+    expect(pair.receiveq.usedIdx(), 'delivered, waiting for the batch').toBe(0);
+    await waitFor(() => pair.transmitq.usedIdx() === 2, 2000, 'the transmitq batch of two published');
+    const tx = performance.now() - t0;
+    await waitFor(() => pair.receiveq.usedIdx() === 2, 2000, 'the receiveq batch of two published');
+    expect(tx, 'not before holdMs').toBeGreaterThanOrEqual(140);
+    expect(tx, 'soon after holdMs').toBeLessThan(1000);
+    // The interrupt went out with the publication.
+    expect(native.eventfdRead(pair.calls.transmitq)).not.toBeNull();
+    expect(native.eventfdRead(pair.calls.receiveq)).not.toBeNull();
+  });
+
   it('notify-storm and notify-delay: more interrupts than used entries; an interrupt late', async () => {
     const { pair, ram, lines, session } = await device(datapath, 'loopback', {
       seed: 1,

@@ -71,6 +71,9 @@ describe('session faults: validation', () => {
     [{ name: 'a', on: 'session', do: 'receive-mode', value: 'huge' }, /small, big, mergeable/],
     [{ name: 'a', on: 'session', do: 'close-at', value: 0 }, /a message number/],
     [{ name: 'a', on: 'receiveq0', do: 'drop', request: 'SET_OWNER' }, /only session actions name a request/],
+    [{ name: 'a', on: 'receiveq0', do: 'drop', session: 2 }, /only session actions take a session number/],
+    [{ name: 'a', on: 'session', do: 'offer-mask', value: ['MRG_RXBUF'], session: 0 }, /session/],
+    [{ name: 'a', on: 'transmitq0', do: 'drop', holdMs: 5 }, /only used-burst takes it/],
   ])('refuses %j', (rule, why) => {
     expect(refused({ seed: 1, rules: [rule] })).toMatch(why);
   });
@@ -173,6 +176,28 @@ describe('session faults: what the front-end sees', () => {
     expect(t.lines).toMatchObject([
       { rule: 'cut', do: 'close-at', field: 'message', new: 6, request: 'SET_MEM_TABLE' },
     ]);
+  });
+
+  it('a rule with session: 2 shrinks the offer of the second session only', async () => {
+    const t = start({
+      seed: 1,
+      rules: [{ name: 'shrink', on: 'session', do: 'offer-mask', value: ['MRG_RXBUF'], session: 2 }],
+    });
+    fe = await t.connect();
+    const first = await fe.u64('GET_FEATURES');
+    const firstAgain = await fe.u64('GET_FEATURES');
+    fe.close();
+    fe = await t.connect();
+    const second = await fe.u64('GET_FEATURES');
+    fe.close();
+    fe = await t.connect();
+    const third = await fe.u64('GET_FEATURES');
+    const bit = featureMask(F.NET_F_MRG_RXBUF);
+    expect(first & bit, 'the first session is offered MRG_RXBUF').toBe(bit);
+    expect(firstAgain & bit).toBe(bit);
+    expect(second & bit, 'the second is not').toBe(0n);
+    expect(third & bit, 'nor is the rule in force after it').toBe(bit);
+    expect(t.lines.map((l) => [l.rule, l.do, l.request])).toEqual([['shrink', 'offer-mask', 'GET_FEATURES']]);
   });
 
   it('disconnect closes the session at atMs and serves the reconnect (count limits it)', async () => {

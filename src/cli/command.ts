@@ -11,6 +11,7 @@ import { ConfigError, ErrorCode } from '../errors.js';
 import { featureNames, ProtocolFeature, VirtioFeature } from '../features.js';
 import { packageRoot } from '../native.js';
 import { flagHelp, mergeFlags, parseArgsOptions } from './flags.js';
+import { type ConditionsCommand, GUEST_USAGE, type GuestCommand, parseGuestCommand } from './guest-commands.js';
 import { systemdListenFd } from '../service/systemd.js';
 import { OFFERED_FEATURES, OFFERED_PROTOCOL_FEATURES } from '../vhost-user/session.js';
 
@@ -18,6 +19,7 @@ export const USAGE = `Usage: vhost-user-net [serve] [options]
        vhost-user-net demo [--datapath native|ts]   (as root: a Linux guest on the backend)
        vhost-user-net explain TRACE-FILE            (a --trace-messages file as a timeline)
        vhost-user-net status [--http HOST:PORT]     (a running backend's state, from its --http)
+${GUEST_USAGE}
 
 A userspace virtio-net device for QEMU's -netdev vhost-user.
 
@@ -50,6 +52,8 @@ export type Command =
   | { action: 'demo'; datapath: 'native' | 'ts' }
   | { action: 'explain'; file: string }
   | { action: 'status'; http: string }
+  | GuestCommand
+  | ConditionsCommand
   | ServeCommand;
 export interface ServeCommand {
   action: 'serve';
@@ -59,6 +63,7 @@ export interface ServeCommand {
 
 /** Parses argv into a validated Config (or a request for help/version/capabilities). */
 export function parseCommandLine(argv: string[]): Command {
+  if (argv[0] === 'guest' || argv[0] === 'conditions') return parseGuestCommand(argv);
   let parsed;
   try {
     parsed = parseArgs({

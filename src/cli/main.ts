@@ -7,7 +7,9 @@ import { runDemo } from '../demo/demo.js';
 import { formatStatus } from '../metrics/status-text.js';
 import { explainFile } from '../trace/explain.js';
 import { capabilities, type Command, parseCommandLine, USAGE, version } from './command.js';
+import { conditionsCommand } from './guest-commands.js';
 import { serve } from './serve.js';
+import { runGuest } from '../demo/guest-run.js';
 
 export { capabilities, parseCommandLine, USAGE, version } from './command.js';
 
@@ -47,6 +49,15 @@ async function run(cmd: Exclude<Command, { action: 'serve' }>): Promise<number> 
     } catch (err) {
       process.stderr.write(`vhost-user-net explain: ${(err as Error).message}\n`);
       return 1;
+    }
+  }
+  if (cmd.action === 'guest' || cmd.action === 'conditions') {
+    try {
+      return cmd.action === 'guest' ? await runGuest(cmd) : await conditionsCommand(cmd);
+    } catch (err) {
+      const e = err as Error & { code?: string };
+      process.stderr.write(`vhost-user-net ${cmd.action}: ${e.message}${e.code ? `\n[${e.code}]` : ''}\n`);
+      return e.code ? 2 : 1;
     }
   }
   if (cmd.action === 'demo') {

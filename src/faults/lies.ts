@@ -54,6 +54,8 @@ export interface Lies {
   gap: number;
   usedBurst: number;
   burstN: number;
+  /** used-burst's holdMs, in ms (0: the batch waits until it is full). */
+  burstHoldMs: number;
   storm: number;
   stormN: number;
   notifyDelay: number;
@@ -94,6 +96,7 @@ export const noLies = (): Lies => ({
   gap: 0,
   usedBurst: -1,
   burstN: 0,
+  burstHoldMs: 0,
   storm: -1,
   stormN: 0,
   notifyDelay: -1,
@@ -206,6 +209,7 @@ export function tell(l: Lies, r: CompiledRule & { linkFreeMs: number }, e: bigin
     case A['used-burst']:
       l.usedBurst = r.rule;
       l.burstN = Number(r.value);
+      l.burstHoldMs = Number(r.holdNs) / 1e6;
       break;
     case A['notify-storm']:
       l.storm = r.rule;

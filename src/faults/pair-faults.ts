@@ -92,6 +92,9 @@ export class PairFaults {
    */
   private readonly burstN = [0, 0];
   private readonly heldUsed = [0, 0];
+  /** used-burst's holdMs, and when the waiting batch is due (performance.now() ms). */
+  private readonly burstHoldMs = [0, 0];
+  private readonly burstDueMs = [Infinity, Infinity];
   private readonly stormN = [0, 0];
   private readonly notifyDelayMs = [0, 0];
   private readonly notifyAtMs = [Infinity, Infinity];
@@ -297,6 +300,7 @@ export class PairFaults {
     if (l.usedBurst >= 0) {
       // The batch can never be larger than the ring.
       this.burstN[d] = Math.min(l.burstN, num);
+      this.burstHoldMs[d] = l.burstHoldMs;
       this.record(d, l.usedBurst, A['used-burst'], l.event, { ringIdx: head });
     }
     if (l.storm >= 0) {
@@ -359,30 +363,36 @@ export class PairFaults {
   publish(d: Direction, filled: number): boolean {
     if (filled < (this.burstN[d] as number)) {
       this.heldUsed[d] = filled; // used-burst: publish when the batch is full
+      // holdMs: or once the first of them has waited that long (releaseDue).
+      if (this.burstHoldMs[d] && this.burstDueMs[d] === Infinity)
+        this.burstDueMs[d] = performance.now() + (this.burstHoldMs[d] as number);
       return false;
     }
     this.heldUsed[d] = 0;
     this.burstN[d] = 0;
+    this.burstDueMs[d] = Infinity;
     return true;
   }
 
   /** A stop: the batch publishes whatever waits (returned: the entries to flush). */
   stop(d: Direction): number {
     this.burstN[d] = 0;
+    this.burstDueMs[d] = Infinity;
     const n = this.heldUsed[d] as number;
     this.heldUsed[d] = 0;
     return n;
   }
 
-  /** Held frames and deferred interrupts: the earliest due (performance.now() ms; Infinity: none). */
+  /** Held frames, deferred interrupts and bounded batches: the earliest due (performance.now() ms; Infinity: none). */
   nextMs(): number {
-    return Math.min(this.hold[0].next(), this.hold[1].next(), ...this.notifyAtMs);
+    return Math.min(this.hold[0].next(), this.hold[1].next(), ...this.notifyAtMs, ...this.burstDueMs);
   }
 
   /**
    * Releases what is due at `now`: toGuest(frame) returns false to keep a frame (no guest buffer
-   * yet), fromGuest(frame) sends one; interrupt(d) sends a deferred interrupt. Each direction
-   * only when `live[d]`.
+   * yet), fromGuest(frame) sends one; interrupt(d) sends a deferred interrupt; publish(d, n)
+   * publishes the n used entries of a batch whose holdMs ran out. Each direction only when
+   * `live[d]`.
    */
   releaseDue(
     now: number,
@@ -390,6 +400,7 @@ export class PairFaults {
     toGuest: (frame: Buffer) => boolean,
     fromGuest: (frame: Buffer) => void,
     interrupt: (d: Direction) => void,
+    publish: (d: Direction, n: number) => void,
   ): void {
     if (live[FROM_GUEST] && this.hold[FROM_GUEST].next() <= now)
       this.hold[FROM_GUEST].release(now, (f) => {
@@ -398,6 +409,7 @@ export class PairFaults {
       });
     if (live[TO_GUEST] && this.hold[TO_GUEST].next() <= now) this.hold[TO_GUEST].release(now, toGuest);
     for (const d of [TO_GUEST, FROM_GUEST] as const) {
+      if (live[d] && (this.burstDueMs[d] as number) <= now) publish(d, this.stop(d));
       if ((this.notifyAtMs[d] as number) > now) continue;
       this.notifyAtMs[d] = Infinity;
       interrupt(d);

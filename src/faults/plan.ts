@@ -179,6 +179,10 @@ const ruleSchema = z
       .optional(),
     /** header: the header field to set; desc-rewrite: the descriptor field (addr, len, flags). */
     field: z.string().optional(),
+    /** used-burst: entries wait for the batch at most this long (a device that batches); none: until it is full. */
+    holdMs: z.number().int().min(1).max(60_000).optional(),
+    /** Session actions: only in the Nth session served under the plan (1 = the first). */
+    session: z.number().int().min(1).optional(),
   })
   .strict();
 
@@ -219,6 +223,8 @@ export interface CompiledRule extends Trigger {
   value: bigint;
   /** delay: jitter in ns (mode 0 uniform, 1 normal). */
   jitterNs: bigint;
+  /** used-burst: how long written entries may wait for the batch (0: until it is full). */
+  holdNs: bigint;
   /** loss-gilbert thresholds (u64; a draw below p/r moves the state, a draw at or above h/k loses). */
   gP: bigint;
   gR: bigint;
@@ -235,6 +241,8 @@ export interface CompiledSessionRule extends Trigger {
   mask: bigint;
   /** delay-reply: ms; close-at: the message number. */
   value: number;
+  /** Only in this session served under the plan (0-based; undefined: every session). */
+  session?: number;
 }
 
 export interface CompiledPlan {
@@ -258,6 +266,24 @@ function vringsOf(on: string, vrings: number): number[] | undefined {
   if (m[2] === '*') return Array.from({ length: vrings / 2 }, (_, p) => 2 * p + kind);
   const v = 2 * Number(m[2]) + kind;
   return v < vrings ? [v] : undefined;
+}
+
+/** What a vring rule may not carry (arguments of other actions, directions it cannot act in). */
+function vringRuleProblems(r: FaultRuleSpec, at: string): string[] {
+  const problems: string[] = [];
+  if (r.request !== undefined) problems.push(`${at}.request: only session actions name a request`);
+  if (r.session !== undefined) problems.push(`${at}.session: only session actions take a session number`);
+  if (r.holdMs !== undefined && r.do !== 'used-burst') problems.push(`${at}.holdMs: only used-burst takes it`);
+  if (r.do === 'withhold' && r.on.startsWith('receiveq'))
+    problems.push(`${at}.do: withhold applies to transmitqs (a receiveq without buffers is just full)`);
+  if ((r.jitter !== undefined || r.distribution !== undefined) && r.do !== 'delay')
+    problems.push(`${at}.jitter: only delay takes jitter and distribution`);
+  if (r.gilbert !== undefined && r.do !== 'loss-gilbert') problems.push(`${at}.gilbert: only loss-gilbert takes it`);
+  if (r.field !== undefined && r.do !== 'header' && r.do !== 'desc-rewrite')
+    problems.push(`${at}.field: only header and desc-rewrite take a field`);
+  if ((r.do === 'header' || r.do === 'runt') && r.on.startsWith('transmitq'))
+    problems.push(`${at}.do: ${r.do} changes what the guest receives: on receiveqs only`);
+  return problems;
 }
 
 /** Per-action argument checks; returns [mode, field, value] or a problem. */
@@ -433,24 +459,16 @@ export function compilePlan(input: unknown, vrings: number, source = 'plan'): Co
       session.push({
         ...trigger(r, i),
         action: r.do,
+        ...(r.session !== undefined ? { session: r.session - 1 } : {}),
         ...(args[0] ? { request: args[0] } : {}),
         mask: args[1],
         value: args[2],
       });
       return;
     }
-    if (r.request !== undefined) problems.push(`${at}.request: only session actions name a request`);
     const targets = vringsOf(r.on, vrings);
     if (!targets) problems.push(`${at}.on: ${r.on} does not exist (the device has ${vrings / 2} queue pairs)`);
-    if (r.do === 'withhold' && r.on.startsWith('receiveq'))
-      problems.push(`${at}.do: withhold applies to transmitqs (a receiveq without buffers is just full)`);
-    if ((r.jitter !== undefined || r.distribution !== undefined) && r.do !== 'delay')
-      problems.push(`${at}.jitter: only delay takes jitter and distribution`);
-    if (r.gilbert !== undefined && r.do !== 'loss-gilbert') problems.push(`${at}.gilbert: only loss-gilbert takes it`);
-    if (r.field !== undefined && r.do !== 'header' && r.do !== 'desc-rewrite')
-      problems.push(`${at}.field: only header and desc-rewrite take a field`);
-    if ((r.do === 'header' || r.do === 'runt') && r.on.startsWith('transmitq'))
-      problems.push(`${at}.do: ${r.do} changes what the guest receives: on receiveqs only`);
+    problems.push(...vringRuleProblems(r, at));
     const args = argsOf(r);
     if (typeof args === 'string') problems.push(`${at}.value: ${args}`);
     if (!targets || typeof args === 'string') return;
@@ -465,6 +483,7 @@ export function compilePlan(input: unknown, vrings: number, source = 'plan'): Co
         field: args[1],
         value: args[2],
         jitterNs: BigInt(Math.round((r.jitter ?? 0) * 1e6)),
+        holdNs: BigInt(r.holdMs ?? 0) * 1_000_000n,
         gP: gilbertThreshold(r.gilbert?.p ?? 0),
         gR: gilbertThreshold(r.gilbert?.r ?? 0),
         gH: gilbertThreshold(r.gilbert?.h ?? 0),

@@ -6,6 +6,7 @@
  * rules (plan.ts `fires`), with these events:
  * - nack, delay-reply, offer-mask, receive-mode: the Nth time this session sends that request;
  * - disconnect, close-at: the Nth session served under the plan (at most once per session).
+ * A rule with `session: N` acts only in the Nth session served under the plan.
  */
 import type { RequestName } from '../vhost-user/codec.js';
 import { type FaultSink, SESSION_VRING } from './log.js';
@@ -112,6 +113,7 @@ export class SessionFaults {
 
   private fire(i: number, event: bigint, timed = false): boolean {
     const r = this.rules[i] as CompiledSessionRule;
+    if (r.session !== undefined && r.session !== this.sessions) return false;
     // A timed rule's window was checked by its timer; the others have no window but `atMs`.
     const now = timed ? -1n : BigInt(Math.round(this.elapsedMs() * 1e6));
     const rule = timed ? { ...r, atNs: -1n, untilNs: -1n } : r;

@@ -3,16 +3,17 @@
  * packages, cached), network namespaces we create for the host end, the backend run as a real
  * process inside one, and scenario scripts the guest runs and reports on over its console.
  */
-import { spawnSync } from 'node:child_process';
+import { execFile, spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync, chmodSync, existsSync } from 'node:fs';
-import { homedir, tmpdir } from 'node:os';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { packageRoot } from '../native.js';
 import { Proc, requireCommand } from '../util/proc.js';
 import { waitFor } from '../util/wait.js';
+import { CACHE, type GuestKernel, resolveKernel } from './kernels.js';
 import { startQemu, type QemuOptions } from './qemu.js';
 
-export const CACHE = process.env.VUN_CACHE ?? join(homedir(), '.cache', 'vhost-user-net');
+export { CACHE } from './kernels.js';
 
 export function requireRoot(what = 'guest tests'): void {
   if (process.getuid?.() !== 0) {
@@ -20,12 +21,18 @@ export function requireRoot(what = 'guest tests'): void {
   }
 }
 
-/** Builds (or reuses) the guest kernel and initramfs. */
-export function guestImage(): { kernel: string; initramfs: string } {
+let defaultKernel: GuestKernel | undefined;
+
+/**
+ * Builds (or reuses) the guest's user space (a busybox initramfs without modules) and resolves
+ * the kernel: `kernel`, or Debian 12's cloud kernel.
+ */
+export function guestImage(kernel?: GuestKernel): { kernel: GuestKernel; initramfs: string } {
   const out = join(CACHE, 'guest');
   const r = spawnSync('bash', [join(packageRoot, 'guest-tests', 'image', 'build-guest.sh'), out], { encoding: 'utf8' });
   if (r.status !== 0) throw new Error(`building the guest image failed:\n${r.stdout}\n${r.stderr}`);
-  return { kernel: join(out, 'vmlinuz'), initramfs: join(out, 'initramfs.cgz') };
+  const k = kernel ?? (defaultKernel ??= resolveKernel());
+  return { kernel: k, initramfs: join(out, 'initramfs.cgz') };
 }
 
 function run(cmd: string, args: string[]): string {
@@ -52,6 +59,20 @@ export class Netns {
   try(cmdline: string): { status: number | null; out: string } {
     const r = spawnSync('ip', ['netns', 'exec', this.name, 'sh', '-c', cmdline], { encoding: 'utf8' });
     return { status: r.status, out: r.stdout + r.stderr };
+  }
+  /** As `try`, without blocking the event loop (other guests keep being watched meanwhile). */
+  run(cmdline: string, timeoutMs = 30_000): Promise<{ status: number | null; out: string }> {
+    return new Promise((resolve) => {
+      execFile(
+        'ip',
+        ['netns', 'exec', this.name, 'sh', '-c', cmdline],
+        { timeout: timeoutMs },
+        (err, stdout, stderr) => {
+          const status = err ? (typeof err.code === 'number' ? err.code : 1) : 0;
+          resolve({ status, out: String(stdout) + String(stderr) });
+        },
+      );
+    });
   }
   spawn(cmd: string, args: string[]): Proc {
     return new Proc('ip', ['netns', 'exec', this.name, cmd, ...args]);
@@ -110,6 +131,8 @@ export interface ScenarioOptions {
   dyndbg?: boolean;
   /** More kernel command-line arguments. */
   append?: string[];
+  /** The kernel to boot (resolveKernel); default Debian 12's cloud kernel. */
+  kernel?: GuestKernel;
 }
 
 /**
@@ -118,7 +141,7 @@ export interface ScenarioOptions {
  * by the caller), and the kernel command line.
  */
 export function scenarioBoot(o: ScenarioOptions): { kernel: string; initrd: string; append: string; dir: string } {
-  const img = guestImage();
+  const img = guestImage(o.kernel);
   const dir = mkdtempSync(join(tmpdir(), 'vun-guest-'));
   const sdir = join(dir, 'root');
   spawnSync('mkdir', ['-p', sdir]);
@@ -128,7 +151,9 @@ export function scenarioBoot(o: ScenarioOptions): { kernel: string; initrd: stri
     maxBuffer: 1 << 20,
   });
   const initrd = join(dir, 'initrd.img');
-  writeFileSync(initrd, Buffer.concat([readFileSync(img.initramfs), cpio.stdout]));
+  // cpio archives one after another: the user space, the kernel's modules, the scenario.
+  const modules = img.kernel.modules ? [readFileSync(img.kernel.modules)] : [];
+  writeFileSync(initrd, Buffer.concat([readFileSync(img.initramfs), ...modules, cpio.stdout]));
   const append = [
     'console=ttyS0',
     o.kernelLog ? 'loglevel=5' : 'quiet',
@@ -138,7 +163,7 @@ export function scenarioBoot(o: ScenarioOptions): { kernel: string; initrd: stri
     ...(o.dyndbg ? ['virtio_net.dyndbg=+p'] : []),
     ...(o.append ?? []),
   ].join(' ');
-  return { kernel: img.kernel, initrd, append, dir };
+  return { kernel: img.kernel.vmlinuz, initrd, append, dir };
 }
 
 /** Boots the guest with `script` as /scenario.sh, under QEMU started here. */

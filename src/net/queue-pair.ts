@@ -521,6 +521,16 @@ export class QueuePair {
         const run = this.runs[d];
         if (run) this.signal(run);
       },
+      (d, n) => {
+        // used-burst's holdMs ran out: the batch goes as it is.
+        if (d === TO_GUEST) return this.flushReceiveq(); // its count is filled's, its batch cleared
+        const run = this.runs[FROM_GUEST];
+        if (!n || !run || run.ring.broken) return;
+        this.charged(this.transmitq, () => {
+          run.ring.flush(n);
+          this.notify(run, FROM_GUEST);
+        });
+      },
     );
     this.flushReceiveq();
     this.armTimer(faults.nextMs());

@@ -1,14 +1,14 @@
 /**
- * The host end of a guest test, in a network namespace the test creates: the backend started
+ * The host end of a guest (tests, `guest`, `conditions`), in a network namespace made here: the backend started
  * as a real process inside it, serving a TAP (created by the backend) or an AF_PACKET socket on
  * one end of a veth pair whose other end has the host's address. Cleanups are pushed on
  * `cleanups` (run in reverse order by the test's afterEach).
  */
-import { existsSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Netns, requireRoot, startBackend, waitForLink } from '../src/guest/guest.js';
-import type { Proc } from '../src/util/proc.js';
-import { tempDir } from '../test/helpers/harness.js';
+import { Netns, requireRoot, startBackend, waitForLink } from './guest.js';
+import type { Proc } from '../util/proc.js';
 
 export const HOST_IP = '10.77.0.1';
 export const GUEST_IP = '10.77.0.2';
@@ -34,9 +34,9 @@ export async function hostEnd(
   // quiet: no IPv6 at all, so the host end sends the guest nothing of its own (its link-up
   // chatter would otherwise wait in the TAP's queue and reach the guest first).
   if (o.quiet) ns.sh('sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1');
-  const tmp = tempDir();
-  cleanups.push(tmp.cleanup);
-  const sock = join(tmp.dir, 'vhost.sock');
+  const dir = mkdtempSync(join(tmpdir(), 'vun-host-'));
+  cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
+  const sock = join(dir, 'vhost.sock');
   if (kind === 'af-packet') {
     // AF_PACKET binds to vunA; its veth peer vunB is the host's end with the address.
     ns.sh(
