@@ -31,6 +31,7 @@ enum FaultAction : uint8_t {
   kFaultUsedBurst = 15,
   kFaultNotifyStorm = 16,
   kFaultNotifyDelay = 17,
+  kFaultUsedWrap = 18,
 };
 // Field codes of a fault record: plan.ts HEADER_FIELDS indexes (0-6), then these
 // (src/faults/plan.ts FIELD_NAMES); kFieldNone: the fault changed no value.

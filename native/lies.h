@@ -15,6 +15,7 @@ struct Lies {
   uint64_t event = 0;
   int32_t drop = -1, duplicate = -1, corrupt = -1, withhold = -1, runt = -1;
   int32_t usedLen = -1, usedId = -1, descRewrite = -1;
+  int32_t usedWrap = -1;  // packed rings: the used descriptor flagged for the other wrap counter
   uint8_t dropAction = kFaultDrop;  // drop or loss-gilbert
   // delay, rate, reorder: the frame is held and leaves later (frame_hold.h).
   int32_t delay = -1, rate = -1, reorder = -1;
@@ -25,10 +26,10 @@ struct Lies {
   // The rules behind this event's lies, each once, in a fixed order (the capture's note;
   // src/faults/lies.ts rulesOf lists them the same way).
   uint32_t Rules(uint16_t* out, uint32_t max) const {
-    const int32_t all[] = {drop,      duplicate,   corrupt,    runt,      header[0], header[1],
-                           header[2], header[3],   header[4],  header[5], header[6], usedLen,
-                           usedId,    descRewrite, withhold,   delay,     rate,      reorder,
-                           usedBurst, storm,       notifyDelay};
+    const int32_t all[] = {drop,      duplicate,   corrupt,     runt,      header[0], header[1],
+                           header[2], header[3],   header[4],   header[5], header[6], usedLen,
+                           usedId,    descRewrite, withhold,    delay,     rate,      reorder,
+                           usedBurst, storm,       notifyDelay, usedWrap};
     uint32_t n = 0;
     for (int32_t r : all) {
       if (r < 0 || n >= max) continue;
@@ -48,7 +49,9 @@ struct Lies {
   int64_t notifyDelayNs = 0;
   uint8_t descField = 0;  // kFieldAddr, kFieldLen or kFieldFlags
   uint64_t descValue = 0;
-  bool AboutUsed() const { return usedLen >= 0 || usedId >= 0 || descRewrite >= 0; }
+  bool AboutUsed() const {
+    return usedLen >= 0 || usedId >= 0 || descRewrite >= 0 || usedWrap >= 0;
+  }
   bool Twice() const { return usedId >= 0 && idMode == kIdRepeat; }  // used-id "repeat"
   uint8_t corruptBit = 0, lenMode = 0, idMode = 0;
   uint64_t lenValue = 0, idValue = 0;

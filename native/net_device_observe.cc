@@ -131,7 +131,7 @@ Napi::Value NetDevice::SetFaults(const Napi::CallbackInfo& info) {
     r.gR = BigU64(o.Get("gR"));
     r.gH = BigU64(o.Get("gH"));
     r.gK = BigU64(o.Get("gK"));
-    if (r.every == 0 || r.action < kFaultDrop || r.action > kFaultNotifyDelay) {
+    if (r.every == 0 || r.action < kFaultDrop || r.action > kFaultUsedWrap) {
       ThrowArg(env, "setFaults: a rule with every 0 or an unknown action");
       return env.Undefined();
     }

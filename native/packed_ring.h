@@ -82,6 +82,8 @@ class PackedRing {
     fillAt_.resize(n + 1u);
     fillId_.resize(n + 1u);
     fillLen_.resize(n + 1u);
+    fillFlip_.assign(n + 1u, 0);
+    flips_ = 0;
     if (n == 0 || n > 0x8000 || !desc_ || !driverEvent_ || !deviceEvent_ || (c.descVa & 15) ||
         (c.availVa & 3) || (c.usedVa & 3) || availPos >= n || usedPos >= n) {
       return Fail(kRingAddrInvalid);
@@ -156,6 +158,14 @@ class PackedRing {
     if (trace) trace->Used(static_cast<uint16_t>((usedPos + fillAt_[idx]) % cfg.num), id16, len);
   }
 
+  // used-wrap (a fault plan's lie): element `idx` of the batch is written with AVAIL and USED
+  // as the other wrap counter would set them, so the driver does not see it used (§2.8.1).
+  void FlipWrap(uint16_t idx) {
+    if (idx >= fillN_ || fillFlip_[idx]) return;
+    fillFlip_[idx] = kDescFAvail | kDescFUsed;
+    flips_++;
+  }
+
   // Hands the filled descriptors to the driver by writing their flags: AVAIL and USED equal to
   // the device wrap counter at each position (§2.8.1), WRITE when data was written (§2.8.4).
   void Flush(uint16_t count) {
@@ -197,8 +207,10 @@ class PackedRing {
       }
       uint8_t* d = desc_ + 16 * pos;
       const uint32_t len = batch ? batchLen_ : fillLen_[k];
-      const uint16_t flags =
+      uint16_t flags =
           (len ? kDescFWrite : 0) | (wrap ? static_cast<uint16_t>(kDescFAvail | kDescFUsed) : 0);
+      // used-wrap (a fault plan's lie): AVAIL and USED as the other wrap counter would have them.
+      if (flips_) flags ^= fillFlip_[k];
       // §2.8.11 "Multi-buffer requests": the first descriptor is marked used after the rest;
       // its store-release orders every flags store before it (the loop runs backwards).
       __atomic_store_n(reinterpret_cast<uint16_t*>(d + 14), flags,
@@ -211,6 +223,15 @@ class PackedRing {
       fillAt_[k - n] = fillAt_[k] - advance;
       fillId_[k - n] = fillId_[k];
       fillLen_[k - n] = fillLen_[k];
+    }
+    if (flips_) {
+      uint32_t left = 0;
+      for (uint32_t k = 0; k < fillN_; k++) {
+        const uint16_t f = k + n < fillN_ ? fillFlip_[k + n] : 0;
+        fillFlip_[k] = f;
+        left += f != 0;
+      }
+      flips_ = left;
     }
     fillN_ -= n;
     fillEnd_ -= advance;
@@ -312,7 +333,9 @@ class PackedRing {
   std::vector<uint16_t> slotOfId_;
   // This batch's fills: ring offset from usedPos of each; where the next one goes.
   std::vector<uint32_t> fillAt_;
-  std::vector<uint16_t> fillId_;  // the shadow used descriptors: id and length of each
+  std::vector<uint16_t> fillFlip_;  // used-wrap: flags XORed into each element's (0: none)
+  uint32_t flips_ = 0;              // how many elements of the batch have one
+  std::vector<uint16_t> fillId_;    // the shadow used descriptors: id and length of each
   std::vector<uint32_t> fillLen_;
   uint32_t fillN_ = 0, fillEnd_ = 0;
   // IN_ORDER batching: the last buffer filled, written at Flush.

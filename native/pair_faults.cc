@@ -108,6 +108,9 @@ void Tell(const VringFaults& f, const FaultRule& r, uint64_t e, Lies* l) {
       l->idMode = r.mode;
       l->idValue = r.value;
       break;
+    case kFaultUsedWrap:
+      l->usedWrap = rule;
+      break;
     case kFaultDescRewrite:
       l->descRewrite = rule;
       l->descField = r.field;
@@ -337,6 +340,9 @@ PairFaults::UsedLie PairFaults::Told(int d, const Lies& l, Vring& ring, uint16_t
     Record(d, l.descRewrite, kFaultDescRewrite, l.descField, head, l.event, descOld, l.descValue);
   if (l.usedId >= 0) Record(d, l.usedId, kFaultUsedId, kFieldId, head, l.event, head, u.id);
   if (l.usedLen >= 0) Record(d, l.usedLen, kFaultUsedLen, kFieldLen, head, l.event, len, u.len);
+  // used-wrap: a packed ring's used descriptor only (a split ring has no flags to lie with).
+  u.wrongWrap = l.usedWrap >= 0 && ring.Packed();
+  if (u.wrongWrap) Record(d, l.usedWrap, kFaultUsedWrap, kFieldNone, head, l.event, 0, 0);
   return u;
 }
 
@@ -357,6 +363,7 @@ PairFaults::PlacedLie PairFaults::Placed(Lies& l, Vring& ring, uint16_t head, ui
     p.rewrite = true;
     p.id = u.id;
     p.len = u.len;
+    p.wrongWrap = u.wrongWrap;
   }
   p.twice = l.Twice();  // used-id "repeat": a second used element for the same head
   l.pending = false;

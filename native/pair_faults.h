@@ -52,6 +52,7 @@ class PairFaults {
     uint32_t count = 1;
     uint32_t id = 0;
     uint32_t len = 0;
+    bool wrongWrap = false;  // used-wrap: the element is flagged for the other wrap counter
   };
   // What Placed tells: num_buffers (-1: the truth), and the first chain's used element again.
   struct PlacedLie {
@@ -60,6 +61,7 @@ class PairFaults {
     bool twice = false;    // a second used element (id, the true len)
     uint32_t id = 0;
     uint32_t len = 0;
+    bool wrongWrap = false;  // used-wrap, for the first chain's used element
   };
 
   // Inline: a plan without rules for this vring costs one test per event.

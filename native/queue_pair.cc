@@ -177,7 +177,11 @@ void QueuePair::ProcessTransmitq() {
         fromGuest_.Fill(e.head, 0, filled++, e.slots);
       } else {
         const PairFaults::UsedLie u = faults_->Used(kFromGuest, *l, fromGuest_, e.head, 0);
-        for (uint32_t k = 0; k < u.count; k++) fromGuest_.Fill(u.id, u.len, filled++, e.slots);
+        for (uint32_t k = 0; k < u.count; k++) {
+          fromGuest_.Fill(u.id, u.len, filled, e.slots);
+          if (u.wrongWrap) fromGuest_.FlipWrap(filled);
+          filled++;
+        }
       }
       SendChain(e, l);
     }

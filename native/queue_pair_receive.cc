@@ -174,6 +174,7 @@ int QueuePair::Place(const uint8_t* frame, uint32_t len, ReceiveVerdict verdict,
     const PairFaults::PlacedLie p = faults_->Placed(*l, toGuest_, firstHead, taken, firstLen);
     if (p.numBuffers >= 0) numBuffers = static_cast<uint32_t>(p.numBuffers);
     if (p.rewrite) toGuest_.Fill(p.id, p.len, firstFill, firstSlots);
+    if (p.wrongWrap) toGuest_.FlipWrap(firstFill);
     if (p.twice) toGuest_.Fill(p.id, firstLen, filled_++, firstSlots);
   }
   if (nb >= 0) {

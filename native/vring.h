@@ -29,6 +29,10 @@ class Vring {
     packed_ ? p_.Fill(id, len, idx, slots) : s_.Fill(id, len, idx);
   }
   void Flush(uint16_t count) { packed_ ? p_.Flush(count) : s_.Flush(count); }
+  // used-wrap: a packed ring flags element `idx` for the other wrap counter (split: no flags).
+  void FlipWrap(uint16_t idx) {
+    if (packed_) p_.FlipWrap(idx);
+  }
   bool NeedNotify() { return packed_ ? p_.NeedNotify() : s_.NeedNotify(); }
   void SetNotification(bool enable) {
     packed_ ? p_.SetNotification(enable) : s_.SetNotification(enable);

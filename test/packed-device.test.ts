@@ -12,7 +12,7 @@ import { startHttp } from '../src/metrics/http.js';
 import { ringsOf, type RingSnapshot } from '../src/metrics/rings.js';
 import { encodeU64 } from '../src/vhost-user/codec.js';
 import { chromium } from './helpers/chromium.js';
-import { bringUpDevice, native, serve, tempDir, waitFor } from './helpers/harness.js';
+import { bringUpDevice, deviceWithPlan, native, serve, tempDir, waitFor } from './helpers/harness.js';
 import { MockFrontend, type GuestRam } from './helpers/mock-frontend.js';
 import type { PackedDriver } from './helpers/packed-driver.js';
 
@@ -43,6 +43,37 @@ function offerTransmit(ram: GuestRam, transmitq: PackedDriver, count: number, at
 }
 
 describe.each(['native', 'ts'] as const)('packed rings through the device (%s data path)', (datapath) => {
+  it('used-wrap: the lying used descriptor carries the other wrap counter, and the driver stops before it', async () => {
+    const { fe, srv, ram, pair, lines } = await deviceWithPlan(
+      datapath,
+      'loopback',
+      { seed: 1, rules: [{ name: 'wrap', on: 'transmitq0', do: 'used-wrap', after: 1, count: 1 }] },
+      FEATURES,
+    );
+    try {
+      const receiveq = fe.packedDriver(0, ram);
+      const transmitq = fe.packedDriver(1, ram);
+      offerReceive(receiveq, 8, 0x100000);
+      native.eventfdWrite(pair.kicks.receiveq, 1n);
+      offerTransmit(ram, transmitq, 3, 0x200000, 0x10);
+      native.eventfdWrite(pair.kicks.transmitq, 1n);
+      // The device sent all three (they loop back to the receiveq) and completed all three.
+      const got: number[] = [];
+      await waitFor(() => (got.push(...receiveq.takeUsed().map((u) => u.id)), got.length === 3), 5000, 'looped');
+      await waitFor(() => lines.length === 1, 2000, 'the lie logged');
+      expect(lines).toMatchObject([{ rule: 'wrap', do: 'used-wrap', vring: 1, event: 1, ringIdx: 1 }]);
+      // §2.8.1, wrap counter 1: a used descriptor has AVAIL and USED both set. Slot 1 has
+      // neither (the other counter's used), slots 0 and 2 are used.
+      const flags = [0, 1, 2].map((pos) => transmitq.readDesc(pos).flags & 0x8080);
+      expect(flags).toEqual([0x8080, 0x0000, 0x8080]);
+      // The driver walks used descriptors in order: it sees the first and stops at the lie.
+      expect(transmitq.takeUsed().map((u) => u.id)).toEqual([0]);
+    } finally {
+      fe.close();
+      srv.stop();
+    }
+  });
+
   it('loop frames back, draw the rings, resume after GET_VRING_BASE, and show what a lost position costs', async () => {
     const srv = serve({ queuePairs: 1 }, { kind: 'loopback' }, datapath);
     const { server, port } = await startHttp(srv.backend, '127.0.0.1', 0);

@@ -628,6 +628,65 @@ res resumed $ok`,
       return `QEMU: "vhost lacks feature mask ${refused?.[1]} for backend" (MRG_RXBUF), the shrunken session closed; carrier 1 -> 0 -> 1 with the next session; ping answered`;
     },
   },
+  {
+    row: 21,
+    title:
+      "packed rings: a receiveq used descriptor flagged for the other wrap counter (AVAIL and USED not the device's)",
+    guard:
+      'none: virtqueue_get_buf_ctx_packed reads a descriptor as used only when AVAIL == USED == its used wrap counter (§2.8.1); anything else looks not yet used',
+    reaction: 'no log line, no counter: receive stops at that descriptor for good (every later one is behind it)',
+    rings: ['packed'],
+    plan: { seed: 21, rules: [{ name: 'wrap', on: 'receiveq0', do: 'used-wrap', after: 3, count: 1 }] },
+    expect: expected(['link-dead'], ['bad-ring']),
+    script: `
+ping -c 1 -W 3 ${HOST_IP} >/dev/null 2>&1; res clean $?
+ping -c 4 -W 1 ${HOST_IP} >/dev/null 2>&1
+ping -c 3 -W 2 ${HOST_IP} >/dev/null 2>&1; res stalled $?`,
+    check: (r) => {
+      clean(r);
+      must(rc(r, 'stalled') !== 0, 'receive did not stop');
+      return 'pings unanswered after the lie, with nothing in the kernel log';
+    },
+  },
+  {
+    row: 22,
+    title: 'packed rings: transmitq used descriptors flagged for the other wrap counter, under a flood',
+    guard: 'none at the ring (the completion is never seen); dev_watchdog once the ring is full and the queue stopped',
+    reaction: 'completions stop at the lie; the ring fills; NETDEV WATCHDOG; transmit dead',
+    rings: ['packed'],
+    plan: { seed: 22, rules: [{ name: 'wrap', on: 'transmitq0', do: 'used-wrap', after: 4, count: 1 }] },
+    expect: expected(['tx-timeout', 'link-dead'], ['bad-ring']),
+    script: `
+ping -c 1 -W 3 ${HOST_IP} >/dev/null 2>&1; res clean $? "$(klog 'NETDEV WATCHDOG')"
+for i in $(seq 300); do ping -c 1 -W 1 ${HOST_IP} >/dev/null 2>&1 & done
+for i in $(seq 40); do [ "$(klog 'NETDEV WATCHDOG')" -gt 0 ] && break; sleep 0.5; done
+res log 0 "$(klog 'NETDEV WATCHDOG')"`,
+    check: (r) => {
+      clean(r);
+      must(num(r, 'clean') === 0, 'a watchdog line before the fault');
+      must(num(r, 'log') >= 1, 'no NETDEV WATCHDOG line');
+      return `NETDEV WATCHDOG x${num(r, 'log')} after one completion was flagged for the other wrap counter`;
+    },
+  },
+  {
+    row: 23,
+    title: 'packed rings: completes a transmitq buffer id the driver never made available (id 200)',
+    guard: 'virtqueue_get_buf_ctx_packed: BAD_RING "id %u is not a head!" (desc_state[id].data is NULL)',
+    reaction: 'dmesg "output.0:id 200 is not a head!"; the transmitq is broken; what follows is rows 2 and 4\'s',
+    rings: ['packed'],
+    plan: { seed: 23, rules: [{ name: 'stranger', on: 'transmitq0', do: 'used-id', value: 200, after: 4, count: 1 }] },
+    expect: expected(['bad-ring']),
+    outcomes: TRANSMITQ_LIE,
+    script: `
+ping -c 1 -W 3 ${HOST_IP} >/dev/null 2>&1; res clean $?
+ping -c 4 -W 1 ${HOST_IP} >/dev/null 2>&1
+res faulted 0 "$(dmesg | grep -c 'id 200 is not a head')"`,
+    check: (r) => {
+      clean(r);
+      must(num(r, 'faulted') >= 1, 'no "id 200 is not a head!" line');
+      return 'output.0:id 200 is not a head!';
+    },
+  },
 ];
 
 export function conditionByRow(row: number): Condition | undefined {

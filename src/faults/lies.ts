@@ -41,6 +41,8 @@ export interface Lies {
   usedLen: number;
   usedId: number;
   descRewrite: number;
+  /** used-wrap: a packed ring's used descriptor flagged for the other wrap counter. */
+  usedWrap: number;
   descField: number;
   descValue: bigint;
   /** drop or loss-gilbert (the action a drop is logged as). */
@@ -85,6 +87,7 @@ export const noLies = (): Lies => ({
   usedLen: -1,
   usedId: -1,
   descRewrite: -1,
+  usedWrap: -1,
   descField: 0,
   descValue: 0n,
   dropAction: VRING_ACTIONS.drop,
@@ -138,6 +141,7 @@ export function rulesOf(l: Lies): number[] {
     l.usedBurst,
     l.storm,
     l.notifyDelay,
+    l.usedWrap,
   ];
   return [...new Set(all.filter((r) => r >= 0))].slice(0, 8);
 }
@@ -180,7 +184,7 @@ export function changesFrame(l: Lies): boolean {
 
 /** Whether the used element of the chain (or its descriptor) is lied about. */
 export function aboutUsed(l: Lies): boolean {
-  return l.usedId >= 0 || l.usedLen >= 0 || l.descRewrite >= 0;
+  return l.usedId >= 0 || l.usedLen >= 0 || l.descRewrite >= 0 || l.usedWrap >= 0;
 }
 
 /** One rule that fired on event `e`, into the event's lies (native/pair_faults.cc Tell). */
@@ -246,6 +250,9 @@ export function tell(l: Lies, r: CompiledRule & { linkFreeMs: number }, e: bigin
     case A.header:
       l.header[r.field] = r.rule;
       l.headerValue[r.field] = r.value;
+      break;
+    case A['used-wrap']:
+      l.usedWrap = r.rule;
       break;
     case A['desc-rewrite']:
       l.descRewrite = r.rule;

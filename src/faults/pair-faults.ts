@@ -59,6 +59,8 @@ export interface UsedLie {
   count: number;
   id: number;
   len: number;
+  /** used-wrap: the element is flagged for the other wrap counter (packed rings). */
+  wrongWrap: boolean;
 }
 
 /** What placed tells: num_buffers (-1: the truth), and the first chain's used element again. */
@@ -68,6 +70,8 @@ export interface PlacedLie {
   twice: boolean;
   id: number;
   len: number;
+  /** used-wrap, for the first chain's used element. */
+  wrongWrap: boolean;
 }
 
 /** The rules of a pair's two vrings and where their lies are logged. */
@@ -239,13 +243,19 @@ export class PairFaults {
     if (l.withhold >= 0) {
       // Never completed: the chain stays in flight for the guest (the device knows it is done).
       this.record(d, l.withhold, A.withhold, l.event, { field: FIELD.id, ringIdx: head, old: BigInt(head), new: 0n });
-      return { count: 0, id: head, len };
+      return { count: 0, id: head, len, wrongWrap: false };
     }
     return { ...this.told(d, l, ring, head, len), count: twice(l) ? 2 : 1 };
   }
 
   /** The used element told for chain `head` with `len` bytes written (lies recorded). */
-  private told(d: Direction, l: Lies, ring: Vring, head: number, len: number): { id: number; len: number } {
+  private told(
+    d: Direction,
+    l: Lies,
+    ring: Vring,
+    head: number,
+    len: number,
+  ): { id: number; len: number; wrongWrap: boolean } {
     const u = lieUsed(l, ring, ring.cfg.num, head, len);
     if (l.descRewrite >= 0)
       this.record(d, l.descRewrite, A['desc-rewrite'], l.event, {
@@ -268,11 +278,14 @@ export class PairFaults {
         old: BigInt(len),
         new: BigInt(u.len),
       });
-    return { id: u.id, len: u.len };
+    // used-wrap: a packed ring's used descriptor only (a split ring has no flags to lie with).
+    const wrongWrap = l.usedWrap >= 0 && ring.cfg.packed === true;
+    if (wrongWrap) this.record(d, l.usedWrap, A['used-wrap'], l.event, { ringIdx: head });
+    return { id: u.id, len: u.len, wrongWrap };
   }
 
   placed(l: Lies, ring: Vring, head: number, taken: number, firstLen: number, hasNumBuffers: boolean): PlacedLie {
-    const p: PlacedLie = { numBuffers: -1, rewrite: false, twice: false, id: head, len: 0 };
+    const p: PlacedLie = { numBuffers: -1, rewrite: false, twice: false, id: head, len: 0, wrongWrap: false };
     this.takeNotifyLies(TO_GUEST, l, head, ring.cfg.num);
     this.recordFrameLies(TO_GUEST, l);
     if ((l.header[6] as number) >= 0 && hasNumBuffers) {
@@ -290,6 +303,7 @@ export class PairFaults {
       p.rewrite = true;
       p.id = u.id;
       p.len = u.len;
+      p.wrongWrap = u.wrongWrap;
     }
     p.twice = twice(l); // used-id "repeat": a second used element for the same head
     l.pending = false;

@@ -49,6 +49,8 @@ export const VRING_ACTIONS = {
   'notify-storm': 16,
   /** This event's burst interrupts the guest `value` ms late. */
   'notify-delay': 17,
+  /** Packed rings: the used descriptor's AVAIL/USED flags are the other wrap counter's (split: nothing). */
+  'used-wrap': 18,
 } as const;
 export type VringAction = keyof typeof VRING_ACTIONS;
 

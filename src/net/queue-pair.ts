@@ -239,7 +239,11 @@ export class QueuePair {
         if (!l) run.ring.fill(e.head, 0, filled++, e.slots);
         else {
           const u = (this.faults as PairFaults).used(FROM_GUEST, l, run.ring, e.head, 0);
-          for (let k = 0; k < u.count; k++) run.ring.fill(u.id, u.len, filled++, e.slots);
+          for (let k = 0; k < u.count; k++) {
+            run.ring.fill(u.id, u.len, filled, e.slots);
+            if (u.wrongWrap) run.ring.flipWrap(filled);
+            filled++;
+          }
         }
         this.sendChain(run, e, l);
       }
@@ -452,6 +456,7 @@ export class QueuePair {
       const p = this.faults.placed(l, run.ring, first.head, chains.length, firstLen, nb >= 0);
       if (p.numBuffers >= 0) numBuffers = p.numBuffers;
       if (p.rewrite) run.ring.fill(p.id, p.len, firstFill, first.slots);
+      if (p.wrongWrap) run.ring.flipWrap(firstFill);
       if (p.twice) run.ring.fill(p.id, firstLen, this.filled.count++, first.slots);
     }
     if (nb >= 0) writeIn(first, nb, [numBuffers & 0xff, (numBuffers >> 8) & 0xff], dirty);

@@ -76,6 +76,8 @@ export class PackedRingRef extends RingSide implements Vring {
   private fillAt: number[] = [];
   /** This batch's used descriptors, [id, len] each, written at flush (the shadow). */
   private fillVals: [number, number][] = [];
+  /** used-wrap: flags XORed into each element's at flush (absent: none). */
+  private fillFlip: number[] = [];
   private fillEnd = 0;
   /** IN_ORDER batching: the last buffer filled (id, len), written at flush. */
   private batchLast: [number, number] | undefined;
@@ -259,7 +261,9 @@ export class PackedRingRef extends RingSide implements Vring {
       return [pos, (len ? DESC_F_WRITE : 0) | (wrap ? DESC_F_AVAIL | DESC_F_USED : 0)];
     };
     for (let k = batch ? 0 : n - 1; k >= 0; k--) {
-      const [pos, flags] = flagsOf(k);
+      const [pos, truth] = flagsOf(k);
+      // used-wrap (a fault plan's lie): AVAIL and USED as the other wrap counter would have them.
+      const flags = truth ^ (this.fillFlip[k] ?? 0);
       d.view.setUint16(d.offset + 16 * pos + 14, flags, true);
       this.logDesc(pos, 14, 2);
     }
@@ -271,6 +275,7 @@ export class PackedRingRef extends RingSide implements Vring {
     }
     this.fillAt = this.fillAt.slice(n).map((o) => o - advance);
     this.fillVals = this.fillVals.slice(n);
+    this.fillFlip = this.fillFlip.slice(n);
     this.fillEnd -= advance;
     this.onEvent?.({ ev: 'flush', usedIdx: this.usedIdx, count: n });
   }
@@ -365,6 +370,15 @@ export class PackedRingRef extends RingSide implements Vring {
   }
 
   /** Another buffer id than `head` (used-id "not-a-head"). */
+  /**
+   * used-wrap (a fault plan's lie): element `idx` of the batch is written with AVAIL and USED as
+   * the other wrap counter would set them, so the driver does not see it used (§2.8.1).
+   */
+  flipWrap(idx: number): void {
+    if (idx >= this.fillAt.length) return;
+    this.fillFlip[idx] = DESC_F_AVAIL | DESC_F_USED;
+  }
+
   nextOf(head: number): number {
     return (head + 1) % this.cfg.num;
   }

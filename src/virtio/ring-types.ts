@@ -137,6 +137,8 @@ export interface Vring {
   fill(head: number, len: number, idx: number, slots?: number): void;
   /** Step 3, flush: publish the `count` elements filled. */
   flush(count: number): void;
+  /** used-wrap (a fault plan's lie): packed rings flag element `idx` for the other wrap counter; split rings have no flags. */
+  flipWrap(idx: number): void;
   /** Step 4, notify: does the driver want an interrupt for what was flushed? */
   needNotify(): boolean;
   /** Enables or suppresses the driver's kicks. */

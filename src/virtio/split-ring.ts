@@ -291,6 +291,9 @@ export class SplitRingRef extends RingSide implements Vring {
   // device itself reads a chain once, in readChain.
 
   /** The descriptor after `head` in its chain (§2.7.5 VIRTQ_DESC_F_NEXT), or head+1 without one. */
+  /** used-wrap: a split ring's used element has no flags to lie with. */
+  flipWrap(_idx: number): void {}
+
   nextOf(head: number): number {
     const t = this.desc as Area;
     const at = t.offset + 16 * (head % this.cfg.num);
