@@ -122,6 +122,10 @@ class QueuePair {
   // Places a frame into as many receiveq chains as it needs and writes its header as the
   // guest reads it; Deliver's result. `l`: the frame's lies, told once it is placed.
   int Place(const uint8_t* frame, uint32_t len, ReceiveVerdict verdict, Lies* l);
+  // The fault room's Placed hook for a frame Place put in `taken` chains: the first chain's
+  // used element told again (id, len, wrap), a second one for "repeat"; num_buffers as told.
+  uint32_t TellPlaced(Lies& l, uint16_t firstHead, uint16_t firstFill, uint16_t firstSlots,
+                      uint32_t firstLen, uint16_t taken);
   // The same frame for the guest once more (a fault plan's duplicate).
   void DeliverAgain(const uint8_t* frame, uint32_t len, const Lies& l);
   // Deferred work: frames and interrupts the fault room holds, held interrupts (coalescing);

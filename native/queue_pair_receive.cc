@@ -169,14 +169,8 @@ int QueuePair::Place(const uint8_t* frame, uint32_t len, ReceiveVerdict verdict,
     h[0] = 0;
     if (at[0]) *at[0] = 0;
   }
-  if (l) {
-    // A fault plan's hook: num_buffers and the first chain's used element may be lies.
-    const PairFaults::PlacedLie p = faults_->Placed(*l, toGuest_, firstHead, taken, firstLen);
-    if (p.numBuffers >= 0) numBuffers = static_cast<uint32_t>(p.numBuffers);
-    if (p.rewrite) toGuest_.Fill(p.id, p.len, firstFill, firstSlots);
-    if (p.wrongWrap) toGuest_.FlipWrap(firstFill);
-    if (p.twice) toGuest_.Fill(p.id, firstLen, filled_++, firstSlots);
-  }
+  // A fault plan's hook: num_buffers and the first chain's used element may be lies.
+  if (l) numBuffers = TellPlaced(*l, firstHead, firstFill, firstSlots, firstLen, taken);
   if (nb >= 0) {
     h[nb] = static_cast<uint8_t>(numBuffers & 0xff);
     h[nb + 1] = static_cast<uint8_t>(numBuffers >> 8);
@@ -199,6 +193,15 @@ int QueuePair::Place(const uint8_t* frame, uint32_t len, ReceiveVerdict verdict,
     capToGuest_->Frame(0, hdr, len, &part, 1, h, rules, nrules);
   }
   return 1;
+}
+
+uint32_t QueuePair::TellPlaced(Lies& l, uint16_t firstHead, uint16_t firstFill, uint16_t firstSlots,
+                               uint32_t firstLen, uint16_t taken) {
+  const PairFaults::PlacedLie p = faults_->Placed(l, toGuest_, firstHead, taken, firstLen);
+  if (p.rewrite) toGuest_.Fill(p.id, p.len, firstFill, firstSlots);
+  if (p.wrongWrap) toGuest_.FlipWrap(firstFill);
+  if (p.twice) toGuest_.Fill(p.id, firstLen, filled_++, firstSlots);
+  return p.numBuffers >= 0 ? static_cast<uint32_t>(p.numBuffers) : taken;
 }
 
 // Pops the next burst of receive chains once the cached ones are used up: 1 when a chain waits

@@ -451,14 +451,8 @@ export class QueuePair {
     const nb = numBuffersOffset(hdrLen);
     let numBuffers = chains.length;
     if (verdict === ReceiveVerdict.clearFlags) writeIn(first, 0, [0], dirty);
-    if (l && this.faults) {
-      // A fault plan's hook: num_buffers and the first chain's used element may be lies.
-      const p = this.faults.placed(l, run.ring, first.head, chains.length, firstLen, nb >= 0);
-      if (p.numBuffers >= 0) numBuffers = p.numBuffers;
-      if (p.rewrite) run.ring.fill(p.id, p.len, firstFill, first.slots);
-      if (p.wrongWrap) run.ring.flipWrap(firstFill);
-      if (p.twice) run.ring.fill(p.id, firstLen, this.filled.count++, first.slots);
-    }
+    // A fault plan's hook: num_buffers and the first chain's used element may be lies.
+    if (l && this.faults) numBuffers = this.tellPlaced(run, l, first, firstFill, firstLen, chains.length, nb >= 0);
     if (nb >= 0) writeIn(first, nb, [numBuffers & 0xff, (numBuffers >> 8) & 0xff], dirty);
     if (this.device.observe.capture) {
       const seen = Buffer.from(frame.subarray(0, hdrLen + this.device.observe.capture.snapLen));
@@ -485,6 +479,26 @@ export class QueuePair {
       this.filled = { count: 0, frames: 0, bytes: 0 };
       this.notify(run, TO_GUEST);
     });
+  }
+
+  /**
+   * The fault room's placed hook for a frame place put in `taken` chains: the first chain's
+   * used element told again (id, len, wrap), a second one for "repeat"; num_buffers as told.
+   */
+  private tellPlaced(
+    run: RingRun,
+    l: Lies,
+    first: Element,
+    firstFill: number,
+    firstLen: number,
+    taken: number,
+    hasNumBuffers: boolean,
+  ): number {
+    const p = (this.faults as PairFaults).placed(l, run.ring, first.head, taken, firstLen, hasNumBuffers);
+    if (p.rewrite) run.ring.fill(p.id, p.len, firstFill, first.slots);
+    if (p.wrongWrap) run.ring.flipWrap(firstFill);
+    if (p.twice) run.ring.fill(p.id, firstLen, this.filled.count++, first.slots);
+    return p.numBuffers >= 0 ? p.numBuffers : taken;
   }
 
   // --- notifications, deferred work, errors --------------------------------------------------
