@@ -12,6 +12,7 @@ import { spawnSync } from 'node:child_process';
 import { afterAll, describe, expect, it } from 'vitest';
 import { requireRoot } from '../src/guest/guest.js';
 import { resolveKernel } from '../src/guest/kernels.js';
+import { waitFor } from '../src/util/wait.js';
 import { packageRoot } from '../src/native.js';
 import { tempDir } from '../test/helpers/harness.js';
 
@@ -78,12 +79,52 @@ describe('vhost-user-net guest', () => {
     expect(readFileSync(join(out, 'console.log'), 'utf8')).toContain('VUN-KERNEL 6.12.118');
   }, 300_000);
 
+  it("forwards the ring page and /status out of the guest's namespace (socat) while the guest runs", async () => {
+    const run = cli(['guest', '--run', 'sleep 8']);
+    let status: Record<string, unknown> | undefined;
+    const t0 = Date.now();
+    while (!status && Date.now() - t0 < 60_000) {
+      try {
+        const res = await fetch('http://127.0.0.1:9180/status');
+        if (res.ok) status = (await res.json()) as Record<string, unknown>;
+      } catch {
+        // not up yet
+      }
+      if (!status) await new Promise((r) => setTimeout(r, 300));
+    }
+    const page = status ? await (await fetch('http://127.0.0.1:9180/rings.html')).text() : '';
+    const r = await run;
+    expect(r.err, r.err).toContain('ring page:     http://127.0.0.1:9180/ (forwarded from netns');
+    expect(status, `no /status on 127.0.0.1:9180\n${r.err}`).toBeDefined();
+    expect(JSON.stringify(status)).toContain('vrings');
+    expect(page).toMatch(/<html/i);
+    expect(r.code).toBe(0);
+  }, 240_000);
+
   it('names the missing option when virtio-net is a module and none was given', async () => {
     const r = await cli(['guest', '--kernel', files.bzImage, '--run', 'true']);
     const ctx = `exit ${r.code}\nstderr:\n${r.err}`;
     expect(r.code, ctx).toBe(2);
     expect(r.err, ctx).toMatch(/lacks CONFIG_VIRTIO_NET/);
   }, 300_000);
+
+  it('gives the guest console to the terminal with --shell (commands in, output out, exit powers off)', async () => {
+    const child = spawn(process.execPath, [BIN, 'guest', '--shell'], { stdio: ['pipe', 'pipe', 'pipe'] });
+    let out = '';
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (out += d.toString()));
+    const exited = new Promise<number | null>((res) => child.once('exit', res));
+    try {
+      // Typed once the shell prompts (bytes before that reach no reader).
+      await waitFor(() => /exit the shell to power off[\s\S]*# /.test(out), 120_000, 'the guest shell');
+      child.stdin.write('echo "in the guest: $(uname -r) $(cat /sys/class/net/eth0/address)"\nexit\n');
+      const code = await Promise.race([exited, new Promise<'late'>((res) => setTimeout(() => res('late'), 60_000))]);
+      expect(code, out.slice(-2000)).toBe(0);
+      expect(out).toMatch(/in the guest: 6\.1\.\S+ 52:54:00:12:34:56/);
+    } finally {
+      if (child.exitCode === null) child.kill('SIGKILL');
+    }
+  }, 240_000);
 
   it("exits with the command's status", async () => {
     const r = await cli(['guest', '--run', 'ip link show eth0 >/dev/null && exit 7']);

@@ -59,6 +59,8 @@ struct FaultRule {
   uint64_t jitterNs = 0;
   // used-burst: how long written entries may wait for the batch (0: until it is full).
   int64_t holdNs = 0;
+  // notify-storm: one interrupt every paceNs instead of all at once (0: at once).
+  int64_t paceNs = 0;
   // loss-gilbert: the chances (as u64 thresholds) of good->bad (p), bad->good (r), and of a
   // frame getting through in the bad (h) and good (k) states; the state, per vring.
   uint64_t gP = 0, gR = 0, gH = 0, gK = 0;

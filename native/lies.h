@@ -46,6 +46,7 @@ struct Lies {
   // notify-storm: `stormN` more interrupts after this burst's; notify-delay: its interrupt late.
   int32_t storm = -1, notifyDelay = -1;
   uint32_t stormN = 0;
+  int64_t stormPaceNs = 0;  // paced: one every stormPaceNs (0: all at once)
   int64_t notifyDelayNs = 0;
   uint8_t descField = 0;  // kFieldAddr, kFieldLen or kFieldFlags
   uint64_t descValue = 0;

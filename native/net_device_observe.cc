@@ -127,6 +127,7 @@ Napi::Value NetDevice::SetFaults(const Napi::CallbackInfo& info) {
     r.value = BigU64(o.Get("value"));
     r.jitterNs = BigU64(o.Get("jitterNs"));
     r.holdNs = static_cast<int64_t>(BigU64(o.Get("holdNs")));
+    r.paceNs = static_cast<int64_t>(BigU64(o.Get("paceNs")));
     r.gP = BigU64(o.Get("gP"));
     r.gR = BigU64(o.Get("gR"));
     r.gH = BigU64(o.Get("gH"));

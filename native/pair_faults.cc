@@ -79,6 +79,7 @@ void Tell(const VringFaults& f, const FaultRule& r, uint64_t e, Lies* l) {
     case kFaultNotifyStorm:
       l->storm = rule;
       l->stormN = static_cast<uint32_t>(r.value);
+      l->stormPaceNs = r.paceNs;
       break;
     case kFaultNotifyDelay:
       l->notifyDelay = rule;
@@ -380,6 +381,7 @@ void PairFaults::TakeNotifyLies(int d, const Lies& l, uint32_t head) {
   }
   if (l.storm >= 0) {
     stormN_[d] += l.stormN;
+    stormPaceNs_[d] = l.stormPaceNs;
     Record(d, l.storm, kFaultNotifyStorm, kFieldNone, kNoRing, l.event, 0, 0);
   }
   if (l.notifyDelay >= 0) {
@@ -437,7 +439,7 @@ uint16_t PairFaults::Stop(int d) {
 
 int64_t PairFaults::NextNs() const {
   return std::min({hold_[0].NextNs(), hold_[1].NextNs(), notifyAtNs_[0], notifyAtNs_[1],
-                   burstDueNs_[0], burstDueNs_[1]});
+                   burstDueNs_[0], burstDueNs_[1], stormAtNs_[0], stormAtNs_[1]});
 }
 
 void PairFaults::Hold(int d, Lies& l, const uint8_t* frame, uint32_t len, uint32_t ringIdx) {

@@ -84,7 +84,13 @@ class PairFaults {
   // when held back (notify-drop: the ring forgets it decided) or deferred (notify-delay).
   bool Interrupt(int d, Vring& ring);
   // notify-storm: interrupts owed with nothing behind them (taken: the caller sends them).
+  // Paced (paceUs): none now; ReleaseDue sends them one at a time.
   uint32_t TakeStorm(int d) {
+    if (stormPaceNs_[d]) {
+      if (stormN_[d] && stormAtNs_[d] == FrameHold::kNever)
+        stormAtNs_[d] = MonotonicNs() + stormPaceNs_[d];
+      return 0;
+    }
     const uint32_t n = stormN_[d];
     stormN_[d] = 0;
     return n;
@@ -113,6 +119,13 @@ class PairFaults {
     if (live[kToGuest] && hold_[kToGuest].NextNs() <= now) hold_[kToGuest].Release(now, toGuest);
     for (int d = 0; d < 2; d++) {
       if (live[d] && burstDueNs_[d] <= now) publish(d, Stop(d));
+      if (stormAtNs_[d] <= now) {
+        // A paced storm: one interrupt now, the next a pace later (a late timer sends one, not
+        // a catch-up run QEMU would read as one).
+        stormN_[d]--;
+        stormAtNs_[d] = stormN_[d] ? now + stormPaceNs_[d] : FrameHold::kNever;
+        if (live[d]) interrupt(d);
+      }
       if (notifyAtNs_[d] > now) continue;
       notifyAtNs_[d] = FrameHold::kNever;
       interrupt(d);
@@ -151,6 +164,8 @@ class PairFaults {
   int64_t burstHoldNs_[2] = {0, 0};  // used-burst's holdMs, and when the waiting batch is due
   int64_t burstDueNs_[2] = {FrameHold::kNever, FrameHold::kNever};
   uint32_t stormN_[2] = {0, 0};
+  int64_t stormPaceNs_[2] = {0, 0};  // notify-storm's paceUs, and when its next interrupt is due
+  int64_t stormAtNs_[2] = {FrameHold::kNever, FrameHold::kNever};
   int64_t notifyDelayNs_[2] = {0, 0};
   int64_t notifyAtNs_[2] = {FrameHold::kNever, FrameHold::kNever};
 };

@@ -188,6 +188,34 @@ describe.each(['native', 'ts'] as const)('fault timing on the %s data path', (da
     expect(native.eventfdRead(pair.calls.receiveq)).not.toBeNull();
   });
 
+  it('notify-storm with paceUs: the interrupts come one at a time, a pace apart (each read alone)', async () => {
+    const { pair, ram, lines, session } = await device(datapath, 'loopback', {
+      seed: 1,
+      rules: [{ name: 'paced', on: 'receiveq0', do: 'notify-storm', value: 5, paceUs: 30_000, count: 1 }],
+    });
+    postRx(pair, 16);
+    await waitFor(() => session.vrings[0]?.started === true, 2000, 'receiveq started');
+    native.eventfdRead(pair.calls.receiveq);
+    transmit(native, ram, pair, [numberedFrame(0)]);
+    await waitFor(() => pair.receiveq.usedIdx() === 1, 2000, 'the frame back');
+    // The frame's own interrupt, then five more, each its own write: read as they come.
+    const reads: { at: number; n: bigint }[] = [];
+    const t0 = performance.now();
+    while (performance.now() - t0 < 1000 && reads.reduce((s, r) => s + r.n, 0n) < 6n) {
+      const n = native.eventfdRead(pair.calls.receiveq);
+      if (n !== null) reads.push({ at: performance.now(), n });
+      await new Promise((r) => setTimeout(r, 2));
+    }
+    expect(
+      reads.reduce((s, r) => s + r.n, 0n),
+      'the interrupt and five more',
+    ).toBe(6n);
+    expect(reads.length, `read one by one: ${reads.map((r) => r.n).join(',')}`).toBeGreaterThanOrEqual(5);
+    const last = reads[reads.length - 1] as { at: number };
+    expect(last.at - (reads[0] as { at: number }).at, 'five paces of 30 ms').toBeGreaterThanOrEqual(120);
+    expect(lines.map((l) => [l.rule, l.do])).toEqual([['paced', 'notify-storm']]);
+  });
+
   it('notify-storm and notify-delay: more interrupts than used entries; an interrupt late', async () => {
     const { pair, ram, lines, session } = await device(datapath, 'loopback', {
       seed: 1,

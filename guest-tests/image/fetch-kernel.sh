@@ -28,7 +28,7 @@ for _ in 1 2 3; do
   name=$dep
   ver=$(candidate "$name")
 done
-stamp="$name $ver $(sha256sum "$here/fetch-kernel.sh" | cut -c1-16)"
+stamp="$name $ver $(cat "$here/fetch-kernel.sh" "$here/pack-modules.sh" | sha256sum | cut -c1-16)"
 if [ -f "$out/stamp" ] && [ "$(cat "$out/stamp")" = "$stamp" ] && [ -f "$out/vmlinuz" ] && [ -f "$out/modules.cgz" ]; then
   exit 0
 fi

@@ -8,8 +8,9 @@ dst=${2:?usage: pack-modules.sh MODULES-DIR OUT.cgz}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 mkdir -p "$work/lib/modules"
-# In load order (the .deb ships no modules.dep; init retries in passes anyway).
-mods="virtio virtio_ring virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci failover net_failover virtio_net"
+# In load order (virtio needs virtio_ring; the .deb ships no modules.dep and init retries in
+# passes anyway, but a failed insmod is a warning on the console).
+mods="virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci failover net_failover virtio_net"
 for m in $mods; do
   f=$(find "$src" -name "$m.ko" -o -name "$m.ko.xz" -o -name "$m.ko.zst" -o -name "$m.ko.gz" 2>/dev/null | head -1)
   [ -n "$f" ] || continue

@@ -687,6 +687,37 @@ res faulted 0 "$(dmesg | grep -c 'id 200 is not a head')"`,
       return 'output.0:id 200 is not a head!';
     },
   },
+  {
+    row: 24,
+    title:
+      'an interrupt storm the guest sees: 60,000 interrupts, one every 20 us, with nothing new in the rings (INTx)',
+    guard:
+      'vp_interrupt (virtio_pci_common.c) claims every interrupt whose ISR bit is set, and QEMU sets it with each notification: the spurious-IRQ detector never counts one',
+    reaction:
+      'the guest takes them as interrupts (at least 10,000 in 8 s here; unpaced, the writes merge in the eventfd); no "irq N: nobody cared", no "Disabling IRQ"; traffic continues',
+    rings: ['split'],
+    plan: {
+      seed: 24,
+      rules: [{ name: 'storm', on: 'receiveq0', do: 'notify-storm', value: 60000, paceUs: 20, after: 2, count: 1 }],
+    },
+    expect: expected([], ['irq-nobody-cared', 'link-dead', 'bad-ring']),
+    script: `
+irqs() { awk '/virtio0/ {s=0; for(i=2;i<=NF;i++) if($i ~ /^[0-9]+$/) s+=$i; print s; exit}' /proc/interrupts; }
+ping -c 1 -W 3 ${HOST_IP} >/dev/null 2>&1; res clean $? "$(irqs)"
+ping -c 2 -W 2 ${HOST_IP} >/dev/null 2>&1
+sleep 8
+res storm 0 "$(irqs)"
+res cared 0 "$(klog 'nobody cared')"
+ping -c 3 -W 2 ${HOST_IP} >/dev/null 2>&1; res after $?`,
+    check: (r) => {
+      clean(r);
+      const taken = num(r, 'storm') - num(r, 'clean');
+      must(taken >= 10000, `${taken} interrupts taken: the storm did not reach the guest as interrupts`);
+      must(num(r, 'cared') === 0, '"nobody cared" in the kernel log');
+      must(rc(r, 'after') === 0, 'traffic did not continue');
+      return `${taken} interrupts taken on the virtio line (INTx) in 8 s, each claimed by vp_interrupt (ISR set); no "nobody cared"; pings after answered`;
+    },
+  },
 ];
 
 export function conditionByRow(row: number): Condition | undefined {

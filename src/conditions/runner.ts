@@ -198,7 +198,10 @@ async function runCell(c: Condition, kernel: GuestKernel, ring: Ring, control: b
     await backend.stop();
     const out = g.qemu.output;
     const faults = readFileSync(logFile, 'utf8').split('\n').filter(Boolean);
-    return judge(c, ring, out, { host, faults, timedOut, control, base });
+    const r = judge(c, ring, out, { host, faults, timedOut, control, base });
+    // A guest that never came up: the backend's last words say why as often as QEMU's do.
+    if (r.verdict === 'error') r.reasons.push(`backend: ${backend.tail(4).split('\n').join(' | ')}`);
+    return r;
   } catch (err) {
     return {
       ...base,

@@ -60,6 +60,8 @@ export interface Lies {
   burstHoldMs: number;
   storm: number;
   stormN: number;
+  /** notify-storm's paceUs, in ms (0: all at once). */
+  stormPaceMs: number;
   notifyDelay: number;
   notifyDelayNs: bigint;
   corruptBit: number;
@@ -102,6 +104,7 @@ export const noLies = (): Lies => ({
   burstHoldMs: 0,
   storm: -1,
   stormN: 0,
+  stormPaceMs: 0,
   notifyDelay: -1,
   notifyDelayNs: 0n,
   corruptBit: 0,
@@ -218,6 +221,7 @@ export function tell(l: Lies, r: CompiledRule & { linkFreeMs: number }, e: bigin
     case A['notify-storm']:
       l.storm = r.rule;
       l.stormN = Number(r.value);
+      l.stormPaceMs = Number(r.paceNs) / 1e6;
       break;
     case A['notify-delay']:
       l.notifyDelay = r.rule;

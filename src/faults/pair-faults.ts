@@ -100,6 +100,9 @@ export class PairFaults {
   private readonly burstHoldMs = [0, 0];
   private readonly burstDueMs = [Infinity, Infinity];
   private readonly stormN = [0, 0];
+  /** notify-storm's paceUs (ms), and when its next interrupt is due (performance.now() ms). */
+  private readonly stormPaceMs = [0, 0];
+  private readonly stormAtMs = [Infinity, Infinity];
   private readonly notifyDelayMs = [0, 0];
   private readonly notifyAtMs = [Infinity, Infinity];
 
@@ -319,6 +322,7 @@ export class PairFaults {
     }
     if (l.storm >= 0) {
       this.stormN[d] = (this.stormN[d] as number) + l.stormN;
+      this.stormPaceMs[d] = l.stormPaceMs;
       this.record(d, l.storm, A['notify-storm'], l.event);
     }
     if (l.notifyDelay >= 0) {
@@ -363,6 +367,12 @@ export class PairFaults {
 
   /** notify-storm: interrupts owed with nothing behind them (taken: the caller sends them). */
   takeStorm(d: Direction): number {
+    if (this.stormPaceMs[d]) {
+      // Paced (paceUs): none now; releaseDue sends them one at a time (no faster than the timer).
+      if (this.stormN[d] && this.stormAtMs[d] === Infinity)
+        this.stormAtMs[d] = performance.now() + (this.stormPaceMs[d] as number);
+      return 0;
+    }
     const n = this.stormN[d] as number;
     this.stormN[d] = 0;
     return n;
@@ -399,7 +409,13 @@ export class PairFaults {
 
   /** Held frames, deferred interrupts and bounded batches: the earliest due (performance.now() ms; Infinity: none). */
   nextMs(): number {
-    return Math.min(this.hold[0].next(), this.hold[1].next(), ...this.notifyAtMs, ...this.burstDueMs);
+    return Math.min(
+      this.hold[0].next(),
+      this.hold[1].next(),
+      ...this.notifyAtMs,
+      ...this.burstDueMs,
+      ...this.stormAtMs,
+    );
   }
 
   /**
@@ -424,6 +440,12 @@ export class PairFaults {
     if (live[TO_GUEST] && this.hold[TO_GUEST].next() <= now) this.hold[TO_GUEST].release(now, toGuest);
     for (const d of [TO_GUEST, FROM_GUEST] as const) {
       if (live[d] && (this.burstDueMs[d] as number) <= now) publish(d, this.stop(d));
+      if ((this.stormAtMs[d] as number) <= now) {
+        // A paced storm: one interrupt now, the next a pace later (no catch-up run).
+        this.stormN[d] = (this.stormN[d] as number) - 1;
+        this.stormAtMs[d] = this.stormN[d] ? now + (this.stormPaceMs[d] as number) : Infinity;
+        if (live[d]) interrupt(d);
+      }
       if ((this.notifyAtMs[d] as number) > now) continue;
       this.notifyAtMs[d] = Infinity;
       interrupt(d);

@@ -183,6 +183,8 @@ const ruleSchema = z
     field: z.string().optional(),
     /** used-burst: entries wait for the batch at most this long (a device that batches); none: until it is full. */
     holdMs: z.number().int().min(1).max(60_000).optional(),
+    /** notify-storm: one interrupt every paceUs microseconds (each a write the front-end reads alone); none: all at once. */
+    paceUs: z.number().int().min(1).max(1_000_000).optional(),
     /** Session actions: only in the Nth session served under the plan (1 = the first). */
     session: z.number().int().min(1).optional(),
   })
@@ -227,6 +229,8 @@ export interface CompiledRule extends Trigger {
   jitterNs: bigint;
   /** used-burst: how long written entries may wait for the batch (0: until it is full). */
   holdNs: bigint;
+  /** notify-storm: one interrupt every paceNs (0: all at once). */
+  paceNs: bigint;
   /** loss-gilbert thresholds (u64; a draw below p/r moves the state, a draw at or above h/k loses). */
   gP: bigint;
   gR: bigint;
@@ -276,6 +280,7 @@ function vringRuleProblems(r: FaultRuleSpec, at: string): string[] {
   if (r.request !== undefined) problems.push(`${at}.request: only session actions name a request`);
   if (r.session !== undefined) problems.push(`${at}.session: only session actions take a session number`);
   if (r.holdMs !== undefined && r.do !== 'used-burst') problems.push(`${at}.holdMs: only used-burst takes it`);
+  if (r.paceUs !== undefined && r.do !== 'notify-storm') problems.push(`${at}.paceUs: only notify-storm takes it`);
   if (r.do === 'withhold' && r.on.startsWith('receiveq'))
     problems.push(`${at}.do: withhold applies to transmitqs (a receiveq without buffers is just full)`);
   if ((r.jitter !== undefined || r.distribution !== undefined) && r.do !== 'delay')
@@ -339,10 +344,13 @@ function argsOf(r: FaultRuleSpec): [number, number, bigint] | string {
       if (typeof r.value !== 'number' || r.value < 2 || r.value > 32768)
         return 'used-burst takes value: the batch size (2..32768; at most the queue size applies)';
       return [0, 0, BigInt(r.value)];
-    case 'notify-storm':
-      if (typeof r.value !== 'number' || r.value < 1 || r.value > 10000)
-        return 'notify-storm takes value: how many interrupts (1..10000)';
+    case 'notify-storm': {
+      // All at once, the worker writes them in one go; paced, one per timer wake.
+      const max = r.paceUs ? 1_000_000 : 10000;
+      if (typeof r.value !== 'number' || r.value < 1 || r.value > max)
+        return `notify-storm takes value: how many interrupts (1..${max}${r.paceUs ? ', paced' : '; up to 1000000 with paceUs'})`;
       return [0, 0, BigInt(r.value)];
+    }
     case 'notify-delay':
       if (typeof r.value !== 'number' || r.value < 1 || r.value > 60_000)
         return 'notify-delay takes value: ms (1..60000)';
@@ -486,6 +494,7 @@ export function compilePlan(input: unknown, vrings: number, source = 'plan'): Co
         value: args[2],
         jitterNs: BigInt(Math.round((r.jitter ?? 0) * 1e6)),
         holdNs: BigInt(r.holdMs ?? 0) * 1_000_000n,
+        paceNs: BigInt(r.paceUs ?? 0) * 1000n,
         gP: gilbertThreshold(r.gilbert?.p ?? 0),
         gR: gilbertThreshold(r.gilbert?.r ?? 0),
         gH: gilbertThreshold(r.gilbert?.h ?? 0),
