@@ -127,6 +127,40 @@ const TRANSMITQ_LIE: Outcome[] = [
   },
 ];
 
+/**
+ * Rows 2, 4 and 23: one lie about a transmitq completion breaks the transmitq; the guest's
+ * script sends a little and the BAD_RING line and what follows are the reaction
+ * (TRANSMITQ_LIE: the 6.1 lockup, 6.12's queue failure).
+ */
+function transmitqLie(
+  row: number,
+  title: string,
+  guard: string,
+  reaction: string,
+  rule: FaultPlan['rules'][number],
+  o: { rings?: Ring[]; line?: string } = {},
+): Condition {
+  return {
+    row,
+    title,
+    guard,
+    reaction,
+    rings: o.rings ?? ['split', 'packed'],
+    plan: { seed: row, rules: [rule] },
+    expect: expected(['bad-ring']),
+    outcomes: TRANSMITQ_LIE,
+    script: `
+ping -c 1 -W 3 ${HOST_IP} >/dev/null 2>&1; res clean $?
+ping -c 4 -W 1 ${HOST_IP} >/dev/null 2>&1
+res faulted 0 "$(dmesg | grep -c '${o.line ?? 'output.0:id'}')"`,
+    check: (r) => {
+      clean(r);
+      must(num(r, 'faulted') >= 1, `no "${o.line ?? 'output.0:id'}" line`);
+      return `${o.line ?? 'the BAD_RING line'}; the guest finished its script`;
+    },
+  };
+}
+
 /** Rows 6-9: one lie about a received frame in mergeable mode (the default offer). */
 function mergeable(
   row: number,
@@ -184,27 +218,13 @@ res log 0 "$(klog 'input.0:id 256 out of range')"`,
       return `input.0:id 256 out of range x${num(r, 'log')}`;
     },
   },
-  {
-    row: 2,
-    title: 'completes a transmitq chain with a used id >= the queue size',
-    guard: 'the same BAD_RING guard, on output.0',
-    reaction: 'dmesg "output.0:id N out of range"; transmit stalls; later the TX watchdog',
-    rings: ['split', 'packed'],
-    plan: {
-      seed: 2,
-      rules: [{ name: 'bad-id', on: 'transmitq0', do: 'used-id', value: 'out-of-range', after: 4, count: 1 }],
-    },
-    expect: expected(['bad-ring']),
-    outcomes: TRANSMITQ_LIE,
-    script: `
-ping -c 1 -W 3 ${HOST_IP} >/dev/null 2>&1; res clean $?
-ping -c 4 -W 1 ${HOST_IP} >/dev/null 2>&1
-res faulted 0`,
-    check: (r) => {
-      clean(r);
-      return 'the guest finished its script';
-    },
-  },
+  transmitqLie(
+    2,
+    'completes a transmitq chain with a used id >= the queue size',
+    'the same BAD_RING guard, on output.0',
+    'dmesg "output.0:id N out of range"; transmit stalls; later the TX watchdog',
+    { name: 'bad-id', on: 'transmitq0', do: 'used-id', value: 'out-of-range', after: 4, count: 1 },
+  ),
   {
     row: 3,
     title: "big-buffer mode: completes a receiveq id that is a chain's second descriptor, not a head",
@@ -237,27 +257,13 @@ res line 0 "$(dmesg | grep -m1 'is not a head' | sed 's/^\\[[^]]*\\] //')"`,
       return `${r.get('line')?.text.trim()} (x${num(r, 'log')}); pings after it unanswered`;
     },
   },
-  {
-    row: 4,
-    title: 'completes the same transmitq head twice',
-    guard: 'the second completion hits "is not a head!"',
-    reaction: 'dmesg "output.0:id N is not a head!"; queue broken; no oops',
-    rings: ['split', 'packed'],
-    plan: {
-      seed: 4,
-      rules: [{ name: 'twice', on: 'transmitq0', do: 'used-id', value: 'repeat', after: 4, count: 1 }],
-    },
-    expect: expected(['bad-ring']),
-    outcomes: TRANSMITQ_LIE,
-    script: `
-ping -c 1 -W 3 ${HOST_IP} >/dev/null 2>&1; res clean $?
-ping -c 4 -W 1 ${HOST_IP} >/dev/null 2>&1
-res faulted 0`,
-    check: (r) => {
-      clean(r);
-      return 'the guest finished its script';
-    },
-  },
+  transmitqLie(
+    4,
+    'completes the same transmitq head twice',
+    'the second completion hits "is not a head!"',
+    'dmesg "output.0:id N is not a head!"; queue broken; no oops',
+    { name: 'twice', on: 'transmitq0', do: 'used-id', value: 'repeat', after: 4, count: 1 },
+  ),
   {
     row: 5,
     title: 'small-buffer mode: a used len larger than 1518 + the header',
@@ -668,25 +674,14 @@ res log 0 "$(klog 'NETDEV WATCHDOG')"`,
       return `NETDEV WATCHDOG x${num(r, 'log')} after one completion was flagged for the other wrap counter`;
     },
   },
-  {
-    row: 23,
-    title: 'packed rings: completes a transmitq buffer id the driver never made available (id 200)',
-    guard: 'virtqueue_get_buf_ctx_packed: BAD_RING "id %u is not a head!" (desc_state[id].data is NULL)',
-    reaction: 'dmesg "output.0:id 200 is not a head!"; the transmitq is broken; what follows is rows 2 and 4\'s',
-    rings: ['packed'],
-    plan: { seed: 23, rules: [{ name: 'stranger', on: 'transmitq0', do: 'used-id', value: 200, after: 4, count: 1 }] },
-    expect: expected(['bad-ring']),
-    outcomes: TRANSMITQ_LIE,
-    script: `
-ping -c 1 -W 3 ${HOST_IP} >/dev/null 2>&1; res clean $?
-ping -c 4 -W 1 ${HOST_IP} >/dev/null 2>&1
-res faulted 0 "$(dmesg | grep -c 'id 200 is not a head')"`,
-    check: (r) => {
-      clean(r);
-      must(num(r, 'faulted') >= 1, 'no "id 200 is not a head!" line');
-      return 'output.0:id 200 is not a head!';
-    },
-  },
+  transmitqLie(
+    23,
+    'packed rings: completes a transmitq buffer id the driver never made available (id 200)',
+    'virtqueue_get_buf_ctx_packed: BAD_RING "id %u is not a head!" (desc_state[id].data is NULL)',
+    'dmesg "output.0:id 200 is not a head!"; the transmitq is broken; what follows is rows 2 and 4\'s',
+    { name: 'stranger', on: 'transmitq0', do: 'used-id', value: 200, after: 4, count: 1 },
+    { rings: ['packed'], line: 'id 200 is not a head' },
+  ),
   {
     row: 24,
     title:
