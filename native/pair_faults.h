@@ -93,6 +93,7 @@ class PairFaults {
     }
     const uint32_t n = stormN_[d];
     stormN_[d] = 0;
+    stormAtNs_[d] = FrameHold::kNever;  // an unpaced rule took what a paced one still owed
     return n;
   }
   // used-burst: the used entries written and not published yet, and whether `filled` entries
@@ -119,7 +120,7 @@ class PairFaults {
     if (live[kToGuest] && hold_[kToGuest].NextNs() <= now) hold_[kToGuest].Release(now, toGuest);
     for (int d = 0; d < 2; d++) {
       if (live[d] && burstDueNs_[d] <= now) publish(d, Stop(d));
-      if (stormAtNs_[d] <= now) {
+      if (stormAtNs_[d] <= now && stormN_[d]) {
         // A paced storm: one interrupt now, the next a pace later (a late timer sends one, not
         // a catch-up run QEMU would read as one).
         stormN_[d]--;

@@ -375,6 +375,7 @@ export class PairFaults {
     }
     const n = this.stormN[d] as number;
     this.stormN[d] = 0;
+    this.stormAtMs[d] = Infinity; // an unpaced rule took what a paced one still owed
     return n;
   }
 
@@ -440,7 +441,7 @@ export class PairFaults {
     if (live[TO_GUEST] && this.hold[TO_GUEST].next() <= now) this.hold[TO_GUEST].release(now, toGuest);
     for (const d of [TO_GUEST, FROM_GUEST] as const) {
       if (live[d] && (this.burstDueMs[d] as number) <= now) publish(d, this.stop(d));
-      if ((this.stormAtMs[d] as number) <= now) {
+      if ((this.stormAtMs[d] as number) <= now && this.stormN[d]) {
         // A paced storm: one interrupt now, the next a pace later (no catch-up run).
         this.stormN[d] = (this.stormN[d] as number) - 1;
         this.stormAtMs[d] = this.stormN[d] ? now + (this.stormPaceMs[d] as number) : Infinity;
