@@ -216,6 +216,33 @@ describe.each(['native', 'ts'] as const)('fault timing on the %s data path', (da
     expect(lines.map((l) => [l.rule, l.do])).toEqual([['paced', 'notify-storm']]);
   });
 
+  it('notify-storm: an unpaced storm after a paced one takes what is owed at once, and then all is quiet', async () => {
+    const { pair, ram, session } = await device(datapath, 'loopback', {
+      seed: 1,
+      rules: [
+        { name: 'paced', on: 'receiveq0', do: 'notify-storm', value: 50, paceUs: 50_000, count: 1 },
+        { name: 'burst', on: 'receiveq0', do: 'notify-storm', value: 3, after: 1, count: 1 },
+      ],
+    });
+    postRx(pair, 16);
+    await waitFor(() => session.vrings[0]?.started === true, 2000, 'receiveq started');
+    native.eventfdRead(pair.calls.receiveq);
+    transmit(native, ram, pair, [numberedFrame(0)]);
+    await waitFor(() => pair.receiveq.usedIdx() === 1, 2000, 'first frame back');
+    transmit(native, ram, pair, [numberedFrame(1)], { base: 0x201000 });
+    await waitFor(() => pair.receiveq.usedIdx() === 2, 2000, 'second frame back');
+    let total = 0n;
+    const t0 = performance.now();
+    while (performance.now() - t0 < 300) {
+      total += native.eventfdRead(pair.calls.receiveq) ?? 0n;
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    // Two frames' interrupts, the paced rule's 50 and the unpaced rule's 3, at most.
+    expect(total).toBeLessThanOrEqual(55n);
+    await new Promise((r) => setTimeout(r, 150));
+    expect(native.eventfdRead(pair.calls.receiveq), 'nothing owed any more').toBeNull();
+  });
+
   it('notify-storm and notify-delay: more interrupts than used entries; an interrupt late', async () => {
     const { pair, ram, lines, session } = await device(datapath, 'loopback', {
       seed: 1,
