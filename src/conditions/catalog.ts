@@ -161,6 +161,22 @@ res faulted 0 "$(dmesg | grep -c '${o.line ?? 'output.0:id'}')"`,
   };
 }
 
+/**
+ * Rows 12 and 20: the guest watches its carrier go down and up (for up to `seconds`), reports
+ * `flap` ("11": both seen) and `changes` (carrier_changes), then pings until one is answered
+ * (`resumed`).
+ */
+const flapThenPing = (seconds: number): string => `down=0; up=0
+for i in $(seq ${seconds * 10}); do
+  c=$(cat /sys/class/net/eth0/carrier 2>/dev/null || echo 0)
+  if [ "$c" = 0 ]; then down=1; elif [ $down = 1 ]; then up=1; break; fi
+  sleep 0.1
+done
+res flap 0 "$down$up"
+res changes 0 "$(cat /sys/class/net/eth0/carrier_changes)"
+ok=1; for i in $(seq 30); do ping -c 1 -W 1 ${HOST_IP} >/dev/null 2>&1 && { ok=0; break; }; done
+res resumed $ok`;
+
 /** Rows 6-9: one lie about a received frame in mergeable mode (the default offer). */
 function mergeable(
   row: number,
@@ -408,16 +424,7 @@ res timeouts 0 "$(ethtool -S eth0 2>/dev/null | grep -i timeout | tr -s ' ' | tr
     script: `
 ping -c 1 -W 3 ${HOST_IP} >/dev/null 2>&1; res clean $? "$(cat /sys/class/net/eth0/carrier_changes)"
 phase serve
-down=0; up=0
-for i in $(seq 200); do
-  c=$(cat /sys/class/net/eth0/carrier 2>/dev/null || echo 0)
-  if [ "$c" = 0 ]; then down=1; elif [ $down = 1 ]; then up=1; break; fi
-  sleep 0.1
-done
-res flap 0 "$down$up"
-res changes 0 "$(cat /sys/class/net/eth0/carrier_changes)"
-ok=1; for i in $(seq 30); do ping -c 1 -W 1 ${HOST_IP} >/dev/null 2>&1 && { ok=0; break; }; done
-res resumed $ok`,
+${flapThenPing(20)}`,
     check: (r) => {
       clean(r);
       must(r.get('flap')?.text === '11', `carrier seen ${r.get('flap')?.text}, wanted 0 then 1`);
@@ -612,15 +619,7 @@ ping -c 5 -i 0.3 -W 2 ${HOST_IP} > /tmp/p 2>&1; res stalled $? "$(grep -o '[0-9]
     script: `
 ping -c 1 -W 3 ${HOST_IP} >/dev/null 2>&1; res clean $?
 phase serve
-down=0; up=0
-for i in $(seq 300); do
-  c=$(cat /sys/class/net/eth0/carrier 2>/dev/null || echo 0)
-  if [ "$c" = 0 ]; then down=1; elif [ $down = 1 ]; then up=1; break; fi
-  sleep 0.1
-done
-res flap 0 "$down$up"
-ok=1; for i in $(seq 30); do ping -c 1 -W 1 ${HOST_IP} >/dev/null 2>&1 && { ok=0; break; }; done
-res resumed $ok`,
+${flapThenPing(30)}`,
     check: (r, { faults, console }) => {
       clean(r);
       must(

@@ -102,7 +102,7 @@ export async function runGuest(o: GuestRunOptions): Promise<number> {
   const queues = o.queues ?? 1;
   const cleanups: (() => void | Promise<void>)[] = [];
   try {
-    const { ns, sock, backend } = await hostEnd(cleanups, { args, quiet: true });
+    const { ns, sock } = await hostEnd(cleanups, { args, quiet: true });
     const http = forwardHttp(ns.name);
     if (http.stop) cleanups.push(http.stop);
     say(
@@ -124,7 +124,6 @@ export async function runGuest(o: GuestRunOptions): Promise<number> {
       queuePairs: queues,
       ...(queues > 1 ? { smp: 2 } : {}),
     };
-    void backend;
     if (o.shell) return await shell(guestOpts, cleanups);
     const g = bootGuest({ ...guestOpts, script: `(\n${o.run}\n)\nrc=$?\nres vun-run $rc\nexit $rc\n` });
     cleanups.push(() => g.cleanup());
