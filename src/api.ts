@@ -27,6 +27,13 @@ export { compilePlan } from './faults/plan.js';
 export { failures, runConditions } from './conditions/runner.js';
 export type { ConditionResult, ConditionsOptions, ConditionsReport, Verdict } from './conditions/runner.js';
 export type { Signature } from './conditions/signatures.js';
+// The explorer (as `vhost-user-net explore`; root, QEMU): generated plans, minimized findings.
+export { explore } from './explore/explorer.js';
+export type { ExploreOptions } from './explore/explorer.js';
+export { guestRunner } from './explore/round-guest.js';
+export { generatePlan } from './explore/generate.js';
+export { minimize } from './explore/minimize.js';
+export type { ExploreState, Found, PlanRun, PlanRunner } from './explore/types.js';
 export type { KernelSpec } from './guest/kernels.js';
 
 export interface StartOptions {

@@ -12,6 +12,7 @@ import { featureNames, ProtocolFeature, VirtioFeature } from '../features.js';
 import { packageRoot } from '../native.js';
 import { flagHelp, mergeFlags, parseArgsOptions } from './flags.js';
 import { type ConditionsCommand, GUEST_USAGE, type GuestCommand, parseGuestCommand } from './guest-commands.js';
+import { EXPLORE_USAGE, type ExploreCommand, parseExploreCommand } from './explore-command.js';
 import { systemdListenFd } from '../service/systemd.js';
 import { OFFERED_FEATURES, OFFERED_PROTOCOL_FEATURES } from '../vhost-user/session.js';
 
@@ -20,6 +21,7 @@ export const USAGE = `Usage: vhost-user-net [serve] [options]
        vhost-user-net explain TRACE-FILE            (a --trace-messages file as a timeline)
        vhost-user-net status [--http HOST:PORT]     (a running backend's state, from its --http)
 ${GUEST_USAGE}
+${EXPLORE_USAGE}
 
 A userspace virtio-net device for QEMU's -netdev vhost-user.
 
@@ -54,6 +56,7 @@ export type Command =
   | { action: 'status'; http: string }
   | GuestCommand
   | ConditionsCommand
+  | ExploreCommand
   | ServeCommand;
 export interface ServeCommand {
   action: 'serve';
@@ -64,6 +67,7 @@ export interface ServeCommand {
 /** Parses argv into a validated Config (or a request for help/version/capabilities). */
 export function parseCommandLine(argv: string[]): Command {
   if (argv[0] === 'guest' || argv[0] === 'conditions') return parseGuestCommand(argv);
+  if (argv[0] === 'explore') return parseExploreCommand(argv);
   let parsed;
   try {
     parsed = parseArgs({

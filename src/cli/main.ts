@@ -8,6 +8,7 @@ import { formatStatus } from '../metrics/status-text.js';
 import { explainFile } from '../trace/explain.js';
 import { capabilities, type Command, parseCommandLine, USAGE, version } from './command.js';
 import { conditionsCommand } from './guest-commands.js';
+import { exploreCommand } from './explore-command.js';
 import { serve } from './serve.js';
 import { runGuest } from '../demo/guest-run.js';
 
@@ -51,8 +52,9 @@ async function run(cmd: Exclude<Command, { action: 'serve' }>): Promise<number> 
       return 1;
     }
   }
-  if (cmd.action === 'guest' || cmd.action === 'conditions') {
+  if (cmd.action === 'guest' || cmd.action === 'conditions' || cmd.action === 'explore') {
     try {
+      if (cmd.action === 'explore') return await exploreCommand(cmd);
       return cmd.action === 'guest' ? await runGuest(cmd) : await conditionsCommand(cmd);
     } catch (err) {
       const e = err as Error & { code?: string };

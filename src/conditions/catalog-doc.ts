@@ -12,7 +12,7 @@ function outcome(o: Outcome): string {
   const not = forbidden(o)
     .map((s) => `\`${s}\``)
     .join(' ');
-  return `${where ? `${where}: ` : ''}${o.verdict === 'finding' ? '**finding** ' : ''}${sig}${not ? `; never ${not}` : ''}${o.hangs ? ' (the guest hangs)' : ''}${o.note ? ` (${esc(o.note)})` : ''}`;
+  return `${where ? `${where}: ` : ''}${o.verdict === 'finding' ? '**finding** ' : ''}${sig}${not ? `; never ${not}` : ''}${o.hangs ? ' (the guest hangs)' : ''}${o.frame ? ` in \`${o.frame}\`` : ''}${o.note ? ` (${esc(o.note)})` : ''}`;
 }
 
 export function conditionsMarkdown(): string {

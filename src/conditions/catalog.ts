@@ -29,6 +29,8 @@ export interface Outcome {
   absent?: Signature[];
   /** The guest hangs: its script never ends, so only the signatures are held to. */
   hangs?: boolean;
+  /** The kernel's stack trace has this function among its top frames (signatures.ts stackFrames). */
+  frame?: string;
   note?: string;
 }
 
@@ -710,6 +712,87 @@ ping -c 3 -W 2 ${HOST_IP} >/dev/null 2>&1; res after $?`,
       must(num(r, 'cared') === 0, '"nobody cared" in the kernel log');
       must(rc(r, 'after') === 0, 'traffic did not continue');
       return `${taken} interrupts taken on the virtio line (INTx) in 8 s, each claimed by vp_interrupt (ISR set); no "nobody cared"; pings after answered`;
+    },
+  },
+  {
+    row: 25,
+    title:
+      'a receive header whose csum_start points before the transport header (partially checksummed frames from the host)',
+    guard:
+      'virtio_net_hdr_to_skb: a NEEDS_CSUM header whose csum_start puts the transport header before the network header is refused (-EINVAL)',
+    reaction:
+      'rx_frame_errors grows: the TCP frames from the host are dropped at the header; nothing is delivered wrong; traffic flows once the header is right',
+    rings: ['split'],
+    // Found by the explorer (docs/explorer.md): csum_start 0 on every receiveq frame.
+    plan: {
+      seed: 25,
+      rules: [{ name: 'early-csum', on: 'receiveq0', do: 'header', field: 'csum_start', value: 0, after: 2 }],
+    },
+    iperf: true,
+    expect: expected(['frame-error'], ['bad-ring', 'csum-error', 'link-dead']),
+    outcomes: [
+      {
+        series: '6.1',
+        verdict: 'finding',
+        signatures: ['csum-error'],
+        absent: ['bad-ring', 'frame-error', 'link-dead'],
+        note: "6.1's virtio_net_hdr_to_skb has no transport-offset check: the frame goes up as CHECKSUM_PARTIAL with csum_start before the data, which skb_csum_unnecessary does not trust, so TCP verifies the checksum itself, finds only the pseudo-header sum the host left, and drops it (Tcp InCsumErrors)",
+      },
+    ],
+    script: `
+ping -c 1 -W 3 ${HOST_IP} >/dev/null 2>&1; res clean $? "$(snmp Tcp InCsumErrors) $(st rx_frame_errors)"
+timeout 12 iperf3 -c ${HOST_IP} -t 2 -R --connect-timeout 3000 >/dev/null 2>&1; res iperf $?
+res after 0 "$(snmp Tcp InCsumErrors) $(st rx_frame_errors)"`,
+    check: (r) => {
+      clean(r);
+      const [c0, f0] = (r.get('clean')?.text ?? '').split(' ').map(Number);
+      const [c1, f1] = (r.get('after')?.text ?? '').split(' ').map(Number);
+      must(
+        (c1 ?? 0) > (c0 ?? 0) || (f1 ?? 0) > (f0 ?? 0),
+        `neither Tcp InCsumErrors (${c0} -> ${c1}) nor rx_frame_errors (${f0} -> ${f1}) grew`,
+      );
+      return `Tcp InCsumErrors ${c0} -> ${c1}, rx_frame_errors ${f0} -> ${f1}; iperf3 -R exit ${rc(r, 'iperf')}`;
+    },
+  },
+  {
+    row: 26,
+    title:
+      'completes a transmitq chain with a used id >= the queue size while nothing comes back (the guest sends to a neighbour that does not answer)',
+    guard: "BAD_RING on output.0, then start_xmit's own loop: free_old_xmit_skbs until virtqueue_enable_cb_delayed",
+    reaction: 'dmesg "output.0:id N out of range"; later transmits fail ("queue failure") and are dropped',
+    rings: ['split'],
+    // Found by the explorer: row 2's lie, caught in start_xmit instead of virtnet_poll. With no
+    // frame for the guest, no receive poll runs, so the transmit path meets the broken queue first.
+    plan: {
+      seed: 26,
+      rules: [{ name: 'bad-id', on: 'transmitq0', do: 'used-id', value: 'out-of-range', after: 4, count: 1 }],
+    },
+    expect: expected(['bad-ring']),
+    outcomes: [
+      {
+        series: '6.1',
+        verdict: 'finding',
+        signatures: ['bad-ring', 'soft-lockup'],
+        hangs: true,
+        frame: 'start_xmit',
+        note: "the guest locks up in start_xmit: its do-while calls free_old_xmit_skbs again while virtqueue_enable_cb_delayed says used entries wait, which a broken vq never hands out (row 2's spin, from the transmit side; the same 6.12.117 fix ends both)",
+      },
+      {
+        series: '6.12',
+        verdict: 'expected',
+        signatures: ['bad-ring', 'queue-failure', 'link-dead'],
+        note: 'virtqueue_enable_cb_delayed returns true on a broken vq, so start_xmit goes on to xmit_skb, which fails (-EIO) and drops the frame',
+      },
+    ],
+    script: `
+ip neigh replace 10.77.0.9 lladdr 02:00:00:00:00:09 dev eth0
+ping -c 1 -W 3 ${HOST_IP} >/dev/null 2>&1; res clean $?
+for i in $(seq 8); do ping -c 1 -W 1 10.77.0.9 >/dev/null 2>&1; done
+res faulted 0 "$(dmesg | grep -c 'output.0:id')"`,
+    check: (r) => {
+      clean(r);
+      must(num(r, 'faulted') >= 1, 'no "output.0:id" line');
+      return 'the BAD_RING line; the guest finished its script';
     },
   },
 ];

@@ -29,7 +29,7 @@ import {
   outcomeFor,
   type Ring,
 } from './catalog.js';
-import { classify, COUNTERS_SH, HANG, parseCounters, type Signature } from './signatures.js';
+import { classify, COUNTERS_SH, HANG, parseCounters, type Signature, stackFrames } from './signatures.js';
 
 export type Verdict = 'expected' | 'finding' | 'unexpected' | 'error';
 
@@ -78,10 +78,11 @@ export interface ConditionsOptions {
   onResult?: (r: ConditionResult) => void;
 }
 
-const HTTP_PORT = 9478;
+/** The backend's HTTP port inside each cell's namespace. */
+export const HTTP_PORT = 9478;
 const TIMEOUT_MS = 150_000;
 /** After a hang shows, how long its stack trace is given to reach the console. */
-const HANG_GRACE_MS = 4_000;
+export const HANG_GRACE_MS = 4_000;
 
 const PROLOGUE = `${COUNTERS_SH}
 res vun-before 0 "$(counters)"
@@ -96,7 +97,7 @@ res vun-alive $alive
 `;
 
 /** GET, PUT or DELETE /faults on the backend's HTTP endpoint inside the namespace. */
-async function faultsRequest(ns: Netns, method: 'GET' | 'PUT' | 'DELETE', body?: unknown): Promise<string> {
+export async function faultsRequest(ns: Netns, method: 'GET' | 'PUT' | 'DELETE', body?: unknown): Promise<string> {
   const js = `fetch('http://127.0.0.1:${HTTP_PORT}/faults',{method:'${method}'${body ? `,body:process.argv[1]` : ''}}).then(async r=>{const t=await r.text();process.stdout.write(t);process.exit(r.ok?0:1)})`;
   const r = await ns.run(`${process.execPath} -e "${js}" '${body ? JSON.stringify(body) : ''}'`);
   if (r.status !== 0) throw new Error(`${method} /faults failed: ${r.out}`);
@@ -260,6 +261,9 @@ function judge(
   if (!o.control && o.faults.length === 0) reasons.push('the plan injected nothing');
   for (const s of expected.signatures) if (!cl.signatures.includes(s)) reasons.push(`no ${s}`);
   for (const s of forbidden(expected)) if (cl.signatures.includes(s)) reasons.push(`${s}: ${cl.evidence[s]}`);
+  const frames = stackFrames(out);
+  if (expected.frame && !frames.includes(expected.frame))
+    reasons.push(`the stack trace's top frames are ${frames.join(' < ') || 'none'}, not in ${expected.frame}`);
   let observed = '';
   const finished = out.includes('VUN-DONE');
   if (finished && c.check) {

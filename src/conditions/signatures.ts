@@ -90,3 +90,50 @@ export function classify(console: string, before?: Counters, after?: Counters, a
   const signatures = SIGNATURES.filter((s) => evidence[s] !== undefined);
   return { signatures, evidence };
 }
+
+/** How many frames `stackFrames` keeps. */
+export const TOP_FRAMES = 5;
+
+/** Entry and interrupt plumbing: in every trace, so they tell two traces apart by nothing. */
+const PLUMBING =
+  /^(asm_|sysvec_|__sysvec_|irq_exit|__irq_exit|do_softirq|__do_softirq|handle_softirqs|__local_bh_enable|ret_from_fork|entry_SYSCALL|do_syscall_64|common_interrupt|__common_interrupt|cpu_startup_entry|do_idle|default_idle|start_kernel|secondary_startup|x86_64_start|arch_call_rest_init|rest_init|kthread$|smpboot_thread_fn|run_ksoftirqd|irq_thread)/;
+
+/** The function of a frame line (`[  1.2]  name+0x1/0x2 [module]`), or undefined for a guessed one. */
+function frameName(line: string): string | undefined {
+  const body = line.replace(/^\[[^\]]*\]\s*/, '').trim();
+  // A guessed frame ("? name+0x..") does not match: the name must start the line.
+  const m = /^([A-Za-z_][\w.]*)\+0x[0-9a-f]+\/0x[0-9a-f]+/.exec(body);
+  return m ? (m[1] as string) : undefined;
+}
+
+/**
+ * The top frames of the first stack trace in `console`: the RIP's function, then the call
+ * trace's, without plumbing or repeats, at most TOP_FRAMES.
+ */
+export function stackFrames(console: string, top = TOP_FRAMES): string[] {
+  const lines = console.split('\n').map((l) => l.replace(/\r$/, ''));
+  const first = lines.findIndex((l) => /Call Trace:|RIP: 0010:/.test(l));
+  if (first < 0) return [];
+  const frames: string[] = [];
+  const add = (name: string | undefined) => {
+    if (name && !PLUMBING.test(name) && !frames.includes(name)) frames.push(name);
+  };
+  for (let i = first; i < lines.length && frames.length < top; i++) {
+    const l = lines[i] as string;
+    const rip = /RIP: 0010:([A-Za-z_][\w.]*)\+0x/.exec(l);
+    if (rip) {
+      add(rip[1]);
+      continue;
+    }
+    // The trace ends at its closing marker, at the end of the interrupt it was taken in (what
+    // follows is the interrupted task's), or at the next report.
+    if (
+      i > first &&
+      /<\/TASK>|<\/IRQ>|---\[ end trace|^\S*\s*(watchdog:|BUG:|WARNING:)/.test(l.replace(/^\[[^\]]*\]\s*/, ''))
+    )
+      break;
+    if (/Call Trace:|<IRQ>|<TASK>|<NMI>/.test(l)) continue;
+    add(frameName(l));
+  }
+  return frames;
+}

@@ -35,6 +35,8 @@ export interface QemuOptions {
   extraArgs?: string[];
   /** Run QEMU as this user and group (setpriv), as libvirt runs it: unprivileged. */
   runAs?: { uid: number; gid: number };
+  /** The guest's console takes input from QEMU's stdin (Proc.write): a running guest script can be told things. */
+  input?: boolean;
 }
 
 export function qemuArgs(o: QemuOptions): string[] {
@@ -96,5 +98,8 @@ export function startQemu(o: QemuOptions): Proc {
     ? ['setpriv', `--reuid=${o.runAs.uid}`, `--regid=${o.runAs.gid}`, '--clear-groups', qemu]
     : [qemu];
   const argv = [...cmd, ...qemuArgs(o)];
-  return o.netns ? new Proc('ip', ['netns', 'exec', o.netns, ...argv]) : new Proc(argv[0] as string, argv.slice(1));
+  const input = { input: !!o.input };
+  return o.netns
+    ? new Proc('ip', ['netns', 'exec', o.netns, ...argv], input)
+    : new Proc(argv[0] as string, argv.slice(1), input);
 }

@@ -21,8 +21,22 @@ export class Proc {
   exitCode: number | null | undefined;
   readonly exited: Promise<number | null>;
 
-  constructor(cmd: string, args: string[], opts: { env?: NodeJS.ProcessEnv; cwd?: string } = {}) {
-    this.child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], env: opts.env ?? process.env, cwd: opts.cwd });
+  constructor(
+    cmd: string,
+    args: string[],
+    opts: {
+      env?: NodeJS.ProcessEnv;
+      cwd?: string;
+      /** Its stdin a pipe (`write`) instead of nothing. */ input?: boolean;
+    } = {},
+  ) {
+    this.child = spawn(cmd, args, {
+      stdio: [opts.input ? 'pipe' : 'ignore', 'pipe', 'pipe'],
+      env: opts.env ?? process.env,
+      cwd: opts.cwd,
+    });
+    // A write after the process exited must not take the caller down with EPIPE.
+    this.child.stdin?.on('error', () => undefined);
     const add = (d: Buffer) => {
       this.output += d.toString();
       if (this.output.length > 4_000_000) this.output = this.output.slice(-2_000_000);
@@ -57,6 +71,14 @@ export class Proc {
     const code = await this.exited;
     clearTimeout(t);
     return code;
+  }
+
+  /** Writes to its stdin (started with `input`); false when that is gone. */
+  write(text: string): boolean {
+    const w = this.child.stdin;
+    if (!w || w.destroyed || !this.running) return false;
+    w.write(text);
+    return true;
   }
 
   tail(n = 40): string {
