@@ -28,7 +28,7 @@ function explore(minutes: number): { status: number | null; err: string } {
       '--seed',
       '11',
       '--max-replays',
-      '12',
+      '6',
       '--out',
       tmp.dir,
     ],
