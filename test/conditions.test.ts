@@ -79,6 +79,16 @@ describe('outcomes', () => {
     expect(forbidden(outcomeFor(row2, '6.1.0', 'split'))).not.toContain('soft-lockup');
   });
 
+  it('lets a racing reaction be one of several (row 27 on 6.1), and holds a hang to its frame (rows 26, 27)', () => {
+    const row27 = conditionByRow(27)!;
+    const on61 = outcomeFor(row27, '6.1.0-57-cloud-amd64', 'split');
+    expect(on61.anyOf).toEqual(['soft-lockup', 'bad-ring']);
+    expect(forbidden(on61)).not.toContain('soft-lockup');
+    expect(forbidden(on61)).toContain('oops');
+    expect(outcomeFor(row27, '6.12.118+deb12-cloud-amd64', 'split')).toMatchObject({ frame: 'detach_buf_split' });
+    expect(outcomeFor(conditionByRow(26)!, '6.1.0-57-cloud-amd64', 'split')).toMatchObject({ frame: 'start_xmit' });
+  });
+
   it('numbers the conditions 1..N with a plan, a script and at least one ring each', () => {
     expect(CONDITIONS.map((c) => c.row)).toEqual(CONDITIONS.map((_, i) => i + 1));
     for (const c of CONDITIONS) {

@@ -1,7 +1,7 @@
 /**
  * The fault conditions matrix on real Linux guests: Debian 12's 6.1 and bookworm's 6.12 cloud
  * kernels, every condition on the ring layouts the catalog gives it (src/conditions/catalog.ts:
- * 23 on split rings, 9 on packed), run by the product's own runner (runConditions, as
+ * 24 on split rings, 9 on packed), run by the product's own runner (runConditions, as
  * `vhost-user-net conditions` runs it) two guests at a time. Each cell must be expected or a
  * documented finding for its kernel. The matrix is kept in .test-results/conditions.json
  * (scripts/fault-scorecard.mjs writes docs/fault-scorecard.md from it).

@@ -8,7 +8,10 @@ const esc = (s: string) => s.replace(/\|/g, '\\|').replace(/\n/g, ' ');
 
 function outcome(o: Outcome): string {
   const where = [o.series ? `Linux ${o.series}` : '', o.ring ? `${o.ring} rings` : ''].filter(Boolean).join(', ');
-  const sig = o.signatures.length ? o.signatures.map((s) => `\`${s}\``).join(' ') : 'no signature';
+  const any = o.anyOf?.length ? `one of ${o.anyOf.map((s) => `\`${s}\``).join(' ')}` : '';
+  const sig = o.signatures.length
+    ? `${o.signatures.map((s) => `\`${s}\``).join(' ')}${any ? ` and ${any}` : ''}`
+    : any || 'no signature';
   const not = forbidden(o)
     .map((s) => `\`${s}\``)
     .join(' ');

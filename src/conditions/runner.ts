@@ -261,8 +261,11 @@ function judge(
   if (!o.control && o.faults.length === 0) reasons.push('the plan injected nothing');
   for (const s of expected.signatures) if (!cl.signatures.includes(s)) reasons.push(`no ${s}`);
   for (const s of forbidden(expected)) if (cl.signatures.includes(s)) reasons.push(`${s}: ${cl.evidence[s]}`);
+  if (expected.anyOf && !expected.anyOf.some((s) => cl.signatures.includes(s)))
+    reasons.push(`none of ${expected.anyOf.join(', ')}`);
   const frames = stackFrames(out);
-  if (expected.frame && !frames.includes(expected.frame))
+  const hung = cl.signatures.some((s) => s === 'soft-lockup' || s === 'hung-task');
+  if (expected.frame && (hung || frames.length) && !frames.includes(expected.frame))
     reasons.push(`the stack trace's top frames are ${frames.join(' < ') || 'none'}, not in ${expected.frame}`);
   let observed = '';
   const finished = out.includes('VUN-DONE');
