@@ -38,6 +38,9 @@ const LINES: [Signature, RegExp][] = [
   ['queue-failure', /queue failure/],
 ];
 
+/** The signatures read from the kernel's own reports on the console (the rest read counters and traffic). */
+export const KERNEL_REPORTS: readonly Signature[] = LINES.map(([s]) => s);
+
 /** A hang: the runner stops waiting for the script once one shows (and its trace is out). */
 export const HANG = /soft lockup - CPU#\d+ stuck|blocked for more than \d+ seconds|Kernel panic/;
 

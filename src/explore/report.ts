@@ -4,31 +4,18 @@
  * kernel reports and whose plan uses one of the minimized plan's actions.
  */
 import { CONDITIONS, outcomeFor, type Ring } from '../conditions/catalog.js';
-import type { Signature } from '../conditions/signatures.js';
+import { KERNEL_REPORTS, type Signature } from '../conditions/signatures.js';
 import type { FaultPlan } from '../faults/plan.js';
 import type { ExploreState, Found } from './types.js';
 
-/** The oracles that read the kernel's own reports (the rest read counters and traffic). */
-const REPORTS: Signature[] = [
-  'soft-lockup',
-  'oops',
-  'kernel-bug',
-  'warning',
-  'hung-task',
-  'tx-timeout',
-  'irq-nobody-cared',
-  'bad-ring',
-  'queue-failure',
-];
-
 /** Catalog rows with the same kernel reports (or, without any, the same oracles) from one of the plan's actions. */
 export function referenceRows(signatures: Signature[], plan: FaultPlan, release: string, ring: Ring): number[] {
-  const reports = signatures.filter((s) => REPORTS.includes(s));
+  const reports = signatures.filter((s) => KERNEL_REPORTS.includes(s));
   const wanted = reports.length ? reports : signatures;
   const actions = new Set(plan.rules.map((r) => r.do));
   return CONDITIONS.filter((c) => {
     const o = outcomeFor(c, release, ring);
-    const theirs = o.signatures.filter((s) => (reports.length ? REPORTS.includes(s) : true));
+    const theirs = o.signatures.filter((s) => (reports.length ? KERNEL_REPORTS.includes(s) : true));
     return (
       theirs.length === wanted.length &&
       wanted.every((s) => theirs.includes(s)) &&

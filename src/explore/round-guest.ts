@@ -17,7 +17,7 @@ import type { Proc } from '../util/proc.js';
 import type { PlanRun, PlanRunner } from './types.js';
 import type { Ring } from '../conditions/catalog.js';
 import { faultsRequest, HANG_GRACE_MS, HTTP_PORT } from '../conditions/runner.js';
-import { classify, COUNTERS_SH, HANG, parseCounters, type Signature } from '../conditions/signatures.js';
+import { classify, COUNTERS_SH, HANG, KERNEL_REPORTS, parseCounters } from '../conditions/signatures.js';
 import { stackFrames } from './signature.js';
 
 /**
@@ -71,19 +71,6 @@ const NOT_RUN: PlanRun = {
   faultLog: [],
   seconds: 0,
 };
-
-/** Console-line oracles: after one of them the guest is rebooted (a WARN_ONCE would hide a second). */
-const KERNEL_REPORTS: Signature[] = [
-  'soft-lockup',
-  'oops',
-  'kernel-bug',
-  'warning',
-  'hung-task',
-  'tx-timeout',
-  'irq-nobody-cared',
-  'bad-ring',
-  'queue-failure',
-];
 
 /**
  * Actions whose effect outlives the plan, so the next plan would meet a guest it did not make:
