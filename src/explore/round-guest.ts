@@ -273,11 +273,6 @@ export class RoundGuest {
     };
   }
 
-  /** The backend's last lines (when a round went wrong). */
-  backendTail(n = 6): string {
-    return this.backend?.tail(n) ?? '';
-  }
-
   async stop(): Promise<void> {
     this.g?.qemu.write('quit\n');
     for (const f of this.cleanups.splice(0).reverse()) await f();

@@ -139,7 +139,11 @@ export const USED_ID_MODES = { 'out-of-range': 1, 'not-a-head': 2, repeat: 3 } a
 export const USED_LEN_MODES = { '+': 1, '-': 2, '=': 3 } as const;
 
 const TARGET = /^(?:(receiveq|transmitq)(\d+|\*)|\*|session)$/;
-const ALL_ACTIONS = [...Object.keys(VRING_ACTIONS), ...Object.keys(SESSION_ACTIONS)] as [FaultAction, ...FaultAction[]];
+/** Every action a rule can take (vring, then session). */
+export const ALL_ACTIONS = [...Object.keys(VRING_ACTIONS), ...Object.keys(SESSION_ACTIONS)] as [
+  FaultAction,
+  ...FaultAction[],
+];
 
 const ruleSchema = z
   .object({
