@@ -112,6 +112,8 @@ export const ErrorCode = {
   ConfigInvalid: 'VUN_CONFIG_INVALID',
   ConfigFile: 'VUN_CONFIG_FILE',
   FaultPlanInvalid: 'VUN_FAULT_PLAN_INVALID',
+  /** --http names an address this process cannot listen on. */
+  HttpListen: 'VUN_CONFIG_HTTP_LISTEN',
   // fault plan, on purpose
   FaultDisconnect: 'VUN_FAULT_DISCONNECT',
   Usage: 'VUN_USAGE',

@@ -2,6 +2,8 @@
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, writeFileSync } from 'node:fs';
 import { groupId, userId } from '../src/service/users.js';
+import { createServer } from 'node:net';
+import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { FLAGS, mergeFlags } from '../src/cli/flags.js';
@@ -212,6 +214,40 @@ describe('the binary', () => {
     expect(r.status).toBe(2);
     expect(r.stdout + r.stderr).toMatch(/config file: faults/);
     expect(r.stdout + r.stderr).toMatch(/rules.0.request: unknown vhost-user request 'SET_NOTHING'/);
+    expect(listened).toBe(false);
+  });
+
+  it.each([
+    // unshare -n: a fresh network namespace, where lo is down (the learner's case).
+    ['an address no interface has (lo down in a fresh namespace)', '[::1]:9180', 'EADDRNOTAVAIL'],
+    ['loopback while lo is down (it binds, but nothing could connect)', '127.0.0.1:9180', 'EADDRNOTAVAIL'],
+    ['a port another process holds', 'BUSY', 'EADDRINUSE'],
+  ])('exits 2 with a coded error when --http names %s, before it listens', async (_what, listen, errno) => {
+    const tmp = tempDir();
+    const sock = join(tmp.dir, 's');
+    const busy = createServer();
+    await new Promise<void>((r) => busy.listen(0, '127.0.0.1', () => r()));
+    const addr = listen === 'BUSY' ? `127.0.0.1:${(busy.address() as AddressInfo).port}` : listen;
+    const r = await new Promise<{ status: number | null; out: string }>((resolve) => {
+      const args = [bin, '--socket', sock, '--backend', 'null', '--http', addr];
+      const child =
+        listen !== 'BUSY' ? spawn('unshare', ['-n', process.execPath, ...args]) : spawn(process.execPath, args);
+      let out = '';
+      child.stdout.on('data', (d) => (out += d));
+      child.stderr.on('data', (d) => (out += d));
+      const timer = setTimeout(() => child.kill('SIGKILL'), 10_000); // still running: the bug
+      child.once('exit', (status) => {
+        clearTimeout(timer);
+        resolve({ status, out });
+      });
+    });
+    busy.close();
+    const listened = existsSync(sock);
+    tmp.cleanup();
+    expect(r.out).toMatch(/VUN_CONFIG_HTTP_LISTEN/);
+    expect(r.out).toContain(`--http: cannot listen on ${addr}`);
+    expect(r.out).toContain(errno);
+    expect(r.status).toBe(2);
     expect(listened).toBe(false);
   });
 

@@ -5,6 +5,7 @@
  * dropped, systemd told; then the signals: SIGHUP reloads (reload.ts), SIGUSR1 logs the
  * counters, SIGINT and SIGTERM shut down.
  */
+import { networkInterfaces } from 'node:os';
 import type { Logger } from 'pino';
 import { VhostUserNetBackend } from '../backend.js';
 import { type Config, readConfigFile, steeringOf, threadMapOf } from '../config/config.js';
@@ -26,6 +27,9 @@ import { Reloader } from './reload.js';
 export async function serve(cmd: ServeCommand, argv: string[]): Promise<number> {
   const { config } = cmd;
   const log = createLogger(config.log.level as LogLevel);
+  let host: OpenHostBackend | undefined;
+  let http: { close(): void } | undefined;
+  let backend: VhostUserNetBackend | undefined;
   try {
     const native = loadNative();
     checkCpus(native, config);
@@ -33,18 +37,22 @@ export async function serve(cmd: ServeCommand, argv: string[]): Promise<number> 
     // The observers every session's data plane is built with (and /status reads); a reload
     // replaces the capture here for later sessions and tells the current one.
     const observe: Observers = { ringTrace: outputs.ringTrace(config), capture: outputs.capture(config) };
-    const host = openHostBackend(native, config.hostBackend, {
+    const hostBackend = openHostBackend(native, config.hostBackend, {
       queuePairs: config.queues,
       tapMac: config.tapMac,
       mtu: config.mtu,
     });
-    logStart(log, config, host);
-    const backend = makeBackend(config, log, native, host, observe, outputs);
+    host = hostBackend;
+    logStart(log, config, hostBackend);
+    const served = makeBackend(config, log, native, hostBackend, observe, outputs);
+    backend = served;
     // A fault plan from --faults FILE or the config file: a bad one stops start-up (exit 2).
-    if (cmd.faultsFile) backend.loadFaults(readConfigFile(cmd.faultsFile), cmd.faultsFile);
-    else if (config.faults !== undefined) backend.loadFaults(config.faults, 'config file: faults');
-    backend.start();
-    const http = await startHttpIf(config, backend, observe, log);
+    if (cmd.faultsFile) served.loadFaults(readConfigFile(cmd.faultsFile), cmd.faultsFile);
+    else if (config.faults !== undefined) served.loadFaults(config.faults, 'config file: faults');
+    // HTTP before the socket: an address that cannot be bound stops start-up (exit 2) with
+    // nothing serving yet.
+    http = await startHttpIf(config, served, observe, log);
+    served.start();
     // --user: everything that needs root is open (socket, host devices, outputs); drop now.
     if (config.user) {
       const to = dropPrivileges(config.user);
@@ -60,17 +68,21 @@ export async function serve(cmd: ServeCommand, argv: string[]): Promise<number> 
       log.info({ signal }, 'shutting down');
       notifier.stopping();
       http?.close();
-      backend.stop();
-      host.close();
-      closeOutputs(backend, observe, log);
+      served.stop();
+      hostBackend.close();
+      closeOutputs(served, observe, log);
     };
-    process.on('SIGUSR1', () => backend.logCounters());
+    process.on('SIGUSR1', () => served.logCounters());
     // SIGHUP: read the configuration again; apply what may change while serving.
-    const reloader = new Reloader(backend, outputs, observe, log, cmd);
+    const reloader = new Reloader(served, outputs, observe, log, cmd);
     process.on('SIGHUP', () => reloader.reload(() => parseCommandLine(argv)));
     process.once('SIGINT', () => shutdown('SIGINT'));
     process.once('SIGTERM', () => shutdown('SIGTERM'));
   } catch (err) {
+    // Whatever was opened before the error is closed, so the process exits with its code.
+    http?.close();
+    backend?.stop();
+    host?.close();
     if (err instanceof VunError) {
       log.fatal({ code: err.code, ...err.details }, err.message);
       return err instanceof ConfigError ? 2 : 1;
@@ -166,9 +178,29 @@ async function startHttpIf(
   if (!config.http) return undefined;
   const h = config.http.listen.replace(/:\d+$/, '').replace(/^\[|\]$/g, '');
   const p = Number(/:(\d+)$/.exec(config.http.listen)?.[1]);
-  const started = await startHttp(backend, h, p, observe, {
-    coalesce: { ...config.coalesce, datapath: config.datapath },
-  });
+  // 127.0.0.1 binds even while lo is down (a fresh network namespace), but nothing could
+  // connect: the same error as an address that does not exist.
+  if (/^127\./.test(h) && !Object.values(networkInterfaces()).some((a) => a?.some((x) => x.address === '127.0.0.1'))) {
+    throw new ConfigError(ErrorCode.HttpListen, `--http: cannot listen on ${config.http.listen}`, [
+      'EADDRNOTAVAIL: lo is down in this network namespace, so nothing could connect (ip link set lo up)',
+    ]);
+  }
+  let started;
+  try {
+    started = await startHttp(backend, h, p, observe, {
+      coalesce: { ...config.coalesce, datapath: config.datapath },
+    });
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException;
+    const why: Record<string, string> = {
+      EADDRNOTAVAIL: 'no interface here has that address (in a fresh network namespace, lo is down: ip link set lo up)',
+      EADDRINUSE: 'another process listens there',
+      EACCES: 'a port below 1024 needs root or CAP_NET_BIND_SERVICE',
+    };
+    throw new ConfigError(ErrorCode.HttpListen, `--http: cannot listen on ${config.http.listen}`, [
+      `${e.code ?? 'error'}: ${why[e.code ?? ''] ?? e.message}`,
+    ]);
+  }
   log.info({ listen: `${h}:${started.port}` }, 'http: /status and /metrics');
   return started.server;
 }
