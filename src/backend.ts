@@ -21,7 +21,7 @@ import {
   Session,
   type SessionView,
 } from './vhost-user/session.js';
-import { type Header, requestName } from './vhost-user/codec.js';
+import { encodeMessage, type Header, requestName } from './vhost-user/codec.js';
 import type { MessageTrace } from './trace/message-trace.js';
 import type { Observers } from './trace/observe.js';
 import { ErrorCode, HostIoError } from './errors.js';
@@ -52,6 +52,12 @@ export interface BackendOptions {
   trace?: MessageTrace;
   /** Where injected faults are written as JSON lines (`--fault-log`; '-' for stdout). */
   faultLog?: string | NodeJS.WritableStream;
+  /**
+   * The observers the data planes are built with: when `capture` is set (`--pcap`), every
+   * message both ways goes into it too (its `vhost-user` interface). Read at each message, so
+   * a reload that replaces the capture is followed.
+   */
+  observers?: Pick<Observers, 'capture'>;
 }
 
 export interface BackendEvents {
@@ -100,6 +106,8 @@ export class VhostUserNetBackend extends EventEmitter<BackendEvents> implements 
   private steering: Steering | undefined;
   /** The fault plan: its control, each session's filter and timers, what it injected. */
   readonly faultControl: FaultControl;
+  /** hrtime minus the epoch, in ns: capture timestamps from the monotonic clock. */
+  private readonly hrtimeOffset = process.hrtime.bigint() - BigInt(Date.now()) * 1_000_000n;
 
   constructor(
     readonly options: BackendOptions,
@@ -341,11 +349,36 @@ export class VhostUserNetBackend extends EventEmitter<BackendEvents> implements 
         this.emit('message', session, msg.header);
         const fds = msg.fds.length;
         const trace = this.messageTrace;
-        const observer: DispatchObserver | undefined = trace && {
-          start: () => trace.requestStart(),
+        const capture = this.options.observers?.capture;
+        const name = requestName(msg.header.request);
+        const at = process.hrtime.bigint() - this.hrtimeOffset; // the request's arrival, as epoch ns
+        const observer: DispatchObserver | undefined = (trace || capture) && {
+          start: () => trace?.requestStart(),
           done: (err, reply) => {
-            const seq = trace.requestDone(id, msg.header, msg.payload, fds, err);
-            if (reply) trace.reply(id, seq, msg.header.request, reply.bytes, reply.ack);
+            const seq = trace?.requestDone(id, msg.header, msg.payload, fds, err) ?? 0;
+            if (reply) trace?.reply(id, seq, msg.header.request, reply.bytes, reply.ack);
+            capture?.writeMessages([
+              {
+                session: id,
+                timeNs: at,
+                direction: 'front-end->backend',
+                bytes: encodeMessage(msg.header.request, msg.header.flags, msg.payload),
+                fds,
+                note: `${name}${err ? ` (refused: ${(err as { code?: string }).code ?? err.message})` : ''}`,
+              },
+              ...(reply
+                ? [
+                    {
+                      session: id,
+                      timeNs: process.hrtime.bigint() - this.hrtimeOffset,
+                      direction: 'backend->front-end' as const,
+                      bytes: reply.bytes,
+                      fds: 0,
+                      note: `${name} reply${reply.ack ? ' (REPLY_ACK)' : ''}`,
+                    },
+                  ]
+                : []),
+            ]);
           },
         };
         this.handle(session, conn, msg, log, observer);

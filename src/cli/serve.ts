@@ -152,6 +152,7 @@ function makeBackend(
       reconnectMaxMs: config.reconnect.maxMs,
       trace: outputs.messageTrace(config),
       faultLog: config.faultLog === '-' ? process.stdout : config.faultLog,
+      observers: observe,
     },
     log,
     dataPlaneFactory({

@@ -3,6 +3,16 @@
  * in the guest's buffers; transmitqN: frames the guest sent), each frame with its virtio-net
  * header decoded in the packet's comment. Readable by tshark and Wireshark.
  *
+ * Each frame is written twice: as plain Ethernet on the vring's interface, for any tool, and
+ * with its virtio-net header in front (the bytes the guest wrote or read) on the vring's
+ * `-vnet` interface, whose link type is from the user range (LINKTYPE_USER0 for the 12-byte
+ * header, LINKTYPE_USER1 for the 10-byte legacy one). The vhost-user messages go to a
+ * `vhost-user` interface (LINKTYPE_USER2): each packet is an 8-byte capture header (u8 version
+ * 1, u8 direction 0 front-end->backend / 1 backend->front-end, u16 fds carried, u32 session),
+ * then the message as it was on the socket. contrib/wireshark/vhost-user-net.lua dissects both.
+ * These interfaces are declared when their first packet comes (pcapng allows an interface
+ * block anywhere before its first use), so a file says which header length a session used.
+ *
  * Format: the PCAP Next Generation Dump File Format (draft-ietf-opsawg-pcapng): a Section
  * Header Block, one Interface Description Block per vring, then Enhanced Packet Blocks.
  * Timestamps are nanoseconds (if_tsresol = 9). Direction (epb_flags): fromGuest is inbound to
@@ -37,6 +47,12 @@ const SHB = 0x0a0d0d0a;
 const IDB = 1;
 const EPB = 6;
 const LINKTYPE_ETHERNET = 1;
+/** The user link types (147-162) this capture uses; contrib/wireshark/vhost-user-net.lua reads them. */
+export const LINKTYPE_VNET12 = 147; // LINKTYPE_USER0: 12-byte virtio-net header, then the frame
+export const LINKTYPE_VNET10 = 148; // LINKTYPE_USER1: 10-byte (legacy, no MRG_RXBUF) header, then the frame
+export const LINKTYPE_VHOST_USER = 149; // LINKTYPE_USER2: capture header, then a vhost-user message
+/** Bytes before the message in a LINKTYPE_VHOST_USER packet. */
+export const VHOST_USER_CAPTURE_HEADER = 8;
 const OPT_COMMENT = 1;
 const SHB_USERAPPL = 4;
 const IF_NAME = 2;
@@ -68,6 +84,35 @@ function block(type: number, body: Buffer, options: Buffer[]): Buffer {
   return b;
 }
 
+const queueName = (v: number) => `${v % 2 === 0 ? 'receiveq' : 'transmitq'}${v >> 1}`;
+const vringRole = (v: number) => (v % 2 === 0 ? 'toGuest (device to driver)' : 'fromGuest (driver to device)');
+
+/** An Interface Description Block: link type, snap length, name, description, ns timestamps. */
+function interfaceBlock(linkType: number, snapLen: number, name: string, description: string): Buffer {
+  const body = Buffer.alloc(8);
+  body.writeUInt16LE(linkType, 0);
+  body.writeUInt32LE(snapLen, 4);
+  return block(IDB, body, [
+    option(IF_NAME, Buffer.from(name)),
+    option(IF_DESCRIPTION, Buffer.from(description)),
+    option(IF_TSRESOL, Buffer.from([9])),
+  ]);
+}
+
+/** An Enhanced Packet Block with its comment and direction (1 inbound, 2 outbound). */
+function packetBlock(iface: number, timeNs: bigint, data: Buffer, origLen: number, comment: string, dir: number): Buffer {
+  const body = Buffer.alloc(20 + data.length);
+  body.writeUInt32LE(iface, 0);
+  body.writeUInt32LE(Number(timeNs >> 32n), 4);
+  body.writeUInt32LE(Number(timeNs & 0xffffffffn), 8);
+  body.writeUInt32LE(data.length, 12);
+  body.writeUInt32LE(origLen, 16);
+  data.copy(body, 20);
+  const flags = Buffer.alloc(4);
+  flags.writeUInt32LE(dir, 0);
+  return block(EPB, body, [option(OPT_COMMENT, Buffer.from(comment)), option(EPB_FLAGS, flags)]);
+}
+
 const GSO_TYPES: Record<number, string> = { 0: 'NONE', 1: 'TCPV4', 3: 'UDP', 4: 'TCPV6', 5: 'UDP_L4' };
 
 /** The virtio-net header (virtio 1.2 §5.1.6), field by field, as one line. */
@@ -94,6 +139,18 @@ export function describeNetHeader(h: Buffer): string {
   return `virtio-net hdr: ${parts.join(' ')}`;
 }
 
+/** A vhost-user message as it crossed the socket (header and payload), for the capture. */
+export interface CapturedMessage {
+  session: number;
+  timeNs: bigint;
+  direction: 'front-end->backend' | 'backend->front-end';
+  /** The whole message: 12-byte header, then the payload. */
+  bytes: Buffer;
+  fds: number;
+  /** A line for the packet's comment (the request's name, for readers without the dissector). */
+  note: string;
+}
+
 export interface PcapOptions {
   /** Frame bytes kept after the virtio-net header (the interfaces' snaplen). */
   snapLen?: number;
@@ -114,6 +171,8 @@ export class PcapWriter {
   private inFile = 0; // frames in the current file
   private index = 0;
   private readonly files: string[] = [];
+  /** Interfaces declared after the per-vring Ethernet ones in the current file, by key. */
+  private lazy = new Map<string, number>();
   /** Frames written, and frames lost before they reached the writer (the drain fell behind). */
   frames = 0;
   dropped = 0;
@@ -151,6 +210,7 @@ export class PcapWriter {
     this.files.push(name);
     this.written = 0;
     this.inFile = 0;
+    this.lazy = new Map();
     const keep = this.opts.keepFiles ?? 0;
     while (keep > 0 && this.files.length > keep) {
       const old = this.files.shift() as string;
@@ -167,20 +227,7 @@ export class PcapWriter {
     shb.writeBigInt64LE(-1n, 8); // section length not given
     const blocks = [block(SHB, shb, [option(SHB_USERAPPL, Buffer.from(this.opts.application ?? 'vhost-user-net'))])];
     for (let v = 0; v < this.vrings; v++) {
-      const body = Buffer.alloc(8);
-      body.writeUInt16LE(LINKTYPE_ETHERNET, 0);
-      body.writeUInt32LE(this.snapLen, 4);
-      const toGuest = v % 2 === 0;
-      blocks.push(
-        block(IDB, body, [
-          option(IF_NAME, Buffer.from(`${toGuest ? 'receiveq' : 'transmitq'}${v >> 1}`)),
-          option(
-            IF_DESCRIPTION,
-            Buffer.from(`vring ${v}: ${toGuest ? 'toGuest (device to driver)' : 'fromGuest (driver to device)'}`),
-          ),
-          option(IF_TSRESOL, Buffer.from([9])),
-        ]),
-      );
+      blocks.push(interfaceBlock(LINKTYPE_ETHERNET, this.snapLen, queueName(v), `vring ${v}: ${vringRole(v)}`));
     }
     try {
       this.put(Buffer.concat(blocks));
@@ -222,41 +269,114 @@ export class PcapWriter {
     }
   }
 
+  /**
+   * The interface for `key`, declared into `blocks` the first time the current file needs it
+   * (the Ethernet ones are declared with the file).
+   */
+  private lazyInterface(key: string, blocks: Buffer[], declare: () => Buffer): { id: number; size: number } {
+    const known = this.lazy.get(key);
+    if (known !== undefined) return { id: known, size: 0 };
+    const id = this.vrings + this.lazy.size;
+    this.lazy.set(key, id);
+    const b = declare();
+    blocks.push(b);
+    return { id, size: b.length };
+  }
+
   /** Writes the frames; returns how many reached the file before a write failed (throws). */
   private append(frames: CapturedFrame[], written: { n: number }): void {
-    const blocks: Buffer[] = [];
-    let size = 0;
+    this.appendPackets(
+      frames.map((f) => (blocks: Buffer[]) => {
+        const data = f.data.length > this.snapLen ? f.data.subarray(0, this.snapLen) : f.data;
+        const dir = f.direction === 'fromGuest' ? 1 : 2;
+        const comment = describeNetHeader(f.header) + (f.faults ? `; fault: ${f.faults}` : '');
+        blocks.push(packetBlock(f.vring, f.timeNs, data, f.origLen, comment, dir));
+        const link = f.header.length === 12 ? LINKTYPE_VNET12 : f.header.length === 10 ? LINKTYPE_VNET10 : 0;
+        if (link === 0) return; // no link type for this header length: the Ethernet packet only
+        const { id } = this.lazyInterface(`vnet:${f.vring}:${link}`, blocks, () =>
+          interfaceBlock(
+            link,
+            this.snapLen + f.header.length,
+            `${queueName(f.vring)}-vnet`,
+            `vring ${f.vring}: ${vringRole(f.vring)}, ${f.header.length}-byte virtio-net header then the frame`,
+          ),
+        );
+        blocks.push(
+          packetBlock(id, f.timeNs, Buffer.concat([f.header, data]), f.header.length + f.origLen, comment, dir),
+        );
+      }),
+      written,
+    );
+  }
+
+  /**
+   * Appends vhost-user messages to the `vhost-user` interface (control plane: a handful per
+   * session). A failed write stops the capture, as for frames.
+   */
+  writeMessages(messages: CapturedMessage[]): void {
+    if (messages.length === 0 || this.fd < 0) return;
+    try {
+      this.appendPackets(
+        messages.map((m) => (blocks: Buffer[]) => {
+          const { id } = this.lazyInterface('vhost-user', blocks, () =>
+            interfaceBlock(LINKTYPE_VHOST_USER, 0, 'vhost-user', 'vhost-user messages: capture header, then the message'),
+          );
+          const head = Buffer.alloc(VHOST_USER_CAPTURE_HEADER);
+          head[0] = 1;
+          head[1] = m.direction === 'front-end->backend' ? 0 : 1;
+          head.writeUInt16LE(m.fds, 2);
+          head.writeUInt32LE(m.session >>> 0, 4);
+          const data = Buffer.concat([head, m.bytes]);
+          const comment = `vhost-user ${m.note}${m.fds ? ` +${m.fds} fd` : ''}`;
+          blocks.push(packetBlock(id, m.timeNs, data, data.length, comment, m.direction === 'front-end->backend' ? 1 : 2));
+        }),
+        { n: 0 },
+        false,
+      );
+    } catch (err) {
+      this.failed = (err as Error).message;
+      this.opts.onError?.(this.failed);
+      try {
+        closeSync(this.fd);
+      } catch {
+        // already unusable
+      }
+      this.fd = -1;
+    }
+  }
+
+  /**
+   * Writes packets, each made by a function that pushes its blocks (and any interface it
+   * needs first); rotates between packets when the file is full. `frames`: count them as frames.
+   */
+  private appendPackets(makers: ((blocks: Buffer[]) => void)[], written: { n: number }, frames = true): void {
+    let blocks: Buffer[] = [];
+    let pending = 0; // packets in `blocks`
+    let size = 0; // their bytes
     const flush = () => {
       if (blocks.length) this.put(Buffer.concat(blocks));
-      this.frames += blocks.length;
-      written.n += blocks.length;
-      blocks.length = 0;
+      if (frames) this.frames += pending;
+      written.n += pending;
+      blocks = [];
+      pending = 0;
       size = 0;
     };
-    for (const f of frames) {
-      const data = f.data.length > this.snapLen ? f.data.subarray(0, this.snapLen) : f.data;
-      const body = Buffer.alloc(20 + data.length);
-      body.writeUInt32LE(f.vring, 0);
-      body.writeUInt32LE(Number(f.timeNs >> 32n), 4);
-      body.writeUInt32LE(Number(f.timeNs & 0xffffffffn), 8);
-      body.writeUInt32LE(data.length, 12);
-      body.writeUInt32LE(f.origLen, 16);
-      data.copy(body, 20);
-      const flags = Buffer.alloc(4);
-      flags.writeUInt32LE(f.direction === 'fromGuest' ? 1 : 2, 0);
-      const b = block(EPB, body, [
-        option(OPT_COMMENT, Buffer.from(describeNetHeader(f.header) + (f.faults ? `; fault: ${f.faults}` : ''))),
-        option(EPB_FLAGS, flags),
-      ]);
+    for (const make of makers) {
+      let mine: Buffer[] = [];
+      make(mine);
       const max = this.opts.maxBytes ?? 0;
-      // A file holds at least one frame, however small maxBytes is.
-      if (max > 0 && this.written + size + b.length > max && this.inFile > 0) {
+      const bytes = mine.reduce((n, b) => n + b.length, 0);
+      // A file holds at least one packet, however small maxBytes is.
+      if (max > 0 && this.written + size + bytes > max && this.inFile > 0) {
         flush();
         closeSync(this.fd);
         this.open();
+        mine = [];
+        make(mine); // again: the new file declares its interfaces afresh
       }
-      blocks.push(b);
-      size += b.length;
+      blocks.push(...mine);
+      size += mine.reduce((n, b) => n + b.length, 0);
+      pending++;
       this.inFile++;
     }
     flush();

@@ -63,6 +63,7 @@ export function serve(
     queuePairs: 1,
     reconnectMinMs: 20,
     reconnectMaxMs: 200,
+    observers: observe,
     ...opts,
   };
   const backend = new VhostUserNetBackend(o, silentLogger(), (n, l, events) => {
