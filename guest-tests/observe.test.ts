@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { bootGuest } from '../src/guest/guest.js';
 import { tempDir } from '../test/helpers/harness.js';
+import { packageRoot } from '../src/native.js';
 import { GUEST_IP, HOST_IP, hostEnd } from '../src/guest/host-end.js';
 
 const cleanups: (() => void | Promise<void>)[] = [];
@@ -116,6 +117,29 @@ describe('observing a Linux guest (C++ data path)', () => {
     expect(replies).toHaveLength(5);
     for (const x of [...requests, ...replies]) expect(x[2]).toMatch(/^virtio-net hdr: flags=\S+ gso_type=NONE /);
     for (const x of replies) expect(x[2]).toMatch(/num_buffers=1$/);
+    // The same capture through the dissector (contrib/wireshark/vhost-user-net.lua): every guest
+    // frame once, on the -vnet interfaces, header fields first; num_buffers 1 on each receiveq
+    // frame (MRG_RXBUF); QEMU's SET_FEATURES on the vhost-user interface.
+    const lua = join(packageRoot, 'contrib', 'wireshark', 'vhost-user-net.lua');
+    const dissect = (filter: string, fields: string[]) =>
+      execFileSync(
+        'tshark',
+        ['-X', `lua_script:${lua}`, '-r', cap, '-Y', filter, '-T', 'fields', ...fields.flatMap((f) => ['-e', f])],
+        { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] },
+      )
+        .split('\n')
+        .filter(Boolean)
+        .map((l) => l.split('\t'));
+    const plain = dissect('frame.interface_name == "receiveq0" || frame.interface_name == "transmitq0"', ['frame.len']);
+    const withHeader = dissect('virtio_net.gso_type == 0 && eth', ['frame.interface_name', 'virtio_net.num_buffers']);
+    expect(withHeader).toHaveLength(plain.length);
+    const toGuestFrames = withHeader.filter((x) => x[0] === 'receiveq0-vnet');
+    expect(toGuestFrames.length).toBeGreaterThanOrEqual(5);
+    expect(toGuestFrames.every((x) => x[1] === '1')).toBe(true);
+    const setFeatures = dissect('vhost_user.request == 2 && vhost_user.flags.reply == 0', ['vhost_user.feature']);
+    expect(setFeatures.length).toBeGreaterThanOrEqual(1);
+    expect(setFeatures[0]?.[0]).toMatch(/F_VERSION_1/);
+    expect(setFeatures[0]?.[0]).toMatch(/NET_F_MRG_RXBUF/);
     expect(backend.output).toMatch(/"msg":"capture closed"/);
     expect(backend.output).toMatch(/"lost":0/);
 
