@@ -17,10 +17,11 @@
 namespace vun {
 
 enum ObserveType : uint16_t {
-  kObsFrame = 1,     // u32 origLen, u16 hdrLen, u8 dir (0 toGuest, 1 fromGuest), u8 0, hdr, frame
-  kObsAvail = 2,     // u16 availIdx, u16 lastAvailIdx
-  kObsChain = 3,     // u16 head, u16 ndesc, u32 error, u64 outLen, u64 inLen, ndesc x ObsDesc
-  kObsUsed = 4,      // u16 slot, u16 0, u32 id, u32 len
+  kObsFrame = 1,  // u32 origLen, u16 hdrLen, u8 dir (0 toGuest, 1 fromGuest), u8 0, hdr, frame
+  kObsAvail = 2,  // u16 availIdx, u16 lastAvailIdx
+  kObsChain =
+      3,         // u16 head, u16 ndesc, u16 error, u16 slot, u64 outLen, u64 inLen, ndesc x ObsDesc
+  kObsUsed = 4,  // u16 slot, u16 0, u32 id, u32 len
   kObsFlush = 5,     // u16 usedIdx, u16 count
   kObsNotify = 6,    // u8 sent, u8 why, u8 eventIdx, u8 0, u16 usedEvent, newUsed, oldUsed, flags
   kObsKicks = 7,     // u8 enabled, u8 mode (KicksMode), u16 avail_event or off_wrap value
@@ -165,13 +166,17 @@ class VringObserver {
     descs.push_back(d);
   }
 
-  void Chain(uint16_t head, uint32_t error, uint64_t outLen, uint64_t inLen) {
+  // `slot`: a packed ring's position of the chain's first descriptor (0xffff: split ring).
+  void Chain(uint16_t head, uint32_t error, uint64_t outLen, uint64_t inLen,
+             uint16_t slot = 0xffff) {
     const uint16_t n = static_cast<uint16_t>(descs.size());
     uint8_t* p = Begin(kObsChain, 24 + 24 * uint32_t(n));
     if (p) {
+      const uint16_t err16 = static_cast<uint16_t>(error);  // ring errors are small numbers
       std::memcpy(p, &head, 2);
       std::memcpy(p + 2, &n, 2);
-      std::memcpy(p + 4, &error, 4);
+      std::memcpy(p + 4, &err16, 2);
+      std::memcpy(p + 6, &slot, 2);
       std::memcpy(p + 8, &outLen, 8);
       std::memcpy(p + 16, &inLen, 8);
       if (n) std::memcpy(p + 24, descs.data(), 24 * size_t(n));

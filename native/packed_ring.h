@@ -104,7 +104,8 @@ class PackedRing {
       uint32_t err = ReadChain(&e, segs + used);
       if (trace) {
         bool ok = err == kRingOk;
-        trace->Chain(ok ? e.head : IdAt(availPos), err, ok ? e.outLen : 0, ok ? e.inLen : 0);
+        trace->Chain(ok ? e.head : IdAt(availPos), err, ok ? e.outLen : 0, ok ? e.inLen : 0,
+                     static_cast<uint16_t>(availPos));
       }
       if (err != kRingOk) {
         Fail(err);

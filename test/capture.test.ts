@@ -206,7 +206,8 @@ describe('pcapng writer', () => {
     for (const f of w.allFiles) {
       const rows = tshark(f, ['eth.src', 'frame.interface_name']);
       expect(rows.length).toBeGreaterThan(0);
-      for (const r of rows.filter((x) => !(x[1] as string).endsWith('-vnet'))) seen.push(Number.parseInt((r[0] as string).split(':')[5] as string, 16));
+      for (const r of rows.filter((x) => !(x[1] as string).endsWith('-vnet')))
+        seen.push(Number.parseInt((r[0] as string).split(':')[5] as string, 16));
       expect(rows.every((r) => /^(receiveq|transmitq)[01](-vnet)?$/.test(r[1] as string))).toBe(true);
     }
     // The newest frames survive, in order, up to the last one written.

@@ -129,7 +129,10 @@ describe('Wireshark dissector (contrib/wireshark/vhost-user-net.lua)', () => {
     const offer = shark(file, 'vhost_user.request == 1 && vhost_user.flags.reply == 1', ['vhost_user.direction']);
     expect(offer.map((r) => r[0])).toEqual(['1']);
     // Each kick eventfd rides with its message: 1 fd, and the vring it is for.
-    const kicks = shark(file, 'vhost_user.request == 12 && vhost_user.flags.reply == 0', ['vhost_user.fds', 'vhost_user.vring.index']);
+    const kicks = shark(file, 'vhost_user.request == 12 && vhost_user.flags.reply == 0', [
+      'vhost_user.fds',
+      'vhost_user.vring.index',
+    ]);
     expect(kicks.map((r) => r.join(' ')).sort()).toEqual(['1 0', '1 1']);
     const memory = shark(file, '(vhost_user.request == 37 || vhost_user.request == 5) && vhost_user.flags.reply == 0', [
       'vhost_user.fds',
@@ -138,7 +141,10 @@ describe('Wireshark dissector (contrib/wireshark/vhost-user-net.lua)', () => {
     ]);
     expect(memory.length).toBeGreaterThan(0);
     expect(memory.every((r) => Number(r[0]) >= 1 && r[2] !== '')).toBe(true);
-    const addrs = shark(file, 'vhost_user.request == 9 && vhost_user.flags.reply == 0', ['vhost_user.vring.index', 'vhost_user.vring.desc']);
+    const addrs = shark(file, 'vhost_user.request == 9 && vhost_user.flags.reply == 0', [
+      'vhost_user.vring.index',
+      'vhost_user.vring.desc',
+    ]);
     expect(addrs.map((r) => r[0]).sort()).toEqual(['0', '1']);
     expect(addrs.every((r) => /^0x[0-9a-f]+$/.test(r[1] as string))).toBe(true);
     const acks = shark(file, 'vhost_user.ack == 0', ['vhost_user.request']);
@@ -151,9 +157,7 @@ describe('Wireshark dissector (contrib/wireshark/vhost-user-net.lua)', () => {
     const file = join(tmp.dir, 'legacy.pcapng');
     const w = new PcapWriter(file, 2);
     const header = Buffer.from([1, 1, 54, 0, 0xa8, 5, 34, 0, 16, 0]); // TCPV4, gso_size 1448
-    w.write([
-      { vring: 1, timeNs: 1n, direction: 'fromGuest', origLen: 90, header, data: udpFrame(90, 9) },
-    ]);
+    w.write([{ vring: 1, timeNs: 1n, direction: 'fromGuest', origLen: 90, header, data: udpFrame(90, 9) }]);
     w.close();
     const rows = shark(file, 'virtio_net', [
       'frame.interface_name',

@@ -18,7 +18,8 @@ import { OFFERED_FEATURES, OFFERED_PROTOCOL_FEATURES } from '../vhost-user/sessi
 
 export const USAGE = `Usage: vhost-user-net [serve] [options]
        vhost-user-net demo [--datapath native|ts]   (as root: a Linux guest on the backend)
-       vhost-user-net explain TRACE-FILE            (a --trace-messages file as a timeline)
+       vhost-user-net explain TRACE-FILE [--vring N] (a --trace-messages or --trace-rings file as a
+                                                   timeline, each step with its spec section)
        vhost-user-net status [--http HOST:PORT]     (a running backend's state, from its --http)
 ${GUEST_USAGE}
 ${EXPLORE_USAGE}
@@ -52,7 +53,7 @@ export function capabilities(): Record<string, unknown> {
 export type Command =
   | { action: 'help' | 'version' | 'capabilities' }
   | { action: 'demo'; datapath: 'native' | 'ts' }
-  | { action: 'explain'; file: string }
+  | { action: 'explain'; file: string; vring?: number | undefined }
   | { action: 'status'; http: string }
   | GuestCommand
   | ConditionsCommand
@@ -64,10 +65,33 @@ export interface ServeCommand {
   faultsFile?: string | undefined;
 }
 
+/** `explain FILE [--vring N]`: a message trace or a ring trace as a timeline. */
+function parseExplainCommand(argv: string[]): Command {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: argv.slice(1),
+      allowPositionals: true,
+      strict: true,
+      options: { vring: { type: 'string' } },
+    });
+  } catch (err) {
+    throw new ConfigError(ErrorCode.Usage, `explain: ${(err as Error).message}`);
+  }
+  const { values, positionals } = parsed;
+  if (positionals.length !== 1) throw new ConfigError(ErrorCode.Usage, 'explain takes one trace file');
+  const vring = values.vring === undefined ? undefined : Number(values.vring);
+  if (vring !== undefined && !(Number.isInteger(vring) && vring >= 0 && vring < 0x10000)) {
+    throw new ConfigError(ErrorCode.Usage, `explain: --vring takes a vring index, not '${values.vring}'`);
+  }
+  return { action: 'explain', file: positionals[0] as string, vring };
+}
+
 /** Parses argv into a validated Config (or a request for help/version/capabilities). */
 export function parseCommandLine(argv: string[]): Command {
   if (argv[0] === 'guest' || argv[0] === 'conditions') return parseGuestCommand(argv);
   if (argv[0] === 'explore') return parseExploreCommand(argv);
+  if (argv[0] === 'explain') return parseExplainCommand(argv);
   let parsed;
   try {
     parsed = parseArgs({
@@ -86,10 +110,6 @@ export function parseCommandLine(argv: string[]): Command {
   if (v['print-capabilities']) return { action: 'capabilities' };
   if (positionals[0] === 'status' && positionals.length === 1) {
     return { action: 'status', http: str('http') ?? '127.0.0.1:9180' };
-  }
-  if (positionals[0] === 'explain') {
-    if (positionals.length !== 2) throw new ConfigError(ErrorCode.Usage, 'explain takes one trace file');
-    return { action: 'explain', file: positionals[1] as string };
   }
   if (positionals[0] === 'demo' && positionals.length === 1) {
     const dp = str('datapath') ?? 'native';

@@ -45,7 +45,7 @@ async function run(cmd: Exclude<Command, { action: 'serve' }>): Promise<number> 
   }
   if (cmd.action === 'explain') {
     try {
-      process.stdout.write(`${explainFile(cmd.file).join('\n')}\n`);
+      process.stdout.write(`${explainFile(cmd.file, { vring: cmd.vring }).join('\n')}\n`);
       return 0;
     } catch (err) {
       process.stderr.write(`vhost-user-net explain: ${(err as Error).message}\n`);

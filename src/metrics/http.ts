@@ -360,6 +360,13 @@ export async function startHttp(
       res
         .writeHead(200, { 'content-type': 'application/json' })
         .end(`${JSON.stringify(statusOf(backend, observe, settings), null, 2)}\n`);
+    } else if (url === '/ring-events') {
+      // The ring trace's recent events, narrated, after a seq: the ring page's player.
+      const q = new URL(req.url ?? '/', 'http://x').searchParams;
+      const history = observe.ringTrace?.history;
+      const after = Number(q.get('after') ?? 0) || 0;
+      const max = Math.min(5000, Math.max(1, Number(q.get('max') ?? 2000) || 2000));
+      json(res, 200, history ? { on: true, ...history.since(after, max) } : { on: false, oldest: 0, events: [] });
     } else if (url === '/rings') {
       res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(ringsOf(backend)));
     } else if (url === '/rings.html' || url === '/') {
@@ -372,7 +379,7 @@ export async function startHttp(
     } else {
       res
         .writeHead(404, { 'content-type': 'text/plain' })
-        .end('try /status, /metrics, /healthz, /rings or /rings.html\n');
+        .end('try /status, /metrics, /healthz, /rings, /ring-events or /rings.html\n');
     }
   });
   await new Promise<void>((resolve, reject) => {

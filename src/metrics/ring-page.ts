@@ -8,6 +8,8 @@
  * and buffer id, and both event suppression areas. Plain SVG, no dependencies; it polls every
  * 300 ms.
  */
+import { RING_PLAYER_HTML, RING_PLAYER_JS } from './ring-player.js';
+
 export const RING_PAGE = /* html */ `<!doctype html>
 <html lang="en">
 <head>
@@ -25,6 +27,13 @@ export const RING_PAGE = /* html */ `<!doctype html>
   .chains { font-family: "DejaVu Sans Mono", monospace; font-size: 11px; max-width: 430px; white-space: pre-wrap; }
   .broken { color: #b00; font-weight: bold; }
   #state { color: #666; }
+  #player { background: #fff; border: 1px solid #ddd; border-radius: 6px; margin: 12px 0; padding: 8px 10px; max-width: 900px; }
+  #player h2 { font-size: 14px; margin: 0 0 4px; }
+  .controls { margin: 6px 0; }
+  .controls button { font-size: 12px; }
+  .event { font-weight: bold; margin: 4px 0; }
+  .cite { color: #555; font-style: italic; }
+  li.current { font-weight: bold; background: #fff3c4; }
 </style>
 </head>
 <body>
@@ -36,6 +45,7 @@ export const RING_PAGE = /* html */ `<!doctype html>
   <span><i class="sw" style="background:#f5a623"></i>in flight: popped by the device, not used yet</span>
 </div>
 <div id="rings"></div>
+${RING_PLAYER_HTML}
 <script>
 "use strict";
 var COLORS = { free: "#e8e8e8", avail: "#4a90d9", inflight: "#f5a623" };
@@ -169,12 +179,17 @@ function refresh() {
     document.getElementById("state").textContent = s.connected
       ? s.vrings.length + " vring(s) · " + new Date().toLocaleTimeString()
       : "no front-end connected";
-    s.vrings.forEach(function (v) { box.appendChild(drawRing(v)); });
+    s.vrings.forEach(function (v) {
+      box.appendChild(drawRing(v));
+      player.sizes[v.index] = v.size;
+      player.layouts[v.index] = v.layout;
+    });
     document.body.setAttribute("data-updated", String(Date.now()));
   }).catch(function (e) {
     document.getElementById("state").textContent = "cannot read /rings: " + e;
   });
 }
+${RING_PLAYER_JS}
 refresh();
 timer = setInterval(refresh, 300);
 </script>

@@ -1,10 +1,12 @@
 /**
- * `vhost-user-net explain FILE`: a protocol trace (`--trace-messages`) as a readable, annotated
- * timeline. Each step says what it means and cites the section of QEMU's
+ * `vhost-user-net explain FILE`: a protocol trace (`--trace-messages`), or a ring trace
+ * (`--trace-rings`, told by ring-narrator.ts), as a readable, annotated timeline. Each step says what it means and cites the section of QEMU's
  * docs/interop/vhost-user.rst (or the virtio spec) behind it.
  */
 import { readFileSync } from 'node:fs';
+import type { RingEvent } from '../virtio/ring-events.js';
 import type { TraceRecord } from './message-trace.js';
+import { narrateTrace } from './ring-narrator.js';
 
 const VU = 'vhost-user.rst';
 const MSG = `${VU} "Front-end message types"`;
@@ -153,10 +155,38 @@ export function explain(records: TraceRecord[]): string[] {
   return out;
 }
 
-export function explainFile(path: string): string[] {
+const QUEUE = (v: number) => `${v % 2 === 0 ? 'receiveq' : 'transmitq'}${v >> 1}`;
+
+/**
+ * A ring trace (`--trace-rings`) as a timeline: every step the device took, what it means,
+ * the slots it touched and the spec section behind it (ring-narrator.ts).
+ */
+export function explainRings(records: ({ t: number; vring: number } & RingEvent)[], vring?: number): string[] {
+  const out: string[] = [];
+  let dropped = 0;
+  for (const n of narrateTrace(records)) {
+    const lost = (records[n.seq - 1] as { dropped?: number }).dropped;
+    if (lost) {
+      dropped += lost;
+      out.push(`             (${lost} events dropped here: the trace fell behind; indices may jump)`);
+    }
+    if (vring !== undefined && n.vring !== vring) continue;
+    const where = `vring ${n.vring} ${QUEUE(n.vring)}`;
+    out.push(`+${n.t.toFixed(3).padStart(8)}s  ${where.padEnd(20)} ${n.event.ev.padEnd(8)} ${n.say}`);
+    out.push(`             [${n.cite}]`);
+  }
+  if (dropped) out.push(`${dropped} events were dropped from this trace in all`);
+  return out;
+}
+
+/** A trace file: a ring trace when its records are ring events (`ev`), else a message trace. */
+export function explainFile(path: string, opts: { vring?: number | undefined } = {}): string[] {
   const records = readFileSync(path, 'utf8')
     .split('\n')
     .filter((l) => l.trim())
-    .map((l) => JSON.parse(l) as TraceRecord);
-  return explain(records);
+    .map((l) => JSON.parse(l) as Record<string, unknown>);
+  if (records.length && typeof records[0]?.ev === 'string') {
+    return explainRings(records as unknown as ({ t: number; vring: number } & RingEvent)[], opts.vring);
+  }
+  return explain(records as TraceRecord[]);
 }

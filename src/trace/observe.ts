@@ -78,7 +78,8 @@ export function decodeRecord(rec: Buffer): ObserveRecord | undefined {
     }
     case OBS.chain: {
       const n = b.readUInt16LE(2);
-      const error = b.readUInt32LE(4);
+      const error = b.readUInt16LE(4);
+      const slot = b.readUInt16LE(6); // packed: the first descriptor's position; 0xffff split
       const descs: RingDesc[] = [];
       for (let i = 0; i < n; i++) {
         const at = 24 + 24 * i;
@@ -103,6 +104,7 @@ export function decodeRecord(rec: Buffer): ObserveRecord | undefined {
       return ring({
         ev: 'chain',
         head: b.readUInt16LE(0),
+        ...(slot !== 0xffff ? { slot } : {}),
         descs,
         outLen: Number(b.readBigUInt64LE(8)),
         inLen: Number(b.readBigUInt64LE(16)),

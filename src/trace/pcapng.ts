@@ -100,7 +100,14 @@ function interfaceBlock(linkType: number, snapLen: number, name: string, descrip
 }
 
 /** An Enhanced Packet Block with its comment and direction (1 inbound, 2 outbound). */
-function packetBlock(iface: number, timeNs: bigint, data: Buffer, origLen: number, comment: string, dir: number): Buffer {
+function packetBlock(
+  iface: number,
+  timeNs: bigint,
+  data: Buffer,
+  origLen: number,
+  comment: string,
+  dir: number,
+): Buffer {
   const body = Buffer.alloc(20 + data.length);
   body.writeUInt32LE(iface, 0);
   body.writeUInt32LE(Number(timeNs >> 32n), 4);
@@ -319,7 +326,12 @@ export class PcapWriter {
       this.appendPackets(
         messages.map((m) => (blocks: Buffer[]) => {
           const { id } = this.lazyInterface('vhost-user', blocks, () =>
-            interfaceBlock(LINKTYPE_VHOST_USER, 0, 'vhost-user', 'vhost-user messages: capture header, then the message'),
+            interfaceBlock(
+              LINKTYPE_VHOST_USER,
+              0,
+              'vhost-user',
+              'vhost-user messages: capture header, then the message',
+            ),
           );
           const head = Buffer.alloc(VHOST_USER_CAPTURE_HEADER);
           head[0] = 1;
@@ -328,7 +340,9 @@ export class PcapWriter {
           head.writeUInt32LE(m.session >>> 0, 4);
           const data = Buffer.concat([head, m.bytes]);
           const comment = `vhost-user ${m.note}${m.fds ? ` +${m.fds} fd` : ''}`;
-          blocks.push(packetBlock(id, m.timeNs, data, data.length, comment, m.direction === 'front-end->backend' ? 1 : 2));
+          blocks.push(
+            packetBlock(id, m.timeNs, data, data.length, comment, m.direction === 'front-end->backend' ? 1 : 2),
+          );
         }),
         { n: 0 },
         false,

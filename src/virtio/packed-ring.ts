@@ -153,6 +153,7 @@ export class PackedRingRef extends RingSide implements Vring {
         this.onEvent?.({
           ev: 'chain',
           head: typeof r === 'number' ? this.idAt(this.availPos) : r.head,
+          slot: this.availPos,
           descs: trail,
           outLen: typeof r === 'number' ? 0 : r.outLen,
           inLen: typeof r === 'number' ? 0 : r.inLen,

@@ -19,7 +19,8 @@ export interface RingDesc {
 
 export type RingEvent =
   | { ev: 'avail'; availIdx: number; lastAvailIdx: number; new: number }
-  | { ev: 'chain'; head: number; descs: RingDesc[]; outLen: number; inLen: number; error?: string }
+  /** `head`: split, the head descriptor's index; packed, the buffer id. `slot`: packed, the ring position of its first descriptor. */
+  | { ev: 'chain'; head: number; slot?: number; descs: RingDesc[]; outLen: number; inLen: number; error?: string }
   | { ev: 'used'; slot: number; id: number; len: number }
   | { ev: 'flush'; usedIdx: number; count: number }
   | {
