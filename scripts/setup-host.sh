@@ -12,7 +12,7 @@ packages=(
   clang-format              # C++ formatting check (npm run lint)
   chromium fonts-dejavu-core # renders the live ring page in the ring page test
   tshark                    # reads our pcapng captures back (capture tests)
-  socat                     # vhost-user-net guest forwards the ring page out of its namespace
+  socat                     # vhost-user-net guest forwards the ring page; the lab's guest shell (learn-virtio.md)
   systemd                   # systemd-socket-activate: socket activation without a running systemd
   libvirt-daemon-system libvirt-clients libvirt-daemon-driver-qemu  # the libvirt guest test (its own libvirtd)
   clang-19 libclang-rt-19-dev # libFuzzer + ASan/UBSan for the native fuzz targets (npm run fuzz)

@@ -166,7 +166,11 @@ async function sighup(b: Proc, want: RegExp): Promise<string> {
   return b.output.slice(from);
 }
 
-/** Enhanced Packet Blocks (type 6) in a pcapng file, walking the blocks by their lengths. */
+/**
+ * Frames in a pcapng file: Enhanced Packet Blocks (type 6) on the vrings' Ethernet interfaces
+ * (ids 0 and 1; the -vnet copies and the vhost-user messages come after), walking the blocks by
+ * their lengths.
+ */
 function packets(path: string): number {
   if (!existsSync(path)) return -1;
   const f = readFileSync(path);
@@ -175,7 +179,7 @@ function packets(path: string): number {
     const type = f.readUInt32LE(at);
     const len = f.readUInt32LE(at + 4);
     if (len < 12 || at + len > f.length) break;
-    if (type === 6) n++;
+    if (type === 6 && f.readUInt32LE(at + 8) < 2) n++;
     at += len;
   }
   return n;

@@ -11,7 +11,8 @@ import { featureMask, hex, VirtioFeature } from '../src/features.js';
 import { packageRoot } from '../src/native.js';
 import { explain } from '../src/trace/explain.js';
 import { MessageTrace, type TraceRecord } from '../src/trace/message-trace.js';
-import { encodeU64, Request } from '../src/vhost-user/codec.js';
+import { encodeU64, encodeVringState, Request } from '../src/vhost-user/codec.js';
+import { describeRequest } from '../src/trace/decode.js';
 import { offeredFeatures } from '../src/vhost-user/session.js';
 import { native, serve, tempDir, waitFor } from './helpers/harness.js';
 import { MockFrontend } from './helpers/mock-frontend.js';
@@ -143,5 +144,22 @@ describe('protocol trace', () => {
     expect(r.status).toBe(0);
     expect(r.stdout).toBe(`${text}\n`);
     tmp.cleanup();
+  });
+});
+
+describe('vring base decoding', () => {
+  it('names the positions of a packed base (two positions with wrap counters) and leaves a split one alone', () => {
+    const base = (num: number) => describeRequest(Request.SET_VRING_BASE, encodeVringState({ index: 0, num }));
+    // QEMU's packed base: avail 0 wrap 1 in the low half, used 0 wrap 1 in the high half.
+    expect(base(0x80008000)).toEqual({
+      index: 0,
+      nextAvailIdx: 0x80008000,
+      hex: '0x80008000',
+      packed: 'avail 0 wrap 1, used 0 wrap 1',
+    });
+    expect(base(0x0005_8003)).toMatchObject({ packed: 'avail 3 wrap 1, used 5 wrap 0' });
+    // Bit 15 alone: a packed base without the used half, or a split index past 32767.
+    expect(base(0x8000)).toEqual({ index: 0, nextAvailIdx: 0x8000, ifPacked: 'avail 0 wrap 1' });
+    expect(base(5)).toEqual({ index: 0, nextAvailIdx: 5 });
   });
 });

@@ -18,6 +18,9 @@ import { OFFERED_FEATURES, OFFERED_PROTOCOL_FEATURES } from '../vhost-user/sessi
 
 export const USAGE = `Usage: vhost-user-net [serve] [options]
        vhost-user-net demo [--datapath native|ts]   (as root: a Linux guest on the backend)
+       vhost-user-net lab [--datapath ts|native] [--packed] [--queues N]
+                                                  (a live guest to watch: traces, capture, ring page;
+                                                   docs/learn-virtio.md)
        vhost-user-net explain TRACE-FILE [--vring N] (a --trace-messages or --trace-rings file as a
                                                    timeline, each step with its spec section)
        vhost-user-net status [--http HOST:PORT]     (a running backend's state, from its --http)
@@ -54,6 +57,7 @@ export type Command =
   | { action: 'help' | 'version' | 'capabilities' }
   | { action: 'demo'; datapath: 'native' | 'ts' }
   | { action: 'explain'; file: string; vring?: number | undefined }
+  | { action: 'lab'; datapath: 'native' | 'ts'; packed: boolean; queues: number }
   | { action: 'status'; http: string }
   | GuestCommand
   | ConditionsCommand
@@ -63,6 +67,30 @@ export interface ServeCommand {
   action: 'serve';
   config: Config;
   faultsFile?: string | undefined;
+}
+
+/** `lab [--datapath ts|native] [--packed] [--queues N]`: a live guest with every observer on. */
+function parseLabCommand(argv: string[]): Command {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: argv.slice(1),
+      allowPositionals: false,
+      strict: true,
+      options: { datapath: { type: 'string' }, packed: { type: 'boolean' }, queues: { type: 'string' } },
+    });
+  } catch (err) {
+    throw new ConfigError(ErrorCode.Usage, `lab: ${(err as Error).message}`);
+  }
+  const v = parsed.values;
+  const dp = v.datapath ?? 'ts';
+  if (dp !== 'native' && dp !== 'ts')
+    throw new ConfigError(ErrorCode.Usage, `lab: --datapath takes ts or native, not '${dp}'`);
+  const queues = Number(v.queues ?? 1);
+  if (!(Number.isInteger(queues) && queues >= 1 && queues <= 8)) {
+    throw new ConfigError(ErrorCode.Usage, `lab: --queues takes 1 to 8, not '${v.queues}'`);
+  }
+  return { action: 'lab', datapath: dp, packed: v.packed === true, queues };
 }
 
 /** `explain FILE [--vring N]`: a message trace or a ring trace as a timeline. */
@@ -92,6 +120,7 @@ export function parseCommandLine(argv: string[]): Command {
   if (argv[0] === 'guest' || argv[0] === 'conditions') return parseGuestCommand(argv);
   if (argv[0] === 'explore') return parseExploreCommand(argv);
   if (argv[0] === 'explain') return parseExplainCommand(argv);
+  if (argv[0] === 'lab') return parseLabCommand(argv);
   let parsed;
   try {
     parsed = parseArgs({

@@ -4,6 +4,7 @@
  */
 import { ConfigError } from '../errors.js';
 import { runDemo } from '../demo/demo.js';
+import { runLab } from '../demo/lab.js';
 import { formatStatus } from '../metrics/status-text.js';
 import { explainFile } from '../trace/explain.js';
 import { capabilities, type Command, parseCommandLine, USAGE, version } from './command.js';
@@ -43,7 +44,14 @@ async function run(cmd: Exclude<Command, { action: 'serve' }>): Promise<number> 
       return 1;
     }
   }
+  if (cmd.action === 'lab') {
+    return await runLab({ datapath: cmd.datapath, packed: cmd.packed, queuePairs: cmd.queues });
+  }
   if (cmd.action === 'explain') {
+    // `explain FILE | head`: a reader that goes away ends the output, not with a stack trace.
+    process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+      if (err.code !== 'EPIPE') throw err;
+    });
     try {
       process.stdout.write(`${explainFile(cmd.file, { vring: cmd.vring }).join('\n')}\n`);
       return 0;

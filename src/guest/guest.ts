@@ -45,8 +45,10 @@ let nsCount = 0;
 
 /** A network namespace of our own; everything in it is deleted with it. */
 export class Netns {
-  readonly name = `vun-${process.pid}-${++nsCount}`;
-  constructor() {
+  readonly name: string;
+  /** `name`: a fixed name (the lab's, for copy-paste commands); by default one of our own. */
+  constructor(name?: string) {
+    this.name = name ?? `vun-${process.pid}-${++nsCount}`;
     requireCommand('ip', 'iproute2');
     run('ip', ['netns', 'add', this.name]);
     this.sh('ip link set lo up');

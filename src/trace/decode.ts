@@ -87,9 +87,14 @@ function describe(request: number, p: Payload, reply: boolean): Record<string, u
       if (name === 'SET_VRING_ENABLE') return { index: p.state.index, enable: p.state.num };
       if (name === 'SET_VRING_NUM') return { index: p.state.index, size: p.state.num };
       if (name === 'SET_VRING_BASE' || name === 'GET_VRING_BASE') {
-        return reply
-          ? { index: p.state.index, nextAvailIdx: p.state.num }
-          : { index: p.state.index, ...(name === 'SET_VRING_BASE' ? { nextAvailIdx: p.state.num } : {}) };
+        // A packed ring's base is two positions (vhost-user.rst "Vring state description"):
+        // bits 0-14 avail, 15 its wrap counter, 16-30 used, 31 its wrap counter. A split one's
+        // is a u16, so bit 15 or higher bits set can only be a packed ring's.
+        const n = p.state.num;
+        const positions = `avail ${n & 0x7fff} wrap ${(n >>> 15) & 1}${n > 0xffff ? `, used ${(n >>> 16) & 0x7fff} wrap ${n >>> 31}` : ''}`;
+        const packed = n > 0xffff ? { packed: positions } : n > 0x7fff ? { ifPacked: positions } : {};
+        const base = { nextAvailIdx: n, ...(n > 0xffff ? { hex: hex(n) } : {}), ...packed };
+        return reply || name === 'SET_VRING_BASE' ? { index: p.state.index, ...base } : { index: p.state.index };
       }
       return { index: p.state.index, num: p.state.num };
     case 'vringAddr':

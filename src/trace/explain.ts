@@ -181,10 +181,18 @@ export function explainRings(records: ({ t: number; vring: number } & RingEvent)
 
 /** A trace file: a ring trace when its records are ring events (`ev`), else a message trace. */
 export function explainFile(path: string, opts: { vring?: number | undefined } = {}): string[] {
-  const records = readFileSync(path, 'utf8')
+  const lines = readFileSync(path, 'utf8')
     .split('\n')
-    .filter((l) => l.trim())
-    .map((l) => JSON.parse(l) as Record<string, unknown>);
+    .filter((l) => l.trim());
+  // A trace still being written may end in half a line: that one is left out.
+  const records = lines.flatMap((l, i) => {
+    try {
+      return [JSON.parse(l) as Record<string, unknown>];
+    } catch (err) {
+      if (i === lines.length - 1) return [];
+      throw new Error(`${path} line ${i + 1}: not a trace record (${(err as Error).message})`);
+    }
+  });
   if (records.length && typeof records[0]?.ev === 'string') {
     return explainRings(records as unknown as ({ t: number; vring: number } & RingEvent)[], opts.vring);
   }
