@@ -88,6 +88,15 @@ describe('docs/learn-virtio.md, command by command', () => {
           `${cmd} to be ready`,
         );
         expect(started.output, `${cmd}:\n${started.tail(30)}`).toContain('VUN-LAB ready');
+        // What the lab prints is what the page says: the ring page's URL and the commands.
+        for (const said of [
+          'http://127.0.0.1:9180/rings.html',
+          'ip netns exec vun-lab iperf3 -c 10.77.0.2 -t 3 -R',
+          'socat -,raw,echo=0,escape=0x1d UNIX-CONNECT:/tmp/vun-lab/shell.sock',
+        ]) {
+          expect(started.output).toContain(said);
+          expect(page).toContain(said);
+        }
         ran.push(cmd);
         continue;
       }

@@ -11,6 +11,7 @@ import { describe, expect, it } from 'vitest';
 import { RingTrace } from '../src/trace/ring-trace.js';
 import { featureMask, VirtioFeature as F } from '../src/features.js';
 import { describeNetHeader, PcapWriter } from '../src/trace/pcapng.js';
+import { parseCommandLine } from '../src/cli/main.js';
 import { bringUpDevice, native, serve, servedPerTest, tempDir, waitFor } from './helpers/harness.js';
 import { transmit } from './helpers/mock-frontend.js';
 
@@ -215,6 +216,40 @@ describe('pcapng writer', () => {
     expect(seen).toEqual(seen.slice().sort((a, b) => a - b));
     expect(seen.length).toBeLessThan(40);
     tmp.cleanup();
+  });
+
+  it.each([
+    ['both', ['receiveq0', 'receiveq0-vnet']],
+    ['ethernet', ['receiveq0']],
+    ['vnet', ['receiveq0-vnet']],
+  ] as const)('--pcap-frames %s: which packets each frame makes', (frames, ifaces) => {
+    const tmp = tempDir();
+    const file = join(tmp.dir, 'f.pcapng');
+    const w = new PcapWriter(file, 2, { frames });
+    const f = {
+      vring: 0,
+      timeNs: 1n,
+      direction: 'toGuest' as const,
+      origLen: 80,
+      header: Buffer.alloc(12),
+      data: udpFrame(80, 5),
+    };
+    w.write([f, f]);
+    w.close();
+    expect(w.frames).toBe(2);
+    const rows = tshark(file, ['frame.interface_name']).map((r) => r[0]);
+    expect([...new Set(rows)].sort()).toEqual([...ifaces]);
+    expect(rows).toHaveLength(2 * ifaces.length);
+    expect(parseCommandLine(['--socket', '/tmp/s', '--pcap', file, '--pcap-frames', frames])).toMatchObject({
+      config: { pcap: { frames } },
+    });
+    tmp.cleanup();
+  });
+
+  it('--pcap-frames takes both, ethernet or vnet', () => {
+    expect(() => parseCommandLine(['--socket', '/tmp/s', '--pcap', '/tmp/f', '--pcap-frames', 'all'])).toThrow(
+      /pcap.frames/,
+    );
   });
 
   it('stops cleanly when a write fails: told once, frames counted as lost, no exception', () => {

@@ -136,7 +136,7 @@ describe('host backend details', () => {
       '/tmp/r.jsonl',
     ]);
     if (r.action !== 'serve') throw new Error('not serve');
-    expect(r.config.pcap).toEqual({ file: '/tmp/c.pcapng', snapLen: 128, maxMb: 10, keepFiles: 3 });
+    expect(r.config.pcap).toEqual({ file: '/tmp/c.pcapng', snapLen: 128, maxMb: 10, keepFiles: 3, frames: 'both' });
     expect(r.config.datapath).toBe('native');
     expect(r.config.trace.rings).toBe('/tmp/r.jsonl');
     expect(configErrorOf(['--socket', '/tmp/x', '--pcap-snaplen', '128']).message).toMatch(

@@ -189,7 +189,15 @@ export const FLAGS: readonly Flag[] = [
     kind: 'string',
     value: 'FILE',
     config: 'pcap.file',
-    help: 'pcapng capture of every vring, virtio-net header in each packet comment',
+    help: 'pcapng capture of every vring (frames as Ethernet and with their virtio-net header) and of the vhost-user messages',
+  },
+  {
+    name: 'pcap-frames',
+    kind: 'string',
+    value: 'WHICH',
+    config: 'pcap.frames',
+    needs: 'pcap',
+    help: 'both (default) | ethernet (no -vnet copies: half the writing per frame) | vnet (header and frame only)',
   },
   {
     name: 'pcap-snaplen',

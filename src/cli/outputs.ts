@@ -22,6 +22,7 @@ export class Outputs {
       snapLen: c.pcap.snapLen,
       maxBytes: (c.pcap.maxMb ?? 0) * 1024 * 1024,
       keepFiles: c.pcap.keepFiles,
+      frames: c.pcap.frames,
       application: this.application,
       onError: (error) =>
         this.log.error({ code: ErrorCode.OutputFile, error }, 'capture stopped: a write failed (frames keep flowing)'),

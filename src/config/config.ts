@@ -113,6 +113,11 @@ export const configSchema = z
           .optional(),
         /** With maxMb: keep at most this many files (the oldest are removed). */
         keepFiles: z.number().int().min(1).max(100_000).optional(),
+        /**
+         * Which packets each frame makes: plain Ethernet (`receiveqN`), with its virtio-net
+         * header (`receiveqN-vnet`), or both (the default).
+         */
+        frames: z.enum(['both', 'ethernet', 'vnet']).default('both'),
       })
       .strict()
       .optional(),

@@ -144,19 +144,25 @@ function untilSignal(): Promise<void> {
 function printGuide(opts: LabOptions): void {
   const f = labFiles();
   const x = `ip netns exec ${LAB.netns}`;
+  // From the checkout the commands read as docs/learn-virtio.md has them; elsewhere, whole paths.
+  const here = process.cwd() === packageRoot;
+  const cli = here ? 'node bin/vhost-user-net.js' : `node ${join(packageRoot, 'bin', 'vhost-user-net.js')}`;
+  const lua = here
+    ? 'contrib/wireshark/vhost-user-net.lua'
+    : join(packageRoot, 'contrib', 'wireshark', 'vhost-user-net.lua');
   say(`
 The guest is up: ${LAB.guestIp} on the backend's ${opts.packed ? 'packed' : 'split'} rings (${opts.datapath ?? 'ts'} data path);
 the host end is ${LAB.tap} = ${LAB.hostIp} in network namespace ${LAB.netns}.
 
   watch      http://${LAB.http}/rings.html          (the rings live; the player under them steps through every event)
-             node bin/vhost-user-net.js status --http ${LAB.http}
+             ${cli} status --http ${LAB.http}
   traffic    ${x} ping -c 3 ${LAB.guestIp}
              ${x} iperf3 -c ${LAB.guestIp} -t 3        (host to guest: the receiveq)
              ${x} iperf3 -c ${LAB.guestIp} -t 3 -R     (guest to host: the transmitq)
   guest      socat -,raw,echo=0,escape=0x1d UNIX-CONNECT:${f.shell}   (a shell in the guest; Ctrl-] leaves it)
-  read       node bin/vhost-user-net.js explain ${f.messages}
-             node bin/vhost-user-net.js explain ${f.rings} --vring 1
-             tshark -X lua_script:contrib/wireshark/vhost-user-net.lua -r ${f.capture} -Y 'vhost_user.request == 2'
+  read       ${cli} explain ${f.messages}
+             ${cli} explain ${f.rings} --vring 1
+             tshark -X lua_script:${lua} -r ${f.capture} -Y 'vhost_user.request == 2'
   files      ${f.messages}  ${f.rings}  ${f.capture}
 
 Ctrl-C stops the guest and the backend and deletes the namespace; the files stay.`);

@@ -165,6 +165,8 @@ export interface PcapOptions {
   maxBytes?: number;
   /** Keep at most this many files when rotating (0: all). */
   keepFiles?: number;
+  /** Which packets a frame makes: Ethernet, header and frame (`-vnet`), or both (default). */
+  frames?: 'both' | 'ethernet' | 'vnet';
   /** Written into the section header (shb_userappl). */
   application?: string;
   /** Told once when a write fails and the capture stops. */
@@ -297,9 +299,11 @@ export class PcapWriter {
         const data = f.data.length > this.snapLen ? f.data.subarray(0, this.snapLen) : f.data;
         const dir = f.direction === 'fromGuest' ? 1 : 2;
         const comment = describeNetHeader(f.header) + (f.faults ? `; fault: ${f.faults}` : '');
-        blocks.push(packetBlock(f.vring, f.timeNs, data, f.origLen, comment, dir));
+        const which = this.opts.frames ?? 'both';
         const link = f.header.length === 12 ? LINKTYPE_VNET12 : f.header.length === 10 ? LINKTYPE_VNET10 : 0;
-        if (link === 0) return; // no link type for this header length: the Ethernet packet only
+        // No link type for this header length: the Ethernet packet, whatever was asked.
+        if (which !== 'vnet' || link === 0) blocks.push(packetBlock(f.vring, f.timeNs, data, f.origLen, comment, dir));
+        if (which === 'ethernet' || link === 0) return;
         const { id } = this.lazyInterface(`vnet:${f.vring}:${link}`, blocks, () =>
           interfaceBlock(
             link,
