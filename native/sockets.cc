@@ -91,8 +91,10 @@ Napi::Value UnixListen(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, fd);
 }
 
-// adoptListenFd(fd) -> fd: takes an inherited listening unix socket (--fd) into ownership.
-Napi::Value AdoptListenFd(const Napi::CallbackInfo& info) {
+// adoptUnixFd(fd) -> { fd, listening }: takes an inherited unix stream socket (--fd) into
+// ownership. SO_ACCEPTCONN tells them apart: a listening socket is accepted on; a connected one
+// (a socketpair end, or a connection a manager made) is the session itself.
+Napi::Value AdoptUnixFd(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int fd = info[0].As<Napi::Number>().Int32Value();
   int val = 0;
@@ -106,18 +108,34 @@ Napi::Value AdoptListenFd(const Napi::CallbackInfo& info) {
     return env.Undefined();
   }
   len = sizeof(val);
-  if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &val, &len) != 0 || !val) {
-    ThrowErrno(env, "getsockopt", EINVAL, "--fd is not a listening socket");
+  if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &val, &len) != 0 || val != SOCK_STREAM) {
+    ThrowErrno(env, "getsockopt", EPROTOTYPE, "--fd is not a stream socket");
     return env.Undefined();
+  }
+  int listening = 0;
+  len = sizeof(listening);
+  if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &len) != 0) {
+    ThrowErrno(env, "getsockopt", errno, "--fd " + std::to_string(fd));
+    return env.Undefined();
+  }
+  if (!listening) {
+    sockaddr_un peer{};
+    socklen_t plen = sizeof(peer);
+    if (getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &plen) != 0) {
+      ThrowErrno(env, "getpeername", errno, "--fd is neither listening nor connected");
+      return env.Undefined();
+    }
   }
   int fl = fcntl(fd, F_GETFL);
   fcntl(fd, F_SETFL, fl | O_NONBLOCK);
   fcntl(fd, F_SETFD, FD_CLOEXEC);
   GetState(env)->OwnFd(fd);
-  return Napi::Number::New(env, fd);
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("fd", Napi::Number::New(env, fd));
+  out.Set("listening", Napi::Boolean::New(env, listening != 0));
+  return out;
 }
 
-// unixAccept(listenFd) -> fd, or -1 when no connection is pending.
 Napi::Value UnixAccept(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int lfd = info[0].As<Napi::Number>().Int32Value();
@@ -352,7 +370,7 @@ void InitSockets(Napi::Env env, Napi::Object exports) {
   exports.Set("datagramSend", Napi::Function::New<DatagramSend>(env));
   exports.Set("datagramBind", Napi::Function::New<DatagramBind>(env));
   exports.Set("unixListen", Napi::Function::New<UnixListen>(env));
-  exports.Set("adoptListenFd", Napi::Function::New<AdoptListenFd>(env));
+  exports.Set("adoptUnixFd", Napi::Function::New<AdoptUnixFd>(env));
   exports.Set("unixAccept", Napi::Function::New<UnixAccept>(env));
   exports.Set("unixConnect", Napi::Function::New<UnixConnect>(env));
   exports.Set("socketPair", Napi::Function::New<SocketPair>(env));

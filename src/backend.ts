@@ -66,6 +66,8 @@ export interface BackendEvents {
   message: [Session, Header];
   sessionClosed: [Session, Error | undefined];
   listening: [string];
+  /** A connected --fd's session ended: nothing more will be served. */
+  finished: [];
 }
 
 const READABLE = 1;
@@ -90,6 +92,8 @@ export type { FaultsView } from './faults/fault-control.js';
 export class VhostUserNetBackend extends EventEmitter<BackendEvents> implements BackendView {
   readonly native: NativeBinding;
   private listenFd = -1;
+  /** --fd was a connected socket: its one session is all this backend serves. */
+  private connectedFd = false;
   private createdSocket: string | undefined;
   private createdIno: number | undefined;
   private listenPoller: NativePoller | undefined;
@@ -218,7 +222,16 @@ export class VhostUserNetBackend extends EventEmitter<BackendEvents> implements 
       return;
     }
     if (this.options.listenFd !== undefined) {
-      this.listenFd = call('adopt --fd', () => this.native.adoptListenFd(this.options.listenFd as number));
+      const adopted = call('adopt --fd', () => this.native.adoptUnixFd(this.options.listenFd as number));
+      if (!adopted.listening) {
+        // A connected socket is the session itself: served at once; when it ends there is
+        // nothing to accept, and the backend says it is finished.
+        this.log.info({ socket: `fd ${adopted.fd}` }, 'serving a connected --fd');
+        this.connectedFd = true;
+        this.serve(adopted.fd);
+        return;
+      }
+      this.listenFd = adopted.fd;
     } else {
       const path = this.options.socketPath as string;
       this.listenFd = call(`listen on ${path}`, () => this.native.unixListen(path, this.options.socketMode, 4));
@@ -393,6 +406,10 @@ export class VhostUserNetBackend extends EventEmitter<BackendEvents> implements 
         this.emit('sessionClosed', session, reason);
         this.messageTrace?.session(id, 'closed', reason ? { reason: reason.message } : {});
         if (this.stopped) return;
+        if (this.connectedFd) {
+          this.emit('finished');
+          return;
+        }
         if (this.options.client) {
           this.reconnectTimer = setTimeout(() => this.dial(), this.options.reconnectMinMs);
         } else {

@@ -31,7 +31,8 @@ export interface NativeBinding {
   /** The sanitizers this build of the addon runs under ("" for the normal build). */
   sanitizers: string;
   unixListen(path: string, mode: number, backlog: number): number;
-  adoptListenFd(fd: number): number;
+  /** An inherited unix stream socket (--fd), owned from now on; `listening` from SO_ACCEPTCONN. */
+  adoptUnixFd(fd: number): { fd: number; listening: boolean };
   unixAccept(listenFd: number): number;
   unixConnect(path: string): number;
   socketPair(): [number, number];

@@ -153,21 +153,52 @@ describe('the binary', () => {
     expect(existsSync(join(packageRoot, 'dist', 'cli', 'main.js')), 'dist/ missing: run npm run build').toBe(true);
   });
 
-  it('--print-capabilities prints JSON with type net', () => {
-    const r = spawnSync(process.execPath, [bin, '--print-capabilities'], { encoding: 'utf8' });
-    expect(r.status).toBe(0);
-    const caps = JSON.parse(r.stdout) as { type: string; protocolFeatures: string[] };
-    expect(caps.type).toBe('net');
-    expect(caps.protocolFeatures).toContain('REPLY_ACK');
+  it("--print-capabilities prints what QEMU's vhost-user.json defines for a net backend, ignoring every other option", () => {
+    for (const args of [
+      ['--print-capabilities'],
+      ['--print-capabilities', '--queues', '999', '--backend', 'nonsense'],
+      ['--no-such-option', '--print-capabilities', 'extra-word'],
+    ]) {
+      const r = spawnSync(process.execPath, [bin, ...args], { encoding: 'utf8' });
+      expect(r.status, `${args.join(' ')}: ${r.stderr}`).toBe(0);
+      // VHostUserBackendCapabilities: the base member `type`; `net` has no variant members.
+      expect(JSON.parse(r.stdout)).toEqual({ type: 'net' });
+      expect(r.stderr).toBe('');
+    }
+  });
+
+  it('--fd and --socket-path together are refused (vhost-user.rst: incompatible)', () => {
+    const r = spawnSync(process.execPath, [bin, '--fd', '3', '--socket-path', '/tmp/vun-x.sock'], {
+      encoding: 'utf8',
+      timeout: 10_000,
+    });
+    expect(r.status).toBe(2);
+    expect(r.stderr).toMatch(/--fd and --socket-path \(socket.path\) name two sockets; give one/);
+    expect(r.stderr).toMatch(/VUN_CONFIG_INVALID/);
   });
 
   it('--help and --version', () => {
     const h = spawnSync(process.execPath, [bin, '--help'], { encoding: 'utf8' });
     expect(h.status).toBe(0);
     expect(h.stdout).toMatch(/--socket-path/);
-    expect(h.stdout).toMatch(/tap:NAME \| af-packet:IFACE \| loopback \| null/);
+    // Every backend and every backend option the parser takes.
+    for (const word of [
+      'tap:NAME',
+      'persist',
+      'io-uring=off',
+      'macvtap:PARENT',
+      'mode=bridge|vepa|private|passthru',
+      'af-packet:IFACE',
+      'qdisc-bypass',
+      'rx-ring',
+      'loopback',
+      'null[:source=LEN]',
+    ])
+      expect(h.stdout).toContain(word);
     const v = spawnSync(process.execPath, [bin, '--version'], { encoding: 'utf8' });
     expect(v.stdout).toMatch(/^vhost-user-net \d+\.\d+\.\d+/);
+    expect(v.stdout).toMatch(/^protocol features offered: .*REPLY_ACK/m);
+    expect(v.stdout).toMatch(/^virtio features offered: .*F_VERSION_1/m);
   });
 
   it('exits 2 when --cpus names a CPU this process may not use (checked at start, not at connect)', () => {
@@ -347,6 +378,27 @@ describe('the binary', () => {
     expect(lines.some((l) => l.msg === 'message' && l.request === 'GET_QUEUE_NUM')).toBe(true);
     expect(openFds()).toBe(before);
     tmp.cleanup();
+  });
+
+  it('serves a connected socket given as --fd (SO_ACCEPTCONN unset) as its one session, then exits 0', async () => {
+    const before = openFds();
+    const [ours, theirs] = native.socketPair();
+    const child = spawn(process.execPath, [bin, '--fd', '3', '--log-level', 'info'], {
+      stdio: ['ignore', 'pipe', 'pipe', theirs],
+    });
+    native.close(theirs);
+    let out = '';
+    child.stdout?.on('data', (d: Buffer) => (out += d.toString()));
+    const exited = new Promise((r) => child.once('exit', r));
+    const fe = new MockFrontend(native, ours);
+    expect(await fe.u64('GET_QUEUE_NUM')).toBe(1n);
+    expect(out).toMatch(/"msg":"serving a connected --fd"/);
+    expect(out).not.toMatch(/"msg":"listening"/);
+    // The front-end goes: the session ends, and with it the process, by itself.
+    fe.close();
+    expect(await exited).toBe(0);
+    expect(out).toMatch(/the --fd connection closed/);
+    expect(openFds()).toBe(before);
   });
 });
 

@@ -43,13 +43,22 @@ export function version(): string {
   return pkg.version;
 }
 
-/** vhost-user.rst "Backend program conventions": --print-capabilities prints this JSON. */
+/**
+ * vhost-user.rst "Backend program conventions": --print-capabilities prints the backend's
+ * capabilities as QEMU's docs/interop/vhost-user.json defines them. For a `net` backend that is
+ * the type alone (VHostUserBackendCapabilities has members only for `input` and `gpu`).
+ */
 export function capabilities(): Record<string, unknown> {
-  return {
-    type: 'net',
-    features: featureNames(OFFERED_FEATURES, VirtioFeature),
-    protocolFeatures: featureNames(OFFERED_PROTOCOL_FEATURES, ProtocolFeature),
-  };
+  return { type: 'net' };
+}
+
+/** `--version`: the version, then what this build offers a front-end (by name). */
+export function versionText(): string {
+  return [
+    `vhost-user-net ${version()}`,
+    `virtio features offered: ${featureNames(OFFERED_FEATURES, VirtioFeature).join(' ')}`,
+    `protocol features offered: ${featureNames(OFFERED_PROTOCOL_FEATURES, ProtocolFeature).join(' ')}`,
+  ].join('\n');
 }
 
 /** What the command line asks for. */
@@ -117,6 +126,10 @@ function parseExplainCommand(argv: string[]): Command {
 
 /** Parses argv into a validated Config (or a request for help/version/capabilities). */
 export function parseCommandLine(argv: string[]): Command {
+  // "Other options and arguments should be ignored" with --print-capabilities (vhost-user.rst
+  // "Backend program conventions"): it wins over anything next to it, valid or not.
+  const own = argv.indexOf('--') < 0 ? argv : argv.slice(0, argv.indexOf('--'));
+  if (own.includes('--print-capabilities')) return { action: 'capabilities' };
   if (argv[0] === 'guest' || argv[0] === 'conditions') return parseGuestCommand(argv);
   if (argv[0] === 'explore') return parseExploreCommand(argv);
   if (argv[0] === 'explain') return parseExplainCommand(argv);

@@ -37,7 +37,7 @@ export const FLAGS: readonly Flag[] = [
     kind: 'int',
     value: 'N',
     config: 'socket.fd',
-    help: 'serve on an inherited listening unix socket (instead of a path)',
+    help: 'serve on an inherited unix socket (instead of --socket-path): a listening one is accepted on, a connected one is served as the session',
   },
   {
     name: 'client',
@@ -92,7 +92,7 @@ export const FLAGS: readonly Flag[] = [
     kind: 'string',
     value: 'SPEC',
     config: 'backend',
-    help: 'tap:NAME | af-packet:IFACE | loopback | null[:source=LEN] (default null)',
+    help: 'tap:NAME[,persist][,io-uring=off] | macvtap:PARENT,mac=MAC[,mode=bridge|vepa|private|passthru][,name=NAME][,io-uring=off] | af-packet:IFACE[,qdisc-bypass][,rx-ring] | loopback | null[:source=LEN] (default null)',
   },
   {
     name: 'datapath',

@@ -7,7 +7,7 @@ import { runDemo } from '../demo/demo.js';
 import { runLab } from '../demo/lab.js';
 import { formatStatus } from '../metrics/status-text.js';
 import { explainFile } from '../trace/explain.js';
-import { capabilities, type Command, parseCommandLine, USAGE, version } from './command.js';
+import { capabilities, type Command, parseCommandLine, USAGE, versionText } from './command.js';
 import { conditionsCommand } from './guest-commands.js';
 import { exploreCommand } from './explore-command.js';
 import { serve } from './serve.js';
@@ -79,7 +79,7 @@ async function run(cmd: Exclude<Command, { action: 'serve' }>): Promise<number> 
     }
   }
   if (cmd.action === 'help') process.stdout.write(USAGE);
-  else if (cmd.action === 'version') process.stdout.write(`vhost-user-net ${version()}\n`);
+  else if (cmd.action === 'version') process.stdout.write(`${versionText()}\n`);
   else process.stdout.write(`${JSON.stringify(capabilities(), null, 2)}\n`);
   return 0;
 }

@@ -72,6 +72,8 @@ export async function serve(cmd: ServeCommand, argv: string[]): Promise<number> 
       hostBackend.close();
       closeOutputs(served, observe, log);
     };
+    // A connected --fd is one session: when it ends, so does the process (exit 0).
+    served.once('finished', () => shutdown('the --fd connection closed'));
     process.on('SIGUSR1', () => served.logCounters());
     // SIGHUP: read the configuration again; apply what may change while serving.
     const reloader = new Reloader(served, outputs, observe, log, cmd);

@@ -169,6 +169,9 @@ export function parseConfig(input: unknown, source = 'configuration'): Config {
   if (c.socket.client && c.socket.fd !== undefined)
     problems.push('socket.fd: an inherited listening socket cannot be used in client mode');
   if (c.socket.path === undefined && c.socket.fd === undefined) problems.push('socket.path: required (or socket.fd)');
+  // vhost-user.rst "Backend program conventions": --fd "is incompatible with --socket-path".
+  if (c.socket.path !== undefined && c.socket.fd !== undefined)
+    problems.push('socket.fd: --fd and --socket-path (socket.path) name two sockets; give one');
   if (c.reconnect.minMs > c.reconnect.maxMs) problems.push('reconnect.minMs: larger than reconnect.maxMs');
   if (c.threads !== undefined && c.threads > c.queues)
     problems.push(`threads: ${c.threads} threads for ${c.queues} queue pairs`);
