@@ -298,6 +298,49 @@ export class VhostUserNetBackend extends EventEmitter<BackendEvents> implements 
     });
   }
 
+  /**
+   * What watches one request being handled: the message trace and the capture's vhost-user
+   * interface (the request as it came, and the reply), when either is on.
+   */
+  private observerFor(id: number, msg: RawMessage): DispatchObserver | undefined {
+    const fds = msg.fds.length;
+    const trace = this.messageTrace;
+    const capture = this.options.observers?.capture;
+    if (!trace && !capture) return undefined;
+    const name = requestName(msg.header.request);
+    const at = process.hrtime.bigint() - this.hrtimeOffset; // the request's arrival, as epoch ns
+    return {
+      start: () => trace?.requestStart(),
+      done: (err, reply) => {
+        const seq = trace?.requestDone(id, msg.header, msg.payload, fds, err) ?? 0;
+        if (reply) trace?.reply(id, seq, msg.header.request, reply.bytes, reply.ack);
+        const refused = err ? ` (refused: ${(err as { code?: string }).code ?? err.message})` : '';
+        capture?.writeMessages([
+          {
+            session: id,
+            timeNs: at,
+            direction: 'front-end->backend',
+            bytes: encodeMessage(msg.header.request, msg.header.flags, msg.payload),
+            fds,
+            note: `${name}${refused}`,
+          },
+          ...(reply
+            ? [
+                {
+                  session: id,
+                  timeNs: process.hrtime.bigint() - this.hrtimeOffset,
+                  direction: 'backend->front-end' as const,
+                  bytes: reply.bytes,
+                  fds: 0,
+                  note: `${name} reply${reply.ack ? ' (REPLY_ACK)' : ''}`,
+                },
+              ]
+            : []),
+        ]);
+      },
+    };
+  }
+
   private acceptOne(): void {
     if (this.connection) return;
     let fd: number;
@@ -360,40 +403,7 @@ export class VhostUserNetBackend extends EventEmitter<BackendEvents> implements 
           'message',
         );
         this.emit('message', session, msg.header);
-        const fds = msg.fds.length;
-        const trace = this.messageTrace;
-        const capture = this.options.observers?.capture;
-        const name = requestName(msg.header.request);
-        const at = process.hrtime.bigint() - this.hrtimeOffset; // the request's arrival, as epoch ns
-        const observer: DispatchObserver | undefined = (trace || capture) && {
-          start: () => trace?.requestStart(),
-          done: (err, reply) => {
-            const seq = trace?.requestDone(id, msg.header, msg.payload, fds, err) ?? 0;
-            if (reply) trace?.reply(id, seq, msg.header.request, reply.bytes, reply.ack);
-            capture?.writeMessages([
-              {
-                session: id,
-                timeNs: at,
-                direction: 'front-end->backend',
-                bytes: encodeMessage(msg.header.request, msg.header.flags, msg.payload),
-                fds,
-                note: `${name}${err ? ` (refused: ${(err as { code?: string }).code ?? err.message})` : ''}`,
-              },
-              ...(reply
-                ? [
-                    {
-                      session: id,
-                      timeNs: process.hrtime.bigint() - this.hrtimeOffset,
-                      direction: 'backend->front-end' as const,
-                      bytes: reply.bytes,
-                      fds: 0,
-                      note: `${name} reply${reply.ack ? ' (REPLY_ACK)' : ''}`,
-                    },
-                  ]
-                : []),
-            ]);
-          },
-        };
+        const observer = this.observerFor(id, msg);
         this.handle(session, conn, msg, log, observer);
       },
       onClose: (reason) => {
