@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <string>
 
 namespace vun {
 namespace {
@@ -28,6 +29,9 @@ void WorkerThread::Start() {
   pthread_sigmask(SIG_SETMASK, &all, &old);
   thread_ = std::thread([this] { Run(); });
   pthread_sigmask(SIG_SETMASK, &old, nullptr);
+  // Named for top -H, ps -L and /proc/PID/task/*/comm (15 characters at most).
+  const std::string name = "vun-worker-" + std::to_string(index_);
+  pthread_setname_np(thread_.native_handle(), name.c_str());
   if (!cfg_.cpus.empty()) {
     const int cpu = cfg_.cpus[index_ % cfg_.cpus.size()];
     cpu_set_t set;
