@@ -3,7 +3,7 @@
  * service manager), defines the domain of docs/libvirt.md (an interface of type vhostuser, RAM
  * shared through a memfd) with the test guest, starts it and waits for the guest to ping the
  * host through the backend, then destroys and undefines it and stops libvirtd. libvirt runs
- * QEMU as its own user (libvirt-qemu, group kvm): the backend's socket is 0660 with group kvm,
+ * QEMU as its own user (libvirt-qemu): the backend's socket is 0660 with group libvirt-qemu,
  * the way docs/privileges.md says to do it. A libvirtd that cannot run fails the test with the
  * reason.
  */
@@ -45,7 +45,14 @@ describe('libvirt', () => {
     const ns = new Netns();
     cleanups.push(() => ns.delete());
     const sock = join(dir, 'vhost.sock');
-    const backend = startBackend(ns, sock, ['--backend', 'tap:vunL', '--socket-group', 'kvm', '--socket-mode', '0660']);
+    const backend = startBackend(ns, sock, [
+      '--backend',
+      'tap:vunL',
+      '--socket-group',
+      'libvirt-qemu',
+      '--socket-mode',
+      '0660',
+    ]);
     cleanups.push(() => backend.stop());
     await waitForLink(ns, 'vunL');
     ns.sh(`ip addr add ${HOST_IP}/24 dev vunL && ip link set vunL up`);

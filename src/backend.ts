@@ -4,7 +4,8 @@
  * next connection. One front-end at a time: later connections wait in the listen backlog.
  */
 import { EventEmitter } from 'node:events';
-import { chownSync, lstatSync, rmSync } from 'node:fs';
+import { chownSync, existsSync, lstatSync, mkdirSync, rmSync } from 'node:fs';
+import { dirname } from 'node:path';
 import type { Logger } from 'pino';
 import { hex } from './features.js';
 import { call, loadNative, type NativeBinding, type NativePoller } from './native.js';
@@ -234,6 +235,7 @@ export class VhostUserNetBackend extends EventEmitter<BackendEvents> implements 
       this.listenFd = adopted.fd;
     } else {
       const path = this.options.socketPath as string;
+      this.makeSocketDir(path);
       this.listenFd = call(`listen on ${path}`, () => this.native.unixListen(path, this.options.socketMode, 4));
       const owner = this.options.socketOwner;
       if (owner) {
@@ -262,6 +264,33 @@ export class VhostUserNetBackend extends EventEmitter<BackendEvents> implements 
       'listening',
     );
     this.emit('listening', where);
+  }
+
+  /**
+   * The socket's directory, when it is missing (`/run/vhost-user-net` after a reboot): made
+   * 0755 so a front-end running as another user can reach the socket, whose own mode and group
+   * say who may connect; given the socket's owner and group.
+   */
+  private makeSocketDir(path: string): void {
+    const dir = dirname(path);
+    if (existsSync(dir)) return;
+    try {
+      mkdirSync(dir, { recursive: true, mode: 0o755 });
+      const owner = this.options.socketOwner;
+      if (owner) chownSync(dir, owner.uid, owner.gid);
+    } catch (err) {
+      const e = err as NodeJS.ErrnoException;
+      throw new HostIoError(
+        ErrorCode.HostIo,
+        `cannot make the socket's directory ${dir}: ${e.message}`,
+        e.code ?? 'EIO',
+        'mkdir',
+        {
+          path: dir,
+        },
+      );
+    }
+    this.log.info({ dir }, 'made the socket directory');
   }
 
   /** Closes the connection (tearing the session down) and the listener. */

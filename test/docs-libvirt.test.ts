@@ -32,5 +32,10 @@ describe('docs/libvirt.md', () => {
     expect(tcg).toContain(blocks[1]?.trimEnd());
     expect(tcg).toContain("<domain type='qemu'");
     expect(domainXml({ ...DOC, type: 'kvm' })).not.toContain('qemu:override');
+    // The page names the other two TCG changes the test's domain makes.
+    const page = readFileSync(join(packageRoot, 'docs', 'libvirt.md'), 'utf8');
+    expect(tcg).toContain("<cpu mode='maximum'/>");
+    expect(page).toContain("`<cpu mode='maximum'/>` instead of `host-passthrough`");
+    expect(page).toContain("`<domain type='qemu'>`");
   });
 });

@@ -20,6 +20,29 @@ describe('server mode', () => {
     b.stop();
   });
 
+  it('makes a missing socket directory (0755, the socket owner and group), and says why when it cannot', () => {
+    const tmp = tempDir();
+    const path = join(tmp.dir, 'run', 'vhost-user-net', 'vm1.sock');
+    const b = new VhostUserNetBackend(
+      { ...base, socketPath: path, socketMode: 0o660, socketOwner: { uid: 0, gid: 65534 } },
+      silentLogger(),
+    );
+    b.start();
+    const dir = statSync(join(tmp.dir, 'run', 'vhost-user-net'));
+    expect(dir.mode & 0o777).toBe(0o755);
+    expect(dir.gid).toBe(65534);
+    expect(statSync(path).gid).toBe(65534);
+    const fe = MockFrontend.connect(native, path);
+    fe.close();
+    b.stop();
+    // Under a file, no directory can be made: a coded host error, nothing left behind.
+    writeFileSync(join(tmp.dir, 'file'), 'x');
+    const c = new VhostUserNetBackend({ ...base, socketPath: join(tmp.dir, 'file', 'sub', 's.sock') }, silentLogger());
+    expect(() => c.start()).toThrow(HostIoError);
+    expect(() => c.start()).toThrow(/cannot make the socket's directory .*file\/sub/);
+    tmp.cleanup();
+  });
+
   it('removes a stale socket file and its own socket on stop', () => {
     const tmp = tempDir();
     const path = join(tmp.dir, 's.sock');
