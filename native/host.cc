@@ -126,19 +126,23 @@ Napi::Value IfaceSetup(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
-// afPacketOpen(ifname, {fanoutGroup?: number, qdiscBypass?: boolean, rxRing?: boolean}) -> fd:
-// a raw AF_PACKET socket bound to the interface, with PACKET_VNET_HDR (a virtio-net header
-// before every frame), promiscuous, not seeing its own interface's outgoing frames, joined to a
-// hash fanout group, sending past the interface's qdisc (PACKET_QDISC_BYPASS) and receiving
-// into a TPACKET_V3 ring (AfPacketRing; mapped once here to show it can be) if asked.
+// afPacketOpen(ifname, {fanoutGroup?, fanoutMode?, qdiscBypass?, rxRing?}) -> fd: a raw
+// AF_PACKET socket bound to the interface, with PACKET_VNET_HDR (a virtio-net header before
+// every frame), promiscuous, not seeing its own interface's outgoing frames, joined to a fanout
+// group (fanoutMode a PACKET_FANOUT_* value: how the kernel picks a socket; default HASH),
+// sending past the interface's qdisc (PACKET_QDISC_BYPASS) and receiving into a TPACKET_V3 ring
+// (AfPacketRing; mapped once here to show it can be) if asked.
 Napi::Value AfPacketOpen(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   std::string name = info[0].As<Napi::String>().Utf8Value();
   int fanout = -1;
+  int fanoutMode = PACKET_FANOUT_HASH;
   bool bypass = false, rxRing = false;
   if (info.Length() > 1 && info[1].IsObject()) {
     Napi::Value g = info[1].As<Napi::Object>().Get("fanoutGroup");
     if (g.IsNumber()) fanout = g.As<Napi::Number>().Int32Value();
+    Napi::Value m = info[1].As<Napi::Object>().Get("fanoutMode");
+    if (m.IsNumber()) fanoutMode = m.As<Napi::Number>().Int32Value();
     bypass = info[1].As<Napi::Object>().Get("qdiscBypass").ToBoolean();
     rxRing = info[1].As<Napi::Object>().Get("rxRing").ToBoolean();
   }
@@ -204,7 +208,7 @@ Napi::Value AfPacketOpen(const Napi::CallbackInfo& info) {
     }
   }
   if (!failed && fanout >= 0) {
-    int arg = (fanout & 0xffff) | (PACKET_FANOUT_HASH << 16);
+    int arg = (fanout & 0xffff) | (fanoutMode << 16);
     if (setsockopt(fd, SOL_PACKET, PACKET_FANOUT, &arg, sizeof(arg)) != 0)
       failed = "setsockopt(PACKET_FANOUT)";
   }

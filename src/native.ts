@@ -77,7 +77,10 @@ export interface NativeBinding {
    * qdiscBypass: PACKET_QDISC_BYPASS (frames sent skip the interface's qdisc); rxRing: a
    * TPACKET_V3 receive ring, which the native data path reads.
    */
-  afPacketOpen(ifname: string, opts?: { fanoutGroup?: number; qdiscBypass?: boolean; rxRing?: boolean }): number;
+  afPacketOpen(
+    ifname: string,
+    opts?: { fanoutGroup?: number; fanoutMode?: number; qdiscBypass?: boolean; rxRing?: boolean },
+  ): number;
   ifaceSetup(name: string, opts: { mac?: Buffer; up: boolean; mtu?: number }): void;
   fdRead(fd: number, buf: Buffer): number;
   fdWrite(fd: number, buf: Buffer): number;

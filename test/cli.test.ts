@@ -291,6 +291,14 @@ describe('the binary', () => {
     expect(() => groupId('no-such-group-here')).toThrow(/no such group: no-such-group-here/);
   });
 
+  it('af-packet:IFACE,fanout=MODE names the kernel fanout mode over the pairs; unknown modes are refused', () => {
+    expect(parseHostBackend('af-packet:vunA,fanout=lb')).toEqual({ kind: 'af-packet', iface: 'vunA', fanout: 'lb' });
+    expect(formatHostBackend(parseHostBackend('af-packet:vunA,qdisc-bypass,fanout=cpu'))).toBe(
+      'af-packet:vunA,qdisc-bypass,fanout=cpu',
+    );
+    expect(() => parseHostBackend('af-packet:vunA,fanout=rollover')).toThrow(/fanout=hash\|lb\|cpu\|rnd\|qm/);
+  });
+
   it('tap:NAME,persist asks for a TAP that outlives the backend; other TAP options are refused', () => {
     expect(parseHostBackend('tap:vun0,persist')).toEqual({ kind: 'tap', name: 'vun0', persist: true });
     expect(formatHostBackend(parseHostBackend('tap:vun0,persist'))).toBe('tap:vun0,persist');

@@ -24,7 +24,15 @@ export interface HostEnd {
 
 export async function hostEnd(
   cleanups: Cleanups,
-  o: { kind?: 'tap' | 'af-packet'; mtu?: number; args?: string[]; iperf?: boolean; quiet?: boolean } = {},
+  o: {
+    kind?: 'tap' | 'af-packet';
+    mtu?: number;
+    args?: string[];
+    iperf?: boolean;
+    quiet?: boolean;
+    /** af-packet: the fanout mode over the pairs' sockets (`af-packet:vunA,fanout=MODE`). */
+    fanout?: string;
+  } = {},
 ): Promise<HostEnd> {
   requireRoot();
   const kind = o.kind ?? 'tap';
@@ -43,7 +51,7 @@ export async function hostEnd(
       `ip link add vunA mtu ${mtu} type veth peer name vunB mtu ${mtu} && ip link set vunA up && ip link set vunB up`,
     );
   }
-  const spec = kind === 'tap' ? 'tap:vun0' : 'af-packet:vunA';
+  const spec = kind === 'tap' ? 'tap:vun0' : `af-packet:vunA${o.fanout ? `,fanout=${o.fanout}` : ''}`;
   const backend = startBackend(ns, sock, ['--backend', spec, ...(o.args ?? [])]);
   cleanups.push(() => backend.stop().then(() => undefined));
   const dev = kind === 'tap' ? 'vun0' : 'vunB';

@@ -28,13 +28,20 @@ export type HostBackendSpec =
    * rxRing: frames for the guest come through a TPACKET_V3 ring, read without system calls; a
    * frame waits until its block fills or 1 ms passes (rounded up to the kernel's tick).
    */
-  | { kind: 'af-packet'; iface: string; qdiscBypass?: boolean; rxRing?: boolean }
+  | { kind: 'af-packet'; iface: string; qdiscBypass?: boolean; rxRing?: boolean; fanout?: FanoutMode }
   | { kind: 'loopback' }
   | { kind: 'null'; sourceLen?: number };
 
 const IFNAMSIZ = 16;
 export const MACVTAP_MODES = ['bridge', 'vepa', 'private', 'passthru'] as const;
 export type MacvtapMode = (typeof MACVTAP_MODES)[number];
+/**
+ * How the kernel spreads the interface's frames over the pairs' AF_PACKET sockets (packet(7)
+ * PACKET_FANOUT): by flow hash (default), round robin (lb), by receiving CPU, by the frame's
+ * recorded queue (qm), or at random. The value is the kernel's PACKET_FANOUT_* number.
+ */
+export const FANOUT_MODES = { hash: 0, lb: 1, cpu: 2, rnd: 4, qm: 5 } as const;
+export type FanoutMode = keyof typeof FANOUT_MODES;
 
 export function parseHostBackend(s: string): HostBackendSpec {
   const colon = s.indexOf(':');
@@ -42,7 +49,7 @@ export function parseHostBackend(s: string): HostBackendSpec {
   const arg = colon < 0 ? undefined : s.slice(colon + 1);
   const bad = (why: string): never => {
     throw new ConfigError(ErrorCode.ConfigInvalid, `invalid backend '${s}'`, [
-      `backend: ${why} (expected tap:NAME[,persist][,io-uring=off], macvtap:PARENT[,mode=bridge|vepa|private|passthru][,mac=MAC][,name=NAME][,io-uring=off], af-packet:IFACE[,qdisc-bypass][,rx-ring], loopback, null or null:source=LEN)`,
+      `backend: ${why} (expected tap:NAME[,persist][,io-uring=off], macvtap:PARENT[,mode=bridge|vepa|private|passthru][,mac=MAC][,name=NAME][,io-uring=off], af-packet:IFACE[,qdisc-bypass][,rx-ring][,fanout=hash|lb|cpu|rnd|qm], loopback, null or null:source=LEN)`,
     ]);
   };
   // Only a macvtap's mac= option holds ':' of its own.
@@ -86,9 +93,12 @@ export function parseHostBackend(s: string): HostBackendSpec {
       const [iface, ...options] = (arg ?? '').split(',');
       const spec: HostBackendSpec = { kind: 'af-packet', iface: ifname(iface) };
       for (const o of options) {
+        const fan = /^fanout=(.*)$/.exec(o)?.[1];
         if (o === 'qdisc-bypass') spec.qdiscBypass = true;
         else if (o === 'rx-ring') spec.rxRing = true;
-        else bad(`unknown af-packet option '${o}' (qdisc-bypass, rx-ring)`);
+        else if (fan !== undefined && Object.hasOwn(FANOUT_MODES, fan)) spec.fanout = fan as FanoutMode;
+        else
+          bad(`unknown af-packet option '${o}' (qdisc-bypass, rx-ring, fanout=${Object.keys(FANOUT_MODES).join('|')})`);
       }
       return spec;
     }
@@ -114,7 +124,7 @@ export function formatHostBackend(b: HostBackendSpec): string {
     case 'macvtap':
       return `macvtap:${b.parent},mode=${b.mode}${b.mac ? `,mac=${b.mac}` : ''}${b.name ? `,name=${b.name}` : ''}${b.plainWrites ? ',io-uring=off' : ''}`;
     case 'af-packet':
-      return `af-packet:${b.iface}${b.qdiscBypass ? ',qdisc-bypass' : ''}${b.rxRing ? ',rx-ring' : ''}`;
+      return `af-packet:${b.iface}${b.qdiscBypass ? ',qdisc-bypass' : ''}${b.rxRing ? ',rx-ring' : ''}${b.fanout ? `,fanout=${b.fanout}` : ''}`;
     case 'loopback':
       return 'loopback';
     case 'null':
@@ -231,6 +241,7 @@ export function openHostBackend(
             call(`open AF_PACKET on ${spec.iface}`, () =>
               native.afPacketOpen(spec.iface, {
                 fanoutGroup: group,
+                fanoutMode: FANOUT_MODES[spec.fanout ?? 'hash'],
                 qdiscBypass: spec.qdiscBypass,
                 rxRing: spec.rxRing,
               }),
