@@ -1,5 +1,7 @@
 // Builds the addon with node-gyp against the running node's own headers: nothing is downloaded.
-// Incremental: configures once, then lets make rebuild only what changed.
+// Incremental: configures once, then lets make rebuild only what changed. Also the package's
+// install script: installed from its tarball, without devDependencies, it takes the node-gyp
+// that npm itself carries (npm_config_node_gyp, which npm sets for install scripts).
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
@@ -11,7 +13,17 @@ if (!existsSync(join(nodedir, 'include', 'node', 'node_api.h'))) {
   console.error(`build-native: no Node headers under ${nodedir}/include/node (install nodejs's headers)`);
   process.exit(1);
 }
-const gyp = require.resolve('node-gyp/bin/node-gyp.js');
+function nodeGyp() {
+  try {
+    return require.resolve('node-gyp/bin/node-gyp.js');
+  } catch {
+    const npms = process.env.npm_config_node_gyp;
+    if (npms && existsSync(npms)) return npms;
+    console.error('build-native: no node-gyp (npm install --include=dev, or run this under npm)');
+    process.exit(1);
+  }
+}
+const gyp = nodeGyp();
 const debug = process.env.VUN_DEBUG_NATIVE ? ['--debug'] : [];
 const run = (args) =>
   spawnSync(process.execPath, [gyp, ...args, `--nodedir=${nodedir}`, ...debug], { stdio: 'inherit' }).status ?? 1;
