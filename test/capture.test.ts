@@ -14,6 +14,7 @@ import { describeNetHeader, PcapWriter } from '../src/trace/pcapng.js';
 import { parseCommandLine } from '../src/cli/main.js';
 import { bringUpDevice, native, serve, servedPerTest, tempDir, waitFor } from './helpers/harness.js';
 import { transmit } from './helpers/mock-frontend.js';
+import { udpFrame } from './helpers/frames.js';
 
 const HDR = 12;
 const DATA = 0x100000;
@@ -31,21 +32,6 @@ function tshark(file: string, fields: string[]): string[][] {
     .split('\n')
     .filter((l) => l.length)
     .map((l) => l.split('\t'));
-}
-
-/** An Ethernet + IPv4 + UDP frame of `len` bytes to port `port`, source MAC ending in `tag`. */
-function udpFrame(len: number, port: number, tag = 1): Buffer {
-  const f = Buffer.alloc(len);
-  Buffer.from([0x02, 0, 0, 0, 0, 0x02, 0x02, 0, 0, 0, 0, tag, 0x08, 0x00]).copy(f, 0);
-  f[14] = 0x45;
-  f.writeUInt16BE(len - 14, 16);
-  f[22] = 64;
-  f[23] = 17;
-  Buffer.from([10, 0, 0, 1, 10, 0, 0, 2]).copy(f, 26);
-  f.writeUInt16BE(40000, 34);
-  f.writeUInt16BE(port, 36);
-  f.writeUInt16BE(len - 34, 38);
-  return f;
 }
 
 /** What each test serves, shut down after it. */

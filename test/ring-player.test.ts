@@ -65,17 +65,39 @@ async function keepScreenshot(page: Page, name: string): Promise<void> {
   writeFileSync(join(dir, name), await page.screenshot());
 }
 
+/** A device with the ring trace and HTTP on, brought up with `features`; `end` tears it all down. */
+async function rig(features: bigint) {
+  const tmp = tempDir();
+  const trace = new RingTrace(join(tmp.dir, 'rings.jsonl'));
+  const observe = { ringTrace: trace };
+  const srv = serve({ queuePairs: 1 }, { kind: 'loopback' }, 'native', undefined, undefined, observe);
+  const { server, port } = await startHttp(srv.backend, '127.0.0.1', 0, observe);
+  const d = await bringUpDevice(srv, features);
+  const profile = tempDir('vun-chromium-');
+  const held: { page?: Page } = {};
+  return {
+    ...d,
+    trace,
+    held,
+    open: async () => (held.page = await chromiumPage(profile.dir, `http://127.0.0.1:${port}/rings.html`)),
+    end: async () => {
+      await held.page?.close();
+      profile.cleanup();
+      server.close();
+      const closed = srv.sessionClosed();
+      d.fe.close();
+      await closed;
+      srv.stop();
+      trace.close();
+      tmp.cleanup();
+    },
+  };
+}
+
 describe('ring page player (headless Chromium)', () => {
   it('split ring: steps back to an earlier receive chain and shows its descriptors, avail entry and indices', async () => {
-    const tmp = tempDir();
-    const trace = new RingTrace(join(tmp.dir, 'rings.jsonl'));
-    const observe = { ringTrace: trace };
-    const srv = serve({ queuePairs: 1 }, { kind: 'loopback' }, 'native', undefined, undefined, observe);
-    const { server, port } = await startHttp(srv.backend, '127.0.0.1', 0, observe);
-    const features = featureMask(F.F_VERSION_1, F.VHOST_USER_F_PROTOCOL_FEATURES, F.RING_F_EVENT_IDX);
-    const { fe, session, ram, pairs } = await bringUpDevice(srv, features);
-    const profile = tempDir('vun-chromium-');
-    let page: Page | undefined;
+    const r = await rig(featureMask(F.F_VERSION_1, F.VHOST_USER_F_PROTOCOL_FEATURES, F.RING_F_EVENT_IDX));
+    const { session, ram, pairs, trace } = r;
     try {
       const { receiveq, kicks } = pairs[0] as DriverPair;
       // Eight receive chains of two descriptors: heads 0, 2, 4, ...
@@ -95,7 +117,7 @@ describe('ring page player (headless Chromium)', () => {
       await waitFor(() => receiveq.usedIdx() === 3, 5000, 'frames looped back');
       await waitFor(() => trace.history.since(0).events.some((e) => e.vring === 0 && e.event.ev === 'flush'));
 
-      page = await chromiumPage(profile.dir, `http://127.0.0.1:${port}/rings.html`);
+      const page = await r.open();
       await page.waitFor('document.body.getAttribute("data-player-seq")', 15_000, 'the player to load the history');
       // Back from the newest event to the second receive chain (head 2).
       const s = await stepTo(page, 0, (x) => x.ev === 'chain' && /names head 2:/.test(x.text));
@@ -119,28 +141,13 @@ describe('ring page player (headless Chromium)', () => {
       expect(used.text).toContain("used ring slot 1: id 2 (the chain's head), len 112");
       expect(used.descs).toEqual([2, 3]);
     } finally {
-      await page?.close();
-      profile.cleanup();
-      server.close();
-      const closed = srv.sessionClosed();
-      fe.close();
-      await closed;
-      srv.stop();
-      trace.close();
-      tmp.cleanup();
+      await r.end();
     }
   }, 120_000);
 
   it('packed ring: steps back to the second buffer and highlights its two descriptor slots', async () => {
-    const tmp = tempDir();
-    const trace = new RingTrace(join(tmp.dir, 'rings.jsonl'));
-    const observe = { ringTrace: trace };
-    const srv = serve({ queuePairs: 1 }, { kind: 'loopback' }, 'native', undefined, undefined, observe);
-    const { server, port } = await startHttp(srv.backend, '127.0.0.1', 0, observe);
-    const features = featureMask(F.F_VERSION_1, F.VHOST_USER_F_PROTOCOL_FEATURES, F.F_RING_PACKED);
-    const { fe, session, ram, pairs } = await bringUpDevice(srv, features);
-    const profile = tempDir('vun-chromium-');
-    let page: Page | undefined;
+    const r = await rig(featureMask(F.F_VERSION_1, F.VHOST_USER_F_PROTOCOL_FEATURES, F.F_RING_PACKED));
+    const { fe, session, ram, pairs } = r;
     try {
       const kicks = pairs[0]?.kicks as { receiveq: number; transmitq: number };
       const receiveq = fe.packedDriver(0, ram);
@@ -165,7 +172,7 @@ describe('ring page player (headless Chromium)', () => {
       const got: number[] = [];
       await waitFor(() => (got.push(...receiveq.takeUsed().map((u) => u.id)), got.length === 3), 5000, 'looped');
 
-      page = await chromiumPage(profile.dir, `http://127.0.0.1:${port}/rings.html`);
+      const page = await r.open();
       await page.waitFor('document.body.getAttribute("data-player-seq")', 15_000, 'the player to load the history');
       const s = await stepTo(page, 0, (x) => x.ev === 'chain' && /buffer id 1,/.test(x.text));
       expect(s.text).toContain('slot 2: buffer id 1, 2 descriptors marked available by the driver');
@@ -176,15 +183,7 @@ describe('ring page player (headless Chromium)', () => {
       expect(cite).toContain('§2.8.1 Driver and Device Ring Wrap Counters');
       await keepScreenshot(page, 'ring-player-packed.png');
     } finally {
-      await page?.close();
-      profile.cleanup();
-      server.close();
-      const closed = srv.sessionClosed();
-      fe.close();
-      await closed;
-      srv.stop();
-      trace.close();
-      tmp.cleanup();
+      await r.end();
     }
   }, 120_000);
 

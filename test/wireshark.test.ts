@@ -14,6 +14,7 @@ import { PcapWriter } from '../src/trace/pcapng.js';
 import { Request } from '../src/vhost-user/codec.js';
 import { bringUpDevice, native, serve, servedPerTest, tempDir, waitFor } from './helpers/harness.js';
 import { transmit } from './helpers/mock-frontend.js';
+import { udpFrame } from './helpers/frames.js';
 
 const LUA = join(packageRoot, 'contrib', 'wireshark', 'vhost-user-net.lua');
 
@@ -42,20 +43,6 @@ function shark(file: string, filter: string, fields: string[]): string[][] {
     .split('\n')
     .filter((l) => l.length)
     .map((l) => l.split('\t'));
-}
-
-function udpFrame(len: number, port: number): Buffer {
-  const f = Buffer.alloc(len);
-  Buffer.from([0x02, 0, 0, 0, 0, 0x02, 0x02, 0, 0, 0, 0, 0x01, 0x08, 0x00]).copy(f, 0);
-  f[14] = 0x45;
-  f.writeUInt16BE(len - 14, 16);
-  f[22] = 64;
-  f[23] = 17;
-  Buffer.from([10, 0, 0, 1, 10, 0, 0, 2]).copy(f, 26);
-  f.writeUInt16BE(40000, 34);
-  f.writeUInt16BE(port, 36);
-  f.writeUInt16BE(len - 34, 38);
-  return f;
 }
 
 const t = servedPerTest();

@@ -3,6 +3,19 @@ import { execFile } from 'node:child_process';
 
 const CHROMIUM = '/usr/bin/chromium';
 
+/** The flags this machine needs: headless, no sandbox as root, no network chatter. */
+const HEADLESS = (profile: string) => [
+  '--headless',
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+  `--user-data-dir=${profile}`,
+];
+
 /**
  * Headless Chromium with the flags this machine needs (no sandbox as root, no network chatter).
  * Asynchronous: the HTTP endpoint it loads runs in this process's event loop.
@@ -11,20 +24,7 @@ export function chromium(profile: string, args: string[]): Promise<string> {
   return new Promise((resolve, reject) =>
     execFile(
       CHROMIUM,
-      [
-        '--headless',
-        '--no-sandbox',
-        '--disable-gpu',
-        '--disable-quic',
-        '--no-first-run',
-        '--disable-background-networking',
-        '--disable-component-update',
-        '--disable-sync',
-        `--user-data-dir=${profile}`,
-        '--window-size=1280,900',
-        '--virtual-time-budget=3000',
-        ...args,
-      ],
+      [...HEADLESS(profile), '--window-size=1280,900', '--virtual-time-budget=3000', ...args],
       // Without the ASan runtime the ASan phase preloads into node (Chromium is not ours).
       { encoding: 'utf8', timeout: 60_000, maxBuffer: 16 << 20, env: { ...process.env, LD_PRELOAD: '' } },
       (err, stdout, stderr) => (err ? reject(new Error(`chromium: ${err.message}\n${stderr}`)) : resolve(stdout)),
@@ -46,24 +46,10 @@ export interface Page {
 export async function chromiumPage(profile: string, url: string): Promise<Page> {
   const { spawn } = await import('node:child_process');
   const { WebSocket } = await import('undici');
-  const child = spawn(
-    CHROMIUM,
-    [
-      '--headless',
-      '--no-sandbox',
-      '--disable-gpu',
-      '--disable-quic',
-      '--no-first-run',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-sync',
-      `--user-data-dir=${profile}`,
-      '--window-size=1280,1400',
-      '--remote-debugging-port=0',
-      url,
-    ],
-    { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, LD_PRELOAD: '' } },
-  );
+  const child = spawn(CHROMIUM, [...HEADLESS(profile), '--window-size=1280,1400', '--remote-debugging-port=0', url], {
+    stdio: ['ignore', 'ignore', 'pipe'],
+    env: { ...process.env, LD_PRELOAD: '' },
+  });
   let stderr = '';
   const port = await new Promise<number>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`chromium: no DevTools port in 30 s\n${stderr}`)), 30_000);
