@@ -10,7 +10,7 @@
 namespace vun {
 
 // startQueue(index, {num, desc, avail, used: bigint VAs, logGuestAddr: bigint GPA or -1n,
-// lastAvailIdx, usedIdx, kickFd, callFd, enabled}). With VIRTIO_F_RING_PACKED acked the ring is
+// lastAvailIdx, usedIdx, kickFd, callFd, enabled, journal?: {mappingId, offset}}). With VIRTIO_F_RING_PACKED acked the ring is
 // packed: desc, avail, used are its descriptor ring, driver area and device area, and both
 // positions are position | wrap counter << 15.
 Napi::Value NetDevice::StartQueue(const Napi::CallbackInfo& info) {
@@ -20,6 +20,20 @@ Napi::Value NetDevice::StartQueue(const Napi::CallbackInfo& info) {
   if (index >= cfg_->queues.size()) {
     ThrowArg(env, "startQueue: index out of range");
     return env.Undefined();
+  }
+  // journal: {mappingId, offset}: the ring's record in the --ring-state file (packed rings).
+  RingJournal* journal = nullptr;
+  if (o.Has("journal") && o.Get("journal").IsObject()) {
+    Napi::Object j = o.Get("journal").As<Napi::Object>();
+    EnvState* st = GetState(env);
+    auto it = st->mappings.find(U32(j.Get("mappingId")));
+    const uint64_t off = U32(j.Get("offset"));
+    if (it == st->mappings.end() || off % 8 != 0 || off + RingJournal::kStride > it->second.size) {
+      ThrowArg(env, "startQueue: journal outside its mapping");
+      return env.Undefined();
+    }
+    journal = reinterpret_cast<RingJournal*>(static_cast<uint8_t*>(it->second.base) +
+                                             it->second.delta + off);
   }
   const uint32_t pair = index / 2;
   Reconfigure(static_cast<int32_t>(pair), [&] {
@@ -32,6 +46,7 @@ Napi::Value NetDevice::StartQueue(const Napi::CallbackInfo& info) {
     q.cfg.eventIdx = cfg_->Has(kFEventIdx);
     q.cfg.indirect = cfg_->Has(kFIndirect);
     q.cfg.notifyOnEmpty = cfg_->Has(kFNotifyOnEmpty);
+    q.cfg.journal = q.cfg.packed ? journal : nullptr;
     // logGuestAddr: -1n when the vring did not ask for used ring logging (VHOST_VRING_F_LOG).
     bool lossless;
     int64_t logAddr = o.Get("logGuestAddr").As<Napi::BigInt>().Int64Value(&lossless);

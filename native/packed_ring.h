@@ -196,6 +196,13 @@ class PackedRing {
         LogDesc(pos, 8, 4);
       }
     }
+    const uint32_t advance = n == fillN_ ? fillEnd_ : fillAt_[n];
+    uint16_t newPos = usedPos;
+    bool newWrap = usedWrap;
+    Advance(&newPos, &newWrap, advance);
+    const uint16_t newUsed = newPos | (newWrap ? kWrapBit : 0);
+    // ring_journal.h: where the flush goes and what it writes, before the first flags store.
+    if (cfg.journal) cfg.journal->Begin(newUsed, UsedIdx(), fillAt_.data(), batch ? 1 : n);
     // Release: the buffers' contents and the ids and lengths written above are visible before
     // any of the flags below that hand them over.
     __atomic_thread_fence(__ATOMIC_RELEASE);
@@ -218,8 +225,9 @@ class PackedRing {
                        k == 0 ? __ATOMIC_RELEASE : __ATOMIC_RELAXED);
       LogDesc(pos, 14, 2);
     }
-    const uint32_t advance = n == fillN_ ? fillEnd_ : fillAt_[n];
-    Advance(&usedPos, &usedWrap, advance);
+    if (cfg.journal) cfg.journal->Commit(newUsed);
+    usedPos = newPos;
+    usedWrap = newWrap;
     for (uint32_t k = n; k < fillN_; k++) {
       fillAt_[k - n] = fillAt_[k] - advance;
       fillId_[k - n] = fillId_[k];

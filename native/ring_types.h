@@ -7,6 +7,7 @@
 #include <cstdint>
 
 #include "guest_memory.h"
+#include "ring_journal.h"
 
 namespace vun {
 
@@ -43,6 +44,9 @@ struct RingConfig {
   // physical address, SET_VRING_ADDR's log_guest_addr; packed: where they land).
   bool logUsed = false;
   uint64_t logGuestAddr = 0;
+  // --ring-state: where a packed ring keeps its position outside the process (ring_journal.h);
+  // null: nowhere. Split rings have used->idx in guest memory and take none.
+  RingJournal* journal = nullptr;
 };
 
 }  // namespace vun

@@ -79,6 +79,18 @@ class RingModel : public Napi::ObjectWrap<RingModel> {
         cfg.logGuestAddr = BigU64(l.Get("logGuestAddr"));
       }
     }
+    // journal: {mappingId, offset}: the ring's record (ring_journal.h).
+    if (c.Has("journal") && c.Get("journal").IsObject()) {
+      Napi::Object j = c.Get("journal").As<Napi::Object>();
+      auto it = st->mappings.find(j.Get("mappingId").As<Napi::Number>().Uint32Value());
+      const uint32_t off = j.Get("offset").As<Napi::Number>().Uint32Value();
+      if (it == st->mappings.end() || off + RingJournal::kStride > it->second.size) {
+        ThrowArg(env, "RingModel: journal outside its mapping");
+        return;
+      }
+      cfg.journal = reinterpret_cast<RingJournal*>(static_cast<uint8_t*>(it->second.base) +
+                                                   it->second.delta + off);
+    }
     if (c.Get("trace").ToBoolean()) {
       trace_.reset(new VringObserver(0, 1u << 20, false, true, 0));
       ring_.SetTrace(trace_.get());

@@ -30,6 +30,7 @@ import { ProtocolFeature } from './features.js';
 import { FaultControl, type FaultsView } from './faults/fault-control.js';
 import type { FaultLog } from './faults/log.js';
 import type { FaultPlan } from './faults/plan.js';
+import { RingJournal } from './virtio/ring-journal.js';
 
 export interface BackendOptions {
   /** Socket path (server mode: created; client mode: dialled). */
@@ -59,6 +60,12 @@ export interface BackendOptions {
    * a reload that replaces the capture is followed.
    */
   observers?: Pick<Observers, 'capture'>;
+  /**
+   * The ring journal (`--ring-state`): where packed rings keep their positions so a restarted
+   * backend resumes them. `required`: a journal that cannot be opened stops start-up;
+   * otherwise it is dropped with a warning.
+   */
+  ringState?: { path: string; required: boolean };
 }
 
 export interface BackendEvents {
@@ -111,6 +118,8 @@ export class VhostUserNetBackend extends EventEmitter<BackendEvents> implements 
   private steering: Steering | undefined;
   /** The fault plan: its control, each session's filter and timers, what it injected. */
   readonly faultControl: FaultControl;
+  /** The ring journal, while open (`--ring-state`). */
+  private journal: RingJournal | undefined;
   /** hrtime minus the epoch, in ns: capture timestamps from the monotonic clock. */
   private readonly hrtimeOffset = process.hrtime.bigint() - BigInt(Date.now()) * 1_000_000n;
 
@@ -218,6 +227,7 @@ export class VhostUserNetBackend extends EventEmitter<BackendEvents> implements 
   }
 
   start(): void {
+    this.openJournal();
     if (this.options.client) {
       this.dial();
       return;
@@ -293,6 +303,37 @@ export class VhostUserNetBackend extends EventEmitter<BackendEvents> implements 
     this.log.info({ dir }, 'made the socket directory');
   }
 
+  private openJournal(): void {
+    const want = this.options.ringState;
+    if (!want || this.journal) return;
+    try {
+      const alive = (pid: number) => {
+        try {
+          process.kill(pid, 0);
+          return true;
+        } catch (err) {
+          return (err as NodeJS.ErrnoException).code === 'EPERM';
+        }
+      };
+      this.journal = RingJournal.open(this.native, want.path, this.options.queuePairs * 2, alive);
+      this.log.info({ path: want.path, file: this.journal.opened }, 'ring journal open');
+    } catch (err) {
+      const e = err as NodeJS.ErrnoException;
+      const error = new HostIoError(
+        ErrorCode.RingState,
+        `ring journal ${want.path}: ${e.message}`,
+        e.code ?? 'EIO',
+        'open',
+        { path: want.path },
+      );
+      if (want.required) throw error;
+      this.log.warn(
+        { path: want.path, err: e.message },
+        'no ring journal: packed rings will not resume after a backend restart (--ring-state FILE names another place)',
+      );
+    }
+  }
+
   /** Closes the connection (tearing the session down) and the listener. */
   stop(): void {
     this.stopped = true;
@@ -313,6 +354,9 @@ export class VhostUserNetBackend extends EventEmitter<BackendEvents> implements 
       }
       this.createdSocket = undefined;
     }
+    // The data plane stopped with the session above: nothing writes the journal now.
+    this.journal?.close();
+    this.journal = undefined;
     // Last: closing the connection above drained the session's last faults into it.
     this.faultLog.close();
   }
@@ -416,6 +460,7 @@ export class VhostUserNetBackend extends EventEmitter<BackendEvents> implements 
         features: this.options.features ?? offeredFeatures(this.options.queuePairs, this.options.ring),
         protocolFeatures: this.options.protocolFeatures ?? OFFERED_PROTOCOL_FEATURES,
         requirePacked: this.options.ring === 'packed',
+        ...(this.journal ? { journal: this.journal } : {}),
       },
       this.makeDataPlane,
       log,

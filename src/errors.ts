@@ -108,6 +108,8 @@ export const ErrorCode = {
   // host
   HostIo: 'VUN_HOST_IO',
   OutputFile: 'VUN_HOST_OUTPUT_FILE',
+  /** The ring journal (--ring-state) cannot be opened, or another running backend has it. */
+  RingState: 'VUN_HOST_RING_STATE',
   // config
   ConfigInvalid: 'VUN_CONFIG_INVALID',
   ConfigFile: 'VUN_CONFIG_FILE',

@@ -150,6 +150,8 @@ export interface NativeQueueConfig {
   kickFd: number;
   callFd: number;
   enabled: boolean;
+  /** Packed rings with --ring-state: the ring's record (native/ring_journal.h). */
+  journal?: { mappingId: number; offset: number };
 }
 
 /** Host kinds as numbers, as native/host_port.h HostKind. */

@@ -109,6 +109,16 @@ export const FLAGS: readonly Flag[] = [
     help: 'auto (default: packed offered, the driver chooses) | split | packed (required)',
   },
   {
+    name: 'ring-state',
+    kind: 'string',
+    value: 'FILE|off',
+    config: 'ringState',
+    help: [
+      'where packed rings keep their positions, so a restarted backend resumes them',
+      '(default: SOCKET.rings beside the socket, skipped with a warning if it cannot be made)',
+    ],
+  },
+  {
     name: 'steering',
     kind: 'string',
     value: 'POLICY',

@@ -8,7 +8,7 @@
 import { networkInterfaces } from 'node:os';
 import type { Logger } from 'pino';
 import { VhostUserNetBackend } from '../backend.js';
-import { type Config, readConfigFile, steeringOf, threadMapOf } from '../config/config.js';
+import { type Config, readConfigFile, ringStateOf, steeringOf, threadMapOf } from '../config/config.js';
 import { ConfigError, ErrorCode, VunError } from '../errors.js';
 import { hex } from '../features.js';
 import { formatHostBackend, openHostBackend, type OpenHostBackend } from '../host/host-backend.js';
@@ -155,6 +155,7 @@ function makeBackend(
       trace: outputs.messageTrace(config),
       faultLog: config.faultLog === '-' ? process.stdout : config.faultLog,
       observers: observe,
+      ringState: ringStateOf(config),
     },
     log,
     dataPlaneFactory({

@@ -132,6 +132,12 @@ export const configSchema = z
      * offered), packed (offered and required: a driver that does not ack it is refused).
      */
     ring: z.enum(['auto', 'split', 'packed']).default('auto'),
+    /**
+     * The ring journal: a file where packed rings keep their positions so a restarted backend
+     * resumes them (src/virtio/ring-journal.ts); 'off': none. Default: the socket path with
+     * `.rings` appended, dropped with a warning when it cannot be opened.
+     */
+    ringState: z.string().min(1).optional(),
     /** Host-side MAC of a TAP we create (default: derived from its name, stable). */
     tapMac: z
       .string()
@@ -192,6 +198,13 @@ export function parseConfig(input: unknown, source = 'configuration'): Config {
     problems.push('backend: af-packet rx-ring is read by the native data path only (datapath: native)');
   if (problems.length) throw new ConfigError(ErrorCode.ConfigInvalid, `invalid ${source}`, problems);
   return { ...c, hostBackend };
+}
+
+/** Where the ring journal goes (ringState), and whether start-up stops when it cannot be opened. */
+export function ringStateOf(c: Pick<Config, 'ringState' | 'socket'>): { path: string; required: boolean } | undefined {
+  if (c.ringState === 'off') return undefined;
+  if (c.ringState !== undefined) return { path: c.ringState, required: true };
+  return c.socket.path !== undefined ? { path: `${c.socket.path}.rings`, required: false } : undefined;
 }
 
 /** Pair -> worker thread, from `threads` (round robin) or `threadOf`; undefined: one each. */

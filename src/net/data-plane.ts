@@ -13,6 +13,7 @@ import type { FaultSink } from '../faults/log.js';
 import type { CompiledPlan } from '../faults/plan.js';
 import type { NativeBinding } from '../native.js';
 import type { GuestMemoryRef } from '../virtio/guest-memory.js';
+import type { JournalRecordRef } from '../virtio/ring-journal.js';
 import type { DeviceCounters } from './counters.js';
 import type { Steering } from './rss.js';
 import type { Observers } from '../trace/observe.js';
@@ -48,6 +49,8 @@ export interface RingStart {
   callFd: number;
   /** The effective enable state (the session applies vhost-user.rst "Ring states"). */
   enabled: boolean;
+  /** Packed rings with `--ring-state`: the ring's record, written at each flush. */
+  journal?: JournalRecordRef;
 }
 
 /** Where a ring is: the next avail entry to read, the next used entry to publish. */

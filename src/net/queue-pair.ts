@@ -204,8 +204,10 @@ export class QueuePair {
       ...(vring.logGuestAddr !== undefined ? { logGuestAddr: vring.logGuestAddr } : {}),
     };
     // The positions come with the start: the session decided where the ring resumes.
-    if (device.has(F.F_RING_PACKED))
-      return new PackedRingRef(mem, { ...cfg, packed: true }, vring.lastAvailIdx, usedIdx);
+    if (device.has(F.F_RING_PACKED)) {
+      const journal = vring.journal ? { journal: vring.journal } : {};
+      return new PackedRingRef(mem, { ...cfg, packed: true, ...journal }, vring.lastAvailIdx, usedIdx);
+    }
     return new SplitRingRef(mem, cfg, vring.lastAvailIdx, usedIdx);
   }
 

@@ -10,6 +10,7 @@ import type { NativeBinding, NativePoller } from '../native.js';
 import type { VringCounters } from '../net/counters.js';
 import type { DataPlane, DataPlaneFactory, DataPlaneTuning, RingPosition } from '../net/data-plane.js';
 import type { LogDescription, MemRegion, MemTable, VringAddr, VringState } from './codec.js';
+import { decideResume, RecordState, type RingJournal } from '../virtio/ring-journal.js';
 import type { LintFinding } from './lint.js';
 import { checkLogArea, type MappedRegion, MAX_MEM_SLOTS, MemoryTable } from './memory-table.js';
 
@@ -29,6 +30,11 @@ export interface Vring {
    * half of SET_VRING_BASE and from the data plane when the ring stops.
    */
   usedIdx: number;
+  /**
+   * Packed rings: SET_VRING_BASE as the front-end gave it, kept for the ring journal (a
+   * front-end that lost the position sends it again after a backend crash).
+   */
+  givenBase: number | undefined;
   /** -1 when unset; `kickPolling` when the front-end said "no fd" (poll the ring). */
   kickFd: number;
   kickPolling: boolean;
@@ -91,6 +97,11 @@ export interface SessionOptions {
   protocolFeatures: bigint;
   /** `--ring packed`: a driver that does not ack VIRTIO_F_RING_PACKED is refused. */
   requirePacked?: boolean;
+  /**
+   * `--ring-state`: where packed rings keep their positions outside the process, so a restarted
+   * backend resumes them (ring-journal.ts). The backend owns it; sessions share it.
+   */
+  journal?: RingJournal;
 }
 
 /** A change of session state worth telling a reader (logs, traces, tests). */
@@ -176,6 +187,7 @@ function newVring(index: number): Vring {
     addr: undefined,
     lastAvailIdx: 0,
     usedIdx: 0,
+    givenBase: undefined,
     kickFd: -1,
     kickPolling: false,
     callFd: -1,
@@ -395,7 +407,10 @@ export class Session {
 
   /** RESET_OWNER (deprecated) and RESET_DEVICE: rings stopped and forgotten, features cleared. */
   resetDevice(): void {
-    for (const v of this.vrings) this.resetVring(v);
+    for (const v of this.vrings) {
+      this.resetVring(v);
+      this.options.journal?.clear(v.index);
+    }
     this.ackedFeatures = undefined;
     this.status = 0;
     this.changed({ what: 'device reset' });
@@ -543,6 +558,7 @@ export class Session {
       this.refuseWhileStarted(v, 'SET_VRING_BASE');
       v.lastAvailIdx = s.num & 0xffff;
       v.usedIdx = s.num >>> 16 !== 0 ? s.num >>> 16 : v.lastAvailIdx;
+      v.givenBase = s.num >>> 0;
       return;
     }
     // Split rings: the next avail index, a u16 (vhost-user.rst "Vring state description").
@@ -571,6 +587,8 @@ export class Session {
     this.closeFd(v, 'kickFd');
     this.closeFd(v, 'callFd');
     v.kickPolling = false;
+    // The front-end learns the position now: the journal's record no longer applies.
+    if (this.packed()) this.options.journal?.markHandedOver(index);
     // Packed: both positions, as QEMU reads them (avail in bits 0-15, used in 16-31).
     return { index, num: this.packed() ? (v.lastAvailIdx | (v.usedIdx << 16)) >>> 0 : v.lastAvailIdx };
   }
@@ -583,6 +601,7 @@ export class Session {
     }
     this.unwatchKick(index);
     this.closeFd(v, 'kickFd');
+    this.resumeFromJournal(v);
     if (fd === undefined) {
       // "no fd" bit: the ring is polled; there will be no kick to wait for.
       v.kickPolling = true;
@@ -607,6 +626,38 @@ export class Session {
     });
     w.start(1);
     this.kickWatchers.set(index, w);
+  }
+
+  /**
+   * A packed ring the front-end starts at the position it gave a backend that is gone: the
+   * ring journal says where that backend got to (ring-journal.ts decideResume), and finishes a
+   * flush it was in the middle of. A split ring resumes from used->idx instead (startVring).
+   */
+  private resumeFromJournal(v: Vring): void {
+    const journal = this.options.journal;
+    if (!journal || !this.packed() || !v.addr || v.givenBase === undefined || v.index >= journal.vrings) return;
+    const rec = journal.read(v.index);
+    if (rec.state !== RecordState.Running) return;
+    const desc = this.memory.refView().area(v.addr.descUserAddr, 16 * v.num);
+    const ring = { givenBase: v.givenBase, descVa: v.addr.descUserAddr, num: v.num };
+    const r = decideResume(rec, ring, (slot) =>
+      desc && slot < v.num
+        ? { flags: desc.view.getUint16(desc.offset + 16 * slot + 14, true), len: desc.view.getUint32(desc.offset + 16 * slot + 8, true) }
+        : undefined,
+    );
+    if (r.kind === 'not-applicable') {
+      this.log.info({ vring: v.index, why: r.why }, 'ring journal not used');
+      return;
+    }
+    // The flush the dead backend had not committed: flags in order, the commit slot's last.
+    if (r.kind === 'rolled-forward' && desc) {
+      for (const w of r.writes) desc.view.setUint16(desc.offset + 16 * w.slot + 14, w.flags, true);
+    }
+    const what = { vring: v.index, setVringBase: hex(v.givenBase), position: r.position, how: r.kind };
+    this.log.warn(what, 'SET_VRING_BASE is the position a backend that is gone was given: resuming from the ring journal');
+    this.changed({ what: 'vring resumed from the ring journal', ...what });
+    v.lastAvailIdx = r.position;
+    v.usedIdx = r.position;
   }
 
   /** Whether guest memory shows buffers available and not used (avail->idx != used->idx). */
@@ -729,6 +780,11 @@ export class Session {
       this.changed({ what: 'vring resumed from used->idx', vring: v.index, setVringBase: lastAvailIdx, usedIdx: used });
       lastAvailIdx = used;
     }
+    const journal = this.packed() && v.index < (this.options.journal?.vrings ?? 0) ? this.options.journal : undefined;
+    if (journal) {
+      const identity = { givenBase: v.givenBase ?? (v.lastAvailIdx | (v.usedIdx << 16)), descVa: v.addr.descUserAddr, num: v.num };
+      journal.markRunning(v.index, identity, v.usedIdx);
+    }
     this.dataPlane.start(
       {
         index: v.index,
@@ -743,6 +799,7 @@ export class Session {
         kickFd: v.kickPolling ? -1 : v.kickFd,
         callFd: v.callFd,
         enabled: this.isEnabled(v),
+        ...(journal ? { journal: journal.ref(v.index) } : {}),
       },
       this.memory,
     );

@@ -22,6 +22,7 @@ import { addDescriptor, type ChainWalk } from './chain-rules.js';
 import type { Area, GuestMemoryRef } from './guest-memory.js';
 import { descFlags, notifyEvent, type NotifyEvent, packedPos, type RingDesc } from './ring-events.js';
 import { RingError, ringErrorName } from './ring-errors.js';
+import { journalBegin, journalCommit } from './ring-journal.js';
 import {
   BURST_SEGS,
   DESC_F_INDIRECT,
@@ -250,6 +251,16 @@ export class PackedRingRef extends RingSide implements Vring {
       d.view.setUint16(d.offset + 16 * pos + 12, id, true);
       this.logDesc(pos, 8, 4);
     }
+    const advance = n === this.fillAt.length ? this.fillEnd : (this.fillAt[n] as number);
+    let newPos = this.usedPos + advance;
+    let newWrap = this.usedWrap;
+    if (newPos >= this.cfg.num) {
+      newPos -= this.cfg.num;
+      newWrap = !newWrap;
+    }
+    const newUsed = newPos | (newWrap ? WRAP_BIT : 0);
+    // ring-journal.ts: where the flush goes and what it writes, before the first flags store.
+    if (this.cfg.journal) journalBegin(this.cfg.journal, newUsed, this.usedIdx, this.fillAt, batch ? 1 : n);
     const flagsOf = (k: number): [number, number] => {
       const off = this.fillAt[k] as number;
       let pos = this.usedPos + off;
@@ -268,12 +279,9 @@ export class PackedRingRef extends RingSide implements Vring {
       d.view.setUint16(d.offset + 16 * pos + 14, flags, true);
       this.logDesc(pos, 14, 2);
     }
-    const advance = n === this.fillAt.length ? this.fillEnd : (this.fillAt[n] as number);
-    this.usedPos += advance;
-    if (this.usedPos >= this.cfg.num) {
-      this.usedPos -= this.cfg.num;
-      this.usedWrap = !this.usedWrap;
-    }
+    if (this.cfg.journal) journalCommit(this.cfg.journal, newUsed);
+    this.usedPos = newPos;
+    this.usedWrap = newWrap;
     this.fillAt = this.fillAt.slice(n).map((o) => o - advance);
     this.fillVals = this.fillVals.slice(n);
     this.fillFlip = this.fillFlip.slice(n);

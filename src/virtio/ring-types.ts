@@ -7,6 +7,7 @@
 import type { DirtyLog } from './dirty-log.js';
 import type { Segment } from './guest-memory.js';
 import type { RingEvent } from './ring-events.js';
+import type { JournalRecordRef } from './ring-journal.js';
 
 export const DESC_F_NEXT = 1;
 export const DESC_F_WRITE = 2;
@@ -45,6 +46,11 @@ export interface RingConfig {
    * physical address (SET_VRING_ADDR's log_guest_addr) while the dirty log is on.
    */
   logGuestAddr?: bigint;
+  /**
+   * `--ring-state`: where a packed ring keeps its position outside the process
+   * (ring-journal.ts); absent: nowhere. Split rings have used->idx in guest memory.
+   */
+  journal?: JournalRecordRef;
 }
 
 /** One chain: readable segments (`out`) then writable ones (`in`). */

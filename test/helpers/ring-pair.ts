@@ -11,6 +11,7 @@ import { DirtyLog } from '../../src/virtio/dirty-log.js';
 import { GuestMemoryRef } from '../../src/virtio/guest-memory.js';
 import { SplitRingRef } from '../../src/virtio/split-ring.js';
 import { PackedRingRef } from '../../src/virtio/packed-ring.js';
+import { JOURNAL_STRIDE, type JournalRecord, readRecord } from '../../src/virtio/ring-journal.js';
 import type { Element, RingState, Vring } from '../../src/virtio/ring-types.js';
 import { PackedDriver } from './packed-driver.js';
 import { records } from '../../src/trace/observe.js';
@@ -39,6 +40,10 @@ export interface Side {
   logFd: number;
   logMap: number;
   log: Uint8Array;
+  /** Packed rings' journal record (src/virtio/ring-journal.ts): a memfd of one record. */
+  journalFd: number;
+  journalMap: number;
+  journal: Uint8Array;
 }
 /** The dirty log covers 2 MiB of guest addresses; used ring writes are logged at LOG_USED_AT. */
 export const LOG_BYTES = 64;
@@ -50,6 +55,8 @@ function makeSide(): Side {
   const maps = [native.mmapFd(fd, REGION, 0), native.mmapFd(fd, REGION, REGION)];
   const logFd = native.memfdCreate('diff-log', LOG_BYTES);
   const logMap = native.mmapFd(logFd, LOG_BYTES, 0);
+  const journalFd = native.memfdCreate('diff-journal', JOURNAL_STRIDE);
+  const journalMap = native.mmapFd(journalFd, JOURNAL_STRIDE, 0);
   return {
     fd,
     maps,
@@ -57,6 +64,9 @@ function makeSide(): Side {
     logFd,
     logMap,
     log: new Uint8Array(native.mappingBuffer(logMap)),
+    journalFd,
+    journalMap,
+    journal: new Uint8Array(native.mappingBuffer(journalMap)),
   };
 }
 
@@ -71,6 +81,8 @@ export function closeSides(): void {
     native.close(s.fd);
     native.munmap(s.logMap);
     native.close(s.logFd);
+    native.munmap(s.journalMap);
+    native.close(s.journalFd);
   }
   sides = [];
 }
@@ -131,6 +143,8 @@ export interface Outcome {
   log?: Buffer;
   /** Packed: the flags of each used descriptor published, in order. */
   usedFlags?: number[];
+  /** Packed: the ring journal's record at the end (both rings wrote the same bytes). */
+  journal?: JournalRecord;
   /** Packed: the device event suppression structure at the end. */
   deviceEvent?: { offWrap: number; flags: number };
   /** Split: avail_event (the u16 after the used ring) at the end. */
@@ -162,7 +176,7 @@ export function runSequence(
   const descShift = opts.descShift ?? 0;
   const sizeB = opts.regionBSize ?? BigInt(REGION);
   const outcome: Outcome = { popped: [], notify: [], used: [], state: undefined as never };
-  for (const s of sides) for (const b of [...s.bytes, s.log]) b.fill(0);
+  for (const s of sides) for (const b of [...s.bytes, s.log, s.journal]) b.fill(0);
   const mems = sides.flatMap((s) => [s.bytes[0] as Uint8Array]);
   const packed = feat.packed === true;
   const split = packed ? undefined : new RingDriver(mems, LAYOUT, GPA_A + BigInt(INDIRECT_OFF), INDIRECT_OFF);
@@ -188,8 +202,14 @@ export function runSequence(
     { gpa: GPA_A, size: BigInt(REGION), va: VA_A, bytes: s0.bytes[0] as Uint8Array },
     { gpa: GPA_B, size: sizeB, va: VA_B, bytes: s0.bytes[1] as Uint8Array },
   ]);
+  // Packed rings write a ring journal record at each flush (--ring-state), on both sides.
+  const journalOf = (side: Side) => ({
+    mappingId: side.journalMap,
+    offset: 0,
+    view: new DataView(side.journal.buffer, side.journal.byteOffset, side.journal.byteLength),
+  });
   const ref: Vring = packed
-    ? new PackedRingRef(refMem, cfg, startIdx, startIdx)
+    ? new PackedRingRef(refMem, { ...cfg, journal: journalOf(s0) }, startIdx, startIdx)
     : new SplitRingRef(refMem, cfg, startIdx, startIdx);
   if (logged) ref.setLog(new DirtyLog(s0.log));
   const fast = new native.RingModel(
@@ -207,6 +227,7 @@ export function runSequence(
       usedIdx: startIdx,
       trace,
       ...(logged ? { log: { mappingId: s1.logMap, logGuestAddr: LOG_USED_AT } } : {}),
+      ...(packed ? { journal: { mappingId: s1.journalMap, offset: 0 } } : {}),
     },
   );
   // With `trace`, both rings also report every step; the C++ records must decode to the same
@@ -279,6 +300,14 @@ export function runSequence(
         expect(fast.needNotify(), where).toBe(notify);
         outcome.notify.push(notify);
         poppedNotFilled = 0;
+        if (packed) {
+          // Both rings journal the flush alike, and what the journal commits is where the
+          // driver now finds the used position.
+          expect(Buffer.from(s1.journal).equals(Buffer.from(s0.journal)), `${where}: ring journal`).toBe(true);
+          const j = readRecord(journalOf(s0));
+          if (n > 0) expect(j.committed, `${where}: journal committed`).toBe(ref.state().usedIdx);
+          expect(j.pendingValid, `${where}: journal pending`).toBe(false);
+        }
         // The C++ ring ORs a burst's marks into the log at flush: from then on both logs agree.
         expect(Buffer.from(s1.log).equals(Buffer.from(s0.log)), `${where}: dirty log`).toBe(true);
         break;
@@ -329,6 +358,7 @@ export function runSequence(
   outcome.log = Buffer.from(s0.log);
   outcome.state = ref.state();
   if (pd) outcome.deviceEvent = pd.deviceEvent();
+  if (pd) outcome.journal = readRecord(journalOf(s0));
   if (split) outcome.availEvent = split.availEvent();
   if (ref.broken) outcome.error = ringErrorNames[ref.error];
   return outcome;
