@@ -24,6 +24,7 @@ const faultCost = load('fault-cost');
 const faultCostRx = load('fault-cost-rx');
 const mig = load('migration');
 const restart = load('restart');
+const timeline = load('restart-timeline');
 const soak = load('soak');
 const packed = load('packed-ring');
 const afp = load('af-packet');
@@ -171,6 +172,34 @@ ${when(restart)}| mode | restarts | outages seen | failed | p50 ms | p95 ms | ma
 | --- | --- | --- | --- | --- | --- | --- | --- |
 ${row('server (QEMU reconnect=1)', restart.server)}
 ${row('client (QEMU server=on)', restart.client)}
+${restart.serverPacked ? row('server, packed rings (ring journal)', restart.serverPacked) : ''}
+${restart.clientPacked ? row('client, packed rings (ring journal)', restart.clientPacked) : ''}
+
+`;
+}
+if (timeline) {
+  const cell = (v) => (v ? `${v.median} (${v.min}-${v.max})` : 'n/a');
+  const phases = [
+    ['qemuClosed', 'QEMU: the socket closed (vhost_user_event CLOSED)'],
+    ['guestCarrierDown', 'guest: carrier down'],
+    ['backendUp', 'backend: process up (first log line)'],
+    ['listeningOrConnected', 'backend: listening (server) or connected (client)'],
+    ['qemuOpened', 'QEMU: the socket open again (vhost_user_event OPENED)'],
+    ['sessionStarted', 'backend: session started'],
+    ['qemuStarted', 'QEMU: vhost_dev_start'],
+    ['ringsProcessing', 'backend: both rings processing'],
+    ['guestCarrierUp', 'guest: carrier up'],
+    ['guestArpOnTap', "guest's first ARP request on the TAP"],
+    ['firstRequestOnTap', "guest's first echo request on the TAP"],
+    ['firstReplyAfter', "guest's first echo reply (the outage ends)"],
+  ];
+  md += `### Where a restart's time goes
+
+${timeline.description} (\`node bench/restart-timeline.bench.mjs\`; QEMU's \`-trace\` events, the backend's log, \`ip -ts monitor link\` in the guest, tshark on the TAP). Median (range), ms after the kill:
+
+${when(timeline)}| event | server mode | client mode |
+| --- | --- | --- |
+${phases.map(([k, name]) => `| ${name} | ${cell(timeline.server?.summary?.[k])} | ${cell(timeline.client?.summary?.[k])} |`).join('\n')}
 
 `;
 }

@@ -4,7 +4,9 @@
 // with reconnect=1) and client (QEMU listens with server=on, the restarted backend dials it).
 // The outage of each restart is measured on the guest's side: the gaps between ping replies
 // longer than 100 ms, from `ping -D` timestamps. A restart whose outage reaches the period did
-// not recover before the next kill and counts as failed.
+// not recover before the next kill and counts as failed. Each mode runs with split rings and
+// with packed rings (QEMU packed=on, --ring packed; they resume from the ring journal);
+// VUN_BENCH_LAYOUTS picks (default split,packed).
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { bootGuest, Netns, startBackend, waitForLink } from '../dist/guest/guest.js';
@@ -14,13 +16,20 @@ const RESTARTS = Number(process.env.VUN_BENCH_RESTARTS ?? 50);
 const PERIOD_MS = { server: 4000, client: 3000 };
 const GAP_MS = 100;
 
-async function mode(which) {
+async function mode(which, layout) {
   const ns = new Netns();
   const t = tmp();
   const cleanups = [() => ns.delete(), t.cleanup];
   try {
     const sock = join(t.dir, 'vhost.sock');
-    const args = ['--backend', 'tap:vrs0,persist', '--log-level', 'warn', ...(which === 'client' ? ['--client'] : [])];
+    const args = [
+      '--backend',
+      'tap:vrs0,persist',
+      '--log-level',
+      'warn',
+      ...(which === 'client' ? ['--client'] : []),
+      ...(layout === 'packed' ? ['--ring', 'packed'] : []),
+    ];
     cleanups.unshift(() => ns.try('ip link del vrs0'));
     let backend;
     const qemuServer = which === 'client';
@@ -34,6 +43,7 @@ async function mode(which) {
     const g = bootGuest({
       socketPath: sock,
       ...(qemuServer ? { qemuServer: true } : { reconnect: true }),
+      packed: layout === 'packed',
       ip: '10.80.0.2/24',
       script: `
 H=10.80.0.1
@@ -90,14 +100,20 @@ const summary = (m) => ({
   pingsAnswered: m.received,
   outagesMs: m.gaps,
 });
-const server = summary(await mode('server'));
-const client = summary(await mode('client'));
-const res = save('restart', {
-  description: `The backend killed (SIGKILL) and restarted ${RESTARTS} times under a TCG Linux guest pinging every 10 ms through a persistent TAP; outage = gap between ping replies (> ${GAP_MS} ms) seen by the guest; server mode: QEMU reconnect=1 redials; client mode: QEMU server=on, the backend dials`,
-  server,
-  client,
+const LAYOUTS = (process.env.VUN_BENCH_LAYOUTS ?? 'split,packed').split(',');
+const out = {};
+for (const layout of LAYOUTS) {
+  for (const which of ['server', 'client']) {
+    const key = layout === 'split' ? which : `${which}Packed`;
+    out[key] = summary(await mode(which, layout));
+    const r = out[key];
+    console.error(
+      `restart ${key}: p50 ${r.p50Ms} p95 ${r.p95Ms} max ${r.maxMs} ms (${r.failed} failed of ${r.restarts})`,
+    );
+  }
+}
+save('restart', {
+  description: `The backend killed (SIGKILL) and restarted ${RESTARTS} times under a TCG Linux guest pinging every 10 ms through a persistent TAP; outage = gap between ping replies (> ${GAP_MS} ms) seen by the guest; server mode: QEMU reconnect=1 redials; client mode: QEMU server=on, the backend dials; split rings, and packed rings (QEMU packed=on) resumed from the ring journal`,
+  ...out,
 });
-console.error(
-  `restart: server p50 ${res.server.p50Ms} p95 ${res.server.p95Ms} max ${res.server.maxMs} ms (${res.server.failed} failed); client p50 ${res.client.p50Ms} p95 ${res.client.p95Ms} max ${res.client.maxMs} ms (${res.client.failed} failed)`,
-);
-console.log(String(res.client.p95Ms));
+console.log(String(out.client?.p95Ms ?? out.clientPacked?.p95Ms));

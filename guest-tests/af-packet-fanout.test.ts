@@ -5,6 +5,7 @@
  * kernel's choice: with `fanout=hash` one TCP flow stays on one receiveq, with `fanout=lb` (round
  * robin) the same flow is spread over all of them. 4 pairs, a Linux guest, iperf3 from the host.
  */
+import { loggedFrames } from '../test/helpers/backend-log.js';
 import { afterEach, describe, expect, it } from 'vitest';
 import { bootGuest } from '../src/guest/guest.js';
 import { hostEnd } from '../src/guest/host-end.js';
@@ -44,12 +45,7 @@ iperf3 -c $H -P 1 -t 3 -f m -R > /tmp/one 2>&1; res one $? "$(grep receiver /tmp
     expect(r.get('channels')?.rc, ctx).toBe(0);
     expect(r.get('ping')?.rc, ctx).toBe(0);
     expect(r.get('one')?.rc, ctx).toBe(0);
-    const receiveqs = [0, 0, 0, 0];
-    for (const line of backend.output.split('\n')) {
-      if (!line.includes('"msg":"vring counters"')) continue;
-      const c = JSON.parse(line) as { vring: number; frames: number };
-      if (c.vring % 2 === 0) receiveqs[c.vring >> 1] = c.frames;
-    }
+    const receiveqs = loggedFrames(backend.output, 4).receiveq;
     const total = receiveqs.reduce((a, b) => a + b, 0);
     console.log(`fanout=${mode}: one TCP flow host -> guest (${r.get('one')?.text}); frames per receiveq ${receiveqs}`);
     expect(total, ctx).toBeGreaterThan(1000);

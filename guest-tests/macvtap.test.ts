@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { bootGuest, mbits, Netns, requireRoot, startBackend } from '../src/guest/guest.js';
 import { tempDir, waitFor } from '../test/helpers/harness.js';
+import type { Proc } from '../src/util/proc.js';
 
 const HOST_IP = '10.79.0.1';
 const GUEST_IP = '10.79.0.2';
@@ -42,28 +43,7 @@ describe('macvtap host backend', () => {
       await waitFor(() => existsSync(sock) || !backend.running, 15_000, 'the backend socket');
       expect(backend.running, backend.tail(20)).toBe(true);
       expect(ns.sh('ip -d link show vunMV'), 'the macvtap the backend made').toMatch(/macvtap mode bridge/);
-      const g = bootGuest({
-        socketPath: sock,
-        ip: `${GUEST_IP}/24`,
-        queuePairs: pairs,
-        smp: pairs,
-        script: `
-ping -c 3 -W 3 ${HOST_IP} > /tmp/p 2>&1; res ping $? "$(tail -2 /tmp/p | tr '\\n' ' ')"
-iperf3 -c ${HOST_IP} -t 3 -f m > /tmp/i1 2>&1; res tx $? "$(grep receiver /tmp/i1 | tail -1)"
-iperf3 -c ${HOST_IP} -t 3 -f m -R > /tmp/i2 2>&1; res rx $? "$(grep receiver /tmp/i2 | tail -1)"
-`,
-      });
-      cleanups.push(() => g.cleanup());
-      const r = await g.done();
-      const ctx = `guest console:\n${g.qemu.tail(30)}\nbackend:\n${backend.tail(20)}`;
-      const get = (k: string) => r.get(k) ?? { rc: -999, text: 'missing' };
-      console.log(
-        `guest result: ${JSON.stringify({ test: `macvtap/${pairs}`, ping: get('ping'), txMbits: mbits(get('tx').text), rxMbits: mbits(get('rx').text) })}`,
-      );
-      expect(get('ping').rc, ctx).toBe(0);
-      expect(get('tx').rc, ctx).toBe(0);
-      expect(get('rx').rc, ctx).toBe(0);
-      expect(mbits(get('tx').text), ctx).toBeGreaterThan(0);
+      const { g } = await pingAndTcp(sock, backend, `macvtap/${pairs}`, 3, pairs);
       // The backend removes the macvtap it created when it stops.
       await g.cleanup();
       await backend.stop();
@@ -101,26 +81,37 @@ describe('macvtap modes', () => {
       expect(ns.sh('ip -d link show vunMV'), 'the macvtap the backend made').toMatch(
         new RegExp(`macvtap mode ${mode}`),
       );
-      const g = bootGuest({
-        socketPath: sock,
-        ip: `${GUEST_IP}/24`,
-        script: `
-ping -c 3 -W 3 ${HOST_IP} > /tmp/p 2>&1; res ping $? "$(tail -2 /tmp/p | tr '\\n' ' ')"
-iperf3 -c ${HOST_IP} -t 2 -f m > /tmp/i1 2>&1; res tx $? "$(grep receiver /tmp/i1 | tail -1)"
-iperf3 -c ${HOST_IP} -t 2 -f m -R > /tmp/i2 2>&1; res rx $? "$(grep receiver /tmp/i2 | tail -1)"
-`,
-      });
-      cleanups.push(() => g.cleanup());
-      const r = await g.done();
-      const ctx = `guest console:\n${g.qemu.tail(30)}\nbackend:\n${backend.tail(20)}`;
-      const get = (k: string) => r.get(k) ?? { rc: -999, text: 'missing' };
-      console.log(
-        `guest result: ${JSON.stringify({ test: `macvtap/${mode}`, ping: get('ping'), txMbits: mbits(get('tx').text), rxMbits: mbits(get('rx').text) })}`,
-      );
-      expect(get('ping').rc, ctx).toBe(0);
-      expect(get('tx').rc, ctx).toBe(0);
-      expect(get('rx').rc, ctx).toBe(0);
+      await pingAndTcp(sock, backend, `macvtap/${mode}`, 2);
     },
     240_000,
   );
 });
+
+/**
+ * Boots a guest on `sock`: it pings the host and moves TCP each way for `seconds` (iperf3);
+ * each must succeed, and some TCP must move. The guest is the caller's to clean up (registered).
+ */
+async function pingAndTcp(sock: string, backend: Proc, label: string, seconds: number, pairs = 1) {
+  const g = bootGuest({
+    socketPath: sock,
+    ip: `${GUEST_IP}/24`,
+    ...(pairs > 1 ? { queuePairs: pairs, smp: pairs } : {}),
+    script: `
+ping -c 3 -W 3 ${HOST_IP} > /tmp/p 2>&1; res ping $? "$(tail -2 /tmp/p | tr '\\n' ' ')"
+iperf3 -c ${HOST_IP} -t ${seconds} -f m > /tmp/i1 2>&1; res tx $? "$(grep receiver /tmp/i1 | tail -1)"
+iperf3 -c ${HOST_IP} -t ${seconds} -f m -R > /tmp/i2 2>&1; res rx $? "$(grep receiver /tmp/i2 | tail -1)"
+`,
+  });
+  cleanups.push(() => g.cleanup());
+  const r = await g.done();
+  const ctx = `guest console:\n${g.qemu.tail(30)}\nbackend:\n${backend.tail(20)}`;
+  const get = (k: string) => r.get(k) ?? { rc: -999, text: 'missing' };
+  console.log(
+    `guest result: ${JSON.stringify({ test: label, ping: get('ping'), txMbits: mbits(get('tx').text), rxMbits: mbits(get('rx').text) })}`,
+  );
+  expect(get('ping').rc, ctx).toBe(0);
+  expect(get('tx').rc, ctx).toBe(0);
+  expect(get('rx').rc, ctx).toBe(0);
+  expect(mbits(get('tx').text), ctx).toBeGreaterThan(0);
+  return { g };
+}

@@ -3,6 +3,7 @@
  * flows each way. Both the guest's per-queue counters (ethtool -S) and ours must show traffic
  * on more than one queue in each direction, and one flow must stay on one receiveq.
  */
+import { loggedFrames } from '../test/helpers/backend-log.js';
 import { afterEach, describe, expect, it } from 'vitest';
 import { bootGuest } from '../src/guest/guest.js';
 import { waitFor } from '../test/helpers/harness.js';
@@ -61,12 +62,8 @@ res s2 0 "$(snap)"
     const many = { rx: delta(s0.rx, s1.rx), tx: delta(s0.tx, s1.tx) };
     const one = { rx: delta(s1.rx, s2.rx), tx: delta(s1.tx, s2.tx) };
     // Our side: frames per vring from the session's counters (logged when QEMU went away).
-    const ours = { rx: [0, 0, 0, 0], tx: [0, 0, 0, 0] };
-    for (const line of backend.output.split('\n')) {
-      if (!line.includes('"msg":"vring counters"')) continue;
-      const c = JSON.parse(line) as { vring: number; frames: number };
-      ours[c.vring % 2 === 0 ? 'rx' : 'tx'][c.vring >> 1] = c.frames;
-    }
+    const logged = loggedFrames(backend.output, 4);
+    const ours = { rx: logged.receiveq, tx: logged.transmitq };
     console.log(
       `guest result: ${JSON.stringify({ up: r.get('up')?.text, down: r.get('down')?.text, guestQueuesManyFlows: many, guestQueuesOneFlow: one, ours })}`,
     );

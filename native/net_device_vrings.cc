@@ -10,9 +10,9 @@
 namespace vun {
 
 // startQueue(index, {num, desc, avail, used: bigint VAs, logGuestAddr: bigint GPA or -1n,
-// lastAvailIdx, usedIdx, kickFd, callFd, enabled, journal?: {mappingId, offset}}). With VIRTIO_F_RING_PACKED acked the ring is
-// packed: desc, avail, used are its descriptor ring, driver area and device area, and both
-// positions are position | wrap counter << 15.
+// lastAvailIdx, usedIdx, kickFd, callFd, enabled, journal?: {mappingId, offset}}). With
+// VIRTIO_F_RING_PACKED acked the ring is packed: desc, avail, used are its descriptor ring, driver
+// area and device area, and both positions are position | wrap counter << 15.
 Napi::Value NetDevice::StartQueue(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   uint32_t index = U32(info[0]);

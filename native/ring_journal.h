@@ -19,7 +19,6 @@
 //   commit slot's last) and goes on from the pending position. No buffer is used twice or lost.
 #pragma once
 
-#include <cstddef>
 #include <cstdint>
 
 namespace vun {
@@ -27,23 +26,25 @@ namespace vun {
 // A record's layout (little endian); ring-journal.ts reads and writes the same.
 struct RingJournal {
   static constexpr uint32_t kStride = 69632;  // bytes per vring: 64 + 2 * 32768, page-rounded
-  uint32_t state;       // 0 empty, 1 running, 2 handed over (GET_VRING_BASE answered)
-  uint32_t givenBase;   // SET_VRING_BASE as the front-end gave it when the ring started
-  uint64_t descVa;      // the descriptor ring, as SET_VRING_ADDR gave it
-  uint16_t num;         // the ring's size
-  uint16_t innerCount;  // used descriptors of the pending flush besides the commit slot's
-  uint16_t committed;   // the used position (position | wrap counter << 15) flushes reached
-  uint16_t pending;     // the position the flush under way moves to
+  uint32_t state;         // 0 empty, 1 running, 2 handed over (GET_VRING_BASE answered)
+  uint32_t givenBase;     // SET_VRING_BASE as the front-end gave it when the ring started
+  uint64_t descVa;        // the descriptor ring, as SET_VRING_ADDR gave it
+  uint16_t num;           // the ring's size
+  uint16_t innerCount;    // used descriptors of the pending flush besides the commit slot's
+  uint16_t committed;     // the used position (position | wrap counter << 15) flushes reached
+  uint16_t pending;       // the position the flush under way moves to
   uint16_t pendingHead;   // the commit slot (| its wrap counter << 15)
   uint16_t pendingValid;  // 1 from Begin to Commit
   uint32_t commits;       // flushes committed (for tests and status)
   uint8_t reserved[32];
-  uint16_t inner[1];  // innerCount offsets from the commit slot, in ring order (up to 32767)
+  // Then, at byte 64: innerCount u16 offsets from the commit slot, in ring order (up to 32767).
+  uint16_t* Inner() { return reinterpret_cast<uint16_t*>(reinterpret_cast<uint8_t*>(this) + 64); }
 
   // Before the first flags store. Atomic stores keep the compiler from moving them; the release
   // on pendingValid orders the list and positions before it, and the flags store-release that
   // follows orders pendingValid before the commit.
   void Begin(uint16_t newUsed, uint16_t head, const uint32_t* fillAt, uint32_t n) {
+    uint16_t* inner = Inner();
     for (uint32_t k = 1; k < n; k++)
       __atomic_store_n(&inner[k - 1], static_cast<uint16_t>(fillAt[k]), __ATOMIC_RELAXED);
     __atomic_store_n(&innerCount, static_cast<uint16_t>(n - 1), __ATOMIC_RELAXED);
@@ -59,6 +60,6 @@ struct RingJournal {
     __atomic_store_n(&commits, commits + 1, __ATOMIC_RELAXED);
   }
 };
-static_assert(offsetof(RingJournal, inner) == 64, "a journal record's list starts at byte 64");
+static_assert(sizeof(RingJournal) == 64, "a journal record's list starts at byte 64");
 
 }  // namespace vun

@@ -171,7 +171,9 @@ describe.each(['native', 'ts'] as const)('packed rings across SIGKILL restarts (
       const ctx = `kill ${kill}: ${g.received.length - before} frames after it\n${backend.output.slice(-3000)}`;
       expect(ok, ctx).toBe(true);
       // How each ring resumed (ring-journal.ts decideResume): committed, pending, rolled-forward.
-      const how = [...backend.output.matchAll(/"how":"([a-z-]+)"[^\n]*resuming from the ring journal/g)].map((m) => m[1]);
+      const how = [...backend.output.matchAll(/"how":"([a-z-]+)"[^\n]*resuming from the ring journal/g)].map(
+        (m) => m[1],
+      );
       resumed.push(how.length === 2 ? how.join('+') : `not from the journal (${how.join('+')})`);
     }
     // Drain: nothing more sent; what is in flight comes back until 300 ms pass without a frame.

@@ -7,6 +7,9 @@
  * whole flush writes. (That both rings write the same record is held by the differential
  * tests, test/helpers/ring-pair.ts.)
  */
+import { spawn, spawnSync } from 'node:child_process';
+import { closeSync, mkdirSync, openSync, statSync, writeSync } from 'node:fs';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { GuestMemoryRef } from '../src/virtio/guest-memory.js';
 import { DESC_F_AVAIL, DESC_F_USED, PackedRingRef } from '../src/virtio/packed-ring.js';
@@ -19,8 +22,10 @@ import {
   JOURNAL_STRIDE,
   readRecord,
   RecordState,
+  RingJournal,
 } from '../src/virtio/ring-journal.js';
 import { DESC_F_WRITE } from '../src/virtio/ring-types.js';
+import { native, tempDir, waitFor } from './helpers/harness.js';
 import { PackedDriver } from './helpers/packed-driver.js';
 
 const NUM = 8;
@@ -65,7 +70,10 @@ describe('decideResume: known answers', () => {
       kind: 'not-applicable',
       why: 'the front-end gives a newer position',
     });
-    expect(decideResume(record({ committed: 0x8000 | NUM }), RING, any)).toEqual({ kind: 'not-applicable', why: 'bad record' });
+    expect(decideResume(record({ committed: 0x8000 | NUM }), RING, any)).toEqual({
+      kind: 'not-applicable',
+      why: 'bad record',
+    });
   });
 
   it('nothing pending: the committed position', () => {
@@ -164,7 +172,13 @@ describe.each([
     const { mem, journal, ref, driver, ring } = rig(start, inOrder);
     const lists = [1, 2, 1, 1];
     lists.forEach((n, i) =>
-      driver.addChain(Array.from({ length: n }, (_, k) => ({ addr: BigInt(0x2000 + i * 0x100 + k * 0x40), len: 0x40, write: !inOrder }))),
+      driver.addChain(
+        Array.from({ length: n }, (_, k) => ({
+          addr: BigInt(0x2000 + i * 0x100 + k * 0x40),
+          len: 0x40,
+          write: !inOrder,
+        })),
+      ),
     );
     driver.publish();
     const elems = ring.popBurst(8);
@@ -205,10 +219,71 @@ describe.each([
         expect(flagsOf(m), where).toEqual(flagsOf(preMem));
       } else {
         expect(position, where).toBe(after);
-        expect(Buffer.from(m.subarray(0, 16 * NUM)).equals(Buffer.from(postMem.subarray(0, 16 * NUM))), where).toBe(true);
+        expect(Buffer.from(m.subarray(0, 16 * NUM)).equals(Buffer.from(postMem.subarray(0, 16 * NUM))), where).toBe(
+          true,
+        );
       }
     }
     // Every case was met on the way.
     expect([...seen].sort()).toEqual(['committed', 'pending', 'rolled-forward']);
+  });
+});
+
+describe('the journal file', () => {
+  it('is made, reused by the same layout, started over for another, and refused while another process holds it', () => {
+    const tmp = tempDir();
+    try {
+      const path = join(tmp.dir, 'vhost.sock.rings');
+      const alive = (pid: number) => pid === 1; // PID 1 always runs
+      const a = RingJournal.open(native, path, 4, alive);
+      expect(a.opened).toBe('new');
+      expect(statSync(path).mode & 0o777).toBe(0o600);
+      a.markRunning(3, RING, 0x8005);
+      a.close();
+      const b = RingJournal.open(native, path, 4, alive);
+      expect(b.opened).toBe('reused');
+      expect(b.read(3)).toMatchObject({ state: RecordState.Running, committed: 0x8005, num: NUM });
+      b.close();
+      const c = RingJournal.open(native, path, 2, alive);
+      expect(c.opened).toBe('reset');
+      expect(c.read(1).state).toBe(RecordState.Empty);
+      c.close();
+      // A record naming a process that still runs (here PID 1) is another backend's.
+      const fd = openSync(path, 'r+');
+      const pid = Buffer.alloc(4);
+      pid.writeUInt32LE(1);
+      writeSync(fd, pid, 0, 4, 20);
+      closeSync(fd);
+      expect(() => RingJournal.open(native, path, 2, alive)).toThrow(/in use by process 1/);
+    } finally {
+      tmp.cleanup();
+    }
+  });
+
+  it('--ring-state FILE that cannot be opened stops start-up (VUN_HOST_RING_STATE); the default is dropped with a warning', async () => {
+    const tmp = tempDir();
+    const bin = join(import.meta.dirname, '..', 'bin', 'vhost-user-net.js');
+    const sock = join(tmp.dir, 'vhost.sock');
+    const p = { child: undefined as ReturnType<typeof spawn> | undefined };
+    try {
+      const bad = spawnSync(
+        process.execPath,
+        [bin, '--socket', sock, '--ring-state', join(tmp.dir, 'no', 'such', 'dir', 'x.rings')],
+        { encoding: 'utf8', timeout: 20_000 },
+      );
+      expect(bad.status).toBe(1);
+      expect(bad.stdout + bad.stderr).toMatch(/VUN_HOST_RING_STATE/);
+      // The default beside the socket: a directory where the file would go makes it fail.
+      mkdirSync(`${sock}.rings`);
+      const child = spawn(process.execPath, [bin, '--socket', sock]);
+      p.child = child;
+      let out = '';
+      child.stdout.on('data', (d) => (out += d));
+      await waitFor(() => out.includes('"msg":"listening"'), 15_000, 'listening');
+      expect(out).toMatch(/no ring journal: packed rings will not resume/);
+    } finally {
+      p.child?.kill('SIGKILL');
+      tmp.cleanup();
+    }
   });
 });

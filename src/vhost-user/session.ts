@@ -642,7 +642,10 @@ export class Session {
     const ring = { givenBase: v.givenBase, descVa: v.addr.descUserAddr, num: v.num };
     const r = decideResume(rec, ring, (slot) =>
       desc && slot < v.num
-        ? { flags: desc.view.getUint16(desc.offset + 16 * slot + 14, true), len: desc.view.getUint32(desc.offset + 16 * slot + 8, true) }
+        ? {
+            flags: desc.view.getUint16(desc.offset + 16 * slot + 14, true),
+            len: desc.view.getUint32(desc.offset + 16 * slot + 8, true),
+          }
         : undefined,
     );
     if (r.kind === 'not-applicable') {
@@ -654,7 +657,10 @@ export class Session {
       for (const w of r.writes) desc.view.setUint16(desc.offset + 16 * w.slot + 14, w.flags, true);
     }
     const what = { vring: v.index, setVringBase: hex(v.givenBase), position: r.position, how: r.kind };
-    this.log.warn(what, 'SET_VRING_BASE is the position a backend that is gone was given: resuming from the ring journal');
+    this.log.warn(
+      what,
+      'SET_VRING_BASE is the position a backend that is gone was given: resuming from the ring journal',
+    );
     this.changed({ what: 'vring resumed from the ring journal', ...what });
     v.lastAvailIdx = r.position;
     v.usedIdx = r.position;
@@ -782,7 +788,11 @@ export class Session {
     }
     const journal = this.packed() && v.index < (this.options.journal?.vrings ?? 0) ? this.options.journal : undefined;
     if (journal) {
-      const identity = { givenBase: v.givenBase ?? (v.lastAvailIdx | (v.usedIdx << 16)), descVa: v.addr.descUserAddr, num: v.num };
+      const identity = {
+        givenBase: v.givenBase ?? v.lastAvailIdx | (v.usedIdx << 16),
+        descVa: v.addr.descUserAddr,
+        num: v.num,
+      };
       journal.markRunning(v.index, identity, v.usedIdx);
     }
     this.dataPlane.start(

@@ -75,7 +75,13 @@ export interface JournalRecord {
 }
 
 /** Step 1 of a flush's record (before the commit store): native/ring_journal.h Begin. */
-export function journalBegin(j: JournalRecordRef, newUsed: number, head: number, fillAt: readonly number[], n: number): void {
+export function journalBegin(
+  j: JournalRecordRef,
+  newUsed: number,
+  head: number,
+  fillAt: readonly number[],
+  n: number,
+): void {
   const v = j.view;
   for (let k = 1; k < n; k++) v.setUint16(j.offset + Off.inner + 2 * (k - 1), fillAt[k] as number, true);
   v.setUint16(j.offset + Off.innerCount, n - 1, true);
@@ -161,7 +167,9 @@ export function decideResume(rec: JournalRecord, ring: RingIdentity, readDesc: D
   }
   const valid = (p: number): boolean => (p & 0x7fff) < ring.num;
   if (!rec.pendingValid) {
-    return valid(rec.committed) ? { kind: 'committed', position: rec.committed } : { kind: 'not-applicable', why: 'bad record' };
+    return valid(rec.committed)
+      ? { kind: 'committed', position: rec.committed }
+      : { kind: 'not-applicable', why: 'bad record' };
   }
   const headPos = rec.pendingHead & 0x7fff;
   const headWrap = (rec.pendingHead & WRAP_BIT) !== 0;
@@ -269,7 +277,8 @@ export class RingJournal {
   /** GET_VRING_BASE answered: the front-end knows the position now; the record no longer applies. */
   markHandedOver(index: number): void {
     const { view: v, offset: o } = this.ref(index);
-    if (v.getUint32(o + Off.state, true) === RecordState.Running) v.setUint32(o + Off.state, RecordState.HandedOver, true);
+    if (v.getUint32(o + Off.state, true) === RecordState.Running)
+      v.setUint32(o + Off.state, RecordState.HandedOver, true);
   }
 
   /** Device reset: no ring of before exists any more. */
