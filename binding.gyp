@@ -20,7 +20,8 @@
         "native/worker_thread.cc",
         "native/steering.cc",
         "native/host_port.cc",
-        "native/test_surface.cc"
+        "native/test_surface.cc",
+        "native/machine_costs.cc"
       ],
       "libraries": ["-luring"],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],

@@ -138,6 +138,37 @@ function firstLine(cmd, args) {
   return (r.stdout || r.stderr || '').split('\n')[0].trim();
 }
 
+let costs;
+/**
+ * What this machine charges for the parts of our data path (native/machine_costs.cc): a system
+ * call's entry and exit, an eventfd wake of a blocked thread, a 64-byte frame written to a TAP
+ * (one in a namespace made for it). Measured once per benchmark process; null when it cannot be.
+ */
+export function machineCosts() {
+  if (costs !== undefined) return costs;
+  const ns = `vun-cost-${process.pid}`;
+  spawnSync('ip', ['netns', 'add', ns]);
+  try {
+    const script = `
+      import { execFileSync } from 'node:child_process';
+      import { loadNative } from ${JSON.stringify(join(root, 'dist', 'native.js'))};
+      const n = loadNative();
+      const { fd } = n.tapOpen('vcost0', { vnetHdr: false, multiQueue: false });
+      execFileSync('ip', ['link', 'set', 'vcost0', 'up']);
+      console.log(JSON.stringify(n.machineCosts(fd)));`;
+    const r = spawnSync('ip', ['netns', 'exec', ns, process.execPath, '--input-type=module', '-e', script], {
+      encoding: 'utf8',
+    });
+    const c = JSON.parse(r.stdout.trim().split('\n').pop());
+    costs = Object.fromEntries(Object.entries(c).map(([k, v]) => [k, Math.round(v * 10) / 10]));
+  } catch {
+    costs = null;
+  } finally {
+    spawnSync('ip', ['netns', 'del', ns]);
+  }
+  return costs;
+}
+
 export function machine() {
   return {
     date: new Date().toISOString(),
@@ -148,6 +179,7 @@ export function machine() {
     qemu: firstLine('qemu-system-x86_64', ['--version']),
     dpdk: firstLine('dpkg-query', ['-W', '-f=${Version}', 'dpdk-dev']),
     kvm: existsSync('/dev/kvm') && !existsSync('/sys/module/kvm_pvm') ? 'kvm' : 'tcg (no usable KVM)',
+    costs: machineCosts(),
   };
 }
 

@@ -32,10 +32,16 @@ const uring = load('tap-io-uring');
 const room = load('fault-room');
 const roomToggled = load('fault-room-toggled');
 const m = (ring ?? tap ?? tcp ?? mq)?.machine;
+// What the machine charges (bench/lib.mjs machineCosts): a figure holds on machines that charge alike.
+const costsText = (c) =>
+  c
+    ? `a system call ${c.syscallNs} ns, an eventfd wake ${c.eventfdWakeNs} ns, a 64-byte TAP write ${c.tapWriteNs} ns`
+    : undefined;
+const costsRow = (c) => (c ? `| costs (native/machine_costs.cc) | ${costsText(c)} |\n` : '');
 // Sections measured on another day (another machine of the same kind) say so.
 const when = (r) =>
   r?.machine && m && r.machine.date.slice(0, 10) !== m.date.slice(0, 10)
-    ? `Measured ${r.machine.date.slice(0, 16).replace('T', ' ')} UTC on ${r.machine.cpu} (${r.machine.cores} cores), kernel ${r.machine.kernel}.\n\n`
+    ? `Measured ${r.machine.date.slice(0, 16).replace('T', ' ')} UTC on ${r.machine.cpu} (${r.machine.cores} cores), kernel ${r.machine.kernel}${r.machine.costs ? `; ${costsText(r.machine.costs)}` : ''}.\n\n`
     : r?.machine && m && r.machine.cpu !== m.cpu
       ? `Measured on ${r.machine.cpu} (${r.machine.cores} cores).\n\n`
       : '';
@@ -49,7 +55,7 @@ alternating with ours.
 
 `;
 if (m) {
-  md += `| | |\n| --- | --- |\n| date | ${m.date} |\n| CPU | ${m.cpu} (${m.cores} cores) |\n| kernel | ${m.kernel} |\n| Node | ${m.node} |\n| QEMU | ${m.qemu} |\n| DPDK | ${m.dpdk} |\n| virtualization | ${m.kvm} |\n\n`;
+  md += `| | |\n| --- | --- |\n| date | ${m.date} |\n| CPU | ${m.cpu} (${m.cores} cores) |\n| kernel | ${m.kernel} |\n| Node | ${m.node} |\n| QEMU | ${m.qemu} |\n| DPDK | ${m.dpdk} |\n| virtualization | ${m.kvm} |\n${costsRow(m.costs)}\n`;
 }
 if (ring) {
   md += `## 1. VM-free ring throughput (1 queue)\n\n${ring.description}.\n\n| direction | frame | vhost-user-net Mpps (spread) | with --poll-us 50 | DPDK vhost Mpps (spread) | ratio per round: median (min-max) | polling | CPU ms per Mframe: ours / DPDK | DPDK's CPU / ours per round |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n`;
@@ -67,6 +73,12 @@ if (tap) {
     md += `The same rounds with \`tap:vbt0,io-uring=off\` (a write per frame, as net_tap does), and each backend's CPU per frame split into user space and the kernel (stime). \`ceiling\`: testpmd's CPU per frame over our kernel share with io_uring, per round.\n\n| frame | io-uring=off Mpps | io-uring=off / testpmd per round | kernel CPU ms per Mframe: ours | io-uring=off | testpmd | ceiling |\n| --- | --- | --- | --- | --- | --- | --- |\n`;
     for (const c of tap.cases)
       md += `| ${c.frameBytes} B | ${sp(c.oursPlainMpps)} | ${sp(c.plainRatio)}x | ${sp(c.oursSysMsPerMframe)} | ${sp(c.oursPlainSysMsPerMframe)} | ${sp(c.dpdkSysMsPerMframe)} | ${sp(c.ceiling)}x |\n`;
+    md += '\n';
+  }
+  if (tap.cases[0]?.oursAutoMpps) {
+    md += `\`io-uring=auto\` chooses the write path while it runs (native/write_chooser.h): against the better of the two fixed ways in the same round.\n\n| frame | io_uring (default) Mpps | io-uring=off Mpps | io-uring=auto Mpps | auto / better fixed, per round |\n| --- | --- | --- | --- | --- |\n`;
+    for (const c of tap.cases)
+      md += `| ${c.frameBytes} B | ${sp(c.oursMpps)} | ${sp(c.oursPlainMpps)} | ${sp(c.oursAutoMpps)} | ${sp(c.autoVsBest)}x |\n`;
     md += '\n';
   }
 }

@@ -1,7 +1,9 @@
 // Benchmark 2: vhost-user -> TAP forwarding, 64 and 1518-byte frames, one backend core.
 // Front-end: testpmd net_virtio_user txonly (core 1). Backends on core 0, alternated:
 // (a) vhost-user-net --backend tap:vbt0 (a burst's writes submitted to io_uring at once, the
-// default); (a') the same with io-uring=off (a write per frame, as net_tap does); (b) testpmd
+// default); (a') the same with io-uring=auto (both ways measured while it runs, the cheaper
+// kept: native/write_chooser.h); (a'') with io-uring=off (a write per frame, as net_tap does);
+// (b) testpmd
 // net_vhost + net_tap (iface vbt0) in io forwarding. Frames are counted on the TAP (its rx_packets) in a namespace we create. Beside
 // packets per second, each backend's CPU time per million frames (/proc/PID/stat); testpmd
 // polls, so its cost is its whole forwarding core. That time is split into user space and the
@@ -43,7 +45,7 @@ async function one(impl, size) {
     impl !== 'dpdk'
       ? ourBackend({
           socket: sock,
-          backend: impl === 'ours-plain' ? 'tap:vbt0,io-uring=off' : 'tap:vbt0',
+          backend: { 'ours-plain': 'tap:vbt0,io-uring=off', 'ours-auto': 'tap:vbt0,io-uring=auto' }[impl] ?? 'tap:vbt0',
           cores: '0',
           netns: ns,
         })
@@ -82,9 +84,11 @@ try {
   for (const size of [64, 1518]) {
     const ours = [];
     const plain = [];
+    const auto = [];
     const dpdk = [];
     for (let r = 0; r < ROUNDS; r++) {
       ours.push(await one('ours', size));
+      auto.push(await one('ours-auto', size));
       plain.push(await one('ours-plain', size));
       dpdk.push(await one('dpdk', size));
     }
@@ -94,6 +98,9 @@ try {
       oursMpps: spread(mpps(ours)),
       dpdkMpps: spread(mpps(dpdk)),
       ratio: spread(ours.map((x, k) => x.pps / dpdk[k].pps)),
+      oursAutoMpps: spread(mpps(auto)),
+      // io-uring=auto against the better of the two fixed ways, round by round.
+      autoVsBest: spread(auto.map((x, k) => x.pps / Math.max(ours[k].pps, plain[k].pps))),
       oursPlainMpps: spread(mpps(plain)),
       plainRatio: spread(plain.map((x, k) => x.pps / dpdk[k].pps)),
       oursPlainCpuMsPerMframe: spread(plain.map((x) => x.cpuMsPerMframe)),
@@ -107,14 +114,14 @@ try {
       dpdkRuns: mpps(dpdk),
     });
     console.error(
-      `tap ${size} B: ours ${median(mpps(ours)).toFixed(3)} Mpps (io-uring=off ${median(mpps(plain)).toFixed(3)}), testpmd vhost+net_tap ${median(mpps(dpdk)).toFixed(3)} Mpps; ` +
+      `tap ${size} B: ours ${median(mpps(ours)).toFixed(3)} Mpps (io-uring=auto ${median(mpps(auto)).toFixed(3)}, io-uring=off ${median(mpps(plain)).toFixed(3)}), testpmd vhost+net_tap ${median(mpps(dpdk)).toFixed(3)} Mpps; ` +
         `CPU ms/Mframe (kernel) ours ${median(ours.map((x) => x.cpuMsPerMframe)).toFixed(0)} (${median(ours.map((x) => x.sysMsPerMframe)).toFixed(0)}), ` +
         `testpmd ${median(dpdk.map((x) => x.cpuMsPerMframe)).toFixed(0)} (${median(dpdk.map((x) => x.sysMsPerMframe)).toFixed(0)})`,
     );
   }
   const r = save('tap-forwarding', {
     description:
-      'testpmd virtio_user txonly (core 1) -> backend (core 0) -> TAP; frames counted by the TAP (rx_packets); vhost-user-net (io_uring batches, the default, and io-uring=off: a write per frame) vs testpmd net_vhost+net_tap io forwarding; CPU per frame split into user and kernel (stime); ceiling = testpmd CPU per frame / our kernel CPU per frame, per round',
+      'testpmd virtio_user txonly (core 1) -> backend (core 0) -> TAP; frames counted by the TAP (rx_packets); vhost-user-net (io_uring batches, the default; io-uring=auto: both ways measured, the cheaper kept; io-uring=off: a write per frame) vs testpmd net_vhost+net_tap io forwarding; CPU per frame split into user and kernel (stime); ceiling = testpmd CPU per frame / our kernel CPU per frame, per round',
     rounds: ROUNDS,
     secondsPerRun: SECONDS,
     cases,

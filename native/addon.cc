@@ -53,6 +53,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   InitHost(env, exports);
   InitNetDevice(env, exports);
   InitTestSurface(env, exports);
+  InitMachineCosts(env, exports);
   Napi::Function poller = Poller::Init(env);
   st->pollerCtor = Napi::Persistent(poller);
   exports.Set("Poller", poller);

@@ -34,7 +34,11 @@ namespace vun {
   X(kCNotifyCoalesced, "notifyCoalesced")   \
   X(kCRingError, "ringErrors")              \
   X(kCBursts, "bursts")                     \
-  X(kCHandover, "handedOver")
+  X(kCHandover, "handedOver")               \
+  X(kCTapPlainFrames, "tapPlainFrames")     \
+  X(kCTapPlainNs, "tapPlainNs")             \
+  X(kCTapUringFrames, "tapUringFrames")     \
+  X(kCTapUringNs, "tapUringNs")
 
 enum CounterSlot : uint32_t {
 #define VUN_SLOT_ENUM(id, name) id,

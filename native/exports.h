@@ -10,4 +10,5 @@ void InitEventfd(Napi::Env env, Napi::Object exports);
 void InitHost(Napi::Env env, Napi::Object exports);
 void InitNetDevice(Napi::Env env, Napi::Object exports);
 void InitTestSurface(Napi::Env env, Napi::Object exports);
+void InitMachineCosts(Napi::Env env, Napi::Object exports);
 }  // namespace vun

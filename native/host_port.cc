@@ -12,7 +12,11 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
+#include <ctime>
+
+#include "write_chooser.h"
 
 namespace vun {
 
@@ -93,16 +97,37 @@ class LoopbackPort : public HostPort {
 // host can cost more than the frame itself (bench/notes.md, "io_uring for TAP writes"). The fd
 // is O_NONBLOCK, so io_uring issues each write inline, in the submitting thread, as a write
 // would be. A larger frame (GSO) is written at once with one write, after what is queued.
+//
+// Which of the two ways a port takes is the WriteChooser's (write_chooser.h): by default it
+// measures both on this machine and keeps the cheaper per frame; io-uring=on|off fixes it. Each
+// burst's time runs from its first frame to the end of Flush, copies included (the same either
+// way), on CLOCK_MONOTONIC (vDSO, no system call).
 class TapPort : public HostPort {
  public:
   static constexpr uint32_t kBatch = kMaxBurst;
   static constexpr uint32_t kSmall = 2048;
 
-  TapPort(int fd, bool batch) : fd_(fd), batch_(batch) {}
+  // batch: io_uring allowed; choose: by cost (else io_uring whenever allowed).
+  TapPort(int fd, bool batch, bool choose)
+      : fd_(fd),
+        batch_(batch),
+        chooser_(!batch   ? int{WriteChooser::kPlain}
+                 : choose ? -1
+                          : int{WriteChooser::kUring}) {
+    // Test only (VUN_TEST_TAP_WRITE_DELAY_NS=plain:N or uring:N): each frame written that way
+    // costs N ns more, so a test can see the chooser move off a way made slow on purpose.
+    if (const char* d = getenv("VUN_TEST_TAP_WRITE_DELAY_NS")) {
+      const bool uring = std::strncmp(d, "uring:", 6) == 0;
+      if (uring || std::strncmp(d, "plain:", 6) == 0)
+        delayNs_[uring] = std::strtoull(d + 6, nullptr, 10);
+    }
+  }
   ~TapPort() override {
     if (uring_) io_uring_queue_exit(&ring_);
   }
+  WriteCost LastWrite() const override { return last_; }
   Sent Send(const Element& e, uint32_t, uint8_t* scratch, uint32_t cap, uint32_t*) override {
+    Started();
     if (e.outLen <= kSmall && Batching()) {
       uint8_t* slot = NextSlot();
       Queue(slot, CopyChainOut(e, slot, kSmall));
@@ -113,6 +138,7 @@ class TapPort : public HostPort {
     return WriteNow(scratch, len);
   }
   Sent SendFrame(const uint8_t* frame, uint32_t len, uint8_t*, uint32_t, uint32_t*) override {
+    Started();
     if (len <= kSmall && Batching()) {
       uint8_t* slot = NextSlot();
       std::memcpy(slot, frame, len);
@@ -124,6 +150,15 @@ class TapPort : public HostPort {
   uint32_t Flush() override {
     const uint32_t refused = refused_ + Submit();
     refused_ = 0;
+    last_ = {};
+    if (burstFrames_) {
+      const uint32_t way = chooser_.Current();
+      if (delayNs_[way]) Spin(delayNs_[way] * burstFrames_);
+      const uint64_t now = NowNs();
+      last_ = {way, burstFrames_, now - burstStart_};
+      chooser_.Burst(burstFrames_, now - burstStart_, now);
+      burstFrames_ = 0;
+    }
     return refused;
   }
   bool Produces() const override { return true; }
@@ -147,19 +182,36 @@ class TapPort : public HostPort {
   // that thread's); a kernel that refuses one (io_uring_disabled, a seccomp filter) leaves
   // the port on plain writes.
   bool Batching() {
-    if (!batch_) return false;
+    if (!batch_ || chooser_.Current() != WriteChooser::kUring) return false;
     if (!uring_) {
       batch_ = false;
       io_uring_params p{};
       p.flags = IORING_SETUP_COOP_TASKRUN;  // no IPI to the thread for its completions
       if (io_uring_queue_init_params(kBatch, &ring_, &p) != 0) {
         p = io_uring_params{};
-        if (io_uring_queue_init_params(kBatch, &ring_, &p) != 0) return false;
+        if (io_uring_queue_init_params(kBatch, &ring_, &p) != 0) {
+          chooser_.Refused();
+          return false;
+        }
       }
       slots_.resize(size_t(kBatch) * kSmall);
       uring_ = batch_ = true;
     }
     return true;
+  }
+  // A frame of this burst: the first starts its clock.
+  void Started() {
+    if (burstFrames_++ == 0) burstStart_ = NowNs();
+  }
+  static uint64_t NowNs() {
+    timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return uint64_t(t.tv_sec) * 1'000'000'000ull + uint64_t(t.tv_nsec);
+  }
+  static void Spin(uint64_t ns) {
+    const uint64_t until = NowNs() + ns;
+    while (NowNs() < until) {
+    }
   }
   // The slot for the next queued write; a full batch is submitted first.
   uint8_t* NextSlot() {
@@ -198,6 +250,7 @@ class TapPort : public HostPort {
       failed += n_ - seen;
       io_uring_queue_exit(&ring_);
       uring_ = batch_ = false;
+      chooser_.Refused();
     }
     n_ = 0;
     return failed;
@@ -210,6 +263,11 @@ class TapPort : public HostPort {
   std::vector<uint8_t> slots_;  // kBatch slots of kSmall bytes
   uint32_t n_ = 0;              // writes queued
   uint32_t refused_ = 0;        // failed writes of batches submitted before Flush
+  WriteChooser chooser_;
+  uint32_t burstFrames_ = 0;  // frames sent since the last Flush
+  uint64_t burstStart_ = 0;
+  WriteCost last_;
+  uint64_t delayNs_[2] = {0, 0};  // test only: VUN_TEST_TAP_WRITE_DELAY_NS
 };
 
 // AF_PACKET with PACKET_VNET_HDR: the kernel speaks the 10-byte header, without num_buffers.
@@ -434,7 +492,9 @@ class AfPacketPort : public HostPort {
 std::unique_ptr<HostPort> MakeHostPort(HostKind kind, int fd, uint32_t sourceLen, uint32_t flags) {
   switch (kind) {
     case HostKind::kTap:
-      if (fd >= 0) return std::unique_ptr<HostPort>(new TapPort(fd, flags & kHostTapIoUring));
+      if (fd >= 0)
+        return std::unique_ptr<HostPort>(
+            new TapPort(fd, flags & kHostTapIoUring, flags & kHostTapChoose));
       break;
     case HostKind::kAfPacket:
       if (fd >= 0) return std::unique_ptr<HostPort>(new AfPacketPort(fd));

@@ -33,6 +33,14 @@ class HostPort {
   // many of those frames the host refused. The queue pair calls it at the end of each transmit
   // burst, before it completes the burst's chains: a queued frame may still be read from them.
   virtual uint32_t Flush() { return 0; }
+  // How the last Flush's frames went to the host, for a port with more than one way (a TAP:
+  // way 0 plain writes, 1 io_uring) and what they cost, copies included; frames 0: nothing said.
+  struct WriteCost {
+    uint32_t way = 0;
+    uint32_t frames = 0;
+    uint64_t ns = 0;
+  };
+  virtual WriteCost LastWrite() const { return {}; }
   // A frame for the guest as [header (hdrLen)][frame]: where it lies and its length (0: none).
   struct Frame {
     const uint8_t* data = nullptr;
@@ -61,7 +69,8 @@ struct AfPacketRing {
 };
 
 // setHost flags.
-constexpr uint32_t kHostTapIoUring = 1;  // a TAP port writes a burst through io_uring
+constexpr uint32_t kHostTapIoUring = 1;  // a TAP port may write a burst through io_uring
+constexpr uint32_t kHostTapChoose = 2;  // ... when that costs less per frame here (write_chooser.h)
 
 // The port of one queue pair: `fd` is its TAP queue or AF_PACKET socket (-1 for the others);
 // `sourceLen` > 0 makes a null port offer broadcast frames of that length (null:source=LEN).

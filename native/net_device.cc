@@ -311,7 +311,8 @@ Napi::Value NetDevice::SetFeatures(const Napi::CallbackInfo& info) {
 }
 
 // setHost(kind, fds[], sourceLen, flags): kind 0 null, 1 loopback, 2 tap, 3 af-packet; flags
-// bit 0: TAP writes in io_uring batches (kHostTapIoUring).
+// bit 0: TAP writes may go in io_uring batches (kHostTapIoUring); bit 1: only when that costs
+// less per frame on this machine (kHostTapChoose, write_chooser.h).
 Napi::Value NetDevice::SetHost(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   uint32_t kind = U32(info[0]);

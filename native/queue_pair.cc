@@ -82,6 +82,18 @@ void QueuePair::Signal(uint32_t vring) {
   cfg_.Count(vring, kCNotifySent, 1);
 }
 
+// The end of a transmit burst at the host: what a batching port queued leaves now (before the
+// burst's chains are completed: a queued frame may still be read from them); refused frames
+// and, for a port that has more than one way to write, how it wrote them and at what cost.
+void QueuePair::FlushPort() {
+  if (const uint32_t refused = port_->Flush()) cfg_.Count(transmitq_, kCDropHostError, refused);
+  const HostPort::WriteCost w = port_->LastWrite();
+  if (w.frames) {
+    cfg_.Count(transmitq_, w.way ? kCTapUringFrames : kCTapPlainFrames, w.frames);
+    cfg_.Count(transmitq_, w.way ? kCTapUringNs : kCTapPlainNs, w.ns);
+  }
+}
+
 void QueuePair::Notify(Vring& ring, uint32_t vring, uint32_t frames) {
   const int d = vring == receiveq_ ? kToGuest : kFromGuest;
   // The ring decides whether (EVENT_IDX, NO_INTERRUPT); a fault plan or coalescing, when.
@@ -186,7 +198,7 @@ void QueuePair::ProcessTransmitq() {
       SendChain(e, l);
     }
     // Frames a batching port queued leave now, before their chains are completed below.
-    if (const uint32_t refused = port_->Flush()) cfg_.Count(vt, kCDropHostError, refused);
+    FlushPort();
     if (n > 0) {
       if (filled && (!faults_ || faults_->Publish(kFromGuest, filled))) {
         fromGuest_.Flush(filled);
@@ -443,8 +455,7 @@ void QueuePair::ReleaseHeld() {
           Notify(fromGuest_, transmitq_, n);
           cfg_.Publish(transmitq_, fromGuest_.LastAvailIdx(), fromGuest_.UsedIdx());
         });
-    if (sent)
-      if (const uint32_t refused = port_->Flush()) cfg_.Count(transmitq_, kCDropHostError, refused);
+    if (sent) FlushPort();
   }
   FlushReceiveq();
   SignalHandover();

@@ -106,6 +106,7 @@ class QueuePair {
   // The notification decision for a flush of `frames` used entries: the ring's, then the
   // fault plan's or interrupt coalescing's.
   void Notify(Vring& ring, uint32_t vring, uint32_t frames);
+  void FlushPort();
   // Interrupt coalescing's say on a decision (coalesce.h): false when it holds the interrupt.
   bool Coalesce(Vring& ring, uint32_t vring, int d, uint32_t frames, bool* send);
   // Sends a held interrupt (coalescing) of direction d (0 receiveq, 1 transmitq).

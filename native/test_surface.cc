@@ -17,6 +17,7 @@
 #include "net_rules.h"
 #include "rss.h"
 #include "vring.h"
+#include "write_chooser.h"
 
 namespace vun {
 namespace {
@@ -310,7 +311,29 @@ Napi::Value CoalesceRun(const Napi::CallbackInfo& info) {
   return out;
 }
 
+// writeChooserRun(fixed: -1 | 0 | 1, bursts: [frames, plainNsPerFrame, uringNsPerFrame, nowMs][])
+// -> the way each burst was written (0 plain, 1 io_uring): the chooser fed bursts whose cost
+// depends on the way it picked, as a TAP port feeds it.
+Napi::Value WriteChooserRun(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  WriteChooser c(info[0].As<Napi::Number>().Int32Value());
+  Napi::Array bursts = info[1].As<Napi::Array>();
+  Napi::Array out = Napi::Array::New(env, bursts.Length());
+  for (uint32_t i = 0; i < bursts.Length(); i++) {
+    Napi::Array b = bursts.Get(i).As<Napi::Array>();
+    const uint32_t frames = b.Get(0u).As<Napi::Number>().Uint32Value();
+    const uint32_t way = c.Current();
+    const double perFrame =
+        b.Get(way == WriteChooser::kPlain ? 1u : 2u).As<Napi::Number>().DoubleValue();
+    const uint64_t now = static_cast<uint64_t>(b.Get(3u).As<Napi::Number>().DoubleValue() * 1e6);
+    c.Burst(frames, static_cast<uint64_t>(perFrame * frames), now);
+    out.Set(i, Napi::Number::New(env, way));
+  }
+  return out;
+}
+
 void InitTestSurface(Napi::Env env, Napi::Object exports) {
+  exports.Set("writeChooserRun", Napi::Function::New<WriteChooserRun>(env));
   exports.Set("coalesceRun", Napi::Function::New<CoalesceRun>(env));
   exports.Set("netRules", NetRules(env));
   exports.Set("RingModel", RingModel::Init(env));

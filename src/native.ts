@@ -44,6 +44,13 @@ export interface NativeBinding {
   sendMsg(fd: number, buf: Buffer, fds: number[]): number;
   close(fd: number): void;
   ownedFds(): number;
+  /** What this machine charges (native/machine_costs.cc; benchmarks record it): ns each. */
+  machineCosts(tapFd: number): { syscallNs: number; eventfdWakeNs: number; tapWriteNs: number };
+  /**
+   * Test only: native/write_chooser.h fed bursts [frames, plain ns per frame, io_uring ns per
+   * frame, now ms]; returns the way each burst went (0 plain, 1 io_uring). fixed: -1 choose.
+   */
+  writeChooserRun(fixed: number, bursts: [number, number, number, number][]): number[];
   memfdCreate(name: string, size: number, opts?: { sealable?: boolean }): number;
   /** F_GET_SEALS of `fd` (F_SEAL_SEAL 1, SHRINK 2, GROW 4, WRITE 8), or -1 when it cannot carry seals. */
   fileSeals(fd: number): number;
@@ -159,6 +166,8 @@ export interface NativeQueueConfig {
 export const HostKindCode = { null: 0, loopback: 1, tap: 2, macvtap: 2, 'af-packet': 3 } as const;
 /** setHost flags: a TAP port submits each transmit burst's writes to io_uring at once. */
 export const HOST_FLAG_TAP_IO_URING = 1;
+/** With HOST_FLAG_TAP_IO_URING: io_uring only while it costs less per frame (native/write_chooser.h). */
+export const HOST_FLAG_TAP_CHOOSE = 2;
 
 export interface NativeNetDevice {
   setMemory(regions: NativeRegion[]): void;

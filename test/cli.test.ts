@@ -185,7 +185,7 @@ describe('the binary', () => {
     for (const word of [
       'tap:NAME',
       'persist',
-      'io-uring=off',
+      'io-uring=on|off|auto',
       'macvtap:PARENT',
       'mode=bridge|vepa|private|passthru',
       'af-packet:IFACE',
@@ -306,13 +306,16 @@ describe('the binary', () => {
     expect(() => parseHostBackend('tap:vun0,forever')).toThrow(ConfigError);
   });
 
-  it('io-uring=off (TAP and macvtap writes one frame per write) survives formatting; io-uring=on is the default', () => {
+  it('io-uring=on|off|auto (TAP and macvtap: batches, one frame per write, or the cheaper measured) survives formatting', () => {
     const tap = parseHostBackend('tap:vun0,persist,io-uring=off');
-    expect(tap).toEqual({ kind: 'tap', name: 'vun0', persist: true, plainWrites: true });
+    expect(tap).toEqual({ kind: 'tap', name: 'vun0', persist: true, writes: 'plain' });
     expect(formatHostBackend(tap)).toBe('tap:vun0,persist,io-uring=off');
-    expect(parseHostBackend('tap:vun0,io-uring=on')).toEqual({ kind: 'tap', name: 'vun0' });
+    expect(parseHostBackend('tap:vun0,io-uring=on')).toEqual({ kind: 'tap', name: 'vun0', writes: 'io-uring' });
+    expect(formatHostBackend(parseHostBackend('tap:vun0,io-uring=on'))).toBe('tap:vun0,io-uring=on');
+    expect(parseHostBackend('tap:vun0,io-uring=auto')).toEqual({ kind: 'tap', name: 'vun0', writes: 'auto' });
+    expect(formatHostBackend(parseHostBackend('tap:vun0,io-uring=auto'))).toBe('tap:vun0,io-uring=auto');
     const mv = parseHostBackend('macvtap:eth1,mode=passthru,io-uring=off');
-    expect(mv).toEqual({ kind: 'macvtap', parent: 'eth1', mode: 'passthru', plainWrites: true });
+    expect(mv).toEqual({ kind: 'macvtap', parent: 'eth1', mode: 'passthru', writes: 'plain' });
     expect(parseHostBackend(formatHostBackend(mv))).toEqual(mv);
     expect(() => parseHostBackend('tap:vun0,io-uring=maybe')).toThrow(/io-uring=on\|off/);
   });

@@ -15,7 +15,7 @@ import { featureMask, VirtioFeature as F } from '../src/features.js';
 import { Netns, startBackend, waitForLink } from '../src/guest/guest.js';
 import type { Proc } from '../src/util/proc.js';
 import { native, tempDir, waitFor } from './helpers/harness.js';
-import { MockFrontend } from './helpers/mock-frontend.js';
+import { MockFrontend, transmit } from './helpers/mock-frontend.js';
 
 const COUNT = 40;
 
@@ -111,6 +111,7 @@ describe('host ports (VM-free, in a namespace)', () => {
   it.each([
     { port: 'af-packet', held: false, options: '', datapath: 'native' },
     { port: 'tap', held: false, options: '', datapath: 'native' },
+    { port: 'tap', held: false, options: ',io-uring=on', datapath: 'native' },
     { port: 'tap', held: false, options: ',io-uring=off', datapath: 'native' },
     { port: 'af-packet', held: true, options: '', datapath: 'native' },
     { port: 'tap', held: true, options: '', datapath: 'native' },
@@ -172,7 +173,7 @@ describe('host ports (VM-free, in a namespace)', () => {
   // 128 writes for a burst of 64 chains: more than a batch holds, so a full batch is submitted
   // in the middle of the burst. With io-uring=off each frame is a write of its own.
   it.each([
-    { options: '', batched: true },
+    { options: ',io-uring=on', batched: true },
     { options: ',io-uring=off', batched: false },
   ])(
     'tap $options: 128 chains sent twice each (bursts of 64) arrive whole and in order',
@@ -323,6 +324,61 @@ describe('host ports (VM-free, in a namespace)', () => {
         expect(got.readUInt16LE(10)).toBe(buffers[i]); // num_buffers
         expect(got.subarray(12).equals(f)).toBe(true);
       }
+    },
+  );
+
+  // io-uring=auto: the TAP's write path is chosen on the machine it runs on
+  // (native/write_chooser.h): both ways are measured in turns and the cheaper per frame is kept. Made slow on purpose (20 us
+  // more per frame, VUN_TEST_TAP_WRITE_DELAY_NS), a way is left for the other; the counters
+  // (tapPlainFrames, tapUringFrames: /status, /metrics, the log) show which one writes.
+  it.each([
+    { slow: 'uring', kept: 'tapPlainFrames', left: 'tapUringFrames' },
+    { slow: 'plain', kept: 'tapUringFrames', left: 'tapPlainFrames' },
+  ] as const)(
+    'tap: with $slow writes made slower, the data path settles on the other way',
+    async ({ slow, kept, left }) => {
+      process.env.VUN_TEST_TAP_WRITE_DELAY_NS = `${slow}:20000`;
+      let d: Awaited<ReturnType<typeof device>>;
+      try {
+        d = await device(0n, 'tap', ',io-uring=auto', ['--log-level', 'info']);
+      } finally {
+        delete process.env.VUN_TEST_TAP_WRITE_DELAY_NS;
+      }
+      const { ram, p } = d;
+      const counters = async (): Promise<Record<string, number>> => {
+        const before = backend!.output.length;
+        backend!.child.kill('SIGUSR1');
+        await waitFor(() => backend!.output.slice(before).includes('"vring":1,'), 5000, 'counters logged');
+        const line = backend!.output
+          .slice(before)
+          .split('\n')
+          .find((l) => l.includes('"msg":"vring counters"') && l.includes('"vring":1,'));
+        return JSON.parse(line as string) as Record<string, number>;
+      };
+      let sent = 0;
+      const bursts = async (n: number) => {
+        for (let b = 0; b < n; b++) {
+          transmit(
+            native,
+            ram,
+            p,
+            Array.from({ length: 16 }, (_, i) => frame(i, 200)),
+          );
+          sent += 16;
+          await waitFor(() => p.transmitq.usedIdx() === (sent & 0xffff), 5000, 'burst completed');
+        }
+      };
+      // Sampling takes 6 turns of 64 bursts; then the choice holds for 10 s.
+      await bursts(450);
+      const a = await counters();
+      await bursts(200);
+      const b = await counters();
+      const moved = { kept: b[kept]! - a[kept]!, left: b[left]! - a[left]! };
+      console.log(`${slow} made slow: ${JSON.stringify({ kept, left, moved, totals: b })}`);
+      // Both ways were tried while sampling; afterwards every frame went the other way.
+      expect(a[left]).toBeGreaterThan(0);
+      expect(moved.kept).toBe(200 * 16);
+      expect(moved.left).toBe(0);
     },
   );
 });

@@ -92,7 +92,7 @@ export const FLAGS: readonly Flag[] = [
     kind: 'string',
     value: 'SPEC',
     config: 'backend',
-    help: 'tap:NAME[,persist][,io-uring=off] | macvtap:PARENT,mac=MAC[,mode=bridge|vepa|private|passthru][,name=NAME][,io-uring=off] | af-packet:IFACE[,qdisc-bypass][,rx-ring][,fanout=hash|lb|cpu|rnd|qm] | loopback | null[:source=LEN] (default null)',
+    help: 'tap:NAME[,persist][,io-uring=on|off|auto] | macvtap:PARENT,mac=MAC[,mode=bridge|vepa|private|passthru][,name=NAME][,io-uring=on|off|auto] | af-packet:IFACE[,qdisc-bypass][,rx-ring][,fanout=hash|lb|cpu|rnd|qm] | loopback | null[:source=LEN] (default null)',
   },
   {
     name: 'datapath',

@@ -1,6 +1,7 @@
 /**
  * Host backends as the user names them: `tap:NAME` (`tap:NAME,persist`: the TAP outlives the
- * backend; `io-uring=off`: a write per frame instead of io_uring batches),
+ * backend; `io-uring=on|off`: io_uring batches or a write per frame, instead of the cheaper of
+ * the two as measured while running),
  * `macvtap:PARENT[,mode=M][,mac=MAC][,name=NAME]`, `af-packet:IFACE`, `loopback`, `null`
  * (optionally `null:source=LEN`). Parsing is pure; opening asks the kernel.
  */
@@ -11,18 +12,22 @@ import { ConfigError, ErrorCode } from '../errors.js';
 import { call, type NativeBinding } from '../native.js';
 
 /**
- * TAP and macvtap: plainWrites (`io-uring=off`) writes each frame with its own write(2) instead
- * of submitting a transmit burst's writes to io_uring at once (native data path; a kernel that
- * refuses io_uring gets plain writes anyway).
+ * TAP and macvtap `writes`: how a transmit burst reaches the device (native data path).
+ * `io-uring` (the default, `io-uring=on`): the burst's writes submitted to io_uring at once;
+ * `plain` (`io-uring=off`): each frame with its own write(2); `auto` (`io-uring=auto`): both
+ * measured while it runs, the cheaper per frame kept (native/write_chooser.h). A kernel that
+ * refuses io_uring gets plain writes anyway.
  */
+export type TapWrites = 'io-uring' | 'plain' | 'auto';
+
 export type HostBackendSpec =
-  | { kind: 'tap'; name: string; persist?: boolean; plainWrites?: boolean }
+  | { kind: 'tap'; name: string; persist?: boolean; writes?: TapWrites }
   /**
    * A macvtap on PARENT (created unless NAME exists): its /dev/tapN speaks the TAP API. `mac`
    * is the guest's MAC: a macvtap receives unicast only for its own address (not needed in
    * passthru mode, which takes the parent's traffic whole).
    */
-  | { kind: 'macvtap'; parent: string; mode: MacvtapMode; mac?: string; name?: string; plainWrites?: boolean }
+  | { kind: 'macvtap'; parent: string; mode: MacvtapMode; mac?: string; name?: string; writes?: TapWrites }
   /**
    * qdiscBypass: PACKET_QDISC_BYPASS, frames skip the interface's queueing discipline (tc).
    * rxRing: frames for the guest come through a TPACKET_V3 ring, read without system calls; a
@@ -49,7 +54,7 @@ export function parseHostBackend(s: string): HostBackendSpec {
   const arg = colon < 0 ? undefined : s.slice(colon + 1);
   const bad = (why: string): never => {
     throw new ConfigError(ErrorCode.ConfigInvalid, `invalid backend '${s}'`, [
-      `backend: ${why} (expected tap:NAME[,persist][,io-uring=off], macvtap:PARENT[,mode=bridge|vepa|private|passthru][,mac=MAC][,name=NAME][,io-uring=off], af-packet:IFACE[,qdisc-bypass][,rx-ring][,fanout=hash|lb|cpu|rnd|qm], loopback, null or null:source=LEN)`,
+      `backend: ${why} (expected tap:NAME[,persist][,io-uring=on|off|auto], macvtap:PARENT[,mode=bridge|vepa|private|passthru][,mac=MAC][,name=NAME][,io-uring=on|off|auto], af-packet:IFACE[,qdisc-bypass][,rx-ring][,fanout=hash|lb|cpu|rnd|qm], loopback, null or null:source=LEN)`,
     ]);
   };
   // Only a macvtap's mac= option holds ':' of its own.
@@ -65,8 +70,8 @@ export function parseHostBackend(s: string): HostBackendSpec {
       const spec: HostBackendSpec & { kind: 'tap' } = { kind: 'tap', name: ifname(name) };
       for (const o of options) {
         if (o === 'persist') spec.persist = true;
-        else if (o === 'io-uring=off') spec.plainWrites = true;
-        else if (o !== 'io-uring=on') bad(`unknown TAP option '${o}' (persist, io-uring=on|off)`);
+        else if (Object.hasOwn(WRITES, o)) spec.writes = WRITES[o] as TapWrites;
+        else bad(`unknown TAP option '${o}' (persist, io-uring=on|off|auto)`);
       }
       return spec;
     }
@@ -78,10 +83,10 @@ export function parseHostBackend(s: string): HostBackendSpec {
         if (k === 'mode' && (MACVTAP_MODES as readonly string[]).includes(v ?? '')) spec.mode = v as MacvtapMode;
         else if (k === 'mac' && v && /^([0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}$/.test(v)) spec.mac = v.toLowerCase();
         else if (k === 'name') spec.name = ifname(v);
-        else if (o === 'io-uring=off') spec.plainWrites = true;
-        else if (o !== 'io-uring=on')
+        else if (Object.hasOwn(WRITES, o)) spec.writes = WRITES[o] as TapWrites;
+        else
           bad(
-            `unknown or bad macvtap option '${o}' (mode=bridge|vepa|private|passthru, mac=MAC, name=NAME, io-uring=on|off)`,
+            `unknown or bad macvtap option '${o}' (mode=bridge|vepa|private|passthru, mac=MAC, name=NAME, io-uring=on|off|auto)`,
           );
       }
       if (!spec.mac && spec.mode !== 'passthru') {
@@ -120,9 +125,9 @@ export function parseHostBackend(s: string): HostBackendSpec {
 export function formatHostBackend(b: HostBackendSpec): string {
   switch (b.kind) {
     case 'tap':
-      return `tap:${b.name}${b.persist ? ',persist' : ''}${b.plainWrites ? ',io-uring=off' : ''}`;
+      return `tap:${b.name}${b.persist ? ',persist' : ''}${writesOption(b.writes)}`;
     case 'macvtap':
-      return `macvtap:${b.parent},mode=${b.mode}${b.mac ? `,mac=${b.mac}` : ''}${b.name ? `,name=${b.name}` : ''}${b.plainWrites ? ',io-uring=off' : ''}`;
+      return `macvtap:${b.parent},mode=${b.mode}${b.mac ? `,mac=${b.mac}` : ''}${b.name ? `,name=${b.name}` : ''}${writesOption(b.writes)}`;
     case 'af-packet':
       return `af-packet:${b.iface}${b.qdiscBypass ? ',qdisc-bypass' : ''}${b.rxRing ? ',rx-ring' : ''}${b.fanout ? `,fanout=${b.fanout}` : ''}`;
     case 'loopback':
@@ -334,4 +339,16 @@ export function applyHostMtu(
   } catch (err) {
     log.warn({ mtu, err: (err as Error).message }, 'the host interface refused the MTU');
   }
+}
+
+/** TAP and macvtap `io-uring=` options and the writes they ask for. */
+const WRITES: Record<string, TapWrites> = {
+  'io-uring=on': 'io-uring',
+  'io-uring=off': 'plain',
+  'io-uring=auto': 'auto',
+};
+
+/** The `io-uring=` option that gives `writes` (none: the default). */
+function writesOption(w: TapWrites | undefined): string {
+  return w === undefined ? '' : `,${Object.keys(WRITES).find((k) => WRITES[k] === w)}`;
 }

@@ -18,6 +18,12 @@ export const COUNTER_NAMES = [
   'ringErrors',
   'bursts',
   'handedOver',
+  // A TAP transmitq: frames written each way and the time they took, copies included
+  // (native/write_chooser.h compares the two).
+  'tapPlainFrames',
+  'tapPlainNs',
+  'tapUringFrames',
+  'tapUringNs',
 ] as const;
 export type CounterName = (typeof COUNTER_NAMES)[number];
 export const COUNTERS_PER_VRING = COUNTER_NAMES.length;

@@ -6,7 +6,14 @@
 import type { Logger } from 'pino';
 import { hex } from '../features.js';
 import { applyHostMtu, type OpenHostBackend } from '../host/host-backend.js';
-import { call, HOST_FLAG_TAP_IO_URING, HostKindCode, type NativeBinding, type NativeNetDevice } from '../native.js';
+import {
+  call,
+  HOST_FLAG_TAP_CHOOSE,
+  HOST_FLAG_TAP_IO_URING,
+  HostKindCode,
+  type NativeBinding,
+  type NativeNetDevice,
+} from '../native.js';
 import { brokenMessage, ringErrorName } from '../virtio/ring-errors.js';
 import { type CapturedFrame, type ObserveRecord, type Observers, records } from '../trace/observe.js';
 import { faultEvent, type FaultSink } from '../faults/log.js';
@@ -83,12 +90,14 @@ export class NativeDataPlane implements DataPlane {
     this.dev.setCoalesce(COALESCE_MODES.indexOf(this.coalesce.mode), this.coalesce.usecs, this.coalesce.frames);
     this.setSteering(steering);
     const spec = host.spec;
-    const tapIoUring = (spec.kind === 'tap' || spec.kind === 'macvtap') && !spec.plainWrites;
+    // A TAP's writes: io_uring unless io-uring=off; with io-uring=auto, only while it is the
+    // cheaper way per frame on this machine (native/write_chooser.h).
+    const writes = spec.kind === 'tap' || spec.kind === 'macvtap' ? (spec.writes ?? 'io-uring') : 'plain';
     this.dev.setHost(
       HostKindCode[spec.kind],
       host.fds,
       spec.kind === 'null' ? (spec.sourceLen ?? 0) : 0,
-      tapIoUring ? HOST_FLAG_TAP_IO_URING : 0,
+      (writes !== 'plain' ? HOST_FLAG_TAP_IO_URING : 0) | (writes === 'auto' ? HOST_FLAG_TAP_CHOOSE : 0),
     );
     this.vrings = queuePairs * 2;
     this.configureObservation();
