@@ -142,30 +142,52 @@ async function traffic(g: Guest, until: () => boolean, limitMs: number): Promise
   return false;
 }
 
-describe.each(['native', 'ts'] as const)('packed rings across SIGKILL restarts (%s data path)', (datapath) => {
-  it('traffic resumes after each of 8 kills at random moments; every used id was in flight; frames intact', async () => {
+/** A backend on a socket of its own, killed and started again at will, and the guest on it. */
+class Crashing {
+  readonly sock: string;
+  readonly g = new Guest();
+  backend: Proc;
+  fe: MockFrontend | undefined;
+
+  constructor(private readonly args: string[]) {
     const tmp = tempDir();
     cleanups.push(tmp.cleanup);
-    const sock = join(tmp.dir, 'vhost.sock');
-    const args = ['--datapath', datapath, '--log-level', 'info'];
-    let backend = startBackend(sock, args);
-    cleanups.push(() => backend.stop('SIGKILL'));
-    await waitFor(() => existsSync(sock), 15_000, 'backend socket');
-    const g = new Guest();
-    cleanups.push(() => g.release());
-    let fe = await g.attach(sock);
-    cleanups.push(() => fe.close());
+    this.sock = join(tmp.dir, 'vhost.sock');
+    this.backend = startBackend(this.sock, args);
+    cleanups.push(() => this.backend.stop('SIGKILL'));
+    cleanups.push(() => this.g.release());
+    cleanups.push(() => this.fe?.close());
+  }
+
+  async attach(): Promise<void> {
+    await waitFor(() => existsSync(this.sock), 15_000, 'backend socket');
+    this.fe = await this.g.attach(this.sock);
+  }
+
+  /** SIGKILL, a new backend on the same socket, and the guest reconnecting as QEMU does. */
+  async restart(what: string): Promise<void> {
+    await this.backend.stop('SIGKILL');
+    this.fe?.close();
+    this.backend = startBackend(this.sock, this.args);
+    const b = this.backend;
+    await waitFor(() => b.output.includes('"msg":"listening"'), 15_000, `${what} listening`);
+    this.fe = await this.g.attach(this.sock);
+  }
+}
+
+describe.each(['native', 'ts'] as const)('packed rings across SIGKILL restarts (%s data path)', (datapath) => {
+  it('traffic resumes after each of 8 kills at random moments; every used id was in flight; frames intact', async () => {
+    const c = new Crashing(['--datapath', datapath, '--log-level', 'info']);
+    const g = c.g;
+    await c.attach();
     expect(await traffic(g, () => g.received.length >= 200, 10_000), 'first frames').toBe(true);
     const resumed: string[] = [];
     for (let kill = 1; kill <= 8; kill++) {
       // At a random moment of steady traffic.
       const t = Date.now() + 20 + Math.floor(Math.random() * 300);
       await traffic(g, () => Date.now() >= t, 5_000);
-      await backend.stop('SIGKILL');
-      fe.close();
-      backend = startBackend(sock, args);
-      await waitFor(() => backend.output.includes('"msg":"listening"'), 15_000, `backend ${kill + 1} listening`);
-      fe = await g.attach(sock);
+      await c.restart(`backend ${kill + 1}`);
+      const backend = c.backend;
       const before = g.received.length;
       const ok = await traffic(g, () => g.received.length >= before + 200, 10_000);
       const ctx = `kill ${kill}: ${g.received.length - before} frames after it\n${backend.output.slice(-3000)}`;
@@ -200,23 +222,11 @@ describe.each(['native', 'ts'] as const)('packed rings across SIGKILL restarts (
 
 describe('packed rings across a SIGKILL restart without the journal', () => {
   it('--ring-state off: the ring does not come back (the device waits where the front-end says)', async () => {
-    const tmp = tempDir();
-    cleanups.push(tmp.cleanup);
-    const sock = join(tmp.dir, 'vhost.sock');
-    const args = ['--ring-state', 'off', '--log-level', 'info'];
-    let backend = startBackend(sock, args);
-    cleanups.push(() => backend.stop('SIGKILL'));
-    await waitFor(() => existsSync(sock), 15_000, 'backend socket');
-    const g = new Guest();
-    cleanups.push(() => g.release());
-    let fe = await g.attach(sock);
-    cleanups.push(() => fe.close());
+    const c = new Crashing(['--ring-state', 'off', '--log-level', 'info']);
+    const g = c.g;
+    await c.attach();
     expect(await traffic(g, () => g.received.length >= 600, 10_000), 'first frames').toBe(true);
-    await backend.stop('SIGKILL');
-    fe.close();
-    backend = startBackend(sock, args);
-    await waitFor(() => backend.output.includes('"msg":"listening"'), 15_000, 'backend listening');
-    fe = await g.attach(sock);
+    await c.restart('backend 2');
     const before = g.received.length;
     expect(await traffic(g, () => g.received.length >= before + 200, 3_000)).toBe(false);
     expect(g.received.length - before).toBeLessThan(200);
