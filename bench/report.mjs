@@ -2,6 +2,7 @@
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { load, root } from './lib.mjs';
+import { headlines, runsOf } from './history.mjs';
 
 const f2 = (x) => (x === undefined ? 'n/a' : Number(x).toFixed(2));
 const pct = (x) => (x === undefined ? 'n/a' : `${Number(x).toFixed(2)}x`);
@@ -56,6 +57,34 @@ alternating with ours.
 `;
 if (m) {
   md += `| | |\n| --- | --- |\n| date | ${m.date} |\n| CPU | ${m.cpu} (${m.cores} cores) |\n| kernel | ${m.kernel} |\n| Node | ${m.node} |\n| QEMU | ${m.qemu} |\n| DPDK | ${m.dpdk} |\n| virtualization | ${m.kvm} |\n${costsRow(m.costs)}\n`;
+}
+// The headlines as ranges over every run recorded (bench/history.mjs): per run, its machine
+// and what that machine charges for a TAP write; then the range over all of them.
+md += `## Headlines across machines\n\nEach row is one run of the benchmark's command, as committed in \`bench/results/\` (git history) or reported from elsewhere (\`bench/results/reported.json\`, with its source). A cell is the run's median ratio per alternating round (min-max over its rounds); the last row is the range over all runs. A ratio holds on the machine it was measured on: the TAP write and system call costs beside it say what kind of machine that was.\n\n`;
+const cost = (c, k) => (c?.[k] === undefined ? 'n/a' : `${Math.round(c[k])}`);
+for (const [name, h] of Object.entries(headlines)) {
+  const runs = runsOf(name).map((r) => ({
+    ...r,
+    figures: h.figures(r.result),
+    ceilings: h.ceilings?.(r.result) ?? {},
+  }));
+  if (!runs.length) continue;
+  const keys = [...new Set(runs.flatMap((r) => Object.keys(r.figures).filter((k) => r.figures[k])))];
+  const ceilingKeys = [...new Set(runs.flatMap((r) => Object.keys(r.ceilings).filter((k) => r.ceilings[k])))];
+  const cell = (x) => (x ? `${f2(x.median)}x (${f2(x.min)}-${f2(x.max)})` : '');
+  md += `### ${h.title}\n\n| run (UTC) | machine | kernel | TAP write ns | syscall ns | ${keys.join(' | ')}${ceilingKeys.map((k) => ` | ceiling ${k}`).join('')} |\n| --- | --- | --- | --- | --- |${' --- |'.repeat(keys.length + ceilingKeys.length)}\n`;
+  for (const r of runs) {
+    const who = r.source.startsWith('commit') || r.source === 'working copy' ? '' : ` (${r.source})`;
+    md += `| ${/^\d{4}-/.test(r.date) ? r.date.slice(0, 16).replace('T', ' ') : r.date} | ${r.cpu}, ${r.cores} cores${who} | ${r.kernel} | ${cost(r.costs, 'tapWriteNs')} | ${cost(r.costs, 'syscallNs')} | ${keys.map((k) => cell(r.figures[k])).join(' | ')}${ceilingKeys.map((k) => ` | ${cell(r.ceilings[k])}`).join('')} |\n`;
+  }
+  const range = (pick, k) => {
+    const xs = runs.map((r) => pick(r)[k]).filter(Boolean);
+    return xs.length
+      ? `${f2(Math.min(...xs.map((x) => x.median)))}-${f2(Math.max(...xs.map((x) => x.median)))}x (${xs.length} runs)`
+      : '';
+  };
+  const machines = new Set(runs.map((r) => `${r.cpu}|${r.kernel}`)).size;
+  md += `| range of medians | ${machines} machines (CPU and kernel) | | | | ${keys.map((k) => range((r) => r.figures, k)).join(' | ')}${ceilingKeys.map((k) => ` | ${range((r) => r.ceilings, k)}`).join('')} |\n\n`;
 }
 if (ring) {
   md += `## 1. VM-free ring throughput (1 queue)\n\n${ring.description}.\n\n| direction | frame | vhost-user-net Mpps (spread) | with --poll-us 50 | DPDK vhost Mpps (spread) | ratio per round: median (min-max) | polling | CPU ms per Mframe: ours / DPDK | DPDK's CPU / ours per round |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n`;

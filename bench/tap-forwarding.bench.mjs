@@ -27,7 +27,7 @@ import {
   waitForFile,
 } from './lib.mjs';
 
-const ROUNDS = Number(process.env.VUN_BENCH_RUNS ?? 5);
+const ROUNDS = Number(process.env.VUN_BENCH_RUNS ?? 4);
 
 const ns = `vun-bench-${process.pid}`;
 const sh = (cmd) => spawnSync('ip', ['netns', 'exec', ns, 'sh', '-c', cmd], { encoding: 'utf8' });
@@ -86,12 +86,15 @@ try {
     const plain = [];
     const auto = [];
     const dpdk = [];
-    for (let r = 0; r < ROUNDS; r++) {
-      ours.push(await one('ours', size));
-      auto.push(await one('ours-auto', size));
-      plain.push(await one('ours-plain', size));
-      dpdk.push(await one('dpdk', size));
-    }
+    // Each round runs the four in another order (rotated by one per round): none is always
+    // first after a change of frame size, or always right after testpmd.
+    const into = { ours, 'ours-auto': auto, 'ours-plain': plain, dpdk };
+    const order = Object.keys(into);
+    for (let r = 0; r < ROUNDS; r++)
+      for (let k = 0; k < order.length; k++) {
+        const impl = order[(k + r) % order.length];
+        into[impl].push(await one(impl, size));
+      }
     const mpps = (xs) => xs.map((x) => x.pps / 1e6);
     cases.push({
       frameBytes: size,
@@ -99,6 +102,7 @@ try {
       dpdkMpps: spread(mpps(dpdk)),
       ratio: spread(ours.map((x, k) => x.pps / dpdk[k].pps)),
       oursAutoMpps: spread(mpps(auto)),
+      autoRatio: spread(auto.map((x, k) => x.pps / dpdk[k].pps)),
       // io-uring=auto against the better of the two fixed ways, round by round.
       autoVsBest: spread(auto.map((x, k) => x.pps / Math.max(ours[k].pps, plain[k].pps))),
       oursPlainMpps: spread(mpps(plain)),

@@ -78,7 +78,14 @@ void QueuePair::TakeMemoryFaults() {
 
 void QueuePair::Signal(uint32_t vring) {
   const int fd = cfg_.queues[vring].callFd;
-  if (fd >= 0) Wake(fd);
+  if (fd < 0) {
+    // No call fd yet (a ring started at SET_VRING_KICK, before SET_VRING_CALL): nothing was
+    // sent, so the ring forgets it decided one and the next flush signals. Counted as sent,
+    // EVENT_IDX would hold back every later interrupt of a driver that never got this one.
+    (vring == receiveq_ ? toGuest_ : fromGuest_).SetSignalled(0, false);
+    return;
+  }
+  Wake(fd);
   cfg_.Count(vring, kCNotifySent, 1);
 }
 

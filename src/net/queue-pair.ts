@@ -519,7 +519,14 @@ export class QueuePair {
 
   /** An interrupt to the driver of the vring, counted. */
   private signal(run: RingRun): void {
-    if (run.vring.callFd >= 0) this.device.native.eventfdWrite(run.vring.callFd, 1n);
+    if (run.vring.callFd < 0) {
+      // No call fd yet (a ring started at SET_VRING_KICK, before SET_VRING_CALL): nothing was
+      // sent, so the ring forgets it decided one and the next flush signals. Counted as sent,
+      // EVENT_IDX would hold back every later interrupt of a driver that never got this one.
+      run.ring.setSignalled(0, false);
+      return;
+    }
+    this.device.native.eventfdWrite(run.vring.callFd, 1n);
     this.device.counters.add(run.vring.index, 'notifySent');
   }
 

@@ -685,23 +685,26 @@ export class Session {
 
   setVringCall(index: number, fd: number | undefined): void {
     const v = this.vring(index);
-    this.closeFd(v, 'callFd');
-    if (fd !== undefined) {
-      v.callFd = fd;
-      // An interrupt on every new call fd, as libvhost-user does "in case of I/O hang after
-      // reconnecting": a backend that died between publishing used entries and signalling
-      // them, or a ring that started at SET_VRING_KICK (buffers waiting) and used entries
-      // before this fd came, leaves a driver that was never told; with EVENT_IDX it would not
-      // be told again until it moved on by itself. A driver takes an interrupt with nothing new
-      // as nothing (its ring shows no new used entry).
-      try {
-        this.native.eventfdWrite(fd, 1n);
-      } catch (err) {
-        // Not an eventfd, or full: the front-end's business; the ring signals it as it can.
-        this.log.warn({ vring: index, err: (err as Error).message }, 'SET_VRING_CALL: the call fd cannot be signalled');
-      }
-    }
+    const old = v.callFd;
+    v.callFd = fd ?? -1;
+    // The data plane takes the new fd first (its workers stopped meanwhile), then the old one
+    // is closed: a worker never writes to a closed fd number, and every entry it flushed
+    // before the switch is in guest memory when the interrupt below goes out.
     if (v.started) this.dataPlane.setCall(index, v.callFd);
+    if (old >= 0) this.native.close(old);
+    if (fd === undefined) return;
+    // An interrupt on every new call fd, as libvhost-user does "in case of I/O hang after
+    // reconnecting": a backend that died between publishing used entries and signalling
+    // them, or a ring that started at SET_VRING_KICK (buffers waiting) and used entries
+    // before this fd came, leaves a driver that was never told; with EVENT_IDX it would not
+    // be told again until it moved on by itself. A driver takes an interrupt with nothing new
+    // as nothing (its ring shows no new used entry).
+    try {
+      this.native.eventfdWrite(fd, 1n);
+    } catch (err) {
+      // Not an eventfd, or full: the front-end's business; the ring signals it as it can.
+      this.log.warn({ vring: index, err: (err as Error).message }, 'SET_VRING_CALL: the call fd cannot be signalled');
+    }
   }
 
   setVringErr(index: number, fd: number | undefined): void {
