@@ -67,7 +67,10 @@ export const headlines = {
     figures: (r) =>
       Object.fromEntries(
         r.cases.flatMap((c) => [
-          [`${c.frameBytes} B default`, asSpread(c.ratio)],
+          // The tree's default at the time: plain writes before 2026-12-02, io_uring until
+          // 2026-12-07, io-uring=auto since (defaultRatio).
+          [`${c.frameBytes} B default`, asSpread(c.defaultRatio ?? c.ratio)],
+          [`${c.frameBytes} B io_uring`, c.plainRatio ? asSpread(c.ratio) : undefined],
           [`${c.frameBytes} B io-uring=off`, asSpread(c.plainRatio)],
           [`${c.frameBytes} B io-uring=auto`, asSpread(c.autoRatio)],
         ]),

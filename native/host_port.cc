@@ -156,7 +156,7 @@ class TapPort : public HostPort {
       if (delayNs_[way]) Spin(delayNs_[way] * burstFrames_);
       const uint64_t now = NowNs();
       last_ = {way, burstFrames_, now - burstStart_};
-      chooser_.Burst(burstFrames_, now - burstStart_, now);
+      chooser_.Burst(burstFrames_, sampled_ ? ThreadCpuNs() - cpuStart_ : now - burstStart_, now);
       burstFrames_ = 0;
     }
     return refused;
@@ -201,7 +201,15 @@ class TapPort : public HostPort {
   }
   // A frame of this burst: the first starts its clock.
   void Started() {
-    if (burstFrames_++ == 0) burstStart_ = NowNs();
+    if (burstFrames_++ != 0) return;
+    burstStart_ = NowNs();
+    sampled_ = chooser_.Sampling(burstStart_);
+    if (sampled_) cpuStart_ = ThreadCpuNs();
+  }
+  static uint64_t ThreadCpuNs() {
+    timespec t;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+    return uint64_t(t.tv_sec) * 1'000'000'000ull + uint64_t(t.tv_nsec);
   }
   static uint64_t NowNs() {
     timespec t;
@@ -266,6 +274,8 @@ class TapPort : public HostPort {
   WriteChooser chooser_;
   uint32_t burstFrames_ = 0;  // frames sent since the last Flush
   uint64_t burstStart_ = 0;
+  uint64_t cpuStart_ = 0;  // the thread's CPU time at the burst's start, while sampling
+  bool sampled_ = false;
   WriteCost last_;
   uint64_t delayNs_[2] = {0, 0};  // test only: VUN_TEST_TAP_WRITE_DELAY_NS
 };

@@ -3,8 +3,11 @@
 // frame, which is most of a frame's cost on some hosts and nothing measurable beside the TAP
 // path itself on others, where io_uring's own work makes it the slower way (bench/notes.md).
 // So neither is right everywhere: the chooser writes in turns of kTurnBursts bursts each way,
-// kTurns turns each, keeps the way with the lower time per frame, and samples again every
-// kResampleNs. A fixed choice (io-uring=on|off) never samples.
+// a first turn each to warm up (the ring's set-up, its slots' first page faults; not counted),
+// then kTurns turns each, keeps the way with the lower cost per frame (the port measures the
+// worker thread's CPU time while sampling: wall time also counts the moments the thread was
+// not running), and samples again every kResampleNs. A fixed choice (io-uring=on|off) never
+// samples.
 #pragma once
 
 #include <cstdint>
@@ -15,6 +18,7 @@ class WriteChooser {
  public:
   enum Way : uint32_t { kPlain = 0, kUring = 1 };
   static constexpr uint32_t kTurnBursts = 64;
+  static constexpr uint32_t kWarmTurns = 1;  // per way, first, not counted
   static constexpr uint32_t kTurns = 3;
   static constexpr uint64_t kResampleNs = 10'000'000'000ull;
 
@@ -30,7 +34,13 @@ class WriteChooser {
     way_ = kPlain;
     sampling_ = false;
   }
-  // A burst of `frames` frames was written the Current() way in `ns`; `now` is CLOCK_MONOTONIC.
+  // Whether the burst starting at `now` (CLOCK_MONOTONIC) is measured: the port then takes its
+  // CPU time, which costs a system call at each end of the burst.
+  bool Sampling(uint64_t now) const {
+    return fixed_ < 0 && (sampling_ || now - decidedAt_ >= kResampleNs);
+  }
+  // A burst of `frames` frames was written the Current() way at a cost of `ns`; `now` is
+  // CLOCK_MONOTONIC.
   void Burst(uint32_t frames, uint64_t ns, uint64_t now) {
     if (fixed_ >= 0 || frames == 0) return;
     if (!sampling_) {
@@ -39,11 +49,13 @@ class WriteChooser {
       ns_[0] = ns_[1] = frames_[0] = frames_[1] = 0;
       turns_ = bursts_ = 0;
     }
-    ns_[way_] += ns;
-    frames_[way_] += frames;
+    if (turns_ >= 2 * kWarmTurns) {
+      ns_[way_] += ns;
+      frames_[way_] += frames;
+    }
     if (++bursts_ < kTurnBursts) return;
     bursts_ = 0;
-    if (++turns_ < 2 * kTurns) {
+    if (++turns_ < 2 * (kWarmTurns + kTurns)) {
       way_ = way_ == kPlain ? kUring : kPlain;
       return;
     }

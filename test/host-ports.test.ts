@@ -368,8 +368,9 @@ describe('host ports (VM-free, in a namespace)', () => {
           await waitFor(() => p.transmitq.usedIdx() === (sent & 0xffff), 5000, 'burst completed');
         }
       };
-      // Sampling takes 6 turns of 64 bursts; then the choice holds for 10 s.
-      await bursts(450);
+      // Sampling takes 8 turns of 64 bursts (a first one each way to warm up); then the
+      // choice holds for 10 s.
+      await bursts(550);
       const a = await counters();
       await bursts(200);
       const b = await counters();

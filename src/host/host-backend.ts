@@ -1,7 +1,7 @@
 /**
  * Host backends as the user names them: `tap:NAME` (`tap:NAME,persist`: the TAP outlives the
  * backend; `io-uring=on|off`: io_uring batches or a write per frame, instead of the cheaper of
- * the two as measured while running),
+ * the two as measured while running, the default),
  * `macvtap:PARENT[,mode=M][,mac=MAC][,name=NAME]`, `af-packet:IFACE`, `loopback`, `null`
  * (optionally `null:source=LEN`). Parsing is pure; opening asks the kernel.
  */
@@ -13,10 +13,10 @@ import { call, type NativeBinding } from '../native.js';
 
 /**
  * TAP and macvtap `writes`: how a transmit burst reaches the device (native data path).
- * `io-uring` (the default, `io-uring=on`): the burst's writes submitted to io_uring at once;
- * `plain` (`io-uring=off`): each frame with its own write(2); `auto` (`io-uring=auto`): both
- * measured while it runs, the cheaper per frame kept (native/write_chooser.h). A kernel that
- * refuses io_uring gets plain writes anyway.
+ * `io-uring` (`io-uring=on`): the burst's writes submitted to io_uring at once; `plain`
+ * (`io-uring=off`): each frame with its own write(2); `auto` (the default, `io-uring=auto`):
+ * both measured while it runs, the cheaper per frame kept (native/write_chooser.h). A kernel
+ * that refuses io_uring gets plain writes anyway.
  */
 export type TapWrites = 'io-uring' | 'plain' | 'auto';
 

@@ -90,9 +90,9 @@ export class NativeDataPlane implements DataPlane {
     this.dev.setCoalesce(COALESCE_MODES.indexOf(this.coalesce.mode), this.coalesce.usecs, this.coalesce.frames);
     this.setSteering(steering);
     const spec = host.spec;
-    // A TAP's writes: io_uring unless io-uring=off; with io-uring=auto, only while it is the
-    // cheaper way per frame on this machine (native/write_chooser.h).
-    const writes = spec.kind === 'tap' || spec.kind === 'macvtap' ? (spec.writes ?? 'io-uring') : 'plain';
+    // A TAP's writes: by default (io-uring=auto) io_uring only while it is the cheaper way per
+    // frame on this machine (native/write_chooser.h); io-uring=on|off fixes the way.
+    const writes = spec.kind === 'tap' || spec.kind === 'macvtap' ? (spec.writes ?? 'auto') : 'plain';
     this.dev.setHost(
       HostKindCode[spec.kind],
       host.fds,
