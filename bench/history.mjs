@@ -63,7 +63,8 @@ export function asSpread(x) {
  */
 export const headlines = {
   'tap-forwarding': {
-    title: 'TAP forwarding, ours / testpmd vhost+net_tap (per round)',
+    title:
+      "TAP forwarding, ours / testpmd vhost+net_tap (per round; 'default': that tree's default write path, plain writes before 2026-12-02, io_uring until 2026-12-07, io-uring=auto since)",
     figures: (r) =>
       Object.fromEntries(
         r.cases.flatMap((c) => [

@@ -69,7 +69,12 @@ for (const [name, h] of Object.entries(headlines)) {
     ceilings: h.ceilings?.(r.result) ?? {},
   }));
   if (!runs.length) continue;
-  const keys = [...new Set(runs.flatMap((r) => Object.keys(r.figures).filter((k) => r.figures[k])))];
+  // Grouped by frame size (a key's first number; the sort is stable), each way in the order the
+  // headline lists them.
+  const size = (k) => Number(/\d+/.exec(k)?.[0] ?? 0);
+  const keys = [...new Set(runs.flatMap((r) => Object.keys(r.figures).filter((k) => r.figures[k])))].sort(
+    (a, b) => size(a) - size(b),
+  );
   const ceilingKeys = [...new Set(runs.flatMap((r) => Object.keys(r.ceilings).filter((k) => r.ceilings[k])))];
   const cell = (x) => (x ? `${f2(x.median)}x (${f2(x.min)}-${f2(x.max)})` : '');
   md += `### ${h.title}\n\n| run (UTC) | machine | kernel | TAP write ns | syscall ns | ${keys.join(' | ')}${ceilingKeys.map((k) => ` | ceiling ${k}`).join('')} |\n| --- | --- | --- | --- | --- |${' --- |'.repeat(keys.length + ceilingKeys.length)}\n`;
