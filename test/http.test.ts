@@ -88,6 +88,14 @@ describe('http introspection', () => {
       expect(get('vhost_user_net_kicks_total', { vring: String(v) })).toBe(c.kicks);
       expect(get('vhost_user_net_notifications_total', { vring: String(v), result: 'sent' })).toBe(c.notifySent);
       expect(get('vhost_user_net_drops_total', { vring: String(v), reason: 'noBuffers' })).toBe(c.dropNoBuffers);
+      // A TAP's two write ways (none here: the loopback port writes to no TAP).
+      expect(get('vhost_user_net_tap_write_frames_total', { vring: String(v), way: 'write' })).toBe(c.tapPlainFrames);
+      expect(get('vhost_user_net_tap_write_frames_total', { vring: String(v), way: 'io_uring' })).toBe(
+        c.tapUringFrames,
+      );
+      expect(get('vhost_user_net_tap_write_seconds_total', { vring: String(v), way: 'io_uring' })).toBe(
+        c.tapUringNs / 1e9,
+      );
     }
     expect(get('vhost_user_net_frames_total', { vring: '0', queue: 'receiveq0' })).toBe(3);
     expect(get('vhost_user_net_bytes_total', { vring: '1', queue: 'transmitq0' })).toBe(300);

@@ -287,26 +287,26 @@ export function metricsRegistry(backend: BackendView): Registry {
   );
   // A TAP's two ways to write a burst (native/write_chooser.h): rate() of the frames shows
   // which one the data path uses now, the seconds over the frames what each costs here.
-  counter(
-    'vhost_user_net_tap_write_frames_total',
-    'Frames a transmitq wrote to its TAP, by way: write (one system call each) or io_uring (a burst at once)',
-    ['vring', 'queue', 'way'],
-    (add) =>
+  const TAP_WRITES = [
+    {
+      name: 'vhost_user_net_tap_write_frames_total',
+      help: 'Frames a transmitq wrote to its TAP, by way: write (one system call each) or io_uring (a burst at once)',
+      of: (c: VringCounters) => [c.tapPlainFrames, c.tapUringFrames],
+    },
+    {
+      name: 'vhost_user_net_tap_write_seconds_total',
+      help: 'Time a transmitq spent handing frames to its TAP, copies included, by way',
+      of: (c: VringCounters) => [c.tapPlainNs / 1e9, c.tapUringNs / 1e9],
+    },
+  ];
+  for (const m of TAP_WRITES)
+    counter(m.name, m.help, ['vring', 'queue', 'way'], (add) =>
       each((l, c) => {
-        add({ ...l, way: 'write' }, c.tapPlainFrames);
-        add({ ...l, way: 'io_uring' }, c.tapUringFrames);
+        const [write, uring] = m.of(c);
+        add({ ...l, way: 'write' }, write as number);
+        add({ ...l, way: 'io_uring' }, uring as number);
       }),
-  );
-  counter(
-    'vhost_user_net_tap_write_seconds_total',
-    'Time a transmitq spent handing frames to its TAP, copies included, by way',
-    ['vring', 'queue', 'way'],
-    (add) =>
-      each((l, c) => {
-        add({ ...l, way: 'write' }, c.tapPlainNs / 1e9);
-        add({ ...l, way: 'io_uring' }, c.tapUringNs / 1e9);
-      }),
-  );
+    );
   counter('vhost_user_net_sessions_total', 'Front-end connections served', [], (add) => add({}, backend.sessions));
   counter(
     'vhost_user_net_faults_injected_total',
