@@ -11,6 +11,10 @@ const [staticFailed = '0', ...files] = process.argv.slice(2);
 let passed = 0;
 let failed = 0;
 let skipped = 0;
+// Each failed test's name and the start of its message, printed just above the closing line:
+// a CI log is often read from its end, and the message (with the figures a guest test puts in
+// it) is what says why.
+const failures = [];
 for (const file of files) {
   if (!existsSync(file)) {
     console.log(`${file}: vitest wrote no report: that run crashed before tests ran`);
@@ -29,8 +33,13 @@ for (const file of files) {
     }
     for (const t of suite.assertionResults ?? []) {
       if (t.status === 'passed') p++;
-      else if (t.status === 'failed') f++;
-      else s++;
+      else if (t.status === 'failed') {
+        f++;
+        const message = (t.failureMessages ?? []).join('\n').replace(/\x1b\[[0-9;]*m/g, '');
+        failures.push(
+          `${suite.name.replace(/^.*?\/(test|guest-tests)\//, '$1/')} > ${t.fullName}\n${message.slice(0, 3000)}`,
+        );
+      } else s++;
     }
   }
   if (files.length > 1) console.log(`${file}: ${p} passed, ${f} failed${s ? `, ${s} skipped` : ''}`);
@@ -38,6 +47,7 @@ for (const file of files) {
   failed += f;
   skipped += s;
 }
+for (const [i, f] of failures.entries()) console.log(`--- failed ${i + 1} of ${failures.length}: ${f}`);
 if (staticFailed === '1') {
   console.log('static checks (typecheck/lint) failed: counted as one failure');
   failed++;

@@ -110,6 +110,10 @@ export interface MigrationResult {
   /** Guest pings to the host: sent, answered, and the longest gap between answers (ms). */
   pingsSent: number;
   pingsAnswered: number;
+  /** The unanswered echo requests, as icmp_seq ranges ("" when none). */
+  pingsLost: string;
+  /** Each TAP's counters at the end (ip -s link): frames the host could not queue, and so on. */
+  taps: Record<string, unknown>;
   longestGapMs: number;
   /** iperf3 (guest to host) across the migration: exit code and receiver line. */
   iperf: { rc: number; text: string };
@@ -134,6 +138,8 @@ iperf3 -c $H -t 12 -f m > /tmp/i 2>&1 &
 IPERF=$!
 /usr/bin/ping -D -i ${PING_MS / 1000} -c ${PING_COUNT} -W 1 $H > /tmp/p 2>&1
 res ping $? "$(grep -E 'packets transmitted' /tmp/p)"
+# Which echo requests went unanswered, as ranges of icmp_seq (a loss says where it fell).
+res lost 0 "$(awk -v n=${PING_COUNT} '/bytes from/ { split($0, f, "icmp_seq="); split(f[2], g, " "); seen[g[1] + 0] = 1 } END { for (i = 1; i <= n + 1; i++) { if (i <= n && !(i in seen)) { if (!a) a = i; b = i } else if (a) { printf "%d-%d ", a, b; a = 0 } } }' /tmp/p)"
 res gap 0 "$(awk '/bytes from/ { t = substr($1, 2, length($1) - 2) + 0; if (p > 0 && t - p > m) m = t - p; p = t } END { printf "%d", m * 1000 }' /tmp/p)"
 wait $IPERF; res iperf $? "$(grep receiver /tmp/i | tail -1)"
 # The host pings the guest through the destination: stay up until three echo requests came
@@ -282,6 +288,16 @@ export async function runMigration(
     await Promise.race([cap.exited, new Promise((r) => setTimeout(r, 2000))]);
     const r = guestResults(dest.output);
     const ping = parsePing(r.get('ping')?.text ?? '');
+    const taps: Record<string, unknown> = {};
+    for (const b of sides) {
+      const j = ns.try(`ip -s -j link show ${b.tap}`).out;
+      try {
+        const s = (JSON.parse(j) as { stats64?: Record<string, unknown> }[])[0]?.stats64;
+        taps[b.tap] = s ?? j;
+      } catch {
+        taps[b.tap] = j;
+      }
+    }
     const ram = (info.ram ?? {}) as { transferred?: number };
     return {
       status: String(info.status),
@@ -291,6 +307,8 @@ export async function runMigration(
       destinationStatus,
       pingsSent: ping.sent,
       pingsAnswered: ping.answered,
+      pingsLost: (r.get('lost')?.text ?? '?').trim(),
+      taps,
       longestGapMs: Number(r.get('gap')?.text ?? -1),
       iperf: r.get('iperf') ?? { rc: -999, text: 'missing' },
       fdbPort,
