@@ -5,6 +5,7 @@
 
 #include "memory_fault.h"
 #include "net_rules.h"
+#include "prefetch.h"
 #include "queue_pair.h"
 
 namespace vun {
@@ -279,6 +280,16 @@ int QueuePair::ReceiveWhole(uint32_t* budget, bool* blocked) {
       break;
     }
     pos_++;
+    // The next chain's buffer, asked for now so its lines arrive while this frame is copied
+    // (one chain ahead measured best: bench/notes.md).
+    if (pos_ < cached_) {
+      const Element& n = toGuestElems_[pos_];
+      if (n.inNum != 0) {
+        const uint8_t* p = n.segs[n.outNum].host;
+        PrefetchForWrite(p);
+        PrefetchForWrite(p + 64);
+      }
+    }
     uint8_t* to = e.segs[e.outNum].host;
     std::memcpy(to, f.data, f.len);
     WholeHeader(to, nb, verdict == kReceiveClearFlags);
