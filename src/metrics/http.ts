@@ -291,20 +291,20 @@ export function metricsRegistry(backend: BackendView): Registry {
     {
       name: 'vhost_user_net_tap_write_frames_total',
       help: 'Frames a transmitq wrote to its TAP, by way: write (one system call each) or io_uring (a burst at once)',
-      of: (c: VringCounters) => [c.tapPlainFrames, c.tapUringFrames],
+      of: (c: VringCounters): [number, number] => [c.tapPlainFrames, c.tapUringFrames],
     },
     {
       name: 'vhost_user_net_tap_write_seconds_total',
       help: 'Time a transmitq spent handing frames to its TAP, copies included, by way',
-      of: (c: VringCounters) => [c.tapPlainNs / 1e9, c.tapUringNs / 1e9],
+      of: (c: VringCounters): [number, number] => [c.tapPlainNs / 1e9, c.tapUringNs / 1e9],
     },
   ];
   for (const m of TAP_WRITES)
     counter(m.name, m.help, ['vring', 'queue', 'way'], (add) =>
       each((l, c) => {
         const [write, uring] = m.of(c);
-        add({ ...l, way: 'write' }, write as number);
-        add({ ...l, way: 'io_uring' }, uring as number);
+        add({ ...l, way: 'write' }, write);
+        add({ ...l, way: 'io_uring' }, uring);
       }),
     );
   counter('vhost_user_net_sessions_total', 'Front-end connections served', [], (add) => add({}, backend.sessions));
